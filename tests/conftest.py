@@ -1,0 +1,116 @@
+"""Fixtures shared by the whole suite: real TLC files, isolated stores, and real Prometheus processes."""
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import requests
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TLC_DIR = Path(os.getenv("TAXI_TEST_TLC_DIR", REPO_ROOT.parent / "shared" / "data" / "tlc"))
+
+# Row counts from ../shared/data/tlc/MANIFEST.md (parquet metadata).
+MANIFEST_ROWS = {
+    "2021-01": 76518,
+    "2021-02": 64572,
+    "2021-03": 83827,
+    "2022-01": 62495,
+    "2022-02": 69399,
+    "2022-03": 78537,
+    "2023-01": 68211,
+    "2023-02": 64809,
+    "2023-03": 72044,
+    "2023-04": 65392,
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 30.0, process: subprocess.Popen | None = None) -> None:
+    """Wait until `url` answers 200, failing early when the process behind it has died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process for {url} exited with {process.returncode}")
+        try:
+            if requests.get(url, timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+@pytest.fixture(scope="session")
+def tlc_dir() -> Path:
+    assert (TLC_DIR / "green_tripdata_2021-01.parquet").exists(), f"TLC files not found in {TLC_DIR}"
+    return TLC_DIR
+
+
+@pytest.fixture
+def platform_env(tmp_path: Path, tlc_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point every store at a fresh temporary folder and the trip-data source at the local TLC mirror."""
+    env = {
+        "TAXI_DUCKDB_PATH": tmp_path / "warehouse.duckdb",
+        "TAXI_TRIP_DATA_URL": tlc_dir,
+        "TAXI_CACHE_DIR": tmp_path / "cache",
+        "TAXI_REPORTS_DIR": tmp_path / "reports",
+        "TAXI_PREDLOG_URI": tmp_path / "prediction_logs",
+        "BENTOML_HOME": tmp_path / "bentoml",
+        "DAGSTER_HOME": tmp_path / "dagster_home",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, str(value))
+    monkeypatch.delenv("TAXI_PUSHGATEWAY_URL", raising=False)
+    monkeypatch.delenv("TAXI_ZONE_LOOKUP_URL", raising=False)
+    (tmp_path / "dagster_home").mkdir()
+    return tmp_path
+
+
+@pytest.fixture
+def instance(platform_env: Path) -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test(temp_dir=str(platform_env / "dagster_home")) as dagster_instance:
+        yield dagster_instance
+
+
+def start_process(args: list[str], url: str, log_path: Path) -> subprocess.Popen:
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_http(url, process=process)
+    except Exception:
+        process.kill()
+        raise RuntimeError(f"{args[0]} did not start: {log_path.read_text()[-2000:]}") from None
+    return process
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@pytest.fixture
+def pushgateway(tmp_path: Path) -> Iterator[str]:
+    """A real Prometheus Pushgateway (Debian's `prometheus-pushgateway`) on a free loopback port; yields its URL."""
+    binary = shutil.which("prometheus-pushgateway")
+    assert binary, "prometheus-pushgateway is not installed: run `make setup`"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = start_process(
+        [binary, f"--web.listen-address=127.0.0.1:{port}"], f"{url}/-/ready", tmp_path / "pushgateway.log"
+    )
+    yield url
+    stop_process(process)
