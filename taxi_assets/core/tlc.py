@@ -1,0 +1,151 @@
+"""TLC green-taxi files: where a month lives, whether a file is one, and how it becomes one table schema.
+
+Pure logic: no Dagster here, so the rules are unit-tested on their own and shared by every caller.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+TLC_TRIP_DATA_URL = "https://d37ci6vzurychx.cloudfront.net/trip-data/green_tripdata_{month}.parquet"
+TLC_ZONE_LOOKUP_URL = "https://d37ci6vzurychx.cloudfront.net/misc/taxi_zone_lookup.csv"
+
+# The 20 green-taxi columns in TLC order, with the one type each gets in DuckDB. TLC changed physical types
+# over the years (2023-03 onwards: int32 IDs, int64 passenger_count, double ehail_fee), so every load casts.
+RAW_COLUMNS: dict[str, str] = {
+    "VendorID": "INTEGER",
+    "lpep_pickup_datetime": "TIMESTAMP",
+    "lpep_dropoff_datetime": "TIMESTAMP",
+    "store_and_fwd_flag": "VARCHAR",
+    "RatecodeID": "INTEGER",
+    "PULocationID": "INTEGER",
+    "DOLocationID": "INTEGER",
+    "passenger_count": "INTEGER",
+    "trip_distance": "DOUBLE",
+    "fare_amount": "DOUBLE",
+    "extra": "DOUBLE",
+    "mta_tax": "DOUBLE",
+    "tip_amount": "DOUBLE",
+    "tolls_amount": "DOUBLE",
+    "ehail_fee": "DOUBLE",
+    "improvement_surcharge": "DOUBLE",
+    "total_amount": "DOUBLE",
+    "payment_type": "INTEGER",
+    "trip_type": "INTEGER",
+    "congestion_surcharge": "DOUBLE",
+}
+
+ZONE_COLUMNS = ["LocationID", "Borough", "Zone", "service_zone"]
+
+MIN_DURATION_MINUTES = 1.0
+MAX_DURATION_MINUTES = 60.0
+MAX_LOCATION_ID = 265
+
+_MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+
+
+class TripDataError(Exception):
+    """A month's file is missing, unreadable or not a TLC green-taxi file."""
+
+
+@dataclass(frozen=True)
+class FileSummary:
+    rows: int
+    bytes: int
+
+
+def check_month(month: str) -> str:
+    if not _MONTH.match(month):
+        raise ValueError(f"month must look like YYYY-MM, got {month!r}")
+    return month
+
+
+def source_location(template: str, month: str) -> str:
+    """Where `month` lives: a URL, a `file://` URL or a local path.
+
+    A template without `{month}` names a directory that holds files under TLC's own names.
+    """
+    check_month(month)
+    if "{month}" in template:
+        return template.format(month=month)
+    return str(Path(template) / f"green_tripdata_{month}.parquet")
+
+
+def is_remote(location: str) -> bool:
+    return location.startswith(("http://", "https://"))
+
+
+def local_path(location: str) -> Path:
+    return Path(location.removeprefix("file://"))
+
+
+def validate_trip_file(path: Path, month: str, source: str) -> FileSummary:
+    """Fail with a message naming the month, the source and the problem unless `path` is a TLC green file."""
+    try:
+        metadata = pq.read_metadata(path)
+    except Exception as error:  # pyarrow raises several types for truncated or foreign files
+        raise TripDataError(f"{month}: {source} is not a readable parquet file ({error})") from error
+    missing = [name for name in RAW_COLUMNS if name not in metadata.schema.names]
+    if missing:
+        raise TripDataError(f"{month}: {source} lacks the TLC green columns {missing}")
+    return FileSummary(rows=metadata.num_rows, bytes=path.stat().st_size)
+
+
+def raw_select_sql(parquet_path: str) -> str:
+    """SELECT turning one TLC file into the `raw_trips` schema (month comes first, as parameter $month)."""
+    casts = ",\n    ".join(f'CAST("{name}" AS {sql_type}) AS "{name}"' for name, sql_type in RAW_COLUMNS.items())
+    escaped = parquet_path.replace("'", "''")
+    return f"SELECT $month AS month,\n    {casts}\nFROM read_parquet('{escaped}')"
+
+
+RAW_TABLE_DDL = "CREATE TABLE IF NOT EXISTS raw_trips (month VARCHAR NOT NULL, {columns})".format(
+    columns=", ".join(f'"{name}" {sql_type}' for name, sql_type in RAW_COLUMNS.items())
+)
+
+TRIPS_TABLE_DDL = """
+CREATE TABLE IF NOT EXISTS trips (
+    month VARCHAR NOT NULL,
+    pickup_datetime TIMESTAMP,
+    dropoff_datetime TIMESTAMP,
+    PULocationID INTEGER,
+    DOLocationID INTEGER,
+    passenger_count DOUBLE,
+    trip_distance DOUBLE,
+    fare_amount DOUBLE,
+    total_amount DOUBLE,
+    duration DOUBLE
+)
+"""
+
+# Duration in minutes with the sub-second part kept, exactly as the course model computed it in pandas.
+_DURATION = "date_diff('microsecond', lpep_pickup_datetime, lpep_dropoff_datetime) / 60e6"
+
+TRIPS_SELECT_SQL = f"""
+SELECT month,
+    lpep_pickup_datetime AS pickup_datetime,
+    lpep_dropoff_datetime AS dropoff_datetime,
+    PULocationID,
+    DOLocationID,
+    CAST(passenger_count AS DOUBLE) AS passenger_count,
+    trip_distance,
+    fare_amount,
+    total_amount,
+    {_DURATION} AS duration
+FROM raw_trips
+WHERE month = $month
+    AND {_DURATION} BETWEEN {MIN_DURATION_MINUTES} AND {MAX_DURATION_MINUTES}
+"""
+
+# Why each raw row does not reach `trips`; the seed filter is on duration alone.
+TRIPS_DROP_REASONS_SQL = f"""
+SELECT
+    count(*) FILTER (WHERE lpep_pickup_datetime IS NULL OR lpep_dropoff_datetime IS NULL) AS missing_timestamps,
+    count(*) FILTER (WHERE {_DURATION} < {MIN_DURATION_MINUTES}) AS shorter_than_1_min,
+    count(*) FILTER (WHERE {_DURATION} > {MAX_DURATION_MINUTES}) AS longer_than_60_min
+FROM raw_trips
+WHERE month = $month
+"""

@@ -1,0 +1,11 @@
+"""The platform's Dagster definitions: what `workspace.yaml`, the webserver and the daemon load."""
+
+import dagster as dg
+
+from taxi_assets.assets import trips
+from taxi_assets.resources import build_resources
+
+defs = dg.Definitions(
+    assets=dg.load_assets_from_modules([trips]),
+    resources=build_resources(),
+)

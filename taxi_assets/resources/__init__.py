@@ -1,0 +1,22 @@
+"""Resources, each configured from environment variables with embedded defaults under `data/`."""
+
+import os
+
+from taxi_assets.core.tlc import TLC_TRIP_DATA_URL
+from taxi_assets.paths import env_path
+from taxi_assets.resources.trip_source import TripDataSource
+from taxi_assets.resources.warehouse import DUCKDB_POOL, Warehouse
+
+__all__ = ["DUCKDB_POOL", "TripDataSource", "Warehouse", "build_resources"]
+
+
+def build_resources() -> dict[str, object]:
+    """The resources for the current environment; read at call time so tests can point them elsewhere."""
+    return {
+        "duckdb": Warehouse(database=env_path("TAXI_DUCKDB_PATH", "warehouse.duckdb")),
+        "trip_data": TripDataSource(
+            url_template=os.getenv("TAXI_TRIP_DATA_URL") or TLC_TRIP_DATA_URL,
+            zone_lookup_url=os.getenv("TAXI_ZONE_LOOKUP_URL", ""),
+            cache_dir=env_path("TAXI_CACHE_DIR", "cache"),
+        ),
+    }

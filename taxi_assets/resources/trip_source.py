@@ -1,0 +1,115 @@
+"""Where TLC trip files come from: TLC's public address by default, or a local mirror."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from taxi_assets.core.tlc import (
+    TLC_TRIP_DATA_URL,
+    TLC_ZONE_LOOKUP_URL,
+    FileSummary,
+    TripDataError,
+    is_remote,
+    local_path,
+    source_location,
+    validate_trip_file,
+)
+
+_CHUNK = 1 << 20
+_PROGRESS_EVERY_SECONDS = 2.0
+
+
+class TripDataSource(dg.ConfigurableResource):
+    """TLC green-taxi trip files and the zone lookup, from a URL template or a local directory.
+
+    Downloads land in `cache_dir` only once they have been checked, so the cache never keeps a bad file;
+    local files are read in place.
+    """
+
+    url_template: str = Field(
+        default=TLC_TRIP_DATA_URL,
+        description="URL or path with `{month}` (YYYY-MM), or a directory holding green_tripdata_YYYY-MM.parquet",
+    )
+    zone_lookup_url: str = Field(default="", description="Zone lookup CSV; empty = next to local trip files, else TLC")
+    cache_dir: str = Field(description="Where downloaded files are kept")
+
+    def trip_file(self, month: str, log: logging.Logger) -> tuple[Path, str, FileSummary]:
+        """The checked local file for `month`, with where it came from."""
+        location = source_location(self.url_template, month)
+        if not is_remote(location):
+            path = local_path(location)
+            if not path.is_file():
+                raise TripDataError(f"{month}: no file at {path}")
+            return path, location, validate_trip_file(path, month, location)
+
+        cached = Path(self.cache_dir) / Path(location).name
+        if cached.is_file():
+            log.info(f"{month}: using cached {cached}")
+            return cached, location, validate_trip_file(cached, month, location)
+        partial = self._download(location, month, log)
+        try:
+            summary = validate_trip_file(partial, month, location)
+        except TripDataError:
+            partial.unlink(missing_ok=True)
+            raise
+        os.replace(partial, cached)
+        return cached, location, summary
+
+    def zone_lookup(self, log: logging.Logger) -> tuple[Path, str]:
+        location = self.zone_lookup_url or self._default_zone_lookup()
+        if not is_remote(location):
+            path = local_path(location)
+            if not path.is_file():
+                raise TripDataError(f"zone lookup: no file at {path}")
+            return path, location
+        cached = Path(self.cache_dir) / "taxi_zone_lookup.csv"
+        if not cached.is_file():
+            os.replace(self._download(location, "zone lookup", log), cached)
+        return cached, location
+
+    def _default_zone_lookup(self) -> str:
+        if "{month}" not in self.url_template:
+            return str(Path(self.url_template) / "taxi_zone_lookup.csv")
+        if not is_remote(self.url_template):
+            return str(local_path(self.url_template).parent / "taxi_zone_lookup.csv")
+        return TLC_ZONE_LOOKUP_URL
+
+    def _download(self, url: str, what: str, log: logging.Logger) -> Path:
+        """Stream `url` into a temporary file in the cache folder, logging progress; the caller renames it."""
+        cache = Path(self.cache_dir)
+        cache.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(dir=cache, prefix=".partial-", suffix=".download")
+        partial = Path(name)
+        try:
+            with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+                total = int(response.headers.get("Content-Length") or 0)
+                done, last_report = 0, time.monotonic()
+                while chunk := response.read(_CHUNK):
+                    out.write(chunk)
+                    done += len(chunk)
+                    if time.monotonic() - last_report >= _PROGRESS_EVERY_SECONDS:
+                        share = f" ({done / total:.0%})" if total else ""
+                        log.info(f"{what}: downloaded {done / 1e6:.1f} MB{share} from {url}")
+                        last_report = time.monotonic()
+                if total and done != total:
+                    raise TripDataError(f"{what}: {url} ended after {done} of {total} bytes")
+            log.info(f"{what}: downloaded {done / 1e6:.1f} MB from {url}")
+            return partial
+        except urllib.error.HTTPError as error:
+            partial.unlink(missing_ok=True)
+            raise TripDataError(f"{what}: {url} answered HTTP {error.code} {error.reason}") from error
+        except (urllib.error.URLError, OSError) as error:
+            partial.unlink(missing_ok=True)
+            raise TripDataError(f"{what}: could not download {url} ({error})") from error
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
