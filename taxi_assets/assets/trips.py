@@ -3,6 +3,9 @@
 import dagster as dg
 import duckdb
 
+# Asset parameters named `duckdb` (the resource key) shadow the module, so its error type is imported by name.
+from duckdb import Error as DuckDBError
+
 from taxi_assets.assets.quality import quality_check_results, quality_check_specs
 from taxi_assets.core.tlc import (
     RAW_COLUMNS,
@@ -57,7 +60,7 @@ def raw_trips(context: dg.AssetExecutionContext, duckdb: Warehouse, trip_data: T
         conn.execute(RAW_TABLE_DDL)
         try:
             rows = replace_partition(conn, "raw_trips", month, raw_select_sql(str(path)))
-        except duckdb.Error as error:
+        except DuckDBError as error:
             raise TripDataError(f"{month}: DuckDB could not load {source} ({error})") from error
         (outside,) = conn.execute(
             "SELECT count(*) FROM raw_trips WHERE month = $month AND strftime(lpep_pickup_datetime, '%Y-%m') <> month",
@@ -94,7 +97,7 @@ def taxi_zones(context: dg.AssetExecutionContext, duckdb: Warehouse, trip_data: 
                 name
                 for name, *_ in conn.execute("DESCRIBE SELECT * FROM read_csv($path)", {"path": str(path)}).fetchall()
             ]
-        except duckdb.Error as error:
+        except DuckDBError as error:
             raise TripDataError(f"zone lookup: {source} is not a readable CSV ({error})") from error
         if header != ZONE_COLUMNS:
             raise TripDataError(f"zone lookup: {source} has columns {header}, expected {ZONE_COLUMNS}")

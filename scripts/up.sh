@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Runs the platform on embedded defaults, all on loopback:
+#   Dagster UI + daemon  http://127.0.0.1:3000   (DAGSTER_HOME=dagster_home)
+#   Pushgateway          http://127.0.0.1:9091
+#   Prometheus           http://127.0.0.1:9090
+# Stops everything it started on Ctrl-C.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+if [ -f .env ]; then
+  set -a
+  # shellcheck disable=SC1091
+  source .env
+  set +a
+fi
+export DAGSTER_HOME="${DAGSTER_HOME:-$root/dagster_home}"
+export TAXI_PUSHGATEWAY_URL="${TAXI_PUSHGATEWAY_URL-http://127.0.0.1:9091}"
+mkdir -p data/logs
+
+children=()
+cleanup() {
+  for pid in "${children[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+start() {
+  local name=$1
+  shift
+  echo "up: starting $name (log: data/logs/$name.log)"
+  "$@" >"data/logs/$name.log" 2>&1 &
+  children+=($!)
+}
+
+if command -v prometheus-pushgateway >/dev/null; then
+  start pushgateway prometheus-pushgateway --web.listen-address=127.0.0.1:9091
+fi
+if command -v prometheus >/dev/null; then
+  start prometheus prometheus --config.file=monitoring/prometheus/prometheus.yml \
+    --storage.tsdb.path=data/prometheus --web.listen-address=127.0.0.1:9090
+fi
+
+echo "up: Dagster UI on http://127.0.0.1:${DAGSTER_PORT:-3000}"
+.venv/bin/dagster dev -h 127.0.0.1 -p "${DAGSTER_PORT:-3000}" -w workspace.yaml

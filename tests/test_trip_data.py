@@ -1,0 +1,199 @@
+"""Trip-data assets materialized from the real TLC files, and every way a month can be bad."""
+
+import functools
+import http.server
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from taxi_assets.assets.trips import raw_trips, taxi_zones, trips
+from taxi_assets.core.tlc import RAW_COLUMNS
+from taxi_assets.resources import build_resources
+from tests.conftest import MANIFEST_ROWS
+
+# Rows with 1 <= duration <= 60 minutes (the seed filter), counted independently with DuckDB on the files.
+TRIPS_ROWS = {"2021-01": 73908, "2022-01": 59603, "2023-03": 69392}
+
+
+def materialize(
+    instance: dg.DagsterInstance, month: str, assets=(raw_trips, trips), **kwargs
+) -> dg.ExecuteInProcessResult:
+    return dg.materialize(list(assets), partition_key=month, instance=instance, resources=build_resources(), **kwargs)
+
+
+def query(path: Path, sql: str, params: dict | None = None) -> list[tuple]:
+    with duckdb.connect(str(path), read_only=True) as conn:
+        return conn.execute(sql, params or {}).fetchall()
+
+
+def month_rows(platform_env: Path, table: str, month: str) -> int:
+    return query(platform_env / "warehouse.duckdb", f"SELECT count(*) FROM {table} WHERE month = $m", {"m": month})[0][
+        0
+    ]
+
+
+@pytest.fixture
+def source_dir(platform_env: Path, tlc_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A writable trip-data directory holding a copy of 2021-01, so tests can spoil it."""
+    source = platform_env / "source"
+    source.mkdir()
+    shutil.copy(tlc_dir / "green_tripdata_2021-01.parquet", source)
+    shutil.copy(tlc_dir / "taxi_zone_lookup.csv", source)
+    monkeypatch.setenv("TAXI_TRIP_DATA_URL", str(source))
+    return source
+
+
+def test_months_of_every_year_load_into_one_schema(instance, platform_env):
+    for month in TRIPS_ROWS:
+        result = materialize(instance, month)
+        assert result.success
+        raw_meta = result.asset_materializations_for_node("raw_trips")[0].metadata
+        assert raw_meta["dagster/row_count"].value == MANIFEST_ROWS[month]
+        assert 0 < raw_meta["pickups_outside_month_share"].value < 0.001
+        assert all(check.passed for check in result.get_asset_check_evaluations())
+        assert month_rows(platform_env, "raw_trips", month) == MANIFEST_ROWS[month]
+        assert month_rows(platform_env, "trips", month) == TRIPS_ROWS[month]
+    # 2023-03 ships int32 IDs, int64 passenger_count and a double ehail_fee: all land in the same columns.
+    types = dict(query(platform_env / "warehouse.duckdb", "SELECT column_name, column_type FROM (DESCRIBE raw_trips)"))
+    assert {name: types[name] for name in RAW_COLUMNS} == RAW_COLUMNS
+    per_month = query(
+        platform_env / "warehouse.duckdb",
+        "SELECT month, count(*), min(duration) >= 1, max(duration) <= 60 FROM trips GROUP BY month ORDER BY month",
+    )
+    assert per_month == [(month, rows, True, True) for month, rows in TRIPS_ROWS.items()]
+
+
+def test_rematerializing_a_month_replaces_exactly_that_month(instance, platform_env):
+    materialize(instance, "2021-01")
+    materialize(instance, "2022-01")
+    materialize(instance, "2021-01")
+    assert month_rows(platform_env, "raw_trips", "2021-01") == MANIFEST_ROWS["2021-01"]
+    assert month_rows(platform_env, "raw_trips", "2022-01") == MANIFEST_ROWS["2022-01"]
+    assert month_rows(platform_env, "trips", "2021-01") == TRIPS_ROWS["2021-01"]
+
+
+def test_taxi_zones_load_the_lookup(instance, platform_env):
+    result = dg.materialize([taxi_zones], instance=instance, resources=build_resources())
+    assert result.asset_materializations_for_node("taxi_zones")[0].metadata["dagster/row_count"].value == 265
+    assert query(platform_env / "warehouse.duckdb", "SELECT Borough, Zone FROM taxi_zones WHERE LocationID = 1") == [
+        ("EWR", "Newark Airport")
+    ]
+
+
+def spoil_truncated(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def spoil_not_parquet(path: Path) -> None:
+    # What a misconfigured bucket sends instead of the file.
+    path.write_text('<?xml version="1.0"?><Error><Code>AccessDenied</Code></Error>')
+
+
+def spoil_schema(path: Path) -> None:
+    duckdb.sql(f"COPY (SELECT VendorID, trip_distance FROM read_parquet('{path}')) TO '{path}.tmp' (FORMAT parquet)")
+    Path(f"{path}.tmp").replace(path)
+
+
+def spoil_pages(path: Path) -> None:
+    """Garble the column data but keep the footer, so only reading the rows finds out."""
+    data = bytearray(path.read_bytes())
+    for offset in range(100, len(data) // 2, 997):
+        data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    ("spoil", "message"),
+    [
+        (spoil_truncated, "is not a readable parquet file"),
+        (spoil_not_parquet, "is not a readable parquet file"),
+        (spoil_schema, "lacks the TLC green columns"),
+        (spoil_pages, "DuckDB could not load"),
+    ],
+)
+def test_a_bad_file_fails_the_month_and_keeps_the_loaded_rows(instance, platform_env, source_dir, spoil, message):
+    assert materialize(instance, "2021-01").success
+    spoil(source_dir / "green_tripdata_2021-01.parquet")
+
+    result = materialize(instance, "2021-01", raise_on_error=False)
+
+    assert not result.success
+    error = str(result.get_step_failure_events()[0].step_failure_data.error)
+    assert "2021-01" in error and str(source_dir) in error and message in error
+    assert month_rows(platform_env, "raw_trips", "2021-01") == MANIFEST_ROWS["2021-01"]
+    assert month_rows(platform_env, "trips", "2021-01") == TRIPS_ROWS["2021-01"]
+
+
+def test_a_month_missing_from_the_directory_fails_cleanly(instance, platform_env):
+    result = materialize(instance, "2021-04", raise_on_error=False)
+    assert not result.success
+    error = str(result.get_step_failure_events()[0].step_failure_data.error)
+    assert "2021-04: no file at" in error and "green_tripdata_2021-04.parquet" in error
+    assert not (platform_env / "cache").exists() or not any((platform_env / "cache").iterdir())
+
+
+@pytest.fixture
+def http_source(source_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """`source_dir` served over HTTP on loopback, as TLC's trip-data address would serve it."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(source_dir))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setenv("TAXI_TRIP_DATA_URL", url + "/green_tripdata_{month}.parquet")
+    monkeypatch.setenv("TAXI_ZONE_LOOKUP_URL", url + "/taxi_zone_lookup.csv")
+    yield url
+    server.shutdown()
+
+
+def test_downloads_are_cached_and_bad_downloads_never_are(instance, platform_env, source_dir, http_source):
+    cache = platform_env / "cache"
+    first = materialize(instance, "2021-01", assets=(raw_trips, trips, taxi_zones))
+    assert first.success
+    assert sorted(path.name for path in cache.iterdir()) == ["green_tripdata_2021-01.parquet", "taxi_zone_lookup.csv"]
+    assert first.asset_materializations_for_node("raw_trips")[0].metadata["source"].value.startswith(http_source)
+
+    missing = materialize(instance, "2021-05", raise_on_error=False)
+    assert "answered HTTP 404" in str(missing.get_step_failure_events()[0].step_failure_data.error)
+
+    shutil.copy(source_dir / "green_tripdata_2021-01.parquet", source_dir / "green_tripdata_2021-02.parquet")
+    spoil_truncated(source_dir / "green_tripdata_2021-02.parquet")
+    truncated = materialize(instance, "2021-02", raise_on_error=False)
+    assert "is not a readable parquet file" in str(truncated.get_step_failure_events()[0].step_failure_data.error)
+    assert sorted(path.name for path in cache.iterdir()) == ["green_tripdata_2021-01.parquet", "taxi_zone_lookup.csv"]
+
+
+def test_checks_fire_on_doctored_data(instance, platform_env, source_dir):
+    path = source_dir / "green_tripdata_2021-01.parquet"
+    duckdb.sql(
+        f"""COPY (SELECT * REPLACE (
+                CASE WHEN VendorID = 2 AND trip_distance > 5 THEN 300 ELSE PULocationID END AS PULocationID,
+                CASE WHEN fare_amount > 20 THEN -trip_distance ELSE trip_distance END AS trip_distance,
+                CASE WHEN tip_amount > 3 THEN -fare_amount ELSE fare_amount END AS fare_amount,
+                CASE WHEN tolls_amount > 0 THEN NULL ELSE DOLocationID END AS DOLocationID,
+                CASE WHEN extra > 0.5 THEN lpep_pickup_datetime - INTERVAL 40 DAY ELSE lpep_pickup_datetime END
+                    AS lpep_pickup_datetime)
+            FROM read_parquet('{path}')) TO '{path}.tmp' (FORMAT parquet)"""
+    )
+    Path(f"{path}.tmp").replace(path)
+
+    result = materialize(instance, "2021-01", raise_on_error=False)
+
+    failed = {(c.asset_key.path[-1], c.check_name) for c in result.get_asset_check_evaluations() if not c.passed}
+    for table in ("raw_trips", "trips"):
+        for check in ("key_columns_not_null", "location_ids_in_range", "no_negative_distance", "few_negative_fares"):
+            assert (table, check) in failed
+    assert ("raw_trips", "pickups_in_month") in failed
+    assert ("raw_trips", "tlc_schema") not in failed
+
+
+def test_definitions_load():
+    from taxi_assets.definitions import defs
+
+    dg.Definitions.validate_loadable(defs)
+    keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert {"raw_trips", "taxi_zones", "trips"} <= keys
