@@ -2,10 +2,10 @@
 
 import dagster as dg
 
-from taxi_assets.assets import trips
+from taxi_assets.assets import models, trips
 from taxi_assets.resources import build_resources
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([trips]),
+    assets=dg.load_assets_from_modules([trips, models]),
     resources=build_resources(),
 )

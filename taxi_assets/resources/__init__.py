@@ -4,10 +4,11 @@ import os
 
 from taxi_assets.core.tlc import TLC_TRIP_DATA_URL
 from taxi_assets.paths import env_path
+from taxi_assets.resources.model_registry import ModelRegistry
 from taxi_assets.resources.trip_source import TripDataSource
 from taxi_assets.resources.warehouse import DUCKDB_POOL, Warehouse
 
-__all__ = ["DUCKDB_POOL", "TripDataSource", "Warehouse", "build_resources"]
+__all__ = ["DUCKDB_POOL", "ModelRegistry", "TripDataSource", "Warehouse", "build_resources"]
 
 
 def build_resources() -> dict[str, object]:
@@ -19,4 +20,5 @@ def build_resources() -> dict[str, object]:
             zone_lookup_url=os.getenv("TAXI_ZONE_LOOKUP_URL", ""),
             cache_dir=env_path("TAXI_CACHE_DIR", "cache"),
         ),
+        "model_registry": ModelRegistry(home=env_path("BENTOML_HOME", "bentoml")),
     }
