@@ -1,0 +1,174 @@
+"""Run the repo's Prometheus config and Grafana panel queries against real processes.
+
+Used by test_monitoring_config.py and by the end-to-end test, which replays traffic and then asserts that
+every panel query of `dashboard_queries()` returns at least one series from `start_prometheus()`.
+"""
+
+import json
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+import yaml
+
+from tests.conftest import REPO_ROOT, free_port, start_process, stop_process
+
+PROMETHEUS_DIR = REPO_ROOT / "monitoring" / "prometheus"
+DASHBOARD_DIR = REPO_ROOT / "monitoring" / "grafana" / "dashboards"
+
+
+@dataclass(frozen=True)
+class PanelQuery:
+    dashboard: str
+    panel: str
+    expr: str
+
+
+def _variable_values(dashboard: dict) -> dict[str, str]:
+    """What each template variable expands to with the dashboard's saved selection, as Grafana would."""
+    values = {}
+    for variable in dashboard.get("templating", {}).get("list", []):
+        current = variable.get("current", {}).get("value")
+        if isinstance(current, list):
+            current = current[0] if len(current) == 1 else "|".join(current)
+        if current == "$__all":
+            current = variable["allValue"]
+        values[variable["name"]] = current
+    return values
+
+
+def substitute(expr: str, variables: dict[str, str], rate_interval: str) -> str:
+    builtins = {"__rate_interval": rate_interval, "__interval": rate_interval, "__range": rate_interval}
+    values = {**variables, **builtins}
+
+    def replace(match: re.Match) -> str:
+        name = next(group for group in match.groups() if group)
+        if name not in values:
+            raise KeyError(f"unknown Grafana variable ${name} in {expr!r}")
+        return values[name]
+
+    return re.sub(r"\$\{(\w+)\}|\[\[(\w+)\]\]|\$(\w+)", replace, expr)
+
+
+def dashboard_queries(rate_interval: str = "1m") -> list[PanelQuery]:
+    """Every PromQL expression of every provisioned dashboard, ready to send to Prometheus.
+
+    `rate_interval` stands in for `$__rate_interval`; it must span at least two scrapes of the Prometheus queried.
+    """
+    queries = []
+    for path in sorted(DASHBOARD_DIR.glob("*.json")):
+        dashboard = json.loads(path.read_text())
+        variables = _variable_values(dashboard)
+        panels = [
+            panel
+            for top in dashboard["panels"]
+            for panel in [top, *top.get("panels", [])]  # collapsed rows nest their panels
+        ]
+        for panel in panels:
+            for target in panel.get("targets", []):
+                queries.append(
+                    PanelQuery(dashboard["title"], panel["title"], substitute(target["expr"], variables, rate_interval))
+                )
+    return queries
+
+
+_PROMQL_KEYWORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "inf",
+    "nan",
+}
+
+
+def metric_names(expr: str) -> set[str]:
+    """Metric names an expression selects (good enough for our rules and panels, not a full PromQL parser)."""
+    expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # label values can hold anything
+    expr = re.sub(r"\{[^}]*\}|\[[^\]]*\]", " ", expr)  # matchers and range durations
+    expr = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", expr)  # label lists
+    names = re.findall(r"(?<![\w:.])([a-zA-Z_:][\w:]*)\b(?!\s*\()", expr)  # not function calls
+    return {name for name in names if name.lower() not in _PROMQL_KEYWORDS}
+
+
+def write_config(directory: Path, bento: str | None, pushgateway: str | None, scrape_interval: str = "1s") -> Path:
+    """The repo's prometheus.yml and alert rules in `directory`, scraping the given host:port targets."""
+    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    config["global"].update(scrape_interval=scrape_interval, evaluation_interval=scrape_interval)
+    for rule_file in config["rule_files"]:
+        shutil.copy(PROMETHEUS_DIR / rule_file, directory / rule_file)
+    targets = {"bento": bento, "pushgateway": pushgateway}
+    for job in config["scrape_configs"]:
+        for sd_config in job["file_sd_configs"]:
+            for sd_file in sd_config["files"]:
+                path = directory / sd_file
+                path.parent.mkdir(parents=True, exist_ok=True)
+                target = targets[job["job_name"]]
+                path.write_text(yaml.safe_dump([{"targets": [target] if target else []}]))
+    config_path = directory / "prometheus.yml"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return config_path
+
+
+@contextmanager
+def start_prometheus(
+    directory: Path, bento: str | None = None, pushgateway: str | None = None, scrape_interval: str = "1s"
+) -> Iterator[str]:
+    """A real Prometheus on a free loopback port running the repo's config and rules; yields its URL.
+
+    `bento` and `pushgateway` are host:port targets (None leaves that job without targets).
+    """
+    binary = shutil.which("prometheus")
+    assert binary, "prometheus is not installed: run `make setup`"
+    directory.mkdir(parents=True, exist_ok=True)
+    config_path = write_config(directory, bento, pushgateway, scrape_interval)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process: subprocess.Popen = start_process(
+        [
+            binary,
+            f"--config.file={config_path}",
+            f"--storage.tsdb.path={directory / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        f"{url}/-/ready",
+        directory / "prometheus.log",
+    )
+    try:
+        _wait_for_first_scrapes(url, expected=len([target for target in (bento, pushgateway) if target]))
+        yield url
+    finally:
+        stop_process(process)
+
+
+def _wait_for_first_scrapes(url: str, expected: int, timeout: float = 20.0) -> None:
+    """Prometheus hands new targets to the scrapers only every 5 s; queries before that find nothing."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        targets = requests.get(f"{url}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
+        if len([target for target in targets if target["health"] != "unknown"]) >= expected:
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"Prometheus at {url} did not scrape its {expected} targets within {timeout} s")
+
+
+def query(url: str, expr: str) -> list[dict]:
+    """The result of an instant query; raises when Prometheus rejects the expression."""
+    response = requests.get(f"{url}/api/v1/query", params={"query": expr}, timeout=5)
+    body = response.json()
+    if body.get("status") != "success":
+        raise ValueError(f"{expr!r}: {body.get('error', response.text)}")
+    return body["data"]["result"]
