@@ -14,6 +14,7 @@ from sklearn.feature_extraction import DictVectorizer
 from sklearn.linear_model import LinearRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder
+from threadpoolctl import ThreadpoolController
 
 FEATURE_FIELDS = ["PULocationID", "DOLocationID", "trip_distance", "pickup_datetime"]
 TARGET = "duration"
@@ -25,6 +26,11 @@ LOCATION_FIELDS = ["PULocationID", "DOLocationID"]
 # HistGradientBoosting accepts at most 255 categories per feature; green taxis visit up to ~260 zones a month,
 # so the rarest zones share one category instead of failing the fit.
 MAX_LOCATION_CATEGORIES = 254
+
+# Gradient boosting runs on OpenMP, whose idle threads spin. On the shared 2-core host, busy with Dagster and the
+# Bento service, a two-thread fit took 17-19 s and a one-row prediction 120-190 ms; one thread took 1.4 s and
+# 10-20 ms. One thread costs ~0.5 s of fit when the machine is idle.
+_OPENMP = ThreadpoolController()
 
 
 def ride_features(frame: pd.DataFrame) -> pd.DataFrame:
@@ -102,7 +108,8 @@ def build_pipeline(recipe: str = DEFAULT_RECIPE) -> Pipeline:
 
 def train(frame: pd.DataFrame, recipe: str = DEFAULT_RECIPE) -> Pipeline:
     """A pipeline for `recipe` fitted on the rides in `frame` (FEATURE_FIELDS and TARGET)."""
-    return build_pipeline(recipe).fit(frame[FEATURE_FIELDS], frame[TARGET].to_numpy())
+    with _OPENMP.limit(limits=1, user_api="openmp"):
+        return build_pipeline(recipe).fit(frame[FEATURE_FIELDS], frame[TARGET].to_numpy())
 
 
 def timed_train(frame: pd.DataFrame, recipe: str = DEFAULT_RECIPE) -> tuple[Pipeline, float]:
@@ -115,7 +122,8 @@ def timed_train(frame: pd.DataFrame, recipe: str = DEFAULT_RECIPE) -> tuple[Pipe
 def predict(pipeline: Pipeline, rides: pd.DataFrame | list[dict]) -> np.ndarray:
     """Predicted durations in minutes for rides given as a DataFrame or as records with FEATURE_FIELDS."""
     frame = pd.DataFrame(rides, columns=FEATURE_FIELDS) if isinstance(rides, list) else rides[FEATURE_FIELDS]
-    return np.asarray(pipeline.predict(frame), dtype="float64")
+    with _OPENMP.limit(limits=1, user_api="openmp"):
+        return np.asarray(pipeline.predict(frame), dtype="float64")
 
 
 def evaluate(pipeline: Pipeline, frame: pd.DataFrame) -> dict:
