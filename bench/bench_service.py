@@ -1,0 +1,121 @@
+"""Throughput of the Bento service against an empty Bento service started the same way (prints figures; not a test).
+
+    .venv/bin/python bench/bench_service.py [--duration 15] [--connections 32] [--workers 1]
+
+Trains the `hgb` model on 2021-01 into a temporary BentoML home (or uses --bentoml-home), then runs wrk against
+(a) `bench/empty_service.py`, (b) `/predict` of the real service with model and logging, posting real 2022-01
+rides, and (c) `/predict_batch` with 1,000-ride batches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests import service_harness as harness  # noqa: E402
+from tests.conftest import free_port  # noqa: E402
+
+LUA_TEMPLATE = """
+local bodies = {%s}
+local headers = {["Content-Type"] = "application/json"}
+local i = 0
+request = function()
+  i = i %% #bodies + 1
+  return wrk.format("POST", nil, headers, bodies[i])
+end
+"""
+
+
+def _lua_script(bodies: list[str], path: Path) -> Path:
+    path.write_text(LUA_TEMPLATE % ",\n".join(f"[==[{body}]==]" for body in bodies))
+    return path
+
+
+def _seconds(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()
+    return float(value) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[unit]
+
+
+def run_wrk(url: str, script: Path, duration: int, connections: int) -> dict:
+    """wrk's requests/s, p50/p99 latency (ms) and non-2xx count for `url`."""
+    output = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "5s", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    percentiles = dict(re.findall(r"^\s+(50|99)(?:\.000)?%\s+(\S+)\s*$", output, re.MULTILINE))
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    errors = re.search(r"Socket errors: (.*)$", output, re.MULTILINE)
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
+        "p50_ms": _seconds(percentiles["50"]) * 1e3,
+        "p99_ms": _seconds(percentiles["99"]) * 1e3,
+        "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
+        "socket_errors": errors.group(1) if errors else "none",
+    }
+
+
+def bench(target: str, path: str, script: Path, args, work: Path, name: str) -> dict:
+    port = free_port()
+    process = harness.serve(
+        args.bentoml_home, work / f"logs-{name}", port, work / f"{name}.log", workers=args.workers, target=target
+    )
+    try:
+        url = f"http://127.0.0.1:{port}{path}"
+        run_wrk(url, script, 3, args.connections)  # warm-up: connections, first-call costs
+        return run_wrk(url, script, args.duration, args.connections)
+    finally:
+        harness.stop(process)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=15)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--bentoml-home", type=Path)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="bench-service-"))
+    try:
+        if args.bentoml_home is None:
+            args.bentoml_home = work / "bentoml"
+            print("training the hgb model on 2021-01 …", flush=True)
+            harness.save_deployed_model(args.bentoml_home)
+        rides = harness.ride_payloads(harness.load_rides("2022-01"))
+        single = _lua_script([json.dumps(ride) for ride in rides[:500]], work / "single.lua")
+        batch = _lua_script(
+            [json.dumps({"rides": rides[i : i + 1000]}) for i in range(0, 5000, 1000)], work / "batch.lua"
+        )
+
+        empty = bench("bench.empty_service:Empty", "/predict", single, args, work, "empty")
+        real = bench("bento_service.service:TaxiDuration", "/predict", single, args, work, "predict")
+        batched = bench("bento_service.service:TaxiDuration", "/predict_batch", batch, args, work, "batch")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    print(f"\nwrk, {args.connections} connections, {args.duration} s, workers={args.workers}")
+    for name, figures in [("empty service  /predict", empty), ("taxi service   /predict", real)]:
+        print(
+            f"{name}: {figures['rps']:8.0f} req/s  p50 {figures['p50_ms']:6.1f} ms  p99 {figures['p99_ms']:6.1f} ms"
+            f"  non-2xx {figures['non_2xx']}  socket errors {figures['socket_errors']}"
+        )
+    print(f"ratio taxi/empty: {real['rps'] / empty['rps']:.2f} (goal >= 0.9), p99 goal <= 100 ms")
+    print(
+        f"taxi service   /predict_batch (1,000 rides): {batched['rps'] * 1000:8.0f} rides/s"
+        f"  p50 {batched['p50_ms']:.1f} ms  p99 {batched['p99_ms']:.1f} ms  non-2xx {batched['non_2xx']}"
+        "  (goal >= 50,000 rides/s)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,261 @@
+"""Prediction-log store: embedded segment files and MongoDB (mongomock; a real server when MONGODB_URI is set)."""
+
+import datetime as dt
+import json
+import multiprocessing
+import os
+import socket
+from pathlib import Path
+
+import mongomock
+import pytest
+
+from taxi_assets.core import predlog
+
+RIDE = {"PULocationID": 74, "DOLocationID": 42, "trip_distance": 1.7, "pickup_datetime": "2022-01-03T08:15:00"}
+
+
+def _prediction(i: int, ts: str | None = None) -> dict:
+    return predlog.prediction_record({**RIDE, "id": f"ride-{i}"}, 9.5 + i, "taxi_duration_deployed:v1", ts=ts)
+
+
+def _today() -> str:
+    return dt.datetime.now(dt.timezone.utc).date().isoformat()
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    writer = predlog.FileLogWriter(tmp_path / "logs")
+    yield writer, predlog.FileLogReader(tmp_path / "logs")
+    writer.close()
+
+
+def test_round_trip_by_day(store) -> None:
+    writer, reader = store
+    today = _today()
+    records = [_prediction(i) for i in range(5)] + [predlog.feedback_record("ride-1", 11.0)]
+    old = _prediction(99, ts="2022-01-03T23:59:59.000000+00:00")
+    assert writer.append(records + [old])
+
+    assert reader.read_day(today) == records
+    assert reader.read_day("2022-01-03") == [old]
+    assert reader.read_day("2022-01-04") == []
+    assert writer.stats() == {"appended": 7, "write_failures": 0, "spool_backlog": 0}
+
+
+def test_cursor_semantics(store) -> None:
+    writer, reader = store
+    assert reader.changes(None) == predlog.Changes([], {"sealed": None, "offsets": {}})
+    assert reader.pending(None) == predlog.Pending(0, None)
+
+    first = [_prediction(i) for i in range(3)]
+    writer.append(first)
+    assert reader.has_new(None)
+    changes = reader.changes(None)
+    assert changes.days == [_today()]
+    assert reader.pending(None) == predlog.Pending(3, first[0]["ts"])
+    json.dumps(changes.cursor)  # a sensor stores it as a string
+
+    # Nothing new after the returned cursor, until a record arrives.
+    assert not reader.has_new(changes.cursor)
+    assert reader.pending(changes.cursor) == predlog.Pending(0, None)
+    later = _prediction(3)
+    writer.append([later])
+    assert reader.changes(changes.cursor).days == [_today()]
+    assert reader.pending(changes.cursor) == predlog.Pending(1, later["ts"])
+
+
+def test_old_days_are_sealed_into_the_watermark(store) -> None:
+    writer, reader = store
+    writer.append([_prediction(1, ts="2022-01-03T10:00:00.000000+00:00"), _prediction(2)])
+    changes = reader.changes(None)
+    assert changes.days == ["2022-01-03", _today()]
+    assert changes.cursor["sealed"] == "2022-01-03"
+    assert all(key.startswith(_today()) for key in changes.cursor["offsets"])
+    assert not reader.has_new(changes.cursor)
+
+
+def test_partial_trailing_line_is_ignored_until_complete(store) -> None:
+    writer, reader = store
+    writer.append([_prediction(1)])
+    cursor = reader.changes(None).cursor
+    (segment,) = (writer.root / _today()).glob("*.jsonl")
+    line = json.dumps(_prediction(2)).encode() + b"\n"
+    with open(segment, "ab") as f:
+        f.write(line[:25])
+    assert [r["id"] for r in reader.read_day(_today())] == ["ride-1"]
+    assert not reader.has_new(cursor)
+    assert reader.pending(cursor).count == 0
+    with open(segment, "ab") as f:
+        f.write(line[25:])
+    assert [r["id"] for r in reader.read_day(_today())] == ["ride-1", "ride-2"]
+    assert reader.pending(cursor).count == 1
+
+
+def test_segments_rotate_by_size(tmp_path: Path) -> None:
+    writer = predlog.FileLogWriter(tmp_path, segment_max_bytes=1000)
+    for i in range(40):
+        writer.append([_prediction(i)])
+    writer.close()
+    assert len(list((tmp_path / _today()).glob("*.jsonl"))) > 5
+    reader = predlog.FileLogReader(tmp_path)
+    assert sorted(r["id"] for r in reader.read_day(_today())) == sorted(f"ride-{i}" for i in range(40))
+
+
+def _write_many(root: str, worker: int, count: int) -> None:
+    writer = predlog.FileLogWriter(root)
+    for i in range(0, count, 7):
+        writer.append([_prediction(worker * 100_000 + j) for j in range(i, min(i + 7, count))])
+    # No close: the records must already be readable, as after kill -9.
+    os._exit(0)
+
+
+def test_concurrent_processes_leave_no_torn_or_interleaved_records(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    workers = [ctx.Process(target=_write_many, args=(str(tmp_path), w, 3000)) for w in range(4)]
+    for process in workers:
+        process.start()
+    for process in workers:
+        process.join(60)
+        assert process.exitcode == 0
+    segments = list((tmp_path / _today()).glob("*.jsonl"))
+    assert len(segments) == 4
+    for segment in segments:
+        lines = segment.read_bytes().split(b"\n")
+        assert lines.pop() == b""
+        # Every line is one whole record: a torn or interleaved write would fail to parse or lose keys.
+        assert all(json.loads(line).keys() == _prediction(0).keys() for line in lines)
+    ids = [r["id"] for r in predlog.FileLogReader(tmp_path).read_day(_today())]
+    assert len(ids) == len(set(ids)) == 4 * 3000
+
+
+def test_open_writer_follows_the_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TAXI_PREDLOG_URI", str(tmp_path / "env"))
+    writer = predlog.open_writer()
+    writer.append([_prediction(1)])
+    writer.close()
+    assert isinstance(predlog.open_reader(), predlog.FileLogReader)
+    assert len(predlog.open_reader().read_day(_today())) == 1
+
+
+# --- MongoDB ---------------------------------------------------------------------------------------------------
+
+
+class FlakyCollection:
+    """A mongomock collection whose inserts fail while `down` is set, as when the server is unreachable."""
+
+    def __init__(self, collection) -> None:
+        self.inner = collection
+        self.down = False
+
+    def insert_many(self, docs, ordered=True):
+        from pymongo.errors import ServerSelectionTimeoutError
+
+        if self.down:
+            raise ServerSelectionTimeoutError("127.0.0.1:1: connection refused")
+        return self.inner.insert_many(docs, ordered=ordered)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def _mongo_pair(tmp_path: Path, collection):
+    writer = predlog.MongoLogWriter("mongodb://unused", tmp_path / "spool", collection_obj=collection, ship_interval=60)
+    return writer, predlog.MongoLogReader("mongodb://unused", collection_obj=collection)
+
+
+def _check_mongo_round_trip(tmp_path: Path, collection) -> None:
+    writer, reader = _mongo_pair(tmp_path, collection)
+    records = [_prediction(i) for i in range(5)] + [predlog.feedback_record("ride-1", 11.0)]
+    writer.append(records)
+    assert not reader.has_new(None)  # journalled, not shipped yet
+    assert writer.ship_once()
+    assert writer.stats()["spool_backlog"] == 0
+    assert reader.read_day(_today()) == sorted(records, key=lambda r: r["ts"])
+    assert reader.has_new(None)
+    changes = reader.changes(None)
+    assert changes.days == [_today()]
+    assert reader.pending(None) == predlog.Pending(6, records[0]["ts"])
+    json.dumps(changes.cursor)
+    writer.close()
+
+
+def test_mongo_round_trip_and_cursor(tmp_path: Path) -> None:
+    _check_mongo_round_trip(tmp_path, mongomock.MongoClient().taxi.prediction_logs)
+
+
+def test_mongo_cursor_moves_past_settled_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(predlog, "MONGO_CURSOR_LAG", dt.timedelta(0))
+    collection = mongomock.MongoClient().taxi.prediction_logs
+    writer, reader = _mongo_pair(tmp_path, collection)
+    writer.append([_prediction(1)])
+    writer.ship_once()
+    cursor = reader.changes(None).cursor
+    assert not reader.has_new(cursor)
+    assert reader.pending(cursor) == predlog.Pending(0, None)
+    writer.append([_prediction(2)])
+    writer.ship_once()
+    assert reader.changes(cursor).days == [_today()]
+    assert reader.pending(cursor).count == 1
+    writer.close()
+
+
+def test_mongo_unreachable_spools_then_delivers_once(tmp_path: Path) -> None:
+    collection = FlakyCollection(mongomock.MongoClient().taxi.prediction_logs)
+    writer, reader = _mongo_pair(tmp_path, collection)
+    writer.append([_prediction(0)])
+    assert writer.ship_once()
+
+    collection.down = True
+    assert writer.append([_prediction(i) for i in range(1, 4)])  # serving goes on
+    assert not writer.ship_once()
+    assert writer.stats()["spool_backlog"] == 3
+    assert writer.stats()["write_failures"] == 1
+
+    # A batch that reached MongoDB but whose acknowledgement was lost is sent again: no duplicate.
+    collection.inner.insert_one({**_prediction(1), "_id": predlog.record_key(_prediction(1))})
+    collection.down = False
+    assert writer.ship_once()
+    assert writer.stats()["spool_backlog"] == 0
+    ids = [r["id"] for r in reader.read_day(_today())]
+    assert sorted(ids) == [f"ride-{i}" for i in range(4)]
+    writer.close()
+
+
+def test_spool_left_by_a_dead_writer_is_delivered_by_the_next(tmp_path: Path) -> None:
+    collection = FlakyCollection(mongomock.MongoClient().taxi.prediction_logs)
+    collection.down = True
+    first, reader = _mongo_pair(tmp_path, collection)
+    first.append([_prediction(i) for i in range(3)])
+    first.close()  # its shipper gave up; the journal keeps the records
+    collection.down = False
+    second, _ = _mongo_pair(tmp_path, collection)
+    assert second.ship_once()
+    assert sorted(r["id"] for r in reader.read_day(_today())) == ["ride-0", "ride-1", "ride-2"]
+    assert list((tmp_path / "spool").glob("*/*.jsonl")) == list((tmp_path / "spool").glob(f"*/{second.journal.token}*"))
+    second.close()
+
+
+def test_mongo_client_on_a_closed_port_keeps_serving(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    writer = predlog.MongoLogWriter(
+        f"mongodb://127.0.0.1:{port}/", tmp_path / "spool", server_timeout_ms=100, ship_interval=60
+    )
+    assert writer.append([_prediction(1)])
+    assert not writer.ship_once()
+    assert writer.stats() == {"appended": 1, "write_failures": 1, "spool_backlog": 1}
+    writer.close()
+
+
+@pytest.mark.skipif(not os.getenv("MONGODB_URI"), reason="MONGODB_URI not set: no real MongoDB server")
+def test_real_mongo_round_trip(tmp_path: Path) -> None:
+    import pymongo
+
+    client = pymongo.MongoClient(os.environ["MONGODB_URI"], serverSelectionTimeoutMS=5000, tz_aware=True)
+    database = f"taxi_test_{os.getpid()}"
+    try:
+        _check_mongo_round_trip(tmp_path, client[database].prediction_logs)
+    finally:
+        client.drop_database(database)

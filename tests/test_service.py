@@ -1,0 +1,269 @@
+"""The Bento service over HTTP: a real `bentoml serve` process, a model trained on real TLC rides, real log files."""
+
+import datetime as dt
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from taxi_assets.core import predlog
+from taxi_assets.core.model import FEATURE_FIELDS
+from tests import service_harness as harness
+from tests.conftest import free_port
+
+RIDE = {"PULocationID": 74, "DOLocationID": 42, "trip_distance": 1.7, "pickup_datetime": "2022-01-03T08:15:00"}
+
+
+class Served:
+    def __init__(self, url: str, logs: Path, bentoml_home: Path) -> None:
+        self.url, self.logs, self.bentoml_home = url, logs, bentoml_home
+
+    def post(self, path: str, body, **kwargs) -> requests.Response:
+        data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+        headers = {"Content-Type": "application/json"}
+        return requests.post(f"{self.url}{path}", data=data, headers=headers, timeout=30, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def bentoml_home(tmp_path_factory: pytest.TempPathFactory, tlc_dir: Path) -> Path:
+    home = tmp_path_factory.mktemp("bentoml")
+    harness.save_deployed_model(home)
+    return home
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, bentoml_home: Path) -> Iterator[Served]:
+    work = tmp_path_factory.mktemp("service")
+    port = free_port()
+    process = harness.serve(bentoml_home, work / "logs", port, work / "serve.log")
+    yield Served(f"http://127.0.0.1:{port}", work / "logs", bentoml_home)
+    harness.stop(process)
+
+
+@pytest.fixture(scope="module")
+def pipeline(bentoml_home: Path):
+    """The deployed artefact itself, read from the store the service loads it from."""
+    (path,) = bentoml_home.glob("models/taxi_duration_deployed/*/saved_model.pkl")
+    return joblib.load(path)
+
+
+@pytest.fixture(scope="module")
+def rides_2022() -> pd.DataFrame:
+    return harness.load_rides("2022-01").sample(3000, random_state=7).reset_index(drop=True)
+
+
+def _today_records(logs: Path) -> list[dict]:
+    return predlog.FileLogReader(logs).read_day(dt.datetime.now(dt.timezone.utc).date().isoformat())
+
+
+def test_ready_with_the_deployed_model(served: Served) -> None:
+    assert requests.get(f"{served.url}/readyz", timeout=5).status_code == 200
+    (version,) = [p.name for p in served.bentoml_home.glob("models/taxi_duration_deployed/*") if p.is_dir()]
+    assert served.post("/predict", RIDE).json()["model_tag"] == f"taxi_duration_deployed:{version}"
+
+
+def test_single_predictions_equal_the_pipeline(served: Served, pipeline, rides_2022: pd.DataFrame) -> None:
+    rides = rides_2022.head(40)
+    expected = pipeline.predict(rides[FEATURE_FIELDS])
+    for i, payload in enumerate(harness.ride_payloads(rides)):
+        answer = served.post("/predict", {**payload, "id": f"single-{i}"})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["id"] == f"single-{i}"
+        assert answer.json()["duration_minutes"] == pytest.approx(expected[i], rel=1e-9)
+
+
+def test_batch_predictions_equal_the_pipeline_in_order(served: Served, pipeline, rides_2022: pd.DataFrame) -> None:
+    expected = pipeline.predict(rides_2022[FEATURE_FIELDS])
+    answer = served.post("/predict_batch", {"rides": harness.ride_payloads(rides_2022)})
+    assert answer.status_code == 200, answer.text
+    results = answer.json()["predictions"]
+    np.testing.assert_allclose([r["duration_minutes"] for r in results], expected, rtol=1e-9)
+    assert len({r["id"] for r in results}) == len(results)
+    logged = {r["id"]: r for r in _today_records(served.logs) if r["kind"] == "prediction"}
+    assert all(logged[r["id"]]["prediction"] == r["duration_minutes"] for r in results)
+
+
+def test_feedback_is_logged(served: Served) -> None:
+    answer = served.post("/feedback", {"id": "ride-fb", "actual_duration": 12.5})
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"id": "ride-fb", "recorded": True}
+    feedback = [r for r in _today_records(served.logs) if r["kind"] == "feedback" and r["id"] == "ride-fb"]
+    assert [r["actual_duration"] for r in feedback] == [12.5]
+
+
+MALFORMED = [
+    ("/predict", {**RIDE, "PULocationID": 0}, "PULocationID"),
+    ("/predict", {**RIDE, "DOLocationID": 266}, "DOLocationID"),
+    ("/predict", {**RIDE, "DOLocationID": "42"}, "DOLocationID"),
+    ("/predict", {**RIDE, "PULocationID": 7.5}, "PULocationID"),
+    ("/predict", {**RIDE, "trip_distance": -1}, "trip_distance"),
+    ("/predict", {**RIDE, "trip_distance": 1e6}, "trip_distance"),
+    (
+        "/predict",
+        '{"PULocationID": 74, "DOLocationID": 42, "trip_distance": NaN, "pickup_datetime": "2022-01-03"}',
+        "trip_distance",
+    ),
+    (
+        "/predict",
+        '{"PULocationID": 74, "DOLocationID": 42, "trip_distance": Infinity, "pickup_datetime": "2022-01-03"}',
+        "trip_distance",
+    ),
+    ("/predict", {**RIDE, "pickup_datetime": "yesterday"}, "pickup_datetime"),
+    ("/predict", {**RIDE, "pickup_datetime": "9999-01-01T00:00:00"}, "pickup_datetime"),
+    ("/predict", {k: v for k, v in RIDE.items() if k != "trip_distance"}, "trip_distance"),
+    ("/predict", '{"PULocationID": 74,', "json_invalid"),
+    ("/predict", [RIDE], "object"),
+    ("/predict_batch", {"rides": [RIDE, {**RIDE, "PULocationID": None}]}, "PULocationID"),
+    ("/predict_batch", {"rides": []}, "at least 1"),
+    ("/predict_batch", {"rides": [RIDE] * 10_001}, "at most 10000"),
+    ("/predict_batch", {"rides": RIDE}, "list"),
+    ("/predict_batch", [RIDE], "object"),
+    ("/predict_batch", b"\x00", "json_invalid"),
+    ("/feedback", {"id": "r1", "actual_duration": 0}, "actual_duration"),
+    ("/feedback", {"id": "", "actual_duration": 3}, "id"),
+    ("/feedback", '{"id": "r1", "actual_duration": NaN}', "actual_duration"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "named"), MALFORMED)
+def test_malformed_input_is_a_4xx_naming_the_field(served: Served, path: str, body, named: str) -> None:
+    answer = served.post(path, body)
+    assert 400 <= answer.status_code < 500, answer.text
+    assert named in answer.text
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=10), children, max_size=3),
+    max_leaves=8,
+)
+FIELD_VALUES = {
+    "PULocationID": st.integers(-5, 300) | JSON_VALUES,
+    "DOLocationID": st.integers(-5, 300) | JSON_VALUES,
+    "trip_distance": st.floats(allow_nan=True, allow_infinity=True) | JSON_VALUES,
+    "pickup_datetime": st.datetimes().map(dt.datetime.isoformat) | st.text(max_size=40) | JSON_VALUES,
+    "id": st.text(max_size=200) | JSON_VALUES,
+}
+RIDE_BODIES = st.fixed_dictionaries({}, optional=FIELD_VALUES)
+FEEDBACK_BODIES = st.fixed_dictionaries(
+    {}, optional={"id": FIELD_VALUES["id"], "actual_duration": FIELD_VALUES["trip_distance"]}
+)
+
+
+def _encoded(body) -> bytes:
+    # json.dumps writes NaN/Infinity as Python does: exactly the non-JSON a sloppy client sends.
+    return json.dumps(body).encode()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    target=st.sampled_from(["/predict", "/predict_batch", "/feedback"]),
+    body=st.one_of(
+        RIDE_BODIES.map(_encoded),
+        st.lists(RIDE_BODIES, max_size=4).map(lambda rides: _encoded({"rides": rides})),
+        FEEDBACK_BODIES.map(_encoded),
+        JSON_VALUES.map(_encoded),
+        st.binary(max_size=64),
+    ),
+)
+def test_fuzzed_bodies_never_get_a_5xx(served: Served, target: str, body: bytes) -> None:
+    answer = served.post(target, body)
+    assert answer.status_code < 500, (target, body, answer.text)
+
+
+def test_every_api_in_the_openapi_document_is_fuzzed(served: Served) -> None:
+    paths = requests.get(f"{served.url}/docs.json", timeout=5).json()["paths"]
+    assert {"/predict", "/predict_batch", "/feedback"} <= set(paths)
+    assert {p for p in paths if "post" in paths[p]} == {"/predict", "/predict_batch", "/feedback"}
+
+
+def _metric(text: str, name: str) -> float:
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name)]
+    assert values, f"{name} missing from /metrics"
+    return sum(values)
+
+
+def test_metrics_count_what_was_served(served: Served) -> None:
+    tag = served.post("/predict", RIDE).json()["model_tag"]
+    before = requests.get(f"{served.url}/metrics", timeout=5).text
+    assert served.post("/predict_batch", {"rides": [RIDE] * 25}).status_code == 200
+    after = requests.get(f"{served.url}/metrics", timeout=5).text
+
+    predicted = f'taxi_predictions_total{{model_tag="{tag}"}}'
+    assert _metric(after, predicted) - _metric(before, predicted) == 25
+    count = "taxi_input_trip_distance_miles_count"
+    assert _metric(after, count) - _metric(before, count) == 25
+    assert _metric(after, 'taxi_input_trip_distance_miles_bucket{le="2.0"}') >= 25
+    assert _metric(after, 'taxi_input_pickup_hour_bucket{le="8.0"}') >= 25
+    assert _metric(after, "taxi_predicted_duration_minutes_count") >= 26
+    assert _metric(after, "taxi_predlog_write_failures_total") == 0
+    assert _metric(after, "taxi_predlog_spool_backlog") == 0
+    assert "bentoml_service_request_total" in after
+
+
+def test_kill_9_loses_no_answered_record_and_two_workers_never_interleave(
+    tmp_path: Path, bentoml_home: Path, rides_2022: pd.DataFrame
+) -> None:
+    port = free_port()
+    process = harness.serve(bentoml_home, tmp_path / "logs", port, tmp_path / "serve.log", workers=2)
+    url = f"http://127.0.0.1:{port}"
+    payloads = harness.ride_payloads(rides_2022)
+    answered: list[str] = []
+    refused: list[str] = []
+    stop = threading.Event()
+
+    def load(worker: int) -> None:
+        for n in range(10**6):
+            if stop.is_set():
+                return
+            # No keep-alive: every request is a new connection, so both worker processes get some.
+            try:
+                if n % 5 == 0:
+                    body = [{**p, "id": f"t{worker}-{n}-{i}"} for i, p in enumerate(payloads[n % 2000 :][:50])]
+                    answer = requests.post(f"{url}/predict_batch", json={"rides": body}, timeout=10)
+                    ok = answer.status_code == 200
+                    ids = [r["id"] for r in answer.json()["predictions"]] if ok else []
+                else:
+                    ride = {**payloads[n % 3000], "id": f"t{worker}-{n}"}
+                    answer = requests.post(f"{url}/predict", json=ride, timeout=10)
+                    ids = [answer.json()["id"]] if answer.status_code == 200 else []
+            except requests.RequestException:
+                continue  # the server died under this request: its answer never came
+            if answer.status_code != 200:
+                refused.append(answer.text)
+            answered.extend(ids)
+
+    threads = [threading.Thread(target=load, args=(w,)) for w in range(8)]
+    for thread in threads:
+        thread.start()
+    time.sleep(4)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    stop.set()
+    for thread in threads:
+        thread.join(30)
+
+    assert not refused
+    assert len(answered) > 500
+    segments = list((tmp_path / "logs").glob("*/*.jsonl"))
+    assert len({path.name.rsplit("-", 1)[0] for path in segments}) == 2, "both workers must have logged"
+    for segment in segments:
+        lines = segment.read_bytes().split(b"\n")
+        lines.pop()  # b"" unless the kill landed inside a write: then a partial record, never answered
+        # Each line is one whole record: a torn or interleaved write would not parse or would lose keys.
+        records = [json.loads(line) for line in lines]
+        assert all(r.keys() == set(predlog.prediction_record(RIDE, 1.0, "t")) for r in records)
+    logged = [r["id"] for r in _today_records(tmp_path / "logs")]
+    assert len(logged) == len(set(logged))
+    assert set(answered) <= set(logged)
