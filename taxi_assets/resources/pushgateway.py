@@ -1,7 +1,6 @@
 """The Prometheus Pushgateway that monitoring assets push their figures to; optional."""
 
 import logging
-import os
 from collections.abc import Iterable
 
 import dagster as dg
@@ -19,10 +18,6 @@ class Pushgateway(dg.ConfigurableResource):
 
     url: str = ""
     timeout_seconds: float = 10.0
-
-    @classmethod
-    def from_env(cls) -> "Pushgateway":
-        return cls(url=os.getenv("TAXI_PUSHGATEWAY_URL", ""))
 
     @property
     def enabled(self) -> bool:

@@ -1,0 +1,115 @@
+"""Batch monitoring of one month as Dagster assets vs a bare script doing the same work (prints figures; not a test).
+
+    .venv/bin/python bench/bench_batch_monitoring.py [--month 2022-02] [--reference 2022-01] [--repeat 3]
+
+Set-up (untimed, in a temporary folder): load both months into DuckDB, train the `hgb` model on the reference
+month, deploy it, and score the reference month. Timed, alternately, in one process with Evidently already
+imported: (a) `batch_predictions` + `drift_metrics` + `monitoring_report` materialized in-process; (b) a bare
+script that reads the same rows from DuckDB, scores the month with the deployed pipeline, runs the same Evidently
+report and writes its HTML. Goal: median (a) / median (b) <= 1.2.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TLC_DIR = Path(os.getenv("TAXI_TEST_TLC_DIR", REPO_ROOT.parent / "shared" / "data" / "tlc"))
+
+
+def point_env_at(folder: Path) -> None:
+    for variable, name in {
+        "TAXI_DUCKDB_PATH": "warehouse.duckdb",
+        "TAXI_CACHE_DIR": "cache",
+        "TAXI_REPORTS_DIR": "reports",
+        "BENTOML_HOME": "bentoml",
+        "DAGSTER_HOME": "dagster_home",
+    }.items():
+        os.environ[variable] = str(folder / name)
+    os.environ["TAXI_TRIP_DATA_URL"] = str(TLC_DIR)
+    os.environ.pop("TAXI_PUSHGATEWAY_URL", None)
+    (folder / "dagster_home").mkdir()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--month", default="2022-02")
+    parser.add_argument("--reference", default="2022-01")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench_batch_") as tmp:
+        folder = Path(tmp)
+        point_env_at(folder)
+        sys.path.insert(0, str(REPO_ROOT))
+        import dagster as dg
+        import evidently  # noqa: F401  (imported once, outside both timings)
+
+        from taxi_assets.assets.batch_monitoring import (
+            TRIP_COLUMNS,
+            batch_predictions,
+            drift_metrics,
+            monitoring_report,
+            reports_dir,
+        )
+        from taxi_assets.assets.models import deployed_model, duration_model
+        from taxi_assets.assets.trips import raw_trips, taxi_zones, trips
+        from taxi_assets.core.evidently_report import build_snapshot, report_frame
+        from taxi_assets.core.model import predict
+        from taxi_assets.resources import build_resources
+
+        with dg.instance_for_test(temp_dir=str(folder / "dagster_home")) as instance:
+            resources = build_resources()
+
+            def run(assets, partition_key=None, **kwargs):
+                result = dg.materialize(
+                    assets, partition_key=partition_key, instance=instance, resources=resources, **kwargs
+                )
+                assert result.success
+                return result
+
+            run([taxi_zones])
+            for month in (args.reference, args.month):
+                run([raw_trips, trips], month)
+            run([duration_model], args.reference)
+            run(
+                [deployed_model], run_config={"ops": {"deployed_model": {"config": {"training_month": args.reference}}}}
+            )
+            run([batch_predictions], args.reference)
+
+            def assets() -> None:
+                run([batch_predictions, drift_metrics, monitoring_report], args.month)
+
+            def bare() -> None:
+                pipeline, model = resources["model_registry"].load_deployed()
+                with resources["duckdb"].get_connection() as conn:
+                    columns = ", ".join(TRIP_COLUMNS)
+                    current = conn.execute(f"SELECT {columns} FROM trips WHERE month = $m", {"m": args.month}).df()
+                    reference = conn.execute(
+                        f"SELECT {columns}, prediction FROM batch_predictions WHERE month = $m", {"m": args.reference}
+                    ).df()
+                current["prediction"] = predict(pipeline, current)
+                snapshot = build_snapshot(report_frame(current), report_frame(reference))
+                snapshot.save_html(str(reports_dir() / f"bare_report_{args.month}.html"))
+
+            timings: dict[str, list[float]] = {"assets": [], "bare": []}
+            for _ in range(args.repeat):
+                for name, work in (("bare", bare), ("assets", assets)):
+                    started = time.perf_counter()
+                    work()
+                    timings[name].append(time.perf_counter() - started)
+
+    medians = {name: statistics.median(values) for name, values in timings.items()}
+    print(f"month {args.month} vs reference {args.reference}, {args.repeat} runs each (seconds)")
+    for name, values in timings.items():
+        print(f"  {name:7s} median {medians[name]:6.2f}   runs " + " ".join(f"{v:.2f}" for v in values))
+    ratio = medians["assets"] / medians["bare"]
+    print(f"  ratio assets / bare = {ratio:.2f}  (goal <= 1.2: {'met' if ratio <= 1.2 else 'NOT met'})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""The whole asset graph over every month of the local TLC mirror, in a child process (prints figures; not a test).
+
+    .venv/bin/python bench/bench_graph.py [--train-all]
+
+The child materializes, in a temporary folder: `taxi_zones`; `raw_trips` + `trips` for each month; `duration_model`
+for the deployed month (2021-01; every month with --train-all) and `deployed_model`; then `batch_predictions` +
+`drift_metrics` + `monitoring_report` for each month. The parent reports the wall time and the child's peak RSS
+(`getrusage(RUSAGE_CHILDREN)`). Goals: wall time <= 60 s, peak RSS <= 1.5 GB.
+"""
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TLC_DIR = Path(os.getenv("TAXI_TEST_TLC_DIR", REPO_ROOT.parent / "shared" / "data" / "tlc"))
+DEPLOYED_MONTH = "2021-01"
+
+
+def months() -> list[str]:
+    return sorted(path.stem.removeprefix("green_tripdata_") for path in TLC_DIR.glob("green_tripdata_*.parquet"))
+
+
+def child(train_all: bool) -> None:
+    """Materialize the graph; print one line per stage with its seconds."""
+    sys.path.insert(0, str(REPO_ROOT))
+    import dagster as dg
+
+    from taxi_assets.assets.batch_monitoring import batch_predictions, drift_metrics, monitoring_report
+    from taxi_assets.assets.models import deployed_model, duration_model
+    from taxi_assets.assets.trips import raw_trips, taxi_zones, trips
+    from taxi_assets.resources import build_resources
+
+    with dg.instance_for_test(temp_dir=os.environ["DAGSTER_HOME"]) as instance:
+        resources = build_resources()
+
+        def run(assets, partition_key=None, **kwargs) -> None:
+            result = dg.materialize(
+                assets, partition_key=partition_key, instance=instance, resources=resources, **kwargs
+            )
+            assert result.success
+
+        def stage(name: str, work) -> None:
+            started = time.perf_counter()
+            work()
+            print(f"  {name:40s} {time.perf_counter() - started:6.1f} s", flush=True)
+
+        stage("taxi_zones", lambda: run([taxi_zones]))
+        stage("raw_trips + trips, all months", lambda: [run([raw_trips, trips], month) for month in months()])
+        trained = months() if train_all else [DEPLOYED_MONTH]
+        stage(f"duration_model x{len(trained)}", lambda: [run([duration_model], month) for month in trained])
+        config = {"ops": {"deployed_model": {"config": {"training_month": DEPLOYED_MONTH}}}}
+        stage("deployed_model", lambda: run([deployed_model], run_config=config))
+        monitoring = [batch_predictions, drift_metrics, monitoring_report]
+        stage("batch monitoring, all months", lambda: [run(monitoring, month) for month in months()])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train-all", action="store_true", help="train duration_model for every month too")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.train_all)
+        return
+
+    with tempfile.TemporaryDirectory(prefix="bench_graph_") as tmp:
+        folder = Path(tmp)
+        env = {
+            **os.environ,
+            "TAXI_DUCKDB_PATH": str(folder / "warehouse.duckdb"),
+            "TAXI_TRIP_DATA_URL": str(TLC_DIR),
+            "TAXI_CACHE_DIR": str(folder / "cache"),
+            "TAXI_REPORTS_DIR": str(folder / "reports"),
+            "BENTOML_HOME": str(folder / "bentoml"),
+            "DAGSTER_HOME": str(folder / "dagster_home"),
+            "DAGSTER_LOG_LEVEL": "WARNING",
+        }
+        env.pop("TAXI_PUSHGATEWAY_URL", None)
+        (folder / "dagster_home").mkdir()
+        print(f"{len(months())} months: {', '.join(months())}")
+        started = time.perf_counter()
+        command = [sys.executable, __file__, "--child"] + (["--train-all"] if args.train_all else [])
+        subprocess.run(command, env=env, check=True, stderr=subprocess.DEVNULL)
+        wall = time.perf_counter() - started
+    # ru_maxrss is in KiB on Linux; for children it is the largest peak among them.
+    peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
+    print(f"wall time {wall:.1f} s (goal <= 60: {'met' if wall <= 60 else 'NOT met'})")
+    print(f"peak RSS  {peak_gb:.2f} GB (goal <= 1.5: {'met' if peak_gb <= 1.5 else 'NOT met'})")
+
+
+if __name__ == "__main__":
+    main()

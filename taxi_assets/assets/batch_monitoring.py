@@ -1,0 +1,242 @@
+"""Batch monitoring: score every month with the deployed model, compare it with the model's training month.
+
+`drift_metrics` runs the Evidently report once and keeps its snapshot next to the HTML reports;
+`monitoring_report` renders that snapshot, so the report is never computed twice.
+"""
+
+from pathlib import Path
+
+import dagster as dg
+import duckdb as duckdb_client
+import pandas as pd
+
+from taxi_assets.assets.models import deployed_model
+from taxi_assets.assets.trips import replace_partition, taxi_zones, trips
+from taxi_assets.core.evidently_report import (
+    PREDICTION,
+    TARGET,
+    ReportFigures,
+    borough_rmse_gap,
+    build_snapshot,
+    extract_figures,
+    implausible_distances,
+    metric_rows,
+    report_frame,
+    segment_errors,
+)
+from taxi_assets.core.metrics import BATCH_JOB, batch_samples
+from taxi_assets.partitions import monthly_partitions
+from taxi_assets.paths import env_path
+from taxi_assets.resources import DUCKDB_POOL, Warehouse
+from taxi_assets.resources.model_registry import ModelRegistry
+from taxi_assets.resources.pushgateway import Pushgateway
+
+TRIP_COLUMNS = [
+    "pickup_datetime",
+    "PULocationID",
+    "DOLocationID",
+    "passenger_count",
+    "trip_distance",
+    "fare_amount",
+    "total_amount",
+    TARGET,
+]
+BATCH_PREDICTIONS_DDL = """
+CREATE TABLE IF NOT EXISTS batch_predictions (
+    month VARCHAR, model_tag VARCHAR, pickup_datetime TIMESTAMP, PULocationID INTEGER, DOLocationID INTEGER,
+    passenger_count DOUBLE, trip_distance DOUBLE, fare_amount DOUBLE, total_amount DOUBLE,
+    duration DOUBLE, prediction DOUBLE, error DOUBLE
+)"""
+DRIFT_METRICS_DDL = """
+CREATE TABLE IF NOT EXISTS drift_metrics (month VARCHAR, metric VARCHAR, column_or_segment VARCHAR, value DOUBLE)
+"""
+
+
+def reports_dir() -> Path:
+    path = Path(env_path("TAXI_REPORTS_DIR", "reports"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def snapshot_path(month: str) -> Path:
+    return reports_dir() / f"monitoring_snapshot_{month}.json"
+
+
+def score_trips(conn: duckdb_client.DuckDBPyConnection, month: str, pipeline, model_tag: str) -> pd.DataFrame:
+    """The trips of `month` with the pipeline's prediction and its error (prediction - actual), in minutes."""
+    from taxi_assets.core.model import predict
+
+    scored = conn.execute(f"SELECT {', '.join(TRIP_COLUMNS)} FROM trips WHERE month = $month", {"month": month}).df()
+    prediction = predict(pipeline, scored) if len(scored) else []
+    return scored.assign(
+        model_tag=model_tag, **{PREDICTION: prediction}, error=lambda frame: frame[PREDICTION] - frame[TARGET]
+    )
+
+
+def stored_predictions(conn: duckdb_client.DuckDBPyConnection, month: str, model_tag: str) -> pd.DataFrame:
+    """`batch_predictions` of `month` by `model_tag`, with the pickup borough; empty when not scored by it."""
+    return conn.execute(
+        f"""SELECT {", ".join(f"p.{column}" for column in TRIP_COLUMNS)}, p.prediction, z.Borough AS borough
+        FROM batch_predictions p LEFT JOIN taxi_zones z ON z.LocationID = p.PULocationID
+        WHERE p.month = $month AND p.model_tag = $tag""",
+        {"month": month, "tag": model_tag},
+    ).df()
+
+
+@dg.asset(
+    partitions_def=monthly_partitions,
+    deps=[trips, deployed_model],
+    pool=DUCKDB_POOL,
+    kinds={"duckdb", "sklearn"},
+    group_name="monitoring",
+)
+def batch_predictions(
+    context: dg.AssetExecutionContext, duckdb: Warehouse, model_registry: ModelRegistry
+) -> dg.MaterializeResult:
+    """The deployed model's predicted duration for every trip of the month, next to the actual one and the error.
+
+    Stored in DuckDB table `batch_predictions` (with the model tag), replacing exactly that month in one transaction.
+    """
+    month = context.partition_key
+    pipeline, model = model_registry.load_deployed()
+    with duckdb.get_connection() as conn:
+        scored = score_trips(conn, month, pipeline, model["tag"])
+        if scored.empty:
+            raise dg.Failure(f"trips holds no rows for {month}; materialize trips[{month}] first")
+        conn.execute(BATCH_PREDICTIONS_DDL)
+        conn.register("scored_trips", scored)
+        rows = replace_partition(
+            conn,
+            "batch_predictions",
+            month,
+            f"SELECT $month, model_tag, {', '.join(TRIP_COLUMNS)}, prediction, error FROM scored_trips",
+        )
+    error = scored["error"]
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": rows,
+            "model_tag": model["tag"],
+            "training_month": model["training_month"],
+            "rmse": float((error**2).mean() ** 0.5),
+            "mae": float(error.abs().mean()),
+            "mean_error": float(error.mean()),
+            "mean_prediction": float(scored[PREDICTION].mean()),
+        }
+    )
+
+
+def drift_table(figures: ReportFigures) -> str:
+    lines = ["| column | method | score | threshold | drifted |", "|---|---|---:|---:|---|"]
+    for drift in (*figures.features.columns, figures.prediction, figures.target):
+        lines.append(
+            f"| {drift.column} | {drift.method} | {drift.score:.4f} | {drift.threshold:g} | "
+            f"{'**yes**' if drift.drifted else 'no'} |"
+        )
+    return "\n".join(lines)
+
+
+@dg.asset(
+    partitions_def=monthly_partitions,
+    deps=[batch_predictions, taxi_zones],
+    pool=DUCKDB_POOL,
+    kinds={"duckdb", "evidently", "prometheus"},
+    group_name="monitoring",
+)
+def drift_metrics(
+    context: dg.AssetExecutionContext,
+    duckdb: Warehouse,
+    model_registry: ModelRegistry,
+    pushgateway: Pushgateway,
+) -> dg.MaterializeResult:
+    """Drift and prediction quality of the month against the deployed model's training month (the reference).
+
+    Feature, prediction and target drift and RMSE/MAE/mean error come from the Evidently report, RMSE per pickup
+    borough and hour directly. Stored as tidy rows in DuckDB table
+    `drift_metrics(month, metric, column_or_segment, value)`, replaced per month, and pushed to the Pushgateway
+    (job `taxi_batch_monitoring`, grouping key `month`) when one is configured. The report's snapshot is kept
+    for `monitoring_report`.
+    """
+    month = context.partition_key
+    pipeline, model = model_registry.load_deployed()
+    reference_month = model["training_month"]
+    with duckdb.get_connection() as conn:
+        current = stored_predictions(conn, month, model["tag"])
+        if current.empty:
+            raise dg.Failure(
+                f"batch_predictions holds no rows of {month} by {model['tag']}; materialize batch_predictions[{month}]"
+            )
+        reference = stored_predictions(conn, reference_month, model["tag"])
+        reference_source = "batch_predictions"
+        if reference.empty:
+            # The reference month need not be a scored partition of its own: score its trips here, store nothing.
+            reference, reference_source = score_trips(conn, reference_month, pipeline, model["tag"]), "trips"
+        if reference.empty:
+            raise dg.Failure(f"trips holds no rows of the reference month {reference_month}")
+
+        current_frame = report_frame(current)
+        snapshot = build_snapshot(current_frame, report_frame(reference))
+        figures = extract_figures(snapshot.dict())
+        segments = segment_errors(current)
+        rows = metric_rows(figures, segments, len(current), implausible_distances(current_frame))
+        conn.execute(DRIFT_METRICS_DDL)
+        conn.register("metric_rows", pd.DataFrame(rows))
+        replace_partition(
+            conn, "drift_metrics", month, "SELECT $month, metric, column_or_segment, value FROM metric_rows"
+        )
+    snapshot_path(month).write_text(snapshot.dumps(), encoding="utf-8")
+    pushed = pushgateway.push(BATCH_JOB, {"month": month}, batch_samples(figures, segments, len(current)), context.log)
+
+    gap = borough_rmse_gap(segments)
+    features = figures.features
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(rows),
+            "reference_month": reference_month,
+            "reference_rows_from": reference_source,
+            "model_tag": model["tag"],
+            "rows_scored": len(current),
+            "share_drifted": float(features.share_drifted),
+            "dataset_drift": float(features.dataset_drift),
+            "drifted_features": ", ".join(c.column for c in features.columns if c.drifted) or "none",
+            "prediction_drift_score": figures.prediction.score,
+            "target_drift_score": figures.target.score,
+            "rmse": figures.rmse,
+            "mae": figures.mae,
+            "mean_error": figures.mean_error,
+            "validation_rmse": float(model["validation_rmse"]),
+            "largest_borough_rmse_gap": float(gap[0].rmse - gap[1].rmse) if gap else 0.0,
+            "borough_gap": f"{gap[0].segment} vs {gap[1].segment}" if gap else "fewer than two boroughs",
+            "drift": dg.MetadataValue.md(drift_table(figures)),
+            "pushed_to_pushgateway": pushed,
+        }
+    )
+
+
+@dg.asset(partitions_def=monthly_partitions, deps=[drift_metrics], kinds={"evidently", "html"}, group_name="monitoring")
+def monitoring_report(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    """Evidently HTML report of the month against the reference: data drift per feature, prediction and target
+    drift, and regression quality. Written to `TAXI_REPORTS_DIR` as `monitoring_report_<month>.html`.
+    """
+    from evidently.core.report import Snapshot
+
+    month = context.partition_key
+    source = snapshot_path(month)
+    if not source.exists():
+        raise dg.Failure(f"no Evidently snapshot at {source}; materialize drift_metrics[{month}] first")
+    snapshot = Snapshot.load(str(source))
+    report = reports_dir() / f"monitoring_report_{month}.html"
+    report.write_text(snapshot.get_html_str(as_iframe=False), encoding="utf-8")
+    figures = extract_figures(snapshot.dict())
+    summary = (
+        f"**{month}**: {figures.features.drifted_count} of {len(figures.features.columns)} features drifted "
+        f"(dataset drift: {'yes' if figures.features.dataset_drift else 'no'}); RMSE {figures.rmse:.2f} min, "
+        f"MAE {figures.mae:.2f} min, mean error {figures.mean_error:+.2f} min.\n\n{drift_table(figures)}"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(report)),
+            "url": dg.MetadataValue.url(report.resolve().as_uri()),
+            "size_bytes": report.stat().st_size,
+            "summary": dg.MetadataValue.md(summary),
+        }
+    )
