@@ -2,10 +2,10 @@
 
 import dagster as dg
 
-from taxi_assets.assets import models, trips
+from taxi_assets.assets import batch_monitoring, models, trips
 from taxi_assets.resources import build_resources
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([trips, models]),
+    assets=dg.load_assets_from_modules([trips, models, batch_monitoring]),
     resources=build_resources(),
 )

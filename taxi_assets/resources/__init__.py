@@ -5,10 +5,11 @@ import os
 from taxi_assets.core.tlc import TLC_TRIP_DATA_URL
 from taxi_assets.paths import env_path
 from taxi_assets.resources.model_registry import ModelRegistry
+from taxi_assets.resources.pushgateway import Pushgateway
 from taxi_assets.resources.trip_source import TripDataSource
 from taxi_assets.resources.warehouse import DUCKDB_POOL, Warehouse
 
-__all__ = ["DUCKDB_POOL", "ModelRegistry", "TripDataSource", "Warehouse", "build_resources"]
+__all__ = ["DUCKDB_POOL", "ModelRegistry", "Pushgateway", "TripDataSource", "Warehouse", "build_resources"]
 
 
 def build_resources() -> dict[str, object]:
@@ -21,4 +22,5 @@ def build_resources() -> dict[str, object]:
             cache_dir=env_path("TAXI_CACHE_DIR", "cache"),
         ),
         "model_registry": ModelRegistry(home=env_path("BENTOML_HOME", "bentoml")),
+        "pushgateway": Pushgateway(url=os.getenv("TAXI_PUSHGATEWAY_URL", "")),
     }
