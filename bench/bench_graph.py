@@ -88,9 +88,13 @@ def main() -> None:
         command = [sys.executable, __file__, "--child"] + (["--train-all"] if args.train_all else [])
         subprocess.run(command, env=env, check=True, stderr=subprocess.DEVNULL)
         wall = time.perf_counter() - started
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     # ru_maxrss is in KiB on Linux; for children it is the largest peak among them.
-    peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
-    print(f"wall time {wall:.1f} s (goal <= 60: {'met' if wall <= 60 else 'NOT met'})")
+    peak_gb = usage.ru_maxrss / 1024**2
+    # On a shared 2-core host the wall time depends on the neighbours; the CPU time does not.
+    verdict = "met" if wall <= 60 else "NOT met"
+    print(f"wall time {wall:.1f} s (goal <= 60: {verdict}); load average now {os.getloadavg()[0]:.1f}")
+    print(f"CPU time  {usage.ru_utime + usage.ru_stime:.1f} s (user + system)")
     print(f"peak RSS  {peak_gb:.2f} GB (goal <= 1.5: {'met' if peak_gb <= 1.5 else 'NOT met'})")
 
 

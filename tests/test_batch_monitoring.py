@@ -1,5 +1,6 @@
 """Batch monitoring materialized on real TLC months, pushing to a real Pushgateway."""
 
+import logging
 from pathlib import Path
 
 import dagster as dg
@@ -11,7 +12,8 @@ from taxi_assets.assets.batch_monitoring import batch_predictions, drift_metrics
 from taxi_assets.assets.models import deployed_model, duration_model
 from taxi_assets.assets.trips import raw_trips, taxi_zones, trips
 from taxi_assets.core.evidently_report import FEATURE_TYPES
-from taxi_assets.resources import build_resources
+from taxi_assets.core.metrics import BATCH_JOB, Sample
+from taxi_assets.resources import Pushgateway, build_resources
 
 MONITORING = [batch_predictions, drift_metrics, monitoring_report]
 
@@ -118,3 +120,16 @@ def test_monthly_monitoring_chain(
     assert january_drift["pushed_to_pushgateway"] is False
     assert january_drift["rmse"] == pytest.approx(metadata_of(january, batch_predictions)["rmse"])
     assert not any(("month", "2021-01") in labels for _, labels in pushed_samples(pushgateway))
+
+
+def test_unreachable_pushgateway_is_logged_not_raised(caplog: pytest.LogCaptureFixture):
+    caplog.set_level(logging.INFO)
+    sample = Sample("taxi_batch_rows", "Rows scored", {}, 1.0)
+    # Port 9 (discard) on loopback: nothing listens, the connection is refused at once.
+    assert (
+        Pushgateway(url="http://127.0.0.1:9", timeout_seconds=2).push(BATCH_JOB, {"month": "2021-01"}, [sample])
+        is False
+    )
+    assert "failed" in caplog.text
+    assert Pushgateway(url="").push(BATCH_JOB, {"month": "2021-01"}, [sample]) is False
+    assert "not set" in caplog.text

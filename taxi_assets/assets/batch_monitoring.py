@@ -5,6 +5,7 @@
 """
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import duckdb as duckdb_client
@@ -30,6 +31,9 @@ from taxi_assets.paths import env_path
 from taxi_assets.resources import DUCKDB_POOL, Warehouse
 from taxi_assets.resources.model_registry import ModelRegistry
 from taxi_assets.resources.pushgateway import Pushgateway
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 TRIP_COLUMNS = [
     "pickup_datetime",
@@ -62,7 +66,9 @@ def snapshot_path(month: str) -> Path:
     return reports_dir() / f"monitoring_snapshot_{month}.json"
 
 
-def score_trips(conn: duckdb_client.DuckDBPyConnection, month: str, pipeline, model_tag: str) -> pd.DataFrame:
+def score_trips(
+    conn: duckdb_client.DuckDBPyConnection, month: str, pipeline: "Pipeline", model_tag: str
+) -> pd.DataFrame:
     """The trips of `month` with the pipeline's prediction and its error (prediction - actual), in minutes."""
     from taxi_assets.core.model import predict
 
@@ -173,17 +179,19 @@ def drift_metrics(
         if reference.empty:
             raise dg.Failure(f"trips holds no rows of the reference month {reference_month}")
 
-        current_frame = report_frame(current)
-        snapshot = build_snapshot(current_frame, report_frame(reference))
-        figures = extract_figures(snapshot.dict())
-        segments = segment_errors(current)
-        rows = metric_rows(figures, segments, len(current), implausible_distances(current_frame))
+    # The report takes seconds: compute it with the warehouse closed, then write the month in one short session.
+    current_frame = report_frame(current)
+    snapshot = build_snapshot(current_frame, report_frame(reference))
+    snapshot_path(month).write_text(snapshot.dumps(), encoding="utf-8")
+    figures = extract_figures(snapshot.dict())
+    segments = segment_errors(current)
+    rows = metric_rows(figures, segments, len(current), implausible_distances(current_frame))
+    with duckdb.get_connection() as conn:
         conn.execute(DRIFT_METRICS_DDL)
         conn.register("metric_rows", pd.DataFrame(rows))
         replace_partition(
             conn, "drift_metrics", month, "SELECT $month, metric, column_or_segment, value FROM metric_rows"
         )
-    snapshot_path(month).write_text(snapshot.dumps(), encoding="utf-8")
     pushed = pushgateway.push(BATCH_JOB, {"month": month}, batch_samples(figures, segments, len(current)), context.log)
 
     gap = borough_rmse_gap(segments)
