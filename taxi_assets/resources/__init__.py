@@ -2,8 +2,8 @@
 
 import os
 
-from taxi_assets.core.tlc import TLC_TRIP_DATA_URL
-from taxi_assets.paths import env_path
+from taxi_assets.core.tlc import TLC_TRIP_DATA_URL, is_remote
+from taxi_assets.paths import env_path, resolve
 from taxi_assets.resources.model_registry import ModelRegistry
 from taxi_assets.resources.pushgateway import Pushgateway
 from taxi_assets.resources.trip_source import TripDataSource
@@ -17,10 +17,14 @@ def build_resources() -> dict[str, object]:
     return {
         "duckdb": Warehouse(database=env_path("TAXI_DUCKDB_PATH", "warehouse.duckdb")),
         "trip_data": TripDataSource(
-            url_template=os.getenv("TAXI_TRIP_DATA_URL") or TLC_TRIP_DATA_URL,
+            url_template=_trip_data_location(os.getenv("TAXI_TRIP_DATA_URL") or TLC_TRIP_DATA_URL),
             zone_lookup_url=os.getenv("TAXI_ZONE_LOOKUP_URL", ""),
             cache_dir=env_path("TAXI_CACHE_DIR", "cache"),
         ),
         "model_registry": ModelRegistry(home=env_path("BENTOML_HOME", "bentoml")),
         "pushgateway": Pushgateway(url=os.getenv("TAXI_PUSHGATEWAY_URL", "")),
     }
+
+
+def _trip_data_location(location: str) -> str:
+    return location if is_remote(location) or location.startswith("file://") else resolve(location)

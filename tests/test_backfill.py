@@ -1,0 +1,31 @@
+"""A backfill launched from the command line, run by a real daemon: months in parallel, DuckDB never locked."""
+
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+
+from tests.conftest import MANIFEST_ROWS
+from tests.dagster_daemon import backfill_from_cli, running_daemon, step_errors, wait_for_runs
+
+ABSENT = ["2021-04", "2022-04"]
+
+
+def test_backfill_of_every_local_month_with_zero_lock_errors(platform_env: Path):
+    dagster_home = platform_env / "dagster_home"
+    months = sorted(MANIFEST_ROWS)
+    with running_daemon(dagster_home, platform_env / "daemon.log"):
+        backfill_from_cli(dagster_home, "trip_data_job", months + ABSENT)
+        with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+            runs = wait_for_runs(instance, len(months) + len(ABSENT), timeout=300)
+            outcome = {run.tags["dagster/partition"]: run.status for run in runs}
+            errors = {run.tags["dagster/partition"]: step_errors(instance, run) for run in runs}
+
+    assert {month: outcome[month] for month in months} == dict.fromkeys(months, dg.DagsterRunStatus.SUCCESS)
+    for month in ABSENT:
+        assert outcome[month] == dg.DagsterRunStatus.FAILURE
+        assert len(errors[month]) == 1 and f"{month}: no file at" in errors[month][0]
+    assert not [error for messages in errors.values() for error in messages if "lock" in error.lower()]
+    with duckdb.connect(str(platform_env / "warehouse.duckdb"), read_only=True) as conn:
+        loaded = dict(conn.execute("SELECT month, count(*) FROM raw_trips GROUP BY month").fetchall())
+    assert loaded == MANIFEST_ROWS
