@@ -3,6 +3,7 @@
 #   Dagster UI + daemon  http://127.0.0.1:3000   (DAGSTER_HOME=dagster_home)
 #   Pushgateway          http://127.0.0.1:9091
 #   Prometheus           http://127.0.0.1:9090
+#   Bento service        http://127.0.0.1:3001   (once `deployed_model` has been materialized)
 # Stops everything it started on Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +41,12 @@ if command -v prometheus >/dev/null; then
   start prometheus prometheus --config.file=monitoring/prometheus/prometheus.yml \
     --storage.tsdb.path=data/prometheus --web.listen-address=127.0.0.1:9090
 fi
+
+export BENTOML_HOME="${BENTOML_HOME:-$root/data/bentoml}"
+# The service serves the deployed model: on a fresh machine it waits until Dagster has deployed one.
+start bento bash -c 'until .venv/bin/bentoml models get taxi_duration_deployed:latest >/dev/null 2>&1; do
+    echo "waiting for a deployed model: materialize deployed_model in the Dagster UI"; sleep 10; done
+  exec .venv/bin/bentoml serve bento_service.service:TaxiDuration'
 
 echo "up: Dagster UI on http://127.0.0.1:${DAGSTER_PORT:-3000}"
 .venv/bin/dagster dev -h 127.0.0.1 -p "${DAGSTER_PORT:-3000}" -w workspace.yaml
