@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Everything a run needs on a fresh Debian/Ubuntu machine: Prometheus and the Pushgateway from the
+# Everything a run needs on a fresh Debian/Ubuntu machine: Prometheus, the Pushgateway and Chromium from the
 # distribution, and the project in a virtualenv. Safe to run again: it only does what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +8,7 @@ packages=()
 command -v prometheus >/dev/null || packages+=(prometheus)
 command -v promtool >/dev/null || packages+=(prometheus)
 command -v prometheus-pushgateway >/dev/null || packages+=(prometheus-pushgateway)
+command -v chromium >/dev/null || packages+=(chromium)  # the UI tests render Dagster's pages headless
 if [ ${#packages[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -83,11 +83,11 @@ def instance(platform_env: Path) -> Iterator[dg.DagsterInstance]:
         yield dagster_instance
 
 
-def start_process(args: list[str], url: str, log_path: Path) -> subprocess.Popen:
+def start_process(args: list[str], url: str, log_path: Path, timeout: float = 30.0) -> subprocess.Popen:
     with open(log_path, "wb") as log:
         process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_http(url, process=process)
+        wait_http(url, timeout=timeout, process=process)
     except Exception:
         process.kill()
         raise RuntimeError(f"{args[0]} did not start: {log_path.read_text()[-2000:]}") from None
