@@ -22,10 +22,10 @@ os.environ.setdefault("BENTOML_HOME", str(Path(__file__).resolve().parent.parent
 
 import bentoml  # noqa: E402
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 from pydantic import AfterValidator, BaseModel, Field  # noqa: E402
 
-from taxi_assets.core import model as taxi_model  # noqa: E402
+from bento_service.microbatch import MicroBatcher  # noqa: E402
+from bento_service.model_process import ModelProcess  # noqa: E402
 from taxi_assets.core import predlog  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -115,16 +115,16 @@ def _observe_many(histogram, values: np.ndarray) -> None:
     metric._sum.inc(float(values.sum()))
 
 
-def _rides_frame(rides: list[Ride]) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "PULocationID": [r.PULocationID for r in rides],
-            "DOLocationID": [r.DOLocationID for r in rides],
-            "trip_distance": [r.trip_distance for r in rides],
-            "pickup_datetime": pd.to_datetime([r.pickup_datetime for r in rides]),
-        },
-        columns=taxi_model.FEATURE_FIELDS,
-    )
+def _columns(rides: list[Ride]) -> dict[str, list]:
+    return {
+        "PULocationID": [r.PULocationID for r in rides],
+        "DOLocationID": [r.DOLocationID for r in rides],
+        "trip_distance": [r.trip_distance for r in rides],
+        "pickup_datetime": [r.pickup_datetime for r in rides],
+    }
+
+
+WARM_UP = Ride(PULocationID=1, DOLocationID=1, trip_distance=1.0, pickup_datetime=dt.datetime(2022, 1, 1))
 
 
 @bentoml.service(
@@ -137,21 +137,17 @@ class TaxiDuration:
     model = bentoml.models.BentoModel(MODEL_TAG)
 
     def __init__(self) -> None:
-        from bento_service.microbatch import MicroBatcher
-
         self.model_tag = str(self.model.tag)
-        self.pipeline = bentoml.sklearn.load_model(self.model)
+        # Starts the model process and pays its first-call costs before /readyz says yes.
+        self.model_process = ModelProcess(bentoml.sklearn.load_model(self.model), _columns([WARM_UP]))
         self.predlog = predlog.open_writer()
         self.batcher = MicroBatcher(self.score)
         self._failures_seen = 0
-        # Pays pandas' and scikit-learn's first-call costs before /readyz says yes, not on a caller's request.
-        warm_up = Ride(PULocationID=1, DOLocationID=1, trip_distance=1.0, pickup_datetime=dt.datetime(2022, 1, 1))
-        taxi_model.predict(self.pipeline, _rides_frame([warm_up]))
 
-    def score(self, rides: list[Ride]) -> list[Prediction]:
+    async def score(self, rides: list[Ride]) -> list[Prediction]:
         """Predict, log and count a batch of rides; the log write completes before anyone is answered."""
-        frame = _rides_frame(rides)
-        durations = taxi_model.predict(self.pipeline, frame)
+        columns = _columns(rides)
+        durations = await self.model_process.predict(columns)
         ts = predlog.utc_now_iso()
         ids = [r.id or predlog.new_record_id() for r in rides]
         records = [
@@ -171,8 +167,8 @@ class TaxiDuration:
         self._log(records)
         PREDICTIONS.labels(model_tag=self.model_tag).inc(len(rides))
         _observe_many(PREDICTED_DURATION, durations)
-        _observe_many(INPUT_DISTANCE, frame["trip_distance"].to_numpy())
-        _observe_many(INPUT_HOUR, frame["pickup_datetime"].dt.hour.to_numpy())
+        _observe_many(INPUT_DISTANCE, np.array(columns["trip_distance"]))
+        _observe_many(INPUT_HOUR, np.array([pickup.hour for pickup in columns["pickup_datetime"]]))
         return [
             Prediction(id=ride_id, duration_minutes=duration, model_tag=self.model_tag)
             for ride_id, duration in zip(ids, durations.tolist(), strict=True)
@@ -195,11 +191,11 @@ class TaxiDuration:
     # `{"rides": [...]}` rather than a bare JSON array: BentoML parses a root-list body with json.loads and
     # answers malformed JSON with a 500, where an object body goes through pydantic and gets a 400.
     @bentoml.api
-    def predict_batch(
+    async def predict_batch(
         self, rides: Annotated[list[Ride], Field(min_length=1, max_length=MAX_BATCH_RIDES)]
     ) -> BatchPrediction:
         """Predicted durations of up to 10,000 rides, in the order given."""
-        return BatchPrediction(predictions=self.score(rides))
+        return BatchPrediction(predictions=await self.score(rides))
 
     @bentoml.api
     def feedback(self, feedback: Feedback, /) -> FeedbackReceipt:
@@ -209,5 +205,5 @@ class TaxiDuration:
 
     @bentoml.on_shutdown
     def close(self) -> None:
-        self.batcher.close()
+        self.model_process.close()
         self.predlog.close()

@@ -6,13 +6,16 @@ saves it as `taxi_duration_deployed`: in a process of its own, because BentoML f
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import pyarrow.parquet as pq
 import requests
 
@@ -62,7 +65,7 @@ def serve(
     target: str = "bento_service.service:TaxiDuration",
     timeout: float = 60.0,
 ) -> subprocess.Popen:
-    """`bentoml serve` in its own process group (so the whole group can be killed), once /readyz answers."""
+    """`bentoml serve`, returned once /readyz answers."""
     env = {
         **os.environ,
         "BENTOML_HOME": str(bentoml_home),
@@ -72,9 +75,7 @@ def serve(
     }
     args = [str(Path(sys.executable).parent / "bentoml"), "serve", target, "--host", "127.0.0.1", "--port", str(port)]
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env, start_new_session=True
-        )
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -85,20 +86,32 @@ def serve(
         except requests.RequestException:
             pass
         time.sleep(0.2)
-    os.killpg(process.pid, 9)
+    kill_tree(process)
     raise TimeoutError(f"service not ready within {timeout} s: {log_path.read_text()[-3000:]}")
 
 
-def stop(process: subprocess.Popen) -> None:
-    """SIGTERM the process group (graceful: the log is flushed), SIGKILL after 20 s."""
+def kill_tree(process: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+    """Signal `bentoml serve` and all its workers at once. Circus starts each worker in a session of its own,
+    so signalling the server's process group would leave the workers running, still accepting requests."""
     try:
-        os.killpg(process.pid, 15)
+        parent = psutil.Process(process.pid)
+        processes = [parent, *parent.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for proc in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.send_signal(sig)
+    psutil.wait_procs(processes, timeout=20)
+    process.wait()
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM (graceful: workers flush their logs), SIGKILL to the whole tree after 20 s."""
+    process.terminate()
+    try:
         process.wait(timeout=20)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, 9)
-        process.wait()
-    except ProcessLookupError:
-        pass
+        kill_tree(process)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
 import datetime as dt
 import json
-import os
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -12,6 +12,7 @@ from pathlib import Path
 import joblib
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
@@ -26,8 +27,8 @@ RIDE = {"PULocationID": 74, "DOLocationID": 42, "trip_distance": 1.7, "pickup_da
 
 
 class Served:
-    def __init__(self, url: str, logs: Path, bentoml_home: Path) -> None:
-        self.url, self.logs, self.bentoml_home = url, logs, bentoml_home
+    def __init__(self, url: str, logs: Path, bentoml_home: Path, process: subprocess.Popen) -> None:
+        self.url, self.logs, self.bentoml_home, self.process = url, logs, bentoml_home, process
 
     def post(self, path: str, body, **kwargs) -> requests.Response:
         data = body if isinstance(body, (bytes, str)) else json.dumps(body)
@@ -47,7 +48,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, bentoml_home: Path) -> Iter
     work = tmp_path_factory.mktemp("service")
     port = free_port()
     process = harness.serve(bentoml_home, work / "logs", port, work / "serve.log")
-    yield Served(f"http://127.0.0.1:{port}", work / "logs", bentoml_home)
+    yield Served(f"http://127.0.0.1:{port}", work / "logs", bentoml_home, process)
     harness.stop(process)
 
 
@@ -248,12 +249,13 @@ def test_kill_9_loses_no_answered_record_and_two_workers_never_interleave(
     for thread in threads:
         thread.start()
     time.sleep(4)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    harness.kill_tree(process, signal.SIGKILL)
     stop.set()
     for thread in threads:
         thread.join(30)
 
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{url}/readyz", timeout=2)  # every worker is gone
     assert not refused
     assert len(answered) > 500
     segments = list((tmp_path / "logs").glob("*/*.jsonl"))
@@ -267,3 +269,13 @@ def test_kill_9_loses_no_answered_record_and_two_workers_never_interleave(
     logged = [r["id"] for r in _today_records(tmp_path / "logs")]
     assert len(logged) == len(set(logged))
     assert set(answered) <= set(logged)
+
+
+def test_a_dead_model_process_is_replaced_without_failing_requests(served: Served) -> None:
+    processes = psutil.Process(served.process.pid).children(recursive=True)
+    (model_process,) = [p for p in processes if "spawn_main" in " ".join(p.cmdline())]
+    model_process.kill()
+    model_process.wait(10)
+    answer = served.post("/predict", RIDE)
+    assert answer.status_code == 200, answer.text
+    assert served.post("/predict", RIDE).status_code == 200
