@@ -46,9 +46,10 @@ def child(train_all: bool) -> None:
             assert result.success
 
         def stage(name: str, work) -> None:
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             work()
-            print(f"  {name:40s} {time.perf_counter() - started:6.1f} s", flush=True)
+            wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+            print(f"  {name:36s} wall {wall:6.1f} s   CPU {cpu:6.1f} s", flush=True)
 
         stage("taxi_zones", lambda: run([taxi_zones]))
         stage("raw_trips + trips, all months", lambda: [run([raw_trips, trips], month) for month in months()])

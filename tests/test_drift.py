@@ -102,8 +102,10 @@ def test_binary_z_test_sees_a_changed_proportion():
 def test_direct_drift_agrees_with_evidently(rows, methods):
     reference = report_frame(scored_month("2021-01").sample(rows, random_state=1))
     current = report_frame(scored_month("2022-02").sample(rows, random_state=2))
-    figures = extract_figures(build_snapshot(current, reference).dict())
+    snapshot = build_snapshot(current, reference).dict()
+    figures = extract_figures(snapshot)
     direct = dataset_drift(reference, current, FEATURE_TYPES)
+    (counted,) = [m["value"] for m in snapshot["metrics"] if m["config"]["type"].endswith(":DriftedColumnsCount")]
 
     assert {c.method for c in direct.columns} == methods
     for ours, theirs in zip(direct.columns, figures.features.columns, strict=True):
@@ -114,7 +116,8 @@ def test_direct_drift_agrees_with_evidently(rows, methods):
             theirs.drifted,
         )
         assert ours.score == pytest.approx(theirs.score, rel=1e-9, abs=1e-12)
-    assert direct.share_drifted == pytest.approx(figures.features.share_drifted)
+    assert direct.share_drifted == pytest.approx(figures.features.share_drifted) == counted["share"]
+    assert direct.drifted_count == counted["count"]
     for column, theirs in ((PREDICTION, figures.prediction), (TARGET, figures.target)):
         ours = column_drift(column, reference[column], current[column], NUMERICAL)
         assert (ours.method, ours.drifted) == (theirs.method, theirs.drifted)
@@ -133,8 +136,8 @@ def test_report_html_is_a_complete_page_with_drift_and_regression(full_report):
     _, html = full_report
     assert html.lstrip().lower().startswith("<!doctype html>")
     assert "<html" in html and html.rstrip().endswith("</html>")
-    # Evidently's own section titles: the drift table, per-column drift, and the regression quality panels.
-    for section in ("Dataset Drift", "Drift in column", "Model Quality (+/- std)", "Predicted"):
+    # Evidently's own section titles: drifted-column count, per-column drift, and the regression quality panels.
+    for section in ("Count of Drifted Columns", "Drift in column", "Model Quality (+/- std)", "Predicted vs Actual"):
         assert section in html, section
 
 

@@ -86,19 +86,20 @@ def report_frame(scored: pd.DataFrame) -> pd.DataFrame:
 def build_snapshot(current: pd.DataFrame, reference: pd.DataFrame) -> "Snapshot":
     """Run the Evidently report on two `report_frame`s."""
     from evidently import DataDefinition, Dataset, Regression, Report
-    from evidently.metrics import ValueDrift
-    from evidently.presets import DataDriftPreset, RegressionPreset
+    from evidently.metrics import DriftedColumnsCount, ValueDrift
+    from evidently.presets import RegressionPreset
 
     definition = DataDefinition(
         numerical_columns=[name for name, kind in FEATURE_TYPES.items() if kind == NUMERICAL] + [PREDICTION, TARGET],
         categorical_columns=[name for name, kind in FEATURE_TYPES.items() if kind == CATEGORICAL],
         regression=[Regression(target=TARGET, prediction=PREDICTION)],
     )
+    # DataDriftPreset's own metrics, without the preset: its summary table recomputes every column's drift a
+    # second time, which costs a quarter of the report's CPU time for a table the asset metadata already shows.
     report = Report(
         [
-            DataDriftPreset(columns=list(FEATURE_TYPES), drift_share=DATASET_DRIFT_SHARE),
-            ValueDrift(column=PREDICTION),
-            ValueDrift(column=TARGET),
+            DriftedColumnsCount(columns=list(FEATURE_TYPES), drift_share=DATASET_DRIFT_SHARE),
+            *(ValueDrift(column=column) for column in [*FEATURE_TYPES, PREDICTION, TARGET]),
             RegressionPreset(),
         ]
     )
