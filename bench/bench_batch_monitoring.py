@@ -51,9 +51,8 @@ def main() -> None:
 
         from taxi_assets.assets.batch_monitoring import (
             TRIP_COLUMNS,
+            batch_drift,
             batch_predictions,
-            drift_metrics,
-            monitoring_report,
             reports_dir,
         )
         from taxi_assets.assets.models import deployed_model, duration_model
@@ -82,7 +81,7 @@ def main() -> None:
             run([batch_predictions], args.reference)
 
             def assets() -> None:
-                run([batch_predictions, drift_metrics, monitoring_report], args.month)
+                run([batch_predictions, batch_drift], args.month)
 
             def bare() -> None:
                 pipeline, model = resources["model_registry"].load_deployed()

@@ -31,7 +31,7 @@ def child(train_all: bool) -> None:
     sys.path.insert(0, str(REPO_ROOT))
     import dagster as dg
 
-    from taxi_assets.assets.batch_monitoring import batch_predictions, drift_metrics, monitoring_report
+    from taxi_assets.assets.batch_monitoring import batch_drift, batch_predictions
     from taxi_assets.assets.models import deployed_model, duration_model
     from taxi_assets.assets.trips import raw_trips, taxi_zones, trips
     from taxi_assets.resources import build_resources
@@ -57,7 +57,7 @@ def child(train_all: bool) -> None:
         stage(f"duration_model x{len(trained)}", lambda: [run([duration_model], month) for month in trained])
         config = {"ops": {"deployed_model": {"config": {"training_month": DEPLOYED_MONTH}}}}
         stage("deployed_model", lambda: run([deployed_model], run_config=config))
-        monitoring = [batch_predictions, drift_metrics, monitoring_report]
+        monitoring = [batch_predictions, batch_drift]
         stage("batch monitoring, all months", lambda: [run(monitoring, month) for month in months()])
 
 

@@ -8,18 +8,18 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from taxi_assets.assets.batch_monitoring import batch_predictions, drift_metrics, monitoring_report
+from taxi_assets.assets.batch_monitoring import DRIFT_METRICS, MONITORING_REPORT, batch_drift, batch_predictions
 from taxi_assets.assets.models import deployed_model, duration_model
 from taxi_assets.assets.trips import raw_trips, taxi_zones, trips
 from taxi_assets.core.evidently_report import FEATURE_TYPES
 from taxi_assets.core.metrics import BATCH_JOB, Sample
 from taxi_assets.resources import Pushgateway, build_resources
 
-MONITORING = [batch_predictions, drift_metrics, monitoring_report]
+MONITORING = [batch_predictions, batch_drift]
 
 
-def metadata_of(result: dg.ExecuteInProcessResult, asset: dg.AssetsDefinition) -> dict:
-    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key == asset.key]
+def metadata_of(result: dg.ExecuteInProcessResult, key: dg.AssetKey) -> dict:
+    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key == key]
     return {name: value.value for name, value in event.materialization.metadata.items()}
 
 
@@ -55,7 +55,9 @@ def test_monthly_monitoring_chain(
     monkeypatch.setenv("TAXI_PUSHGATEWAY_URL", pushgateway)
     march = dg.materialize(MONITORING, partition_key="2023-03", instance=instance, resources=build_resources())
     assert march.success
-    predictions, drift, report = (metadata_of(march, asset) for asset in MONITORING)
+    predictions, drift, report = (
+        metadata_of(march, spec.key) for spec in (batch_predictions, DRIFT_METRICS, MONITORING_REPORT)
+    )
 
     with build_resources()["duckdb"].get_connection() as conn:
         (trip_rows,) = conn.execute("SELECT count(*) FROM trips WHERE month = '2023-03'").fetchone()
@@ -103,8 +105,8 @@ def test_monthly_monitoring_chain(
     )
 
     # Re-running a month replaces it: same rows in DuckDB, not twice as many.
-    again = dg.materialize([drift_metrics], partition_key="2023-03", instance=instance, resources=build_resources())
-    assert metadata_of(again, drift_metrics)["dagster/row_count"] == len(table)
+    again = dg.materialize([batch_drift], partition_key="2023-03", instance=instance, resources=build_resources())
+    assert metadata_of(again, DRIFT_METRICS.key)["dagster/row_count"] == len(table)
     with build_resources()["duckdb"].get_connection() as conn:
         (rows,) = conn.execute("SELECT count(*) FROM drift_metrics WHERE month = '2023-03'").fetchone()
     assert rows == len(table)
@@ -114,11 +116,11 @@ def test_monthly_monitoring_chain(
     monkeypatch.delenv("TAXI_PUSHGATEWAY_URL")
     january = dg.materialize(MONITORING, partition_key="2021-01", instance=instance, resources=build_resources())
     assert january.success
-    january_drift = metadata_of(january, drift_metrics)
+    january_drift = metadata_of(january, DRIFT_METRICS.key)
     assert january_drift["reference_rows_from"] == "batch_predictions"
     assert january_drift["share_drifted"] == 0.0 and january_drift["dataset_drift"] == 0.0
     assert january_drift["pushed_to_pushgateway"] is False
-    assert january_drift["rmse"] == pytest.approx(metadata_of(january, batch_predictions)["rmse"])
+    assert january_drift["rmse"] == pytest.approx(metadata_of(january, batch_predictions.key)["rmse"])
     assert not any(("month", "2021-01") in labels for _, labels in pushed_samples(pushgateway))
 
 

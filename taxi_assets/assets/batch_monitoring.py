@@ -1,9 +1,6 @@
-"""Batch monitoring: score every month with the deployed model, compare it with the model's training month.
+"""Batch monitoring: score every month with the deployed model, compare it with the model's training month."""
 
-`drift_metrics` runs the Evidently report once and keeps its snapshot next to the HTML reports;
-`monitoring_report` renders that snapshot, so the report is never computed twice.
-"""
-
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -60,10 +57,6 @@ def reports_dir() -> Path:
     path = Path(env_path("TAXI_REPORTS_DIR", "reports"))
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def snapshot_path(month: str) -> Path:
-    return reports_dir() / f"monitoring_snapshot_{month}.json"
 
 
 def score_trips(
@@ -141,27 +134,40 @@ def drift_table(figures: ReportFigures) -> str:
     return "\n".join(lines)
 
 
-@dg.asset(
-    partitions_def=monthly_partitions,
+DRIFT_METRICS = dg.AssetSpec(
+    "drift_metrics",
     deps=[batch_predictions, taxi_zones],
-    pool=DUCKDB_POOL,
     kinds={"duckdb", "evidently", "prometheus"},
     group_name="monitoring",
+    description=(
+        "Drift and prediction quality of the month against the deployed model's training month (the reference).\n\n"
+        "Feature, prediction and target drift and RMSE/MAE/mean error come from the Evidently report, RMSE per "
+        "pickup borough and hour directly. Stored as tidy rows in DuckDB table "
+        "`drift_metrics(month, metric, column_or_segment, value)`, replaced per month, and pushed to the "
+        "Pushgateway (job `taxi_batch_monitoring`, grouping key `month`) when one is configured."
+    ),
 )
-def drift_metrics(
+MONITORING_REPORT = dg.AssetSpec(
+    "monitoring_report",
+    deps=[DRIFT_METRICS.key],
+    kinds={"evidently", "html"},
+    group_name="monitoring",
+    description=(
+        "Evidently HTML report of the month against the reference: data drift per feature, prediction and target "
+        "drift, and regression quality. Written to `TAXI_REPORTS_DIR` as `monitoring_report_<month>.html`."
+    ),
+)
+
+
+@dg.multi_asset(specs=[DRIFT_METRICS, MONITORING_REPORT], partitions_def=monthly_partitions, pool=DUCKDB_POOL)
+def batch_drift(
     context: dg.AssetExecutionContext,
     duckdb: Warehouse,
     model_registry: ModelRegistry,
     pushgateway: Pushgateway,
-) -> dg.MaterializeResult:
-    """Drift and prediction quality of the month against the deployed model's training month (the reference).
-
-    Feature, prediction and target drift and RMSE/MAE/mean error come from the Evidently report, RMSE per pickup
-    borough and hour directly. Stored as tidy rows in DuckDB table
-    `drift_metrics(month, metric, column_or_segment, value)`, replaced per month, and pushed to the Pushgateway
-    (job `taxi_batch_monitoring`, grouping key `month`) when one is configured. The report's snapshot is kept
-    for `monitoring_report`.
-    """
+) -> Iterator[dg.MaterializeResult]:
+    """`drift_metrics` and `monitoring_report` from one Evidently run: the report is the costliest part of batch
+    monitoring, so the two assets are materialized together rather than computing it twice."""
     month = context.partition_key
     pipeline, model = model_registry.load_deployed()
     reference_month = model["training_month"]
@@ -182,7 +188,6 @@ def drift_metrics(
     # The report takes seconds: compute it with the warehouse closed, then write the month in one short session.
     current_frame = report_frame(current)
     snapshot = build_snapshot(current_frame, report_frame(reference))
-    snapshot_path(month).write_text(snapshot.dumps(), encoding="utf-8")
     figures = extract_figures(snapshot.dict())
     segments = segment_errors(current)
     rows = metric_rows(figures, segments, len(current), implausible_distances(current_frame))
@@ -196,7 +201,8 @@ def drift_metrics(
 
     gap = borough_rmse_gap(segments)
     features = figures.features
-    return dg.MaterializeResult(
+    yield dg.MaterializeResult(
+        asset_key=DRIFT_METRICS.key,
         metadata={
             "dagster/row_count": len(rows),
             "reference_month": reference_month,
@@ -216,35 +222,22 @@ def drift_metrics(
             "borough_gap": f"{gap[0].segment} vs {gap[1].segment}" if gap else "fewer than two boroughs",
             "drift": dg.MetadataValue.md(drift_table(figures)),
             "pushed_to_pushgateway": pushed,
-        }
+        },
     )
 
-
-@dg.asset(partitions_def=monthly_partitions, deps=[drift_metrics], kinds={"evidently", "html"}, group_name="monitoring")
-def monitoring_report(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-    """Evidently HTML report of the month against the reference: data drift per feature, prediction and target
-    drift, and regression quality. Written to `TAXI_REPORTS_DIR` as `monitoring_report_<month>.html`.
-    """
-    from evidently.core.report import Snapshot
-
-    month = context.partition_key
-    source = snapshot_path(month)
-    if not source.exists():
-        raise dg.Failure(f"no Evidently snapshot at {source}; materialize drift_metrics[{month}] first")
-    snapshot = Snapshot.load(str(source))
     report = reports_dir() / f"monitoring_report_{month}.html"
     report.write_text(snapshot.get_html_str(as_iframe=False), encoding="utf-8")
-    figures = extract_figures(snapshot.dict())
     summary = (
-        f"**{month}**: {figures.features.drifted_count} of {len(figures.features.columns)} features drifted "
-        f"(dataset drift: {'yes' if figures.features.dataset_drift else 'no'}); RMSE {figures.rmse:.2f} min, "
+        f"**{month}** vs {reference_month}: {features.drifted_count} of {len(features.columns)} features drifted "
+        f"(dataset drift: {'yes' if features.dataset_drift else 'no'}); RMSE {figures.rmse:.2f} min, "
         f"MAE {figures.mae:.2f} min, mean error {figures.mean_error:+.2f} min.\n\n{drift_table(figures)}"
     )
-    return dg.MaterializeResult(
+    yield dg.MaterializeResult(
+        asset_key=MONITORING_REPORT.key,
         metadata={
             "path": dg.MetadataValue.path(str(report)),
             "url": dg.MetadataValue.url(report.resolve().as_uri()),
             "size_bytes": report.stat().st_size,
             "summary": dg.MetadataValue.md(summary),
-        }
+        },
     )
