@@ -11,8 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
-from scipy.spatial import distance
 
 NUMERICAL = "numerical"
 CATEGORICAL = "categorical"
@@ -118,6 +116,10 @@ def _shares(reference: pd.Series, current: pd.Series, column_type: str) -> tuple
 
 
 def _score(method: str, reference: pd.Series, current: pd.Series, column_type: str) -> float:
+    # SciPy's stats take a second to import, and every Dagster run process loads this module.
+    from scipy import stats
+    from scipy.spatial import distance
+
     if method == "wasserstein":
         return float(stats.wasserstein_distance(reference, current) / max(float(np.std(reference)), 0.001))
     if method == "ks":
@@ -140,6 +142,8 @@ def _z_test_p_value(reference: pd.Series, current: pd.Series) -> float:
     p_ref, p_cur = float((reference != first).mean()), float((current != first).mean())
     pooled = (p_ref * len(reference) + p_cur * len(current)) / (len(reference) + len(current))
     z = (p_ref - p_cur) / np.sqrt(pooled * (1 - pooled) * (1 / len(reference) + 1 / len(current)))
+    from scipy import stats
+
     return float(2 * (1 - stats.norm.cdf(abs(z))))
 
 

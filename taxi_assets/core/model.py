@@ -4,17 +4,18 @@ Training, batch scoring and the Bento service all call the same pipeline, so the
 The feature functions are module-level so that pickled pipelines refer to them by name instead of by value.
 """
 
+import functools
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import HistGradientBoostingRegressor
-from sklearn.feature_extraction import DictVectorizer
-from sklearn.linear_model import LinearRegression
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder
 from threadpoolctl import ThreadpoolController
+
+# scikit-learn is imported where a pipeline is built: it takes about a second, and every Dagster run process
+# imports this module while loading the code location.
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 FEATURE_FIELDS = ["PULocationID", "DOLocationID", "trip_distance", "pickup_datetime"]
 TARGET = "duration"
@@ -27,10 +28,14 @@ LOCATION_FIELDS = ["PULocationID", "DOLocationID"]
 # so the rarest zones share one category instead of failing the fit.
 MAX_LOCATION_CATEGORIES = 254
 
+
 # Gradient boosting runs on OpenMP, whose idle threads spin. On the shared 2-core host, busy with Dagster and the
 # Bento service, a two-thread fit took 17-19 s and a one-row prediction 120-190 ms; one thread took 1.4 s and
 # 10-20 ms. One thread costs ~0.5 s of fit when the machine is idle.
-_OPENMP = ThreadpoolController()
+@functools.cache
+def _openmp() -> ThreadpoolController:
+    """Built on first use, once scikit-learn has loaded its OpenMP runtime (a controller sees only loaded ones)."""
+    return ThreadpoolController()
 
 
 def ride_features(frame: pd.DataFrame) -> pd.DataFrame:
@@ -58,7 +63,12 @@ def route_records(features: pd.DataFrame) -> list[dict]:
     return features[["PU_DO", "trip_distance"]].to_dict(orient="records")
 
 
-def _seed_pipeline() -> Pipeline:
+def _seed_pipeline() -> "Pipeline":
+    from sklearn.feature_extraction import DictVectorizer
+    from sklearn.linear_model import LinearRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
     return Pipeline(
         [
             ("features", FunctionTransformer(ride_features)),
@@ -69,7 +79,12 @@ def _seed_pipeline() -> Pipeline:
     )
 
 
-def _hgb_pipeline() -> Pipeline:
+def _hgb_pipeline() -> "Pipeline":
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder
+
     columns = ColumnTransformer(
         [
             (
@@ -99,34 +114,35 @@ def _hgb_pipeline() -> Pipeline:
 RECIPES = {"seed": _seed_pipeline, "hgb": _hgb_pipeline}
 
 
-def build_pipeline(recipe: str = DEFAULT_RECIPE) -> Pipeline:
+def build_pipeline(recipe: str = DEFAULT_RECIPE) -> "Pipeline":
     """An unfitted pipeline for `recipe`: `seed` (the course's linear model) or `hgb` (gradient boosting)."""
     if recipe not in RECIPES:
         raise ValueError(f"unknown recipe {recipe!r}; choose one of {sorted(RECIPES)}")
     return RECIPES[recipe]()
 
 
-def train(frame: pd.DataFrame, recipe: str = DEFAULT_RECIPE) -> Pipeline:
+def train(frame: pd.DataFrame, recipe: str = DEFAULT_RECIPE) -> "Pipeline":
     """A pipeline for `recipe` fitted on the rides in `frame` (FEATURE_FIELDS and TARGET)."""
-    with _OPENMP.limit(limits=1, user_api="openmp"):
-        return build_pipeline(recipe).fit(frame[FEATURE_FIELDS], frame[TARGET].to_numpy())
+    pipeline = build_pipeline(recipe)
+    with _openmp().limit(limits=1, user_api="openmp"):
+        return pipeline.fit(frame[FEATURE_FIELDS], frame[TARGET].to_numpy())
 
 
-def timed_train(frame: pd.DataFrame, recipe: str = DEFAULT_RECIPE) -> tuple[Pipeline, float]:
+def timed_train(frame: pd.DataFrame, recipe: str = DEFAULT_RECIPE) -> tuple["Pipeline", float]:
     """`train`, and how many seconds the fit took."""
     started = time.perf_counter()
     pipeline = train(frame, recipe)
     return pipeline, time.perf_counter() - started
 
 
-def predict(pipeline: Pipeline, rides: pd.DataFrame | list[dict]) -> np.ndarray:
+def predict(pipeline: "Pipeline", rides: pd.DataFrame | list[dict]) -> np.ndarray:
     """Predicted durations in minutes for rides given as a DataFrame or as records with FEATURE_FIELDS."""
     frame = pd.DataFrame(rides, columns=FEATURE_FIELDS) if isinstance(rides, list) else rides[FEATURE_FIELDS]
-    with _OPENMP.limit(limits=1, user_api="openmp"):
+    with _openmp().limit(limits=1, user_api="openmp"):
         return np.asarray(pipeline.predict(frame), dtype="float64")
 
 
-def evaluate(pipeline: Pipeline, frame: pd.DataFrame) -> dict:
+def evaluate(pipeline: "Pipeline", frame: pd.DataFrame) -> dict:
     """Regression quality in minutes on `frame`.
 
     `mean_error` is prediction minus actual; `nan_predictions` counts predictions that are not numbers.

@@ -1,10 +1,12 @@
 """The model registry: BentoML's local model store under `BENTOML_HOME`, shared with the Bento service."""
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-from sklearn.pipeline import Pipeline
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 DEPLOYED_MODEL = "taxi_duration_deployed"
 
@@ -31,12 +33,12 @@ class ModelRegistry(dg.ConfigurableResource):
         BentoMLContainer.model_store.set(ModelStore(str(models)))
         return bentoml
 
-    def save(self, pipeline: Pipeline, name: str, labels: dict[str, str], metadata: dict[str, Any]) -> str:
+    def save(self, pipeline: "Pipeline", name: str, labels: dict[str, str], metadata: dict[str, Any]) -> str:
         """Store `pipeline` as a new version of `name`; return its tag (`name:version`)."""
         bento_model = self._bentoml().sklearn.save_model(name, pipeline, labels=labels, metadata=metadata)
         return str(bento_model.tag)
 
-    def load(self, tag: str) -> Pipeline:
+    def load(self, tag: str) -> "Pipeline":
         return self._bentoml().sklearn.load_model(tag)
 
     def info(self, tag: str) -> dict[str, Any]:
@@ -61,7 +63,7 @@ class ModelRegistry(dg.ConfigurableResource):
             return None
         return str(max(matching, key=lambda bento_model: bento_model.info.creation_time).tag)
 
-    def load_deployed(self) -> tuple[Pipeline, dict[str, Any]]:
+    def load_deployed(self) -> tuple["Pipeline", dict[str, Any]]:
         """The deployed pipeline and what scoring and monitoring report about it: tag, training month, recipe,
         validation month and RMSE."""
         info = self.info(f"{DEPLOYED_MODEL}:latest")
