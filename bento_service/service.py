@@ -1,7 +1,9 @@
 """The ride-duration service: `/predict`, `/predict_batch`, `/feedback`, with every prediction logged.
 
-Run: `bentoml serve bento_service.service:TaxiDuration` (127.0.0.1:3001 by default; `--host`/`--port`, or
-TAXI_SERVICE_HOST/TAXI_SERVICE_PORT, and TAXI_SERVICE_WORKERS for the number of worker processes).
+Run: `python -m bento_service` (BENTOML_HOME defaulting to data/bentoml), or
+`bentoml serve bento_service.service:TaxiDuration` with BENTOML_HOME set. Listens on 127.0.0.1:3001 unless
+`--host`/`--port` or TAXI_SERVICE_HOST/TAXI_SERVICE_PORT say otherwise; TAXI_SERVICE_WORKERS sets the number of
+worker processes (each with its own model process, see model_process.py).
 
 The model is the deployed pipeline from the BentoML store (`taxi_duration_deployed:latest`, or TAXI_MODEL_TAG),
 which prepares its own features from the raw ride fields. Predictions and feedback go to the prediction-log
@@ -12,23 +14,16 @@ for the caller, and a MongoDB outage only grows the local spool.
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import os
-from pathlib import Path
 from typing import Annotated
 
-# The service runs with the repository's model store unless told otherwise; set before bentoml reads it.
-os.environ.setdefault("BENTOML_HOME", str(Path(__file__).resolve().parent.parent / "data" / "bentoml"))
+import bentoml
+import numpy as np
+from pydantic import AfterValidator, BaseModel, Field
 
-import bentoml  # noqa: E402
-import numpy as np  # noqa: E402
-from pydantic import AfterValidator, BaseModel, Field  # noqa: E402
-
-from bento_service.microbatch import MicroBatcher  # noqa: E402
-from bento_service.model_process import ModelProcess  # noqa: E402
-from taxi_assets.core import predlog  # noqa: E402
-
-log = logging.getLogger(__name__)
+from bento_service.microbatch import MicroBatcher
+from bento_service.model_process import ModelProcess
+from taxi_assets.core import predlog
 
 MODEL_TAG = os.getenv("TAXI_MODEL_TAG", "taxi_duration_deployed:latest")
 MAX_LOCATION_ID = 265

@@ -58,7 +58,7 @@ def save_deployed_model(bentoml_home: Path, month: str = "2021-01", recipe: str 
 
 def serve(
     bentoml_home: Path,
-    predlog_uri: Path,
+    predlog_uri: Path | str,
     port: int,
     log_path: Path,
     workers: int = 1,

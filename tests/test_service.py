@@ -279,3 +279,24 @@ def test_a_dead_model_process_is_replaced_without_failing_requests(served: Serve
     answer = served.post("/predict", RIDE)
     assert answer.status_code == 200, answer.text
     assert served.post("/predict", RIDE).status_code == 200
+
+
+def test_mongodb_down_keeps_serving_and_shows_the_spool(
+    tmp_path: Path, bentoml_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TAXI_PREDLOG_SPOOL_DIR", str(tmp_path / "spool"))
+    port = free_port()
+    mongo_uri = f"mongodb://127.0.0.1:{free_port()}/"  # nothing listens there
+    process = harness.serve(bentoml_home, mongo_uri, port, tmp_path / "serve.log")
+    try:
+        url = f"http://127.0.0.1:{port}"
+        assert requests.post(f"{url}/predict", json=RIDE, timeout=10).status_code == 200
+        time.sleep(3)  # the shipper's first attempt times out after 2 s
+        assert requests.post(f"{url}/predict", json=RIDE, timeout=10).status_code == 200
+        metrics = requests.get(f"{url}/metrics", timeout=5).text
+    finally:
+        harness.stop(process)
+    assert _metric(metrics, "taxi_predlog_spool_backlog") >= 1
+    assert _metric(metrics, "taxi_predlog_write_failures_total") >= 1
+    spooled = [line for path in (tmp_path / "spool").glob("*/*.jsonl") for line in path.read_text().splitlines()]
+    assert len(spooled) == 2
