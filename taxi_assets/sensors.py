@@ -1,0 +1,95 @@
+"""The prediction-log sensor: new records in the store start an ingest of their days, and the ingest backlog is
+pushed to the Pushgateway on every tick.
+
+It talks to the store and the Dagster instance only, never to DuckDB: a tick costs a directory listing (or two
+MongoDB queries) and must not wait for, or block, the runs holding the warehouse.
+"""
+
+import datetime as dt
+import hashlib
+import json
+import time
+
+import dagster as dg
+
+from taxi_assets.assets.online_monitoring import online_drift, prediction_days, prediction_logs
+from taxi_assets.core.online import INGEST_JOB, ingest_samples
+from taxi_assets.resources import PredictionLogStore, Pushgateway
+
+online_monitoring_job = dg.define_asset_job(
+    "online_monitoring_job",
+    selection=dg.AssetSelection.assets(prediction_logs, online_drift),
+    description="Ingest a day of the prediction log into DuckDB and push the online drift of the latest windows.",
+)
+
+BATCH_TAG = "taxi/predlog_watermark"
+# Requested batches not yet confirmed by a materialization; past this many (ingest is failing) the two oldest are
+# merged, which keeps the cursor small and only delays the confirmation of the older one.
+MAX_OPEN_BATCHES = 50
+
+
+def watermark(store_cursor: dict) -> str:
+    """Short name of a store state: the same records seen from the same cursor give the same run keys."""
+    return hashlib.sha1(json.dumps(store_cursor, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _ingested_since(instance: dg.DagsterInstance, day: str, since: float) -> bool:
+    """Whether prediction_logs[day] was materialized by a run created at or after `since` (unix time), hence
+    holding every record the store had then."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=prediction_logs.key, asset_partitions=[day]), limit=1
+    ).records
+    if not records:
+        return False
+    run = instance.get_run_record_by_id(records[0].run_id)
+    return run is not None and run.create_timestamp.timestamp() >= since
+
+
+def _last_success(instance: dg.DagsterInstance) -> float | None:
+    records = instance.fetch_materializations(prediction_logs.key, limit=1).records
+    return records[0].timestamp if records else None
+
+
+@dg.sensor(
+    job=online_monitoring_job,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+def prediction_log_sensor(
+    context: dg.SensorEvaluationContext, prediction_log: PredictionLogStore, pushgateway: Pushgateway
+) -> dg.SensorResult:
+    """Requests a `prediction_logs` run (with `online_drift`) for every UTC day with new records in the
+    prediction-log store, keyed by day and store watermark, and pushes the ingest backlog (job `taxi_ingest`).
+
+    Cursor: the store cursor last requested (`store`), the store cursor known to be in DuckDB (`ingested`), and the
+    requested batches not yet confirmed by a materialization (`open`).
+    """
+    state = json.loads(context.cursor) if context.cursor else {}
+    ingested, open_batches = state.get("ingested"), state.get("open", [])
+    while open_batches and all(
+        _ingested_since(context.instance, d, open_batches[0]["at"]) for d in open_batches[0]["days"]
+    ):
+        ingested = open_batches.pop(0)["cursor"]
+
+    reader = prediction_log.reader()
+    changes = reader.changes(state.get("store"))
+    days = [day for day in changes.days if prediction_days.has_partition_key(day)]
+    if skipped := sorted(set(changes.days) - set(days)):
+        context.log.warning(f"log days outside the prediction_logs partitions are not ingested: {skipped}")
+    mark = watermark(changes.cursor)
+    run_requests = [dg.RunRequest(run_key=f"{day}@{mark}", partition_key=day, tags={BATCH_TAG: mark}) for day in days]
+    if days:
+        open_batches = [*open_batches, {"at": time.time(), "days": days, "cursor": changes.cursor}]
+    if len(open_batches) > MAX_OPEN_BATCHES:
+        older, newer, *rest = open_batches
+        open_batches = [{**newer, "days": sorted(set(older["days"]) | set(newer["days"]))}, *rest]
+
+    pending = reader.pending(ingested)
+    oldest_age = 0.0
+    if pending.oldest_ts is not None:
+        oldest_age = max(0.0, time.time() - dt.datetime.fromisoformat(pending.oldest_ts).timestamp())
+    pushgateway.push(
+        INGEST_JOB, {}, ingest_samples(pending.count, oldest_age, _last_success(context.instance)), context.log
+    )
+    cursor = {"store": changes.cursor, "ingested": ingested, "open": open_batches}
+    return dg.SensorResult(run_requests=run_requests, cursor=json.dumps(cursor, separators=(",", ":")))

@@ -1,0 +1,156 @@
+"""The whole online path with real processes on loopback: `bentoml serve` answering real 2022-02 rides with a
+model trained and deployed by the Dagster assets, the prediction-log sensor, the ingest and drift runs it requests,
+a Pushgateway, and Prometheus running the repo's config, rules and every Grafana panel query."""
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import requests
+
+from taxi_assets.assets import batch_monitoring, online_monitoring
+from taxi_assets.assets.models import deployed_model, duration_model
+from taxi_assets.assets.trips import raw_trips, taxi_zones, trips
+from taxi_assets.resources import build_resources
+from taxi_assets.sensors import online_monitoring_job, prediction_log_sensor
+from tests import service_harness
+from tests.conftest import REPO_ROOT, free_port
+from tests.prometheus_harness import dashboard_queries, query, start_prometheus
+
+RIDES = 2000
+
+# Kills the ingest process between its two table replacements, inside the open transaction.
+CRASHING_INGEST = textwrap.dedent(
+    """
+    import os, sys
+    import dagster as dg
+    from taxi_assets.assets import online_monitoring
+    from taxi_assets.resources import build_resources
+
+    original = online_monitoring.replace_day_rows
+
+    def replace_then_die(conn, table, day, select_sql):
+        if table == "prediction_feedback":
+            os._exit(9)
+        return original(conn, table, day, select_sql)
+
+    online_monitoring.replace_day_rows = replace_then_die
+    dg.materialize([online_monitoring.prediction_logs], partition_key=sys.argv[1], resources=build_resources())
+    """
+)
+
+
+def replay(url: str, rides: list[dict], durations: list[float]) -> None:
+    """Predict the rides in batches, then send the actual duration of each, one request per ride."""
+    with requests.Session() as session:
+        for start in range(0, len(rides), 500):
+            answer = session.post(f"{url}/predict_batch", json={"rides": rides[start : start + 500]}, timeout=60)
+            assert answer.status_code == 200, answer.text
+        for ride, duration in zip(rides, durations, strict=True):
+            answer = session.post(f"{url}/feedback", json={"id": ride["id"], "actual_duration": duration}, timeout=30)
+            assert answer.json()["recorded"] is True
+
+
+def run_sensor(instance: dg.DagsterInstance, job: dg.JobDefinition, cursor: str | None) -> tuple[str, int]:
+    """One sensor tick, then every run it requested, executed as the daemon would launch it; the new cursor."""
+    resources = build_resources()
+    context = dg.build_sensor_context(
+        instance=instance,
+        cursor=cursor,
+        resources={name: resources[name] for name in ("prediction_log", "pushgateway")},
+    )
+    result = prediction_log_sensor(context)
+    for request in result.run_requests:
+        tags = {**request.tags, "dagster/run_key": request.run_key}
+        assert job.execute_in_process(partition_key=request.partition_key, instance=instance, tags=tags).success
+    return result.cursor, len(result.run_requests)
+
+
+def counts() -> tuple[int, int, int]:
+    with build_resources()["duckdb"].get_connection() as conn:
+        return conn.execute(
+            "SELECT count(*), count(actual_duration), (SELECT count(*) FROM prediction_feedback) "
+            "FROM online_predictions"
+        ).fetchone()
+
+
+def test_served_rides_reach_duckdb_and_prometheus(
+    platform_env: Path, instance: dg.DagsterInstance, pushgateway: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started = time.monotonic()
+    monkeypatch.setenv("TAXI_PUSHGATEWAY_URL", pushgateway)
+    resources = build_resources()
+    assert dg.materialize([taxi_zones], instance=instance, resources=resources)
+    for month in ("2021-01", "2022-02"):
+        assert dg.materialize([raw_trips, trips], partition_key=month, instance=instance, resources=resources)
+    assert dg.materialize([duration_model], partition_key="2021-01", instance=instance, resources=resources)
+    assert dg.materialize([deployed_model], instance=instance, resources=resources)
+    # The batch dashboard's figures: one month scored and pushed.
+    assert dg.materialize(
+        dg.load_assets_from_modules([batch_monitoring]),
+        selection=dg.AssetSelection.groups("monitoring"),
+        partition_key="2022-02",
+        instance=instance,
+        resources=resources,
+    )
+    job = dg.Definitions(
+        assets=[online_monitoring.prediction_logs, online_monitoring.online_drift],
+        jobs=[online_monitoring_job],
+        resources=resources,
+    ).resolve_job_def(online_monitoring_job.name)
+
+    frame = service_harness.load_rides("2022-02").sample(RIDES, random_state=11).reset_index(drop=True)
+    rides = [{**ride, "id": f"e2e-{i}"} for i, ride in enumerate(service_harness.ride_payloads(frame))]
+    durations = frame["duration"].round(6).tolist()
+    port = free_port()
+    service = service_harness.serve(
+        platform_env / "bentoml", platform_env / "prediction_logs", port, platform_env / "bento.log"
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        with start_prometheus(
+            platform_env / "prometheus", bento=f"127.0.0.1:{port}", pushgateway=pushgateway.removeprefix("http://")
+        ) as prometheus:
+            half = RIDES // 2
+            replay(url, rides[:half], durations[:half])
+            cursor, runs = run_sensor(instance, job, None)
+            assert runs >= 1 and counts() == (half, half, half)
+
+            # The second half, then an ingest killed between its two table replacements: the first half stays.
+            replay(url, rides[half:], durations[half:])
+            day = max(p.name for p in (platform_env / "prediction_logs").iterdir())
+            crashed = subprocess.run(
+                [sys.executable, "-c", CRASHING_INGEST, day], cwd=REPO_ROOT, env=os.environ.copy(), timeout=120
+            )
+            assert crashed.returncode == 9
+            assert counts() == (half, half, half)
+
+            cursor, runs = run_sensor(instance, job, cursor)
+            assert runs >= 1 and counts() == (RIDES, RIDES, RIDES)
+            # A second tick finds nothing new and reports an empty backlog.
+            cursor, runs = run_sensor(instance, job, cursor)
+            assert runs == 0
+
+            with build_resources()["duckdb"].get_connection() as conn:
+                stored = dict(conn.execute("SELECT id, actual_duration FROM online_predictions").fetchall())
+            assert stored == {ride["id"]: pytest.approx(d) for ride, d in zip(rides, durations, strict=True)}
+
+            # Every panel of every dashboard shows data once Prometheus has scraped twice.
+            empty = dashboard_queries(rate_interval="5s")
+            deadline = time.monotonic() + 30
+            while empty and time.monotonic() < deadline:
+                assert requests.post(f"{url}/predict", json=rides[0], timeout=10).status_code == 200
+                time.sleep(0.5)
+                empty = [panel_query for panel_query in empty if not query(prometheus, panel_query.expr)]
+            assert not empty, f"panels without data: {[(q.dashboard, q.panel, q.expr) for q in empty]}"
+            assert query(prometheus, 'taxi_online_window_rows{window="last_1000"}')[0]["value"][1] == "1000"
+            assert query(prometheus, "taxi_ingest_records_waiting")[0]["value"][1] == "0"
+            assert query(prometheus, 'taxi_online_rmse{window="last_1000"}')
+    finally:
+        service_harness.stop(service)
+    assert time.monotonic() - started < 180

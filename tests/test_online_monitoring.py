@@ -1,0 +1,312 @@
+"""Online monitoring: the prediction-log sensor, the exactly-once ingest of log days and the window drift."""
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import dagster as dg
+import mongomock
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from taxi_assets.assets import online_monitoring
+from taxi_assets.assets.models import deployed_model, duration_model
+from taxi_assets.assets.online_monitoring import OnlineDriftConfig, online_drift, prediction_logs
+from taxi_assets.assets.trips import raw_trips, trips
+from taxi_assets.core import predlog
+from taxi_assets.core.drift import METHOD_BY_DISPLAY_NAME
+from taxi_assets.core.model import predict
+from taxi_assets.core.online import ONLINE_FEATURE_TYPES, drift_frame, window_figures
+from taxi_assets.resources import PredictionLogStore, Pushgateway, build_resources
+from taxi_assets.sensors import prediction_log_sensor
+from tests.service_harness import load_rides
+
+UTC = dt.timezone.utc
+
+
+def iso(moment: dt.datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def prediction(ride_id: str, ts: dt.datetime, value: float = 12.0, tag: str = "taxi_duration_deployed:v1") -> dict:
+    ride = {"id": ride_id, "PULocationID": 74, "DOLocationID": 42, "trip_distance": 1.7}
+    return predlog.prediction_record({**ride, "pickup_datetime": "2022-02-03T08:15:00"}, value, tag, ts=iso(ts))
+
+
+def feedback(ride_id: str, ts: dt.datetime, actual: float) -> dict:
+    return predlog.feedback_record(ride_id, actual, ts=iso(ts))
+
+
+def write(records: list[dict]) -> None:
+    writer = predlog.open_writer()
+    assert writer.append(records)
+    writer.close()
+
+
+def pushed(url: str, job: str) -> dict[tuple[str, frozenset], float]:
+    """Series the Pushgateway holds for `job`, keyed by name and the labels pushed (its empty `instance` left out)."""
+    text = requests.get(f"{url}/metrics", timeout=5).text
+    return {
+        (sample.name, frozenset((k, v) for k, v in sample.labels.items() if v and k != "job")): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.labels.get("job") == job and not sample.name.startswith("push_")
+    }
+
+
+def metadata_of(result: dg.ExecuteInProcessResult, asset: dg.AssetsDefinition) -> dict:
+    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key == asset.key]
+    return {name: value.value for name, value in event.materialization.metadata.items()}
+
+
+def with_pushgateway(url: str) -> dict:
+    return {**build_resources(), "pushgateway": Pushgateway(url=url)}
+
+
+def tick(instance: dg.DagsterInstance, cursor: str | None, pushgateway_url: str = "") -> dg.SensorResult:
+    resources = with_pushgateway(pushgateway_url)
+    context = dg.build_sensor_context(
+        instance=instance,
+        cursor=cursor,
+        resources={name: resources[name] for name in ("prediction_log", "pushgateway")},
+    )
+    return prediction_log_sensor(context)
+
+
+def ingest(instance: dg.DagsterInstance, day: str, **kwargs) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        [prediction_logs], partition_key=day, instance=instance, resources=build_resources(), **kwargs
+    )
+
+
+def table_counts(day: str) -> tuple[int, int]:
+    with build_resources()["duckdb"].get_connection() as conn:
+        return conn.execute(
+            "SELECT (SELECT count(*) FROM prediction_log WHERE day = $d), "
+            "(SELECT count(*) FROM prediction_feedback WHERE day = $d)",
+            {"d": day},
+        ).fetchone()
+
+
+def test_sensor_requests_new_days_once_and_never_opens_duckdb(
+    platform_env: Path, instance: dg.DagsterInstance, pushgateway: str
+) -> None:
+    now = dt.datetime.now(UTC)
+    yesterday, today = (now - dt.timedelta(days=1)), now
+    write([prediction("a", yesterday), prediction("b", yesterday), prediction("c", today)])
+    duckdb_file = platform_env / "warehouse.duckdb"
+
+    first = tick(instance, None, pushgateway)
+    requested = {r.partition_key: r.run_key for r in first.run_requests}
+    assert set(requested) == {yesterday.date().isoformat(), today.date().isoformat()}
+    assert len(set(requested.values())) == 2
+    # A retried tick (its cursor was never stored) asks for the same runs, which Dagster then skips.
+    assert [r.run_key for r in tick(instance, None).run_requests] == [r.run_key for r in first.run_requests]
+    assert len(first.cursor) < 2000
+
+    ingest_job = pushed(pushgateway, "taxi_ingest")
+    assert ingest_job[("taxi_ingest_records_waiting", frozenset())] == 3
+    assert 86_000 < ingest_job[("taxi_ingest_oldest_pending_age_seconds", frozenset())] < 87_000
+    assert ("taxi_ingest_last_success_timestamp_seconds", frozenset()) not in ingest_job
+
+    # Nothing new: no runs. A new record today: only today, under a new key.
+    assert tick(instance, first.cursor).run_requests == []
+    write([prediction("d", dt.datetime.now(UTC))])
+    second = tick(instance, first.cursor, pushgateway)
+    assert [r.partition_key for r in second.run_requests] == [today.date().isoformat()]
+    assert second.run_requests[0].run_key != requested[today.date().isoformat()]
+    assert pushed(pushgateway, "taxi_ingest")[("taxi_ingest_records_waiting", frozenset())] == 4
+    assert not duckdb_file.exists(), "the sensor must not open DuckDB"
+
+    # Once the requested days are in DuckDB, nothing waits and the last success is the materialization's time.
+    before = dt.datetime.now(UTC).timestamp()
+    for day in requested:
+        assert ingest(instance, day).success
+    third = tick(instance, second.cursor, pushgateway)
+    assert third.run_requests == []
+    ingest_job = pushed(pushgateway, "taxi_ingest")
+    assert ingest_job[("taxi_ingest_records_waiting", frozenset())] == 0
+    assert ingest_job[("taxi_ingest_oldest_pending_age_seconds", frozenset())] == 0
+    assert (
+        before
+        <= ingest_job[("taxi_ingest_last_success_timestamp_seconds", frozenset())]
+        <= dt.datetime.now(UTC).timestamp()
+    )
+    assert json.loads(third.cursor)["open"] == []
+
+
+def test_prediction_logs_exactly_once_with_late_feedback_and_a_crash(
+    platform_env: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = dt.datetime.now(UTC)
+    day1, day2 = (now - dt.timedelta(days=3)), now
+    write([prediction(f"r{i}", day1, value=10.0 + i) for i in range(3)])
+    write([prediction("r3", day2, value=20.0), feedback("r3", day2, 18.0)])
+    key1, key2 = day1.date().isoformat(), day2.date().isoformat()
+    assert ingest(instance, key1).success
+
+    # Feedback for a ride of day 1 arrives on day 2: stored under day 2, joined to its day-1 prediction.
+    write([feedback("r0", day2, 13.0), feedback("r1", day2, 9.0), feedback("r1", day2 + dt.timedelta(seconds=1), 8.0)])
+    result = ingest(instance, key2)
+    meta = metadata_of(result, prediction_logs)
+    assert meta["prediction_rows"] == 1 and meta["feedback_rows"] == 4 and meta["late_feedback_rows"] == 3
+    assert meta["joined_share"] == 1.0 and isinstance(meta["joined_share"], float)
+    with build_resources()["duckdb"].get_connection() as conn:
+        joined = dict(
+            conn.execute("SELECT id, error FROM online_predictions WHERE actual_duration IS NOT NULL").fetchall()
+        )
+    assert joined == {"r0": pytest.approx(-3.0), "r1": pytest.approx(3.0), "r3": pytest.approx(2.0)}  # latest wins
+
+    # A re-run changes nothing.
+    assert ingest(instance, key2).success and ingest(instance, key1).success
+    assert table_counts(key1) == (3, 0) and table_counts(key2) == (1, 4)
+
+    # A crash after the predictions of the day were replaced, before the feedback: the day stays as it was.
+    write([prediction("r4", day2), feedback("r4", day2, 7.0)])
+    original = online_monitoring.replace_day_rows
+
+    def crash_before_feedback(conn, table, day, select_sql):
+        if table == "prediction_feedback":
+            raise RuntimeError("simulated crash between the two ingest steps")
+        return original(conn, table, day, select_sql)
+
+    monkeypatch.setattr(online_monitoring, "replace_day_rows", crash_before_feedback)
+    assert not ingest(instance, key2, raise_on_error=False).success
+    assert table_counts(key2) == (1, 4)
+    monkeypatch.setattr(online_monitoring, "replace_day_rows", original)
+    assert ingest(instance, key2).success
+    assert table_counts(key2) == (2, 5) and table_counts(key1) == (3, 0)
+
+
+@pytest.fixture
+def deployed(instance: dg.DagsterInstance) -> tuple[dg.DagsterInstance, dict]:
+    """Trips of 2021-01 in DuckDB and the model trained on them deployed."""
+    resources = build_resources()
+    assert dg.materialize([raw_trips, trips], partition_key="2021-01", instance=instance, resources=resources)
+    assert dg.materialize([duration_model], partition_key="2021-01", instance=instance, resources=resources)
+    assert dg.materialize([deployed_model], instance=instance, resources=resources)
+    return instance, resources["model_registry"].load_deployed()
+
+
+def test_online_drift_windows_are_pushed(deployed, pushgateway: str) -> None:
+    instance, (pipeline, model) = deployed
+    hour_start = dt.datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=1)
+    rides = load_rides("2022-02").sample(1200, random_state=3).reset_index(drop=True)
+    rides["prediction"] = predict(pipeline, rides)
+    records = []
+    for i, ride in enumerate(rides.itertuples()):
+        ts = hour_start + dt.timedelta(seconds=2 * i)
+        fields = {
+            "id": f"ride-{i}",
+            "PULocationID": int(ride.PULocationID),
+            "DOLocationID": int(ride.DOLocationID),
+            "trip_distance": float(ride.trip_distance),
+            "pickup_datetime": ride.pickup_datetime.isoformat(),
+        }
+        records.append(predlog.prediction_record(fields, float(ride.prediction), model["tag"], ts=iso(ts)))
+        if i % 2:  # feedback for every other ride
+            records.append(feedback(f"ride-{i}", ts + dt.timedelta(minutes=1), float(ride.duration)))
+    records.append(prediction("other-model", hour_start, tag="taxi_duration_deployed:old"))
+    write(records)
+
+    resources = with_pushgateway(pushgateway)
+    assert dg.materialize(
+        [prediction_logs], partition_key=hour_start.date().isoformat(), instance=instance, resources=resources
+    )
+    result = dg.materialize([online_drift], instance=instance, resources=resources)
+    meta = metadata_of(result, online_drift)
+
+    last = rides.iloc[200:]  # the 1,000 latest
+    last_error = (last.prediction - last.duration)[last.index % 2 == 1]
+    assert meta["last_1000/rows"] == 1000 and meta["last_1000/feedback_rows"] == 500
+    assert meta["hour/rows"] == 1200 and meta["hour/feedback_rows"] == 600
+    assert meta["last_1000/rmse"] == pytest.approx(float(np.sqrt((last_error**2).mean())))
+    assert meta["last_1000/mae"] == pytest.approx(float(last_error.abs().mean()))
+    for name in ("last_1000/drift_share", "last_1000/dataset_drift", "last_1000/prediction_drift_score", "hour/rmse"):
+        assert isinstance(meta[name], float), name
+
+    series = pushed(pushgateway, "taxi_online_monitoring")
+    for window in ("last_1000", "hour"):
+        group = {("window", window)}
+        assert series[("taxi_online_window_rows", frozenset(group))] == meta[f"{window}/rows"]
+        assert series[("taxi_online_rmse", frozenset(group))] == pytest.approx(meta[f"{window}/rmse"])
+        assert series[("taxi_online_drift_share", frozenset(group))] == pytest.approx(meta[f"{window}/drift_share"])
+        validation = frozenset(group | {("model_tag", model["tag"])})
+        assert series[("taxi_model_validation_rmse", validation)] == pytest.approx(model["validation_rmse"])
+        features = {dict(labels)["feature"] for name, labels in series if name == "taxi_online_feature_drifted"}
+        assert features == set(ONLINE_FEATURE_TYPES)
+
+    # An hour without traffic: rows only, and the drift series of the previous push are gone.
+    later = (hour_start + dt.timedelta(hours=5)).isoformat()
+    config = dg.RunConfig({"online_drift": OnlineDriftConfig(as_of=later)})
+    assert dg.materialize([online_drift], instance=instance, resources=resources, run_config=config)
+    series = pushed(pushgateway, "taxi_online_monitoring")
+    assert series[("taxi_online_window_rows", frozenset({("window", "hour")}))] == 0
+    assert not [name for name, labels in series if ("window", "hour") in labels and "drift" in name]
+
+
+def test_window_drift_agrees_with_evidently() -> None:
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import ValueDrift
+    from evidently.presets import DataDriftPreset
+
+    def scored(month: str, rows: int | None) -> pd.DataFrame:
+        rides = load_rides(month)
+        rides = rides.sample(rows, random_state=1) if rows else rides
+        return rides.assign(prediction=5 + 3 * rides.trip_distance.clip(0, 30), actual_duration=np.nan)
+
+    reference, current = scored("2021-01", None), scored("2023-03", 1000)
+    ours = window_figures("last_1000", current, reference)
+
+    numerical = [name for name, kind in ONLINE_FEATURE_TYPES.items() if kind == "numerical"]
+    definition = DataDefinition(
+        numerical_columns=[*numerical, "prediction"],
+        categorical_columns=[name for name in ONLINE_FEATURE_TYPES if name not in numerical],
+    )
+    report = Report([DataDriftPreset(columns=list(ONLINE_FEATURE_TYPES)), ValueDrift(column="prediction")])
+    snapshot = report.run(
+        Dataset.from_pandas(drift_frame(current), data_definition=definition),
+        Dataset.from_pandas(drift_frame(reference), data_definition=definition),
+    ).dict()
+    theirs = {
+        m["config"]["column"]: (METHOD_BY_DISPLAY_NAME[m["config"]["method"]], float(m["value"]))
+        for m in snapshot["metrics"]
+        if m["config"]["type"].endswith("ValueDrift")
+    }
+    for drift in (*ours.features.columns, ours.prediction):
+        assert theirs[drift.column] == (drift.method, pytest.approx(drift.score, rel=1e-6, abs=1e-9)), drift.column
+
+
+def day_rows(day: str) -> list[tuple]:
+    with build_resources()["duckdb"].get_connection() as conn:
+        return conn.execute(
+            "SELECT * EXCLUDE (feedback_ts) FROM online_predictions WHERE day = $d ORDER BY id", {"d": day}
+        ).fetchall()
+
+
+def test_prediction_logs_skips_torn_lines_and_reads_mongodb_alike(
+    platform_env: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = dt.datetime.now(UTC)
+    day = now.date().isoformat()
+    records = [prediction(f"m{i}", now, value=5.0 + i) for i in range(4)] + [feedback("m2", now, 6.5)]
+    write(records)
+    (segment,) = (platform_env / "prediction_logs" / day).glob("*.jsonl")
+    with open(segment, "ab") as f:
+        f.write(b'not json\n{"kind": "prediction", "id": "torn')  # a corrupt line and a torn last one
+    assert ingest(instance, day).success
+    from_files = day_rows(day)
+    assert [row[1] for row in from_files] == ["m0", "m1", "m2", "m3"]
+    assert [row[-2] for row in from_files] == [None, None, 6.5, None]  # actual_duration
+
+    collection = mongomock.MongoClient().taxi.prediction_logs
+    writer = predlog.MongoLogWriter("mongodb://unused", platform_env / "spool", collection_obj=collection)
+    assert writer.append(records)
+    writer.close()
+    reader = predlog.MongoLogReader("mongodb://unused", collection_obj=collection)
+    monkeypatch.setattr(PredictionLogStore, "reader", lambda self: reader)
+    assert ingest(instance, day).success
+    assert day_rows(day) == from_files
