@@ -144,30 +144,16 @@ class TaxiDuration:
         columns = _columns(rides)
         durations = await self.model_process.predict(columns)
         ts = predlog.utc_now_iso()
-        ids = [r.id or predlog.new_record_id() for r in rides]
         records = [
-            {
-                "kind": "prediction",
-                "id": ride_id,
-                "ts": ts,
-                "model_tag": self.model_tag,
-                "PULocationID": r.PULocationID,
-                "DOLocationID": r.DOLocationID,
-                "trip_distance": r.trip_distance,
-                "pickup_datetime": r.pickup_datetime.isoformat(),
-                "prediction": duration,
-            }
-            for ride_id, r, duration in zip(ids, rides, durations.tolist(), strict=True)
+            predlog.prediction_record(dict(ride), duration, self.model_tag, ts)
+            for ride, duration in zip(rides, durations.tolist(), strict=True)
         ]
         self._log(records)
         PREDICTIONS.labels(model_tag=self.model_tag).inc(len(rides))
         _observe_many(PREDICTED_DURATION, durations)
         _observe_many(INPUT_DISTANCE, np.array(columns["trip_distance"]))
         _observe_many(INPUT_HOUR, np.array([pickup.hour for pickup in columns["pickup_datetime"]]))
-        return [
-            Prediction(id=ride_id, duration_minutes=duration, model_tag=self.model_tag)
-            for ride_id, duration in zip(ids, durations.tolist(), strict=True)
-        ]
+        return [Prediction(id=r["id"], duration_minutes=r["prediction"], model_tag=self.model_tag) for r in records]
 
     def _log(self, records: list[dict]) -> bool:
         written = self.predlog.append(records)

@@ -32,7 +32,7 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -78,8 +78,9 @@ def new_record_id() -> str:
     return f"{_id_prefix}{next(_id_counter):08x}"
 
 
-def prediction_record(ride: dict[str, Any], prediction: float, model_tag: str, ts: str | None = None) -> Record:
-    """A prediction record; `ride` holds the model input fields and optionally `id`."""
+def prediction_record(ride: Mapping[str, Any], prediction: float, model_tag: str, ts: str | None = None) -> Record:
+    """A prediction record; `ride` holds the model input fields and optionally `id` (generated when absent)."""
+    pickup = ride["pickup_datetime"]
     return {
         "kind": "prediction",
         "id": ride.get("id") or new_record_id(),
@@ -88,7 +89,7 @@ def prediction_record(ride: dict[str, Any], prediction: float, model_tag: str, t
         "PULocationID": ride["PULocationID"],
         "DOLocationID": ride["DOLocationID"],
         "trip_distance": ride["trip_distance"],
-        "pickup_datetime": ride["pickup_datetime"],
+        "pickup_datetime": pickup.isoformat() if isinstance(pickup, dt.datetime) else pickup,
         "prediction": prediction,
     }
 
