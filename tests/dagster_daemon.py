@@ -46,14 +46,16 @@ def running_daemon(dagster_home: Path, log_path: Path) -> Iterator[subprocess.Po
 
 def backfill_from_cli(dagster_home: Path, job: str, partitions: list[str]) -> None:
     """What a user types: `dagster job backfill -j JOB --partitions …`."""
-    subprocess.run(
+    launched = subprocess.run(
         [str(DAGSTER), "job", "backfill", "-w", str(WORKSPACE), "-j", job, "--partitions", ",".join(partitions)]
         + ["--noprompt"],
         cwd=REPO_ROOT,
         env={**os.environ, "DAGSTER_HOME": str(dagster_home)},
-        check=True,
         capture_output=True,
+        text=True,
     )
+    if launched.returncode != 0:
+        raise RuntimeError(f"dagster job backfill failed:\n{launched.stdout[-3000:]}\n{launched.stderr[-3000:]}")
 
 
 def wait_for_runs(instance: dg.DagsterInstance, count: int, timeout: float) -> list[dg.DagsterRun]:
