@@ -13,6 +13,7 @@ from taxi_assets.core.model import (
     evaluate,
     predict,
     ride_features,
+    route_records,
     timed_train,
 )
 
@@ -100,7 +101,7 @@ def test_features_come_from_raw_ride_fields():
         }
     )
     features = ride_features(rides)
-    assert features["PU_DO"].tolist() == ["74_75", "43_151"]
+    assert [record["PU_DO"] for record in route_records(features)] == ["74_75", "43_151"]
     assert features["pickup_hour"].tolist() == [8, 23]
     assert features["pickup_weekday"].tolist() == [0, 5]  # a Monday and a Saturday
 

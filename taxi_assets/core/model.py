@@ -24,6 +24,8 @@ BASELINE_RECIPE = "seed"
 RANDOM_STATE = 42
 
 LOCATION_FIELDS = ["PULocationID", "DOLocationID"]
+NUMERIC_FEATURES = ["trip_distance", "pickup_hour", "pickup_weekday"]
+MAX_LOCATION_ID = 265
 # HistGradientBoosting accepts at most 255 categories per feature; green taxis visit up to ~260 zones a month,
 # so the rarest zones share one category instead of failing the fit.
 MAX_LOCATION_CATEGORIES = 254
@@ -39,28 +41,76 @@ def _openmp() -> ThreadpoolController:
 
 
 def ride_features(frame: pd.DataFrame) -> pd.DataFrame:
-    """Model features from raw ride fields; `pickup_datetime` may be datetime64 or ISO-8601 strings."""
-    pickup = pd.to_datetime(frame["pickup_datetime"], format="ISO8601")
+    """Model features from raw ride fields; `pickup_datetime` may be datetime64 or ISO-8601 strings.
+
+    Served one ride at a time, so it stays on plain NumPy columns: every pandas detour costs the service.
+    """
+    pickup = frame["pickup_datetime"]
+    if not pd.api.types.is_datetime64_any_dtype(pickup):
+        pickup = pd.to_datetime(pickup, format="ISO8601")
     if pickup.dt.tz is not None:
         # A served request may carry an offset; the model learnt local wall-clock hours.
         pickup = pickup.dt.tz_localize(None)
-    locations = frame[LOCATION_FIELDS].apply(pd.to_numeric).astype("Int64")
     return pd.DataFrame(
         {
-            "PULocationID": locations["PULocationID"].astype("float64"),
-            "DOLocationID": locations["DOLocationID"].astype("float64"),
-            "PU_DO": locations["PULocationID"].astype(str) + "_" + locations["DOLocationID"].astype(str),
-            "trip_distance": pd.to_numeric(frame["trip_distance"]).astype("float64"),
-            "pickup_hour": pickup.dt.hour.astype("float64"),
-            "pickup_weekday": pickup.dt.weekday.astype("float64"),
+            "PULocationID": pd.to_numeric(frame["PULocationID"]).to_numpy("float64"),
+            "DOLocationID": pd.to_numeric(frame["DOLocationID"]).to_numpy("float64"),
+            "trip_distance": pd.to_numeric(frame["trip_distance"]).to_numpy("float64"),
+            "pickup_hour": pickup.dt.hour.to_numpy("float64"),
+            "pickup_weekday": pickup.dt.weekday.to_numpy("float64"),
         },
         index=frame.index,
     )
 
 
 def route_records(features: pd.DataFrame) -> list[dict]:
-    """The seed model's input: the pickup-dropoff pair as one category, plus the distance."""
-    return features[["PU_DO", "trip_distance"]].to_dict(orient="records")
+    """The seed model's input: the pickup-dropoff pair as one category ("PU_DO"), plus the distance."""
+    pickup = features["PULocationID"].astype("int64").astype(str)
+    dropoff = features["DOLocationID"].astype("int64").astype(str)
+    return pd.DataFrame({"PU_DO": pickup + "_" + dropoff, "trip_distance": features["trip_distance"]}).to_dict(
+        orient="records"
+    )
+
+
+class LocationCodes:
+    """Zone IDs as HistGradientBoosting category codes, other features passed through, as one float array.
+
+    The most frequent zones keep a code each, the rest of the zones seen in training share one, and a zone never
+    seen is missing (NaN), which the trees route as they learnt for missing values. A lookup table makes the
+    transform a single NumPy indexing per column, so a one-ride prediction pays microseconds for it.
+    """
+
+    def fit(self, features: pd.DataFrame, y=None) -> "LocationCodes":
+        self.tables_ = [self._table(features[field].to_numpy()) for field in LOCATION_FIELDS]
+        return self
+
+    def transform(self, features: pd.DataFrame) -> np.ndarray:
+        columns = [
+            self._lookup(table, features[field].to_numpy())
+            for table, field in zip(self.tables_, LOCATION_FIELDS, strict=True)
+        ]
+        columns += [features[field].to_numpy("float64") for field in NUMERIC_FEATURES]
+        return np.column_stack(columns)
+
+    def fit_transform(self, features: pd.DataFrame, y=None) -> np.ndarray:
+        return self.fit(features).transform(features)
+
+    @staticmethod
+    def _table(ids: np.ndarray) -> np.ndarray:
+        seen, counts = np.unique(ids[~np.isnan(ids)].astype("int64"), return_counts=True)
+        seen, counts = seen[(seen >= 0) & (seen <= MAX_LOCATION_ID)], counts[(seen >= 0) & (seen <= MAX_LOCATION_ID)]
+        table = np.full(MAX_LOCATION_ID + 1, np.nan)
+        table[seen] = MAX_LOCATION_CATEGORIES - 1
+        frequent = np.sort(seen[np.argsort(-counts, kind="stable")[: MAX_LOCATION_CATEGORIES - 1]])
+        table[frequent] = np.arange(len(frequent))
+        return table
+
+    @staticmethod
+    def _lookup(table: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        valid = (ids >= 0) & (ids <= MAX_LOCATION_ID)
+        codes = np.full(len(ids), np.nan)
+        codes[valid] = table[ids[valid].astype("int64")]
+        return codes
 
 
 def _seed_pipeline() -> "Pipeline":
@@ -80,29 +130,14 @@ def _seed_pipeline() -> "Pipeline":
 
 
 def _hgb_pipeline() -> "Pipeline":
-    from sklearn.compose import ColumnTransformer
     from sklearn.ensemble import HistGradientBoostingRegressor
     from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder
+    from sklearn.preprocessing import FunctionTransformer
 
-    columns = ColumnTransformer(
-        [
-            (
-                "locations",
-                OrdinalEncoder(
-                    max_categories=MAX_LOCATION_CATEGORIES,
-                    handle_unknown="use_encoded_value",
-                    unknown_value=np.nan,
-                ),
-                LOCATION_FIELDS,
-            ),
-            ("numeric", "passthrough", ["trip_distance", "pickup_hour", "pickup_weekday"]),
-        ]
-    )
     return Pipeline(
         [
             ("features", FunctionTransformer(ride_features)),
-            ("columns", columns),
+            ("codes", LocationCodes()),
             (
                 "regressor",
                 HistGradientBoostingRegressor(categorical_features=[0, 1], random_state=RANDOM_STATE),
