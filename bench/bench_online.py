@@ -124,8 +124,9 @@ def deploy_model(instance: dg.DagsterInstance) -> None:
 
 def sensor_loop(instance: dg.DagsterInstance, stop: threading.Event, runs: list[float]) -> None:
     """Ticks like the daemon (every TICK_SECONDS) and runs what each tick requests."""
+    from taxi_assets.jobs import online_monitoring_job
     from taxi_assets.resources import build_resources
-    from taxi_assets.sensors import online_monitoring_job, prediction_log_sensor
+    from taxi_assets.sensors import prediction_log_sensor
 
     resources = build_resources()
     job = dg.Definitions(

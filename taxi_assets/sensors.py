@@ -12,15 +12,10 @@ import time
 
 import dagster as dg
 
-from taxi_assets.assets.online_monitoring import online_drift, prediction_days, prediction_logs
+from taxi_assets.assets.online_monitoring import prediction_days, prediction_logs
 from taxi_assets.core.online import INGEST_JOB, ingest_samples
+from taxi_assets.jobs import online_monitoring_job
 from taxi_assets.resources import PredictionLogStore, Pushgateway
-
-online_monitoring_job = dg.define_asset_job(
-    "online_monitoring_job",
-    selection=dg.AssetSelection.assets(prediction_logs, online_drift),
-    description="Ingest a day of the prediction log into DuckDB and push the online drift of the latest windows.",
-)
 
 BATCH_TAG = "taxi/predlog_watermark"
 # Requested batches not yet confirmed by a materialization; past this many (ingest is failing) the two oldest are
