@@ -20,7 +20,7 @@ import dagster as dg  # noqa: E402
 import duckdb  # noqa: E402
 
 from tests.conftest import MANIFEST_ROWS  # noqa: E402
-from tests.dagster_daemon import backfill_from_cli, running_daemon, wait_for_runs  # noqa: E402
+from tests.dagster_processes import backfill_from_cli, running_daemon, wait_for_runs  # noqa: E402
 
 
 def main() -> None:

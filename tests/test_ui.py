@@ -10,7 +10,7 @@ import pytest
 
 from taxi_assets.assets.trips import raw_trips, trips
 from taxi_assets.resources import build_resources
-from tests.conftest import REPO_ROOT, free_port, start_process, stop_process
+from tests.dagster_processes import running_webserver
 
 CHROMIUM_FLAGS = [
     "--headless",
@@ -41,17 +41,8 @@ def render(url: str, profile: Path) -> str:
 
 @pytest.fixture
 def webserver(instance: dg.DagsterInstance, platform_env: Path) -> Iterator[str]:
-    shutil.copy(REPO_ROOT / "dagster_home" / "dagster.yaml", platform_env / "dagster_home" / "dagster.yaml")
-    port = free_port()
-    process = start_process(
-        [str(REPO_ROOT / ".venv" / "bin" / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port)]
-        + ["-w", str(REPO_ROOT / "workspace.yaml")],
-        f"http://127.0.0.1:{port}/server_info",
-        platform_env / "webserver.log",
-        timeout=90,
-    )
-    yield f"http://127.0.0.1:{port}"
-    stop_process(process)
+    with running_webserver(platform_env / "dagster_home", platform_env / "webserver.log") as url:
+        yield url
 
 
 def test_the_ui_shows_assets_their_descriptions_lineage_and_metadata(webserver, instance, platform_env):

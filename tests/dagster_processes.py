@@ -1,0 +1,115 @@
+"""A real `dagster-daemon` and `dagster-webserver` on a temporary DAGSTER_HOME with the repository's dagster.yaml.
+
+Shared by the backfill and UI tests and `bench/`: runs launch as their own processes, exactly as from the UI.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+import requests
+
+from tests.conftest import free_port, wait_http
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DAGSTER = REPO_ROOT / ".venv" / "bin" / "dagster"
+WORKSPACE = REPO_ROOT / "workspace.yaml"
+
+
+@contextmanager
+def _running(args: list[str], dagster_home: Path, log_path: Path) -> Iterator[subprocess.Popen]:
+    """Start a Dagster process with the project's instance settings; stop it and everything it started."""
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO_ROOT / "dagster_home" / "dagster.yaml", dagster_home / "dagster.yaml")
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            args,
+            cwd=REPO_ROOT,
+            env={**os.environ, "DAGSTER_HOME": str(dagster_home)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield process
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def running_daemon(dagster_home: Path, log_path: Path):
+    """`dagster-daemon run`: the run queue, the backfill daemon and the sensors."""
+    return _running([str(DAGSTER.with_name("dagster-daemon")), "run", "-w", str(WORKSPACE)], dagster_home, log_path)
+
+
+@contextmanager
+def running_webserver(dagster_home: Path, log_path: Path) -> Iterator[str]:
+    """`dagster-webserver` on a free loopback port; yields its URL once it answers."""
+    port = free_port()
+    args = [str(DAGSTER.with_name("dagster-webserver")), "-h", "127.0.0.1", "-p", str(port), "-w", str(WORKSPACE)]
+    with _running(args, dagster_home, log_path) as process:
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/server_info", timeout=90, process=process)
+        yield url
+
+
+def backfill_from_ui(webserver: str, assets: list[str], partitions: list[str]) -> str:
+    """What the UI's Materialize button sends for an asset selection and partitions; returns the backfill id."""
+    answer = requests.post(
+        f"{webserver}/graphql",
+        json={
+            "query": """mutation($params: LaunchBackfillParams!) {
+                launchPartitionBackfill(backfillParams: $params) {
+                    __typename
+                    ... on LaunchBackfillSuccess { backfillId }
+                    ... on PythonError { message }
+                }
+            }""",
+            "variables": {
+                "params": {"assetSelection": [{"path": [asset]} for asset in assets], "partitionNames": partitions}
+            },
+        },
+        timeout=60,
+    ).json()["data"]["launchPartitionBackfill"]
+    assert answer["__typename"] == "LaunchBackfillSuccess", answer
+    return answer["backfillId"]
+
+
+def backfill_from_cli(dagster_home: Path, job: str, partitions: list[str]) -> None:
+    """What a user types: `dagster job backfill -j JOB --partitions …`."""
+    launched = subprocess.run(
+        [str(DAGSTER), "job", "backfill", "-w", str(WORKSPACE), "-j", job, "--partitions", ",".join(partitions)]
+        + ["--noprompt"],
+        cwd=REPO_ROOT,
+        env={**os.environ, "DAGSTER_HOME": str(dagster_home)},
+        capture_output=True,
+        text=True,
+    )
+    if launched.returncode != 0:
+        raise RuntimeError(f"dagster job backfill failed:\n{launched.stdout[-3000:]}\n{launched.stderr[-3000:]}")
+
+
+def wait_for_runs(instance: dg.DagsterInstance, count: int, timeout: float) -> list[dg.DagsterRun]:
+    """Wait until `count` runs exist and all have finished; return them."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = instance.get_runs()
+        if len(runs) >= count and all(run.is_finished for run in runs):
+            return runs
+        time.sleep(0.5)
+    states = [(run.tags.get("dagster/partition"), run.status.value) for run in instance.get_runs()]
+    raise TimeoutError(f"runs not finished after {timeout} s: {states}")
+
+
+def step_errors(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[str]:
+    failures = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+    return [str(record.dagster_event.step_failure_data.error) for record in failures]
