@@ -36,10 +36,10 @@ from taxi_assets.assets.online_monitoring import (  # noqa: E402
     DAY_SELECTS,
     online_drift,
     prediction_logs,
-    replace_day,
     stage_day,
 )
 from taxi_assets.core import predlog  # noqa: E402
+from taxi_assets.resources.warehouse import replace_partition  # noqa: E402
 from tests import service_harness  # noqa: E402
 from tests.conftest import TLC_DIR, free_port, start_process, stop_process  # noqa: E402
 from tests.prometheus_harness import query, start_prometheus  # noqa: E402
@@ -97,7 +97,7 @@ def bench_ingest(records: int, repeat: int) -> None:
     with resources["duckdb"].get_connection() as conn:
         started = time.perf_counter()
         stage_day(conn, resources["prediction_log"].reader(), day)
-        rows = replace_day(conn, day, DAY_SELECTS)["prediction_log"]
+        rows = replace_partition(conn, "day", day, DAY_SELECTS)["prediction_log"]
         body_seconds = time.perf_counter() - started
     assert rows == records, (rows, records)
     median = statistics.median(timings)

@@ -33,14 +33,16 @@ CRASHING_INGEST = textwrap.dedent(
     from taxi_assets.assets import online_monitoring
     from taxi_assets.resources import build_resources
 
-    original = online_monitoring.replace_day_rows
+    from taxi_assets.resources import warehouse
 
-    def replace_then_die(conn, table, day, select_sql):
+    original = warehouse.replace_rows
+
+    def replace_then_die(conn, table, *args):
         if table == "prediction_feedback":
             os._exit(9)
-        return original(conn, table, day, select_sql)
+        return original(conn, table, *args)
 
-    online_monitoring.replace_day_rows = replace_then_die
+    warehouse.replace_rows = replace_then_die
     dg.materialize([online_monitoring.prediction_logs], partition_key=sys.argv[1], resources=build_resources())
     """
 )

@@ -12,7 +12,6 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from taxi_assets.assets import online_monitoring
 from taxi_assets.assets.models import deployed_model, duration_model
 from taxi_assets.assets.online_monitoring import OnlineDriftConfig, online_drift, prediction_logs
 from taxi_assets.assets.trips import raw_trips, trips
@@ -20,7 +19,7 @@ from taxi_assets.core import predlog
 from taxi_assets.core.drift import METHOD_BY_DISPLAY_NAME
 from taxi_assets.core.model import predict
 from taxi_assets.core.online import ONLINE_FEATURE_TYPES, drift_frame, window_figures
-from taxi_assets.resources import PredictionLogStore, Pushgateway, build_resources
+from taxi_assets.resources import PredictionLogStore, Pushgateway, build_resources, warehouse
 from taxi_assets.sensors import prediction_log_sensor
 from tests.service_harness import load_rides
 
@@ -166,17 +165,17 @@ def test_prediction_logs_exactly_once_with_late_feedback_and_a_crash(
 
     # A crash after the predictions of the day were replaced, before the feedback: the day stays as it was.
     write([prediction("r4", day2), feedback("r4", day2, 7.0)])
-    original = online_monitoring.replace_day_rows
+    original = warehouse.replace_rows
 
-    def crash_before_feedback(conn, table, day, select_sql):
+    def crash_before_feedback(conn, table, *args):
         if table == "prediction_feedback":
             raise RuntimeError("simulated crash between the two ingest steps")
-        return original(conn, table, day, select_sql)
+        return original(conn, table, *args)
 
-    monkeypatch.setattr(online_monitoring, "replace_day_rows", crash_before_feedback)
+    monkeypatch.setattr(warehouse, "replace_rows", crash_before_feedback)
     assert not ingest(instance, key2, raise_on_error=False).success
     assert table_counts(key2) == (1, 4)
-    monkeypatch.setattr(online_monitoring, "replace_day_rows", original)
+    monkeypatch.setattr(warehouse, "replace_rows", original)
     assert ingest(instance, key2).success
     assert table_counts(key2) == (2, 5) and table_counts(key1) == (3, 0)
 

@@ -9,7 +9,7 @@ import duckdb as duckdb_client
 import pandas as pd
 
 from taxi_assets.assets.models import deployed_model
-from taxi_assets.assets.trips import replace_partition, taxi_zones, trips
+from taxi_assets.assets.trips import taxi_zones, trips
 from taxi_assets.core.evidently_report import (
     PREDICTION,
     TARGET,
@@ -28,6 +28,7 @@ from taxi_assets.paths import env_path
 from taxi_assets.resources import DUCKDB_POOL, Warehouse
 from taxi_assets.resources.model_registry import ModelRegistry
 from taxi_assets.resources.pushgateway import Pushgateway
+from taxi_assets.resources.warehouse import replace_partition
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
@@ -104,12 +105,8 @@ def batch_predictions(
             raise dg.Failure(f"trips holds no rows for {month}; materialize trips[{month}] first")
         conn.execute(BATCH_PREDICTIONS_DDL)
         conn.register("scored_trips", scored)
-        rows = replace_partition(
-            conn,
-            "batch_predictions",
-            month,
-            f"SELECT $month, model_tag, {', '.join(TRIP_COLUMNS)}, prediction, error FROM scored_trips",
-        )
+        select = f"SELECT $month, model_tag, {', '.join(TRIP_COLUMNS)}, prediction, error FROM scored_trips"
+        rows = replace_partition(conn, "month", month, {"batch_predictions": select})["batch_predictions"]
     error = scored["error"]
     return dg.MaterializeResult(
         metadata={
@@ -195,7 +192,7 @@ def batch_drift(
         conn.execute(DRIFT_METRICS_DDL)
         conn.register("metric_rows", pd.DataFrame(rows))
         replace_partition(
-            conn, "drift_metrics", month, "SELECT $month, metric, column_or_segment, value FROM metric_rows"
+            conn, "month", month, {"drift_metrics": "SELECT $month, metric, column_or_segment, value FROM metric_rows"}
         )
     pushed = pushgateway.push(BATCH_JOB, {"month": month}, batch_samples(figures, segments, len(current)), context.log)
 

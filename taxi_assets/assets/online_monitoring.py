@@ -24,6 +24,7 @@ from taxi_assets.core.predlog import FileLogReader, LogReader
 from taxi_assets.resources import DUCKDB_POOL, PredictionLogStore, Warehouse
 from taxi_assets.resources.model_registry import ModelRegistry
 from taxi_assets.resources.pushgateway import Pushgateway
+from taxi_assets.resources.warehouse import replace_partition
 
 # Today's partition exists (end_offset=1): the log of the current day is ingested while it grows.
 prediction_days = dg.DailyPartitionsDefinition(
@@ -97,28 +98,6 @@ def stage_day(conn: duckdb_client.DuckDBPyConnection, reader: LogReader, day: st
     conn.execute("CREATE OR REPLACE TEMP TABLE log_records AS SELECT * FROM day_records")
 
 
-def replace_day_rows(conn: duckdb_client.DuckDBPyConnection, table: str, day: str, select_sql: str) -> int:
-    conn.execute(f"DELETE FROM {table} WHERE day = $day", {"day": day})
-    conn.execute(f"INSERT INTO {table} {select_sql}", {"day": day})
-    (rows,) = conn.execute(f"SELECT count(*) FROM {table} WHERE day = $day", {"day": day}).fetchone()
-    return rows
-
-
-def replace_day(conn: duckdb_client.DuckDBPyConnection, day: str, selects: dict[str, str]) -> dict[str, int]:
-    """Swap one UTC day of several tables for the rows of their selects in a single transaction.
-
-    A failure anywhere, or a crash before the commit, leaves every table with its previous rows of the day.
-    """
-    conn.execute("BEGIN TRANSACTION")
-    try:
-        rows = {table: replace_day_rows(conn, table, day, select_sql) for table, select_sql in selects.items()}
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return rows
-
-
 @dg.asset(partitions_def=prediction_days, pool=DUCKDB_POOL, kinds={"duckdb"}, group_name="online_monitoring")
 def prediction_logs(
     context: dg.AssetExecutionContext, duckdb: Warehouse, prediction_log: PredictionLogStore
@@ -136,7 +115,7 @@ def prediction_logs(
         conn.execute(PREDICTION_FEEDBACK_DDL)
         conn.execute(ONLINE_PREDICTIONS_VIEW)
         stage_day(conn, prediction_log.reader(), day)
-        rows = replace_day(conn, day, DAY_SELECTS)
+        rows = replace_partition(conn, "day", day, DAY_SELECTS)
         joined, late = conn.execute(
             """SELECT
                 (SELECT count(*) FROM online_predictions WHERE day = $day AND actual_duration IS NOT NULL),

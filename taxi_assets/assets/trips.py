@@ -1,7 +1,6 @@
 """TLC trip data in DuckDB: the raw months as published, the zone lookup, and the cleaned modelling table."""
 
 import dagster as dg
-import duckdb
 
 # Asset parameters named `duckdb` (the resource key) shadow the module, so its error type is imported by name.
 from duckdb import Error as DuckDBError
@@ -19,26 +18,10 @@ from taxi_assets.core.tlc import (
 )
 from taxi_assets.partitions import monthly_partitions
 from taxi_assets.resources import DUCKDB_POOL, TripDataSource, Warehouse
+from taxi_assets.resources.warehouse import replace_partition
 
 _RAW_SCHEMA_CHECK = {"tlc_schema": "raw_trips has the 20 TLC green columns with the normalised types (ERROR)."}
 _TRIPS_DURATION_CHECK = {"duration_in_range": "Every trip lasts 1 to 60 minutes, the seed filter (ERROR)."}
-
-
-def replace_partition(conn: duckdb.DuckDBPyConnection, table: str, month: str, select_sql: str) -> int:
-    """Swap one month of `table` for the rows of `select_sql` in a single transaction; return the rows written.
-
-    Readers see the old month or the new one, never a mix, and a failure leaves the old month in place.
-    """
-    conn.execute("BEGIN TRANSACTION")
-    try:
-        conn.execute(f"DELETE FROM {table} WHERE month = $month", {"month": month})
-        conn.execute(f"INSERT INTO {table} {select_sql}", {"month": month})
-        (rows,) = conn.execute(f"SELECT count(*) FROM {table} WHERE month = $month", {"month": month}).fetchone()
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return rows
 
 
 @dg.asset(
@@ -59,7 +42,7 @@ def raw_trips(context: dg.AssetExecutionContext, duckdb: Warehouse, trip_data: T
     with duckdb.get_connection() as conn:
         conn.execute(RAW_TABLE_DDL)
         try:
-            rows = replace_partition(conn, "raw_trips", month, raw_select_sql(str(path)))
+            rows = replace_partition(conn, "month", month, {"raw_trips": raw_select_sql(str(path))})["raw_trips"]
         except DuckDBError as error:
             raise TripDataError(f"{month}: DuckDB could not load {source} ({error})") from error
         (outside,) = conn.execute(
@@ -139,7 +122,7 @@ def trips(context: dg.AssetExecutionContext, duckdb: Warehouse) -> dg.Materializ
         (raw_rows,) = conn.execute("SELECT count(*) FROM raw_trips WHERE month = $month", {"month": month}).fetchone()
         if raw_rows == 0:
             raise TripDataError(f"{month}: raw_trips holds no rows for this month; materialize raw_trips first")
-        kept = replace_partition(conn, "trips", month, TRIPS_SELECT_SQL)
+        kept = replace_partition(conn, "month", month, {"trips": TRIPS_SELECT_SQL})["trips"]
         checks = quality_check_results(conn, "trips", month, "pickup_datetime", "dropoff_datetime")
         (out_of_range,) = conn.execute(
             "SELECT count(*) FROM trips WHERE month = $month AND NOT duration BETWEEN 1 AND 60", {"month": month}
