@@ -21,9 +21,12 @@ import bentoml
 import numpy as np
 from pydantic import AfterValidator, BaseModel, Field
 
+from bento_service import runtime
 from bento_service.microbatch import MicroBatcher
 from bento_service.model_process import ModelProcess
 from taxi_assets.core import predlog
+
+runtime.cancel_request_timers()
 
 MODEL_TAG = os.getenv("TAXI_MODEL_TAG", "taxi_duration_deployed:latest")
 MAX_LOCATION_ID = 265
@@ -138,24 +141,25 @@ class TaxiDuration:
         self.predlog = predlog.open_writer()
         self.batcher = MicroBatcher(self.score)
         self._failures_seen = 0
+        runtime.freeze_startup_heap()
 
     async def score(self, rides: list[Ride]) -> list[Prediction]:
         """Predict, log and count a batch of rides; the log write completes before anyone is answered."""
         columns = _columns(rides)
         durations = await self.model_process.predict(columns)
-        ts = predlog.utc_now_iso()
-        records = [
-            predlog.prediction_record(dict(ride), duration, self.model_tag, ts)
-            for ride, duration in zip(rides, durations.tolist(), strict=True)
-        ]
-        self._log(records)
+        ids = [ride.id or predlog.new_record_id() for ride in rides]
+        predictions = durations.tolist()
+        self._log(predlog.PredictionBatch({"id": ids, **columns}, predictions, self.model_tag, predlog.utc_now_iso()))
         PREDICTIONS.labels(model_tag=self.model_tag).inc(len(rides))
         _observe_many(PREDICTED_DURATION, durations)
         _observe_many(INPUT_DISTANCE, np.array(columns["trip_distance"]))
         _observe_many(INPUT_HOUR, np.array([pickup.hour for pickup in columns["pickup_datetime"]]))
-        return [Prediction(id=r["id"], duration_minutes=r["prediction"], model_tag=self.model_tag) for r in records]
+        return [
+            Prediction(id=i, duration_minutes=d, model_tag=self.model_tag)
+            for i, d in zip(ids, predictions, strict=True)
+        ]
 
-    def _log(self, records: list[dict]) -> bool:
+    def _log(self, records: list[dict] | predlog.PredictionBatch) -> bool:
         written = self.predlog.append(records)
         stats = self.predlog.stats()
         if stats["write_failures"] > self._failures_seen:
