@@ -136,6 +136,7 @@ class TaxiDuration:
 
     def __init__(self) -> None:
         self.model_tag = str(self.model.tag)
+        self._predicted = PREDICTIONS.labels(model_tag=self.model_tag)
         # Starts the model process and pays its first-call costs before /readyz says yes.
         self.model_process = ModelProcess(bentoml.sklearn.load_model(self.model), _columns([WARM_UP]))
         self.predlog = predlog.open_writer()
@@ -150,7 +151,7 @@ class TaxiDuration:
         ids = [ride.id or predlog.new_record_id() for ride in rides]
         predictions = durations.tolist()
         self._log(predlog.PredictionBatch({"id": ids, **columns}, predictions, self.model_tag, predlog.utc_now_iso()))
-        PREDICTIONS.labels(model_tag=self.model_tag).inc(len(rides))
+        self._predicted.inc(len(rides))
         _observe_many(PREDICTED_DURATION, durations)
         _observe_many(INPUT_DISTANCE, np.array(columns["trip_distance"]))
         _observe_many(INPUT_HOUR, np.array([pickup.hour for pickup in columns["pickup_datetime"]]))
