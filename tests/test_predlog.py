@@ -5,6 +5,7 @@ import json
 import multiprocessing
 import os
 import socket
+import time
 from pathlib import Path
 
 import mongomock
@@ -193,6 +194,9 @@ def test_mongo_cursor_moves_past_settled_records(tmp_path: Path, monkeypatch: py
     cursor = reader.changes(None).cursor
     assert not reader.has_new(cursor)
     assert reader.pending(cursor) == predlog.Pending(0, None)
+    # MongoDB stamps have millisecond resolution: a second shipment in the same millisecond would carry the
+    # cursor's own stamp, which only the (here disabled) cursor lag covers.
+    time.sleep(0.002)
     writer.append([_prediction(2)])
     writer.ship_once()
     assert reader.changes(cursor).days == [_today()]
