@@ -48,6 +48,17 @@ CRASHING_INGEST = textwrap.dedent(
 )
 
 
+def scraped_value(prometheus: str, expr: str, expected: str, timeout: float = 10.0) -> bool:
+    """Whether `expr` reads `expected` in Prometheus within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = query(prometheus, expr)
+        if result and result[0]["value"][1] == expected:
+            return True
+        time.sleep(0.5)
+    return False
+
+
 def replay(url: str, rides: list[dict], durations: list[float]) -> None:
     """Predict the rides in batches, then send the actual duration of each, one request per ride."""
     with requests.Session() as session:
@@ -151,8 +162,9 @@ def test_served_rides_reach_duckdb_and_prometheus(
                 time.sleep(0.5)
                 empty = [panel_query for panel_query in empty if not query(prometheus, panel_query.expr)]
             assert not empty, f"panels without data: {[(q.dashboard, q.panel, q.expr) for q in empty]}"
-            assert query(prometheus, 'taxi_online_window_rows{window="last_1000"}')[0]["value"][1] == "1000"
-            assert query(prometheus, "taxi_ingest_records_waiting")[0]["value"][1] == "0"
+            # The last tick's push reaches Prometheus with its next scrape (every second here).
+            assert scraped_value(prometheus, 'taxi_online_window_rows{window="last_1000"}', "1000")
+            assert scraped_value(prometheus, "taxi_ingest_records_waiting", "0")
             assert query(prometheus, 'taxi_online_rmse{window="last_1000"}')
     finally:
         service_harness.stop(service)
