@@ -1,7 +1,7 @@
 """Wall time of the 10-month backfill of raw_trips + trips, launched as a user would: `dagster job backfill`
 with a running `dagster-daemon`, every run its own process, the `duckdb` pool at 1.
 
-    .venv/bin/python bench/bench_backfill.py [TLC_DIR]
+    .venv/bin/python bench/bench_backfill.py
 
 Prints the wall time from launch to the last run's end, the time the runs themselves span, rows/s, and
 the slowest run. Uses a temporary DAGSTER_HOME and DuckDB file; the TLC directory defaults to ../shared/data/tlc.
@@ -19,20 +19,15 @@ sys.path.insert(0, str(REPO_ROOT))
 import dagster as dg  # noqa: E402
 import duckdb  # noqa: E402
 
-from tests.conftest import MANIFEST_ROWS  # noqa: E402
+from tests.conftest import MANIFEST_ROWS, enter_platform_environment  # noqa: E402
 from tests.dagster_processes import backfill_from_cli, running_daemon, wait_for_runs  # noqa: E402
 
 
 def main() -> None:
-    tlc_dir = Path(sys.argv[1] if len(sys.argv) > 1 else REPO_ROOT.parent / "shared" / "data" / "tlc").resolve()
     months = sorted(MANIFEST_ROWS)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(os.getenv("BENCH_KEEP_DIR") or tmp)
-        os.environ.update(
-            TAXI_TRIP_DATA_URL=str(tlc_dir),
-            TAXI_DUCKDB_PATH=str(work / "warehouse.duckdb"),
-            TAXI_CACHE_DIR=str(work / "cache"),
-        )
+        enter_platform_environment(work)
         dagster_home = work / "dagster_home"
         with running_daemon(dagster_home, work / "daemon.log"):
             time.sleep(3)  # let the daemon load the workspace, as a running platform has

@@ -10,7 +10,6 @@ deployed pipeline, runs the same Evidently report and writes its HTML. Goal: med
 """
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -18,21 +17,9 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-TLC_DIR = Path(os.getenv("TAXI_TEST_TLC_DIR", REPO_ROOT.parent / "shared" / "data" / "tlc"))
+sys.path.insert(0, str(REPO_ROOT))
 
-
-def point_env_at(folder: Path) -> None:
-    for variable, name in {
-        "TAXI_DUCKDB_PATH": "warehouse.duckdb",
-        "TAXI_CACHE_DIR": "cache",
-        "TAXI_REPORTS_DIR": "reports",
-        "BENTOML_HOME": "bentoml",
-        "DAGSTER_HOME": "dagster_home",
-    }.items():
-        os.environ[variable] = str(folder / name)
-    os.environ["TAXI_TRIP_DATA_URL"] = str(TLC_DIR)
-    os.environ.pop("TAXI_PUSHGATEWAY_URL", None)
-    (folder / "dagster_home").mkdir()
+from tests.conftest import enter_platform_environment  # noqa: E402
 
 
 def main() -> None:
@@ -44,8 +31,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench_batch_") as tmp:
         folder = Path(tmp)
-        point_env_at(folder)
-        sys.path.insert(0, str(REPO_ROOT))
+        enter_platform_environment(folder)
         import dagster as dg
         import evidently  # noqa: F401  (imported once, outside both timings)
 

@@ -18,7 +18,10 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-TLC_DIR = Path(os.getenv("TAXI_TEST_TLC_DIR", REPO_ROOT.parent / "shared" / "data" / "tlc"))
+sys.path.insert(0, str(REPO_ROOT))
+
+from tests.conftest import TLC_DIR, enter_platform_environment  # noqa: E402
+
 DEPLOYED_MONTH = "2021-01"
 
 
@@ -28,7 +31,6 @@ def months() -> list[str]:
 
 def child(train_all: bool) -> None:
     """Materialize the graph; print one line per stage with its seconds."""
-    sys.path.insert(0, str(REPO_ROOT))
     import dagster as dg
 
     from taxi_assets.assets.batch_monitoring import batch_drift, batch_predictions
@@ -72,18 +74,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench_graph_") as tmp:
         folder = Path(tmp)
-        env = {
-            **os.environ,
-            "TAXI_DUCKDB_PATH": str(folder / "warehouse.duckdb"),
-            "TAXI_TRIP_DATA_URL": str(TLC_DIR),
-            "TAXI_CACHE_DIR": str(folder / "cache"),
-            "TAXI_REPORTS_DIR": str(folder / "reports"),
-            "BENTOML_HOME": str(folder / "bentoml"),
-            "DAGSTER_HOME": str(folder / "dagster_home"),
-            "DAGSTER_LOG_LEVEL": "WARNING",
-        }
-        env.pop("TAXI_PUSHGATEWAY_URL", None)
-        (folder / "dagster_home").mkdir()
+        enter_platform_environment(folder)
+        env = {**os.environ, "DAGSTER_LOG_LEVEL": "WARNING"}
         print(f"{len(months())} months: {', '.join(months())}")
         started = time.perf_counter()
         command = [sys.executable, __file__, "--child"] + (["--train-all"] if args.train_all else [])

@@ -41,26 +41,11 @@ from taxi_assets.assets.online_monitoring import (  # noqa: E402
 from taxi_assets.core import predlog  # noqa: E402
 from taxi_assets.resources.warehouse import replace_partition  # noqa: E402
 from tests import service_harness  # noqa: E402
-from tests.conftest import TLC_DIR, free_port, start_process, stop_process  # noqa: E402
+from tests.conftest import enter_platform_environment, free_port, start_process, stop_process  # noqa: E402
 from tests.prometheus_harness import query, start_prometheus  # noqa: E402
 
 TICK_SECONDS = 30
 RIDES_PER_TRIAL = 100
-
-
-def point_env_at(folder: Path) -> None:
-    for variable, name in {
-        "TAXI_DUCKDB_PATH": "warehouse.duckdb",
-        "TAXI_CACHE_DIR": "cache",
-        "TAXI_REPORTS_DIR": "reports",
-        "BENTOML_HOME": "bentoml",
-        "DAGSTER_HOME": "dagster_home",
-        "TAXI_PREDLOG_URI": "prediction_logs",
-    }.items():
-        os.environ[variable] = str(folder / name)
-    os.environ["TAXI_TRIP_DATA_URL"] = str(TLC_DIR)
-    os.environ.pop("TAXI_PUSHGATEWAY_URL", None)
-    (folder / "dagster_home").mkdir(parents=True)
 
 
 def bench_ingest(records: int, repeat: int) -> None:
@@ -210,10 +195,10 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench_online_") as tmp:
         folder = Path(tmp)
-        point_env_at(folder)
+        enter_platform_environment(folder)
         bench_ingest(args.records, args.repeat)
         if not args.skip_latency:
-            point_env_at(folder / "latency")
+            enter_platform_environment(folder / "latency")
             bench_latency(folder / "latency", args.trials)
 
 

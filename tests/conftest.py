@@ -57,22 +57,38 @@ def tlc_dir() -> Path:
     return TLC_DIR
 
 
+def platform_environment(folder: Path, tlc_dir: Path = TLC_DIR) -> dict[str, str]:
+    """Every store under `folder` and the trip-data source at the local TLC mirror."""
+    return {
+        "TAXI_DUCKDB_PATH": str(folder / "warehouse.duckdb"),
+        "TAXI_TRIP_DATA_URL": str(tlc_dir),
+        "TAXI_CACHE_DIR": str(folder / "cache"),
+        "TAXI_REPORTS_DIR": str(folder / "reports"),
+        "TAXI_PREDLOG_URI": str(folder / "prediction_logs"),
+        "BENTOML_HOME": str(folder / "bentoml"),
+        "DAGSTER_HOME": str(folder / "dagster_home"),
+    }
+
+
+# Settings whose embedded default (TLC's address, or nothing pushed) must not leak in from the caller's shell.
+_UNSET = ("TAXI_PUSHGATEWAY_URL", "TAXI_ZONE_LOOKUP_URL")
+
+
+def enter_platform_environment(folder: Path) -> None:
+    """Point this process at a fresh platform under `folder`: for the benchmarks, which run outside pytest."""
+    os.environ.update(platform_environment(folder))
+    for name in _UNSET:
+        os.environ.pop(name, None)
+    (folder / "dagster_home").mkdir(parents=True, exist_ok=True)
+
+
 @pytest.fixture
 def platform_env(tmp_path: Path, tlc_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Point every store at a fresh temporary folder and the trip-data source at the local TLC mirror."""
-    env = {
-        "TAXI_DUCKDB_PATH": tmp_path / "warehouse.duckdb",
-        "TAXI_TRIP_DATA_URL": tlc_dir,
-        "TAXI_CACHE_DIR": tmp_path / "cache",
-        "TAXI_REPORTS_DIR": tmp_path / "reports",
-        "TAXI_PREDLOG_URI": tmp_path / "prediction_logs",
-        "BENTOML_HOME": tmp_path / "bentoml",
-        "DAGSTER_HOME": tmp_path / "dagster_home",
-    }
-    for name, value in env.items():
-        monkeypatch.setenv(name, str(value))
-    monkeypatch.delenv("TAXI_PUSHGATEWAY_URL", raising=False)
-    monkeypatch.delenv("TAXI_ZONE_LOOKUP_URL", raising=False)
+    for name, value in platform_environment(tmp_path, tlc_dir).items():
+        monkeypatch.setenv(name, value)
+    for name in _UNSET:
+        monkeypatch.delenv(name, raising=False)
     (tmp_path / "dagster_home").mkdir()
     return tmp_path
 
