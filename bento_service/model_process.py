@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import threading
 from multiprocessing.connection import Connection
 
@@ -106,6 +107,9 @@ class ModelProcess:
             await readable
         finally:
             loop.remove_reader(fd)
+            # uvloop leaves a watched descriptor non-blocking; `Connection` reads and writes whole messages only on
+            # a blocking one (an answer may still be arriving in pieces, a large batch may not fit the buffer).
+            os.set_blocking(fd, True)
         return self._answer()
 
     async def _predict_locked(self, columns: Columns) -> np.ndarray:

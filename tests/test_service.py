@@ -2,6 +2,7 @@
 
 import datetime as dt
 import json
+import os
 import signal
 import subprocess
 import threading
@@ -15,13 +16,17 @@ import pandas as pd
 import psutil
 import pytest
 import requests
+import uvloop
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bento_service.model_process import ModelProcess
 from taxi_assets.core import predlog
 from taxi_assets.core.model import FEATURE_FIELDS
 from tests import service_harness as harness
 from tests.conftest import free_port
+
+MAX_BATCH_RIDES = 10_000  # the service's documented limit
 
 RIDE = {"PULocationID": 74, "DOLocationID": 42, "trip_distance": 1.7, "pickup_datetime": "2022-01-03T08:15:00"}
 
@@ -127,7 +132,7 @@ MALFORMED = [
     ("/predict", [RIDE], "object"),
     ("/predict_batch", {"rides": [RIDE, {**RIDE, "PULocationID": None}]}, "PULocationID"),
     ("/predict_batch", {"rides": []}, "at least 1"),
-    ("/predict_batch", {"rides": [RIDE] * 10_001}, "at most 10000"),
+    ("/predict_batch", {"rides": [RIDE] * (MAX_BATCH_RIDES + 1)}, "at most 10000"),
     ("/predict_batch", {"rides": RIDE}, "list"),
     ("/predict_batch", [RIDE], "object"),
     ("/predict_batch", b"\x00", "json_invalid"),
@@ -300,3 +305,33 @@ def test_mongodb_down_keeps_serving_and_shows_the_spool(
     assert _metric(metrics, "taxi_predlog_write_failures_total") >= 1
     spooled = [line for path in (tmp_path / "spool").glob("*/*.jsonl") for line in path.read_text().splitlines()]
     assert len(spooled) == 2
+
+
+def test_the_largest_batch_crosses_to_the_model_process_whole(served: Served, rides_2022: pd.DataFrame) -> None:
+    # 10,000 rides are several pipe buffers each way: neither end may give up on a partial read or write.
+    rides = harness.ride_payloads(rides_2022.sample(MAX_BATCH_RIDES, replace=True, random_state=3))
+    for _ in range(3):
+        answer = served.post("/predict_batch", {"rides": rides})
+        assert answer.status_code == 200, answer.text
+        assert len(answer.json()["predictions"]) == MAX_BATCH_RIDES
+
+
+def test_the_model_pipe_is_blocking_again_after_each_batch(pipeline) -> None:
+    """uvloop, which BentoML serves on, leaves a watched descriptor non-blocking; whole-message reads and writes
+    on the model pipe need it blocking, or a batch caught mid-transfer fails with EAGAIN (a 500)."""
+    columns = {
+        "PULocationID": [74, 43],
+        "DOLocationID": [75, 151],
+        "trip_distance": [1.5, 3.0],
+        "pickup_datetime": [dt.datetime(2022, 1, 5, 8, 15), dt.datetime(2022, 1, 8, 23, 0)],
+    }
+
+    async def exchange() -> tuple[int, bool]:
+        process = ModelProcess(pipeline, columns)
+        try:
+            predictions = await process.predict(columns)
+            return len(predictions), os.get_blocking(process._conn.fileno())
+        finally:
+            process.close()
+
+    assert uvloop.run(exchange()) == (2, True)
