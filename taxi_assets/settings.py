@@ -1,0 +1,127 @@
+"""Every setting of the platform in one place: its environment variable, its embedded default, what it means.
+
+Dagster (resources, partitions, sensors), the Bento service and the command-line tools all read their
+configuration here, so a variable's name and default exist once. Relative paths are relative to the repository
+root, whatever directory a process starts in. This module imports neither dagster nor bentoml: the service
+uses it too.
+
+`load()` reads the environment once per call; `current()` is that reading, cached for the life of the process
+(the service and the partition definitions take it at import). Dagster resources do not take values from here
+but name the variable (`dg.EnvVar`), so the UI shows which variable a deployment set and never its value;
+`taxi_assets.defs.resources` builds them from `SETTINGS`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = PROJECT_ROOT / "data"
+
+TLC_TRIP_DATA_URL = "https://d37ci6vzurychx.cloudfront.net/trip-data/green_tripdata_{month}.parquet"
+TLC_ZONE_LOOKUP_URL = "https://d37ci6vzurychx.cloudfront.net/misc/taxi_zone_lookup.csv"
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    env: str
+    default: str
+    description: str
+    path: bool = False
+    """A filesystem location (or a URL): a relative path is taken relative to the repository root."""
+    integer: bool = False
+
+
+def _setting(env: str, default: str, description: str, *, path: bool = False, integer: bool = False) -> Setting:
+    return Setting(env, default, description, path, integer)
+
+
+# Field name -> setting. The order is the README's and .env.example's.
+SETTINGS: dict[str, Setting] = {
+    "trip_data_url": _setting(
+        "TAXI_TRIP_DATA_URL",
+        TLC_TRIP_DATA_URL,
+        "TLC green-taxi files: a URL or path template with {month}, a file:// template, or a directory",
+        path=True,
+    ),
+    "zone_lookup_url": _setting(
+        "TAXI_ZONE_LOOKUP_URL", "", "Zone lookup CSV; empty: next to local trip files, else TLC's address", path=True
+    ),
+    "start_month": _setting("TAXI_START_MONTH", "2021-01", "First monthly partition (YYYY-MM)"),
+    "duckdb_path": _setting("TAXI_DUCKDB_PATH", "data/warehouse.duckdb", "The DuckDB warehouse file", path=True),
+    "cache_dir": _setting("TAXI_CACHE_DIR", "data/cache", "Downloaded trip files, kept once checked", path=True),
+    "reports_dir": _setting("TAXI_REPORTS_DIR", "data/reports", "Evidently HTML reports", path=True),
+    "bentoml_home": _setting("BENTOML_HOME", "data/bentoml", "BentoML's model store (shared with the service)", path=True),
+    "predlog_uri": _setting(
+        "TAXI_PREDLOG_URI", "data/prediction_logs", "Prediction-log store: a directory, or mongodb://…", path=True
+    ),
+    "predlog_spool_dir": _setting(
+        "TAXI_PREDLOG_SPOOL_DIR", "data/prediction_logs_spool", "Local journal of the MongoDB store", path=True
+    ),
+    "predlog_start_day": _setting(
+        "TAXI_PREDLOG_START_DAY", "2024-01-01", "First daily partition of prediction_logs (YYYY-MM-DD)"
+    ),
+    "model_tag": _setting("TAXI_MODEL_TAG", "taxi_duration_deployed:latest", "The model the service serves"),
+    "deployed_month": _setting("TAXI_DEPLOYED_MONTH", "2021-01", "Training month deployed_model deploys by default"),
+    "service_host": _setting("TAXI_SERVICE_HOST", "127.0.0.1", "Address the Bento service listens on"),
+    "service_port": _setting("TAXI_SERVICE_PORT", "3001", "Port of the Bento service", integer=True),
+    "service_workers": _setting("TAXI_SERVICE_WORKERS", "1", "Worker processes of the Bento service", integer=True),
+    "pushgateway_url": _setting(
+        "TAXI_PUSHGATEWAY_URL", "", "Prometheus Pushgateway; empty: nothing is pushed (the run log says so)"
+    ),
+}
+
+
+def resolve(location: str) -> str:
+    """A relative path made absolute against the repository root; URLs and absolute paths unchanged."""
+    if not location or "://" in location or Path(location).is_absolute():
+        return location
+    return str(PROJECT_ROOT / location)
+
+
+def value(field: str, environ: Mapping[str, str] | None = None) -> str | int:
+    """One setting's value: the environment's when set and not empty, else the default; paths resolved."""
+    setting = SETTINGS[field]
+    raw = (os.environ if environ is None else environ).get(setting.env) or setting.default
+    if setting.integer:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"{setting.env} must be a whole number, got {raw!r}") from None
+    return resolve(raw) if setting.path else raw
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    trip_data_url: str
+    zone_lookup_url: str
+    start_month: str
+    duckdb_path: str
+    cache_dir: str
+    reports_dir: str
+    bentoml_home: str
+    predlog_uri: str
+    predlog_spool_dir: str
+    predlog_start_day: str
+    model_tag: str
+    deployed_month: str
+    service_host: str
+    service_port: int
+    service_workers: int
+    pushgateway_url: str
+
+
+def load(environ: Mapping[str, str] | None = None) -> Settings:
+    """Every setting, read from `environ` (default: this process's environment) once."""
+    environ = os.environ if environ is None else environ
+    return Settings(**{field: value(field, environ) for field in SETTINGS})
+
+
+@functools.cache
+def current() -> Settings:
+    """The settings of this process, read on first use."""
+    return load()
