@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -55,7 +56,9 @@ SETTINGS: dict[str, Setting] = {
     "duckdb_path": _setting("TAXI_DUCKDB_PATH", "data/warehouse.duckdb", "The DuckDB warehouse file", path=True),
     "cache_dir": _setting("TAXI_CACHE_DIR", "data/cache", "Downloaded trip files, kept once checked", path=True),
     "reports_dir": _setting("TAXI_REPORTS_DIR", "data/reports", "Evidently HTML reports", path=True),
-    "bentoml_home": _setting("BENTOML_HOME", "data/bentoml", "BentoML's model store (shared with the service)", path=True),
+    "bentoml_home": _setting(
+        "BENTOML_HOME", "data/bentoml", "BentoML's model store (shared with the service)", path=True
+    ),
     "predlog_uri": _setting(
         "TAXI_PREDLOG_URI", "data/prediction_logs", "Prediction-log store: a directory, or mongodb://…", path=True
     ),
@@ -81,6 +84,15 @@ def resolve(location: str) -> str:
     if not location or "://" in location or Path(location).is_absolute():
         return location
     return str(PROJECT_ROOT / location)
+
+
+_CREDENTIALS = re.compile(r"(\w[\w+.-]*://)[^/@\s]+@")
+
+
+def redact(text: str) -> str:
+    """`text` with the credentials of every URL in it masked (`mongodb://user:pw@host` -> `mongodb://***@host`),
+    for logs and messages: a MongoDB URI or a Pushgateway URL may carry a password."""
+    return _CREDENTIALS.sub(r"\1***@", text)
 
 
 def value(field: str, environ: Mapping[str, str] | None = None) -> str | int:

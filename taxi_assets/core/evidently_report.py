@@ -9,7 +9,6 @@ Evidently is imported inside `build_snapshot` only: it takes seconds to import a
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
-import numpy as np
 import pandas as pd
 
 from taxi_assets.core.drift import (
@@ -21,6 +20,7 @@ from taxi_assets.core.drift import (
     DatasetDrift,
     is_drifted,
 )
+from taxi_assets.core.model import PREDICTION, TARGET, error_summary
 
 if TYPE_CHECKING:
     from evidently.core.report import Snapshot
@@ -36,8 +36,6 @@ FEATURE_TYPES = {
     "passenger_count": NUMERICAL,
     "pickup_hour": NUMERICAL,
 }
-PREDICTION = "prediction"
-TARGET = "duration"
 REPORT_COLUMNS = [*FEATURE_TYPES, PREDICTION, TARGET]
 DATASET = "all"
 # A green-taxi ride of at most 60 minutes cannot cover more miles than this. TLC months carry a few dozen
@@ -135,13 +133,9 @@ def extract_figures(snapshot: dict) -> ReportFigures:
 
 
 def _errors(frame: pd.DataFrame, segment_type: str, by: pd.Series) -> list[SegmentError]:
-    error = frame[PREDICTION] - frame[TARGET]
-    grouped = pd.DataFrame({"squared": error**2, "absolute": error.abs()}).groupby(by.to_numpy())
-    summary = grouped.agg(rows=("squared", "size"), mse=("squared", "mean"), mae=("absolute", "mean"))
-    return [
-        SegmentError(segment_type, str(segment), int(row.rows), float(np.sqrt(row.mse)), float(row.mae))
-        for segment, row in summary.iterrows()
-    ]
+    errors = (frame[PREDICTION] - frame[TARGET]).groupby(by.to_numpy())
+    summaries = [(segment, error_summary(group)) for segment, group in errors]
+    return [SegmentError(segment_type, str(segment), e.rows, e.rmse, e.mae) for segment, e in summaries]
 
 
 def segment_errors(scored: pd.DataFrame) -> list[SegmentError]:
@@ -198,19 +192,3 @@ def metric_rows(
         worst, best = gap
         out.append(MetricRow("borough_rmse_gap", f"{worst.segment} vs {best.segment}", worst.rmse - best.rmse))
     return [MetricRow(row.metric, row.column_or_segment, float(row.value)) for row in out]
-
-
-def monitoring_report(current: pd.DataFrame, reference: pd.DataFrame) -> tuple[list[MetricRow], str]:
-    """Report one scored month against the reference: its tidy rows and the standalone HTML page.
-
-    Both frames are scored trips with `borough`; segments are computed on `current`.
-    """
-    current_frame = report_frame(current)
-    snapshot = build_snapshot(current_frame, report_frame(reference))
-    rows = metric_rows(
-        extract_figures(snapshot.dict()),
-        segment_errors(current),
-        len(current),
-        implausible_distances(current_frame),
-    )
-    return rows, snapshot.get_html_str(as_iframe=False)

@@ -6,11 +6,13 @@ The feature functions are module-level so that pickled pipelines refer to them b
 
 import functools
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pandas as pd
 from threadpoolctl import ThreadpoolController
+
+from taxi_assets.core.tlc import MAX_LOCATION_ID
 
 # scikit-learn is imported where a pipeline is built: it takes about a second, and every Dagster run process
 # imports this module while loading the code location.
@@ -18,14 +20,15 @@ if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
 FEATURE_FIELDS = ["PULocationID", "DOLocationID", "trip_distance", "pickup_datetime"]
+# Column names of a scored ride everywhere: the actual duration and the model's, in minutes.
 TARGET = "duration"
+PREDICTION = "prediction"
 DEFAULT_RECIPE = "hgb"
 BASELINE_RECIPE = "seed"
 RANDOM_STATE = 42
 
 LOCATION_FIELDS = ["PULocationID", "DOLocationID"]
 NUMERIC_FEATURES = ["trip_distance", "pickup_hour", "pickup_weekday"]
-MAX_LOCATION_ID = 265
 # HistGradientBoosting accepts at most 255 categories per feature; green taxis visit up to ~260 zones a month,
 # so the rarest zones share one category instead of failing the fit.
 MAX_LOCATION_CATEGORIES = 254
@@ -177,17 +180,29 @@ def predict(pipeline: "Pipeline", rides: pd.DataFrame | list[dict]) -> np.ndarra
         return np.asarray(pipeline.predict(frame), dtype="float64")
 
 
-def evaluate(pipeline: "Pipeline", frame: pd.DataFrame) -> dict:
-    """Regression quality in minutes on `frame`.
+class ErrorSummary(NamedTuple):
+    """Regression quality in minutes; `mean_error` is prediction minus actual (positive: predicted too long)."""
 
-    `mean_error` is prediction minus actual; `nan_predictions` counts predictions that are not numbers.
-    """
+    rows: int
+    rmse: float
+    mae: float
+    mean_error: float
+
+
+def error_summary(errors: np.ndarray | pd.Series) -> ErrorSummary:
+    """RMSE, MAE and mean error of `errors` (prediction - actual), the one place their formulas live."""
+    errors = np.asarray(errors, dtype="float64")
+    return ErrorSummary(
+        len(errors),
+        float(np.sqrt(np.mean(errors**2))),
+        float(np.mean(np.abs(errors))),
+        float(np.mean(errors)),
+    )
+
+
+def evaluate(pipeline: "Pipeline", frame: pd.DataFrame) -> dict:
+    """Regression quality in minutes on `frame` (`error_summary`'s fields as a dict); `nan_predictions` counts
+    predictions that are not numbers."""
     predictions = predict(pipeline, frame)
-    errors = predictions - frame[TARGET].to_numpy(dtype="float64")
-    return {
-        "rmse": float(np.sqrt(np.mean(errors**2))),
-        "mae": float(np.mean(np.abs(errors))),
-        "mean_error": float(np.mean(errors)),
-        "rows": len(frame),
-        "nan_predictions": int(np.isnan(predictions).sum()),
-    }
+    summary = error_summary(predictions - frame[TARGET].to_numpy(dtype="float64"))
+    return {**summary._asdict(), "nan_predictions": int(np.isnan(predictions).sum())}

@@ -7,12 +7,12 @@ and thresholds as the Evidently report) rather than from a full report.
 import datetime as dt
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
 from taxi_assets.core.drift import ColumnDrift, DatasetDrift, column_drift, dataset_drift
-from taxi_assets.core.evidently_report import FEATURE_TYPES, MAX_TRIP_MILES, PREDICTION
+from taxi_assets.core.evidently_report import FEATURE_TYPES, MAX_TRIP_MILES
 from taxi_assets.core.metrics import Sample, drift_samples
+from taxi_assets.core.model import PREDICTION, error_summary
 
 INGEST_JOB = "taxi_ingest"
 ACTUAL = "actual_duration"
@@ -63,9 +63,10 @@ def window_figures(window: str, current: pd.DataFrame, reference: pd.DataFrame) 
     features = dataset_drift(reference_frame, current_frame, ONLINE_FEATURE_TYPES)
     prediction = column_drift(PREDICTION, reference_frame[PREDICTION], current_frame[PREDICTION], "numerical")
     error = (current[PREDICTION] - current[ACTUAL]).dropna()
-    rmse = float(np.sqrt((error**2).mean())) if len(error) else None
-    mae = float(error.abs().mean()) if len(error) else None
-    return WindowFigures(window, len(current), len(error), features, prediction, rmse, mae)
+    if error.empty:
+        return WindowFigures(window, len(current), 0, features, prediction, None, None)
+    summary = error_summary(error)
+    return WindowFigures(window, len(current), summary.rows, features, prediction, summary.rmse, summary.mae)
 
 
 def online_samples(figures: WindowFigures, model_tag: str, validation_rmse: float) -> list[Sample]:

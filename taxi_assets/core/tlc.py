@@ -11,9 +11,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-TLC_TRIP_DATA_URL = "https://d37ci6vzurychx.cloudfront.net/trip-data/green_tripdata_{month}.parquet"
-TLC_ZONE_LOOKUP_URL = "https://d37ci6vzurychx.cloudfront.net/misc/taxi_zone_lookup.csv"
-
 # The 20 green-taxi columns in TLC order, with the one type each gets in DuckDB. TLC changed physical types
 # over the years (2023-03 onwards: int32 IDs, int64 passenger_count, double ehail_fee), so every load casts.
 RAW_COLUMNS: dict[str, str] = {
@@ -101,25 +98,6 @@ def raw_select_sql(parquet_path: str) -> str:
     escaped = parquet_path.replace("'", "''")
     return f"SELECT $month AS month,\n    {casts}\nFROM read_parquet('{escaped}')"
 
-
-RAW_TABLE_DDL = "CREATE TABLE IF NOT EXISTS raw_trips (month VARCHAR NOT NULL, {columns})".format(
-    columns=", ".join(f'"{name}" {sql_type}' for name, sql_type in RAW_COLUMNS.items())
-)
-
-TRIPS_TABLE_DDL = """
-CREATE TABLE IF NOT EXISTS trips (
-    month VARCHAR NOT NULL,
-    pickup_datetime TIMESTAMP,
-    dropoff_datetime TIMESTAMP,
-    PULocationID INTEGER,
-    DOLocationID INTEGER,
-    passenger_count DOUBLE,
-    trip_distance DOUBLE,
-    fare_amount DOUBLE,
-    total_amount DOUBLE,
-    duration DOUBLE
-)
-"""
 
 # Duration in minutes with the sub-second part kept, exactly as the course model computed it in pandas.
 _DURATION = "date_diff('microsecond', lpep_pickup_datetime, lpep_dropoff_datetime) / 60e6"

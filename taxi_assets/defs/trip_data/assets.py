@@ -1,24 +1,21 @@
 """TLC trip data in DuckDB: the raw months as published, the zone lookup, and the cleaned modelling table."""
 
 import dagster as dg
+import duckdb
 
-# Asset parameters named `duckdb` (the resource key) shadow the module, so its error type is imported by name.
-from duckdb import Error as DuckDBError
-
-from taxi_assets.assets.quality import quality_check_results, quality_check_specs
 from taxi_assets.core.tlc import (
     RAW_COLUMNS,
-    RAW_TABLE_DDL,
     TRIPS_DROP_REASONS_SQL,
     TRIPS_SELECT_SQL,
-    TRIPS_TABLE_DDL,
     ZONE_COLUMNS,
     TripDataError,
     raw_select_sql,
 )
-from taxi_assets.partitions import monthly_partitions
-from taxi_assets.resources import DUCKDB_POOL, TripDataSource, Warehouse
-from taxi_assets.resources.warehouse import replace_partition
+from taxi_assets.core.warehouse import RAW_TRIPS_DDL, TRIPS_DDL, replace_partition
+from taxi_assets.defs.partitions import monthly_partitions
+from taxi_assets.defs.resources import DUCKDB_POOL, Warehouse
+from taxi_assets.defs.trip_data.checks import quality_check_results, quality_check_specs
+from taxi_assets.defs.trip_data.resources import TripDataSource
 
 _RAW_SCHEMA_CHECK = {"tlc_schema": "raw_trips has the 20 TLC green columns with the normalised types (ERROR)."}
 _TRIPS_DURATION_CHECK = {"duration_in_range": "Every trip lasts 1 to 60 minutes, the seed filter (ERROR)."}
@@ -31,7 +28,9 @@ _TRIPS_DURATION_CHECK = {"duration_in_range": "Every trip lasts 1 to 60 minutes,
     group_name="trip_data",
     check_specs=quality_check_specs("raw_trips", _RAW_SCHEMA_CHECK),
 )
-def raw_trips(context: dg.AssetExecutionContext, duckdb: Warehouse, trip_data: TripDataSource) -> dg.MaterializeResult:
+def raw_trips(
+    context: dg.AssetExecutionContext, warehouse: Warehouse, trip_data: TripDataSource
+) -> dg.MaterializeResult:
     """NYC TLC green-taxi trips of one month as published, in one table schema across the years.
 
     Fetched from TLC's trip-data address (or a local mirror), checked to be a TLC green parquet file, then
@@ -39,11 +38,11 @@ def raw_trips(context: dg.AssetExecutionContext, duckdb: Warehouse, trip_data: T
     """
     month = context.partition_key
     path, source, summary = trip_data.trip_file(month, context.log)
-    with duckdb.get_connection() as conn:
-        conn.execute(RAW_TABLE_DDL)
+    with warehouse.get_connection() as conn:
+        conn.execute(RAW_TRIPS_DDL)
         try:
             rows = replace_partition(conn, "month", month, {"raw_trips": raw_select_sql(str(path))})["raw_trips"]
-        except DuckDBError as error:
+        except duckdb.Error as error:
             raise TripDataError(f"{month}: DuckDB could not load {source} ({error})") from error
         (outside,) = conn.execute(
             "SELECT count(*) FROM raw_trips WHERE month = $month AND strftime(lpep_pickup_datetime, '%Y-%m') <> month",
@@ -71,16 +70,18 @@ def raw_trips(context: dg.AssetExecutionContext, duckdb: Warehouse, trip_data: T
 
 
 @dg.asset(pool=DUCKDB_POOL, kinds={"duckdb", "csv"}, group_name="trip_data")
-def taxi_zones(context: dg.AssetExecutionContext, duckdb: Warehouse, trip_data: TripDataSource) -> dg.MaterializeResult:
+def taxi_zones(
+    context: dg.AssetExecutionContext, warehouse: Warehouse, trip_data: TripDataSource
+) -> dg.MaterializeResult:
     """TLC taxi zones (LocationID, Borough, Zone, service_zone): the names behind the location IDs."""
     path, source = trip_data.zone_lookup(context.log)
-    with duckdb.get_connection() as conn:
+    with warehouse.get_connection() as conn:
         try:
             header = [
                 name
                 for name, *_ in conn.execute("DESCRIBE SELECT * FROM read_csv($path)", {"path": str(path)}).fetchall()
             ]
-        except DuckDBError as error:
+        except duckdb.Error as error:
             raise TripDataError(f"zone lookup: {source} is not a readable CSV ({error})") from error
         if header != ZONE_COLUMNS:
             raise TripDataError(f"zone lookup: {source} has columns {header}, expected {ZONE_COLUMNS}")
@@ -110,14 +111,14 @@ def taxi_zones(context: dg.AssetExecutionContext, duckdb: Warehouse, trip_data: 
     group_name="trip_data",
     check_specs=quality_check_specs("trips", _TRIPS_DURATION_CHECK),
 )
-def trips(context: dg.AssetExecutionContext, duckdb: Warehouse) -> dg.MaterializeResult:
+def trips(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
     """The modelling table for one month: ride fields, fares and `duration` in minutes, kept when 1 ≤ duration ≤ 60.
 
     This is the course model's seed filter; nothing else is dropped, so its RMSE reproduces exactly.
     """
     month = context.partition_key
-    with duckdb.get_connection() as conn:
-        conn.execute(TRIPS_TABLE_DDL)
+    with warehouse.get_connection() as conn:
+        conn.execute(TRIPS_DDL)
         missing_timestamps, too_short, too_long = conn.execute(TRIPS_DROP_REASONS_SQL, {"month": month}).fetchone()
         (raw_rows,) = conn.execute("SELECT count(*) FROM raw_trips WHERE month = $month", {"month": month}).fetchone()
         if raw_rows == 0:

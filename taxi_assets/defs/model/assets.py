@@ -1,13 +1,11 @@
 """The ride-duration model: one trained per month behind a quality gate, and the one chosen for serving."""
 
-import os
-
 import dagster as dg
-import duckdb as duckdb_client
+import duckdb
 import pandas as pd
 from pydantic import Field
 
-from taxi_assets.assets.trips import trips
+from taxi_assets import settings
 from taxi_assets.core.model import (
     BASELINE_RECIPE,
     DEFAULT_RECIPE,
@@ -17,9 +15,9 @@ from taxi_assets.core.model import (
     timed_train,
     train,
 )
-from taxi_assets.partitions import monthly_partitions
-from taxi_assets.resources import DUCKDB_POOL, Warehouse
-from taxi_assets.resources.model_registry import DEPLOYED_MODEL, ModelRegistry
+from taxi_assets.defs.partitions import monthly_partitions
+from taxi_assets.defs.resources import DEPLOYED_MODEL, DUCKDB_POOL, ModelRegistry, Warehouse
+from taxi_assets.defs.trip_data.assets import trips
 
 TRAINED_MODEL = "taxi_duration"
 GATE_CHECK = "beats_seed_baseline"
@@ -32,12 +30,12 @@ class DurationModelConfig(dg.Config):
 
 class DeployedModelConfig(dg.Config):
     training_month: str = Field(
-        "", description="Month whose model to deploy (YYYY-MM); empty means $TAXI_DEPLOYED_MONTH, else 2021-01."
+        "", description="Month whose model to deploy (YYYY-MM); empty means the TAXI_DEPLOYED_MONTH setting."
     )
     recipe: str = Field(DEFAULT_RECIPE, description="Recipe of the model to deploy.")
 
 
-def month_trips(conn: duckdb_client.DuckDBPyConnection, month: str) -> pd.DataFrame:
+def month_trips(conn: duckdb.DuckDBPyConnection, month: str) -> pd.DataFrame:
     """The model's fields and target for one month of `trips`; empty when that month is not loaded."""
     return conn.execute(
         f"SELECT {', '.join(FEATURE_FIELDS)}, {TARGET} FROM trips WHERE month = $month", {"month": month}
@@ -76,7 +74,7 @@ def quality_gate(metrics: dict, baseline_rmse: float) -> dg.AssetCheckResult:
 def duration_model(
     context: dg.AssetExecutionContext,
     config: DurationModelConfig,
-    duckdb: Warehouse,
+    warehouse: Warehouse,
     model_registry: ModelRegistry,
 ) -> dg.MaterializeResult:
     """Ride-duration model trained on one month of trips and validated on the following month.
@@ -87,7 +85,7 @@ def duration_model(
     """
     month = context.partition_key
     next_month = monthly_partitions.get_next_partition_key(month)
-    with duckdb.get_connection() as conn:
+    with warehouse.get_connection() as conn:
         training = month_trips(conn, month)
         validation = month_trips(conn, next_month) if next_month else pd.DataFrame()
     if training.empty:
@@ -142,7 +140,7 @@ def deployed_model(
     A copy of the newest `taxi_duration` model for the configured training month and recipe, refused unless it
     passed its quality gate.
     """
-    month = config.training_month or os.getenv("TAXI_DEPLOYED_MONTH") or "2021-01"
+    month = config.training_month or settings.current().deployed_month
     source_tag = model_registry.latest(TRAINED_MODEL, {"training_month": month, "recipe": config.recipe})
     if source_tag is None:
         raise dg.Failure(

@@ -1,18 +1,11 @@
 """Batch monitoring: score every month with the deployed model, compare it with the model's training month."""
 
 from collections.abc import Iterator
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import dagster as dg
-import duckdb as duckdb_client
 import pandas as pd
 
-from taxi_assets.assets.models import deployed_model
-from taxi_assets.assets.trips import taxi_zones, trips
 from taxi_assets.core.evidently_report import (
-    PREDICTION,
-    TARGET,
     ReportFigures,
     borough_rmse_gap,
     build_snapshot,
@@ -23,64 +16,14 @@ from taxi_assets.core.evidently_report import (
     segment_errors,
 )
 from taxi_assets.core.metrics import BATCH_JOB, batch_samples
-from taxi_assets.partitions import monthly_partitions
-from taxi_assets.paths import env_path
-from taxi_assets.resources import DUCKDB_POOL, Warehouse
-from taxi_assets.resources.model_registry import ModelRegistry
-from taxi_assets.resources.pushgateway import Pushgateway
-from taxi_assets.resources.warehouse import replace_partition
-
-if TYPE_CHECKING:
-    from sklearn.pipeline import Pipeline
-
-TRIP_COLUMNS = [
-    "pickup_datetime",
-    "PULocationID",
-    "DOLocationID",
-    "passenger_count",
-    "trip_distance",
-    "fare_amount",
-    "total_amount",
-    TARGET,
-]
-BATCH_PREDICTIONS_DDL = """
-CREATE TABLE IF NOT EXISTS batch_predictions (
-    month VARCHAR, model_tag VARCHAR, pickup_datetime TIMESTAMP, PULocationID INTEGER, DOLocationID INTEGER,
-    passenger_count DOUBLE, trip_distance DOUBLE, fare_amount DOUBLE, total_amount DOUBLE,
-    duration DOUBLE, prediction DOUBLE, error DOUBLE
-)"""
-DRIFT_METRICS_DDL = """
-CREATE TABLE IF NOT EXISTS drift_metrics (month VARCHAR, metric VARCHAR, column_or_segment VARCHAR, value DOUBLE)
-"""
-
-
-def reports_dir() -> Path:
-    path = Path(env_path("TAXI_REPORTS_DIR", "reports"))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def score_trips(
-    conn: duckdb_client.DuckDBPyConnection, month: str, pipeline: "Pipeline", model_tag: str
-) -> pd.DataFrame:
-    """The trips of `month` with the pipeline's prediction and its error (prediction - actual), in minutes."""
-    from taxi_assets.core.model import predict
-
-    scored = conn.execute(f"SELECT {', '.join(TRIP_COLUMNS)} FROM trips WHERE month = $month", {"month": month}).df()
-    prediction = predict(pipeline, scored) if len(scored) else []
-    return scored.assign(
-        model_tag=model_tag, **{PREDICTION: prediction}, error=lambda frame: frame[PREDICTION] - frame[TARGET]
-    )
-
-
-def stored_predictions(conn: duckdb_client.DuckDBPyConnection, month: str, model_tag: str) -> pd.DataFrame:
-    """`batch_predictions` of `month` by `model_tag`, with the pickup borough; empty when not scored by it."""
-    return conn.execute(
-        f"""SELECT {", ".join(f"p.{column}" for column in TRIP_COLUMNS)}, p.prediction, z.Borough AS borough
-        FROM batch_predictions p LEFT JOIN taxi_zones z ON z.LocationID = p.PULocationID
-        WHERE p.month = $month AND p.model_tag = $tag""",
-        {"month": month, "tag": model_tag},
-    ).df()
+from taxi_assets.core.model import PREDICTION, error_summary
+from taxi_assets.core.scoring import TRIP_COLUMNS, score_trips, stored_predictions
+from taxi_assets.core.warehouse import BATCH_PREDICTIONS_DDL, DRIFT_METRICS_DDL, replace_partition
+from taxi_assets.defs.batch_monitoring.resources import MonitoringReports
+from taxi_assets.defs.model.assets import deployed_model
+from taxi_assets.defs.partitions import monthly_partitions
+from taxi_assets.defs.resources import DUCKDB_POOL, ModelRegistry, Pushgateway, Warehouse
+from taxi_assets.defs.trip_data.assets import taxi_zones, trips
 
 
 @dg.asset(
@@ -91,7 +34,7 @@ def stored_predictions(conn: duckdb_client.DuckDBPyConnection, month: str, model
     group_name="monitoring",
 )
 def batch_predictions(
-    context: dg.AssetExecutionContext, duckdb: Warehouse, model_registry: ModelRegistry
+    context: dg.AssetExecutionContext, warehouse: Warehouse, model_registry: ModelRegistry
 ) -> dg.MaterializeResult:
     """The deployed model's predicted duration for every trip of the month, next to the actual one and the error.
 
@@ -99,7 +42,7 @@ def batch_predictions(
     """
     month = context.partition_key
     pipeline, model = model_registry.load_deployed()
-    with duckdb.get_connection() as conn:
+    with warehouse.get_connection() as conn:
         scored = score_trips(conn, month, pipeline, model["tag"])
         if scored.empty:
             raise dg.Failure(f"trips holds no rows for {month}; materialize trips[{month}] first")
@@ -107,15 +50,15 @@ def batch_predictions(
         conn.register("scored_trips", scored)
         select = f"SELECT $month, model_tag, {', '.join(TRIP_COLUMNS)}, prediction, error FROM scored_trips"
         rows = replace_partition(conn, "month", month, {"batch_predictions": select})["batch_predictions"]
-    error = scored["error"]
+    errors = error_summary(scored["error"])
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows,
             "model_tag": model["tag"],
             "training_month": model["training_month"],
-            "rmse": float((error**2).mean() ** 0.5),
-            "mae": float(error.abs().mean()),
-            "mean_error": float(error.mean()),
+            "rmse": errors.rmse,
+            "mae": errors.mae,
+            "mean_error": errors.mean_error,
             "mean_prediction": float(scored[PREDICTION].mean()),
         }
     )
@@ -131,44 +74,49 @@ def drift_table(figures: ReportFigures) -> str:
     return "\n".join(lines)
 
 
-DRIFT_METRICS = dg.AssetSpec(
-    "drift_metrics",
-    deps=[batch_predictions, taxi_zones],
-    kinds={"duckdb", "evidently", "prometheus"},
-    group_name="monitoring",
-    description=(
-        "Drift and prediction quality of the month against the deployed model's training month (the reference).\n\n"
-        "Feature, prediction and target drift and RMSE/MAE/mean error come from the Evidently report, RMSE per "
-        "pickup borough and hour directly. Stored as tidy rows in DuckDB table "
-        "`drift_metrics(month, metric, column_or_segment, value)`, replaced per month, and pushed to the "
-        "Pushgateway (job `taxi_batch_monitoring`, grouping key `month`) when one is configured."
-    ),
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            "drift_metrics",
+            deps=[batch_predictions, taxi_zones],
+            kinds={"duckdb", "evidently", "prometheus"},
+            group_name="monitoring",
+            description=(
+                "Drift and prediction quality of the month against the deployed model's training month "
+                "(the reference).\n\nFeature, prediction and target drift and RMSE/MAE/mean error come from the "
+                "Evidently report, RMSE per pickup borough and hour directly. Stored as tidy rows in DuckDB table "
+                "`drift_metrics(month, metric, column_or_segment, value)`, replaced per month, and pushed to the "
+                "Pushgateway (job `taxi_batch_monitoring`, grouping key `month`) when one is configured."
+            ),
+        ),
+        dg.AssetSpec(
+            "monitoring_report",
+            deps=["drift_metrics"],
+            kinds={"evidently", "html"},
+            group_name="monitoring",
+            description=(
+                "Evidently HTML report of the month against the reference: data drift per feature, prediction "
+                "and target drift, and regression quality. Written to the reports folder (TAXI_REPORTS_DIR) as "
+                "`monitoring_report_<month>.html`."
+            ),
+        ),
+    ],
+    partitions_def=monthly_partitions,
+    pool=DUCKDB_POOL,
 )
-MONITORING_REPORT = dg.AssetSpec(
-    "monitoring_report",
-    deps=[DRIFT_METRICS.key],
-    kinds={"evidently", "html"},
-    group_name="monitoring",
-    description=(
-        "Evidently HTML report of the month against the reference: data drift per feature, prediction and target "
-        "drift, and regression quality. Written to `TAXI_REPORTS_DIR` as `monitoring_report_<month>.html`."
-    ),
-)
-
-
-@dg.multi_asset(specs=[DRIFT_METRICS, MONITORING_REPORT], partitions_def=monthly_partitions, pool=DUCKDB_POOL)
 def batch_drift(
     context: dg.AssetExecutionContext,
-    duckdb: Warehouse,
+    warehouse: Warehouse,
     model_registry: ModelRegistry,
     pushgateway: Pushgateway,
+    reports: MonitoringReports,
 ) -> Iterator[dg.MaterializeResult]:
     """`drift_metrics` and `monitoring_report` from one Evidently run: the report is the costliest part of batch
     monitoring, so the two assets are materialized together rather than computing it twice."""
     month = context.partition_key
     pipeline, model = model_registry.load_deployed()
     reference_month = model["training_month"]
-    with duckdb.get_connection() as conn:
+    with warehouse.get_connection() as conn:
         current = stored_predictions(conn, month, model["tag"])
         if current.empty:
             raise dg.Failure(
@@ -188,7 +136,7 @@ def batch_drift(
     figures = extract_figures(snapshot.dict())
     segments = segment_errors(current)
     rows = metric_rows(figures, segments, len(current), implausible_distances(current_frame))
-    with duckdb.get_connection() as conn:
+    with warehouse.get_connection() as conn:
         conn.execute(DRIFT_METRICS_DDL)
         conn.register("metric_rows", pd.DataFrame(rows))
         replace_partition(
@@ -199,7 +147,7 @@ def batch_drift(
     gap = borough_rmse_gap(segments)
     features = figures.features
     yield dg.MaterializeResult(
-        asset_key=DRIFT_METRICS.key,
+        asset_key="drift_metrics",
         metadata={
             "dagster/row_count": len(rows),
             "reference_month": reference_month,
@@ -222,7 +170,7 @@ def batch_drift(
         },
     )
 
-    report = reports_dir() / f"monitoring_report_{month}.html"
+    report = reports.path(f"monitoring_report_{month}.html")
     report.write_text(snapshot.get_html_str(as_iframe=False), encoding="utf-8")
     summary = (
         f"**{month}** vs {reference_month}: {features.drifted_count} of {len(features.columns)} features drifted "
@@ -230,7 +178,7 @@ def batch_drift(
         f"MAE {figures.mae:.2f} min, mean error {figures.mean_error:+.2f} min.\n\n{drift_table(figures)}"
     )
     yield dg.MaterializeResult(
-        asset_key=MONITORING_REPORT.key,
+        asset_key="monitoring_report",
         metadata={
             "path": dg.MetadataValue.path(str(report)),
             "url": dg.MetadataValue.url(report.resolve().as_uri()),

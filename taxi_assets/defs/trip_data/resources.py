@@ -13,9 +13,8 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from taxi_assets import settings
 from taxi_assets.core.tlc import (
-    TLC_TRIP_DATA_URL,
-    TLC_ZONE_LOOKUP_URL,
     FileSummary,
     TripDataError,
     is_remote,
@@ -23,6 +22,7 @@ from taxi_assets.core.tlc import (
     source_location,
     validate_trip_file,
 )
+from taxi_assets.defs.resources import configured
 
 _CHUNK = 1 << 20
 _PROGRESS_EVERY_SECONDS = 2.0
@@ -36,22 +36,26 @@ class TripDataSource(dg.ConfigurableResource):
     """
 
     url_template: str = Field(
-        default=TLC_TRIP_DATA_URL,
+        default=settings.TLC_TRIP_DATA_URL,
         description="URL or path with `{month}` (YYYY-MM), or a directory holding green_tripdata_YYYY-MM.parquet",
     )
     zone_lookup_url: str = Field(default="", description="Zone lookup CSV; empty = next to local trip files, else TLC")
     cache_dir: str = Field(description="Where downloaded files are kept")
 
+    @property
+    def _template(self) -> str:
+        return settings.resolve(self.url_template)
+
     def trip_file(self, month: str, log: logging.Logger) -> tuple[Path, str, FileSummary]:
         """The checked local file for `month`, with where it came from."""
-        location = source_location(self.url_template, month)
+        location = source_location(self._template, month)
         if not is_remote(location):
             path = local_path(location)
             if not path.is_file():
                 raise TripDataError(f"{month}: no file at {path}")
             return path, location, validate_trip_file(path, month, location)
 
-        cached = Path(self.cache_dir) / Path(location).name
+        cached = Path(settings.resolve(self.cache_dir)) / Path(location).name
         if cached.is_file():
             log.info(f"{month}: using cached {cached}")
             return cached, location, validate_trip_file(cached, month, location)
@@ -65,27 +69,27 @@ class TripDataSource(dg.ConfigurableResource):
         return cached, location, summary
 
     def zone_lookup(self, log: logging.Logger) -> tuple[Path, str]:
-        location = self.zone_lookup_url or self._default_zone_lookup()
+        location = settings.resolve(self.zone_lookup_url) or self._default_zone_lookup()
         if not is_remote(location):
             path = local_path(location)
             if not path.is_file():
                 raise TripDataError(f"zone lookup: no file at {path}")
             return path, location
-        cached = Path(self.cache_dir) / "taxi_zone_lookup.csv"
+        cached = Path(settings.resolve(self.cache_dir)) / "taxi_zone_lookup.csv"
         if not cached.is_file():
             os.replace(self._download(location, "zone lookup", log), cached)
         return cached, location
 
     def _default_zone_lookup(self) -> str:
-        if "{month}" not in self.url_template:
-            return str(Path(self.url_template) / "taxi_zone_lookup.csv")
-        if not is_remote(self.url_template):
-            return str(local_path(self.url_template).parent / "taxi_zone_lookup.csv")
-        return TLC_ZONE_LOOKUP_URL
+        if "{month}" not in self._template:
+            return str(Path(self._template) / "taxi_zone_lookup.csv")
+        if not is_remote(self._template):
+            return str(local_path(self._template).parent / "taxi_zone_lookup.csv")
+        return settings.TLC_ZONE_LOOKUP_URL
 
     def _download(self, url: str, what: str, log: logging.Logger) -> Path:
         """Stream `url` into a temporary file in the cache folder, logging progress; the caller renames it."""
-        cache = Path(self.cache_dir)
+        cache = Path(settings.resolve(self.cache_dir))
         cache.mkdir(parents=True, exist_ok=True)
         handle, name = tempfile.mkstemp(dir=cache, prefix=".partial-", suffix=".download")
         partial = Path(name)
@@ -113,3 +117,16 @@ class TripDataSource(dg.ConfigurableResource):
         except BaseException:
             partial.unlink(missing_ok=True)
             raise
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    return dg.Definitions(
+        resources={
+            "trip_data": TripDataSource(
+                url_template=configured("trip_data_url"),
+                zone_lookup_url=configured("zone_lookup_url"),
+                cache_dir=configured("cache_dir"),
+            )
+        }
+    )

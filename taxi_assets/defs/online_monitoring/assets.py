@@ -6,101 +6,26 @@ with the latest feedback for its ride id, whichever day that feedback landed on.
 """
 
 import datetime as dt
-import os
-from pathlib import Path
 
 import dagster as dg
-import duckdb as duckdb_client
+import duckdb
 import pandas as pd
-import pyarrow as pa
 from pydantic import Field
 
-from taxi_assets.assets.batch_monitoring import score_trips
-from taxi_assets.assets.models import deployed_model
-from taxi_assets.assets.trips import trips
 from taxi_assets.core.metrics import ONLINE_JOB
 from taxi_assets.core.online import last_complete_hour, online_samples, window_figures
-from taxi_assets.core.predlog import FileLogReader, LogReader
-from taxi_assets.resources import DUCKDB_POOL, PredictionLogStore, Warehouse
-from taxi_assets.resources.model_registry import ModelRegistry
-from taxi_assets.resources.pushgateway import Pushgateway
-from taxi_assets.resources.warehouse import replace_partition
-
-# Today's partition exists (end_offset=1): the log of the current day is ingested while it grows.
-prediction_days = dg.DailyPartitionsDefinition(
-    start_date=os.getenv("TAXI_PREDLOG_START_DAY", "2024-01-01"), end_offset=1
-)
-
-PREDICTION_LOG_DDL = """
-CREATE TABLE IF NOT EXISTS prediction_log (
-    day VARCHAR, id VARCHAR, ts TIMESTAMP, model_tag VARCHAR, PULocationID INTEGER, DOLocationID INTEGER,
-    trip_distance DOUBLE, pickup_datetime TIMESTAMP, prediction DOUBLE
-)"""
-PREDICTION_FEEDBACK_DDL = """
-CREATE TABLE IF NOT EXISTS prediction_feedback (day VARCHAR, id VARCHAR, ts TIMESTAMP, actual_duration DOUBLE)
-"""
-# Feedback sent twice for one ride counts once: the latest wins.
-ONLINE_PREDICTIONS_VIEW = """
-CREATE OR REPLACE VIEW online_predictions AS
-SELECT p.*, f.actual_duration, p.prediction - f.actual_duration AS error, f.ts AS feedback_ts
-FROM prediction_log p
-LEFT JOIN (
-    SELECT id, arg_max(actual_duration, ts) AS actual_duration, max(ts) AS ts FROM prediction_feedback GROUP BY id
-) f ON f.id = p.id
-"""
-# Log times are ISO 8601 with an offset; stored as naive UTC whatever the session's time zone.
-_UTC = "CAST({} AS TIMESTAMPTZ) AT TIME ZONE 'UTC'"
-# Every field of both record kinds; a field the record lacks is NULL.
-RECORD_FIELDS = {
-    "kind": "VARCHAR",
-    "id": "VARCHAR",
-    "ts": "VARCHAR",
-    "model_tag": "VARCHAR",
-    "PULocationID": "INTEGER",
-    "DOLocationID": "INTEGER",
-    "trip_distance": "DOUBLE",
-    "pickup_datetime": "VARCHAR",
-    "prediction": "DOUBLE",
-    "actual_duration": "DOUBLE",
-}
-_ARROW_TYPES = {"VARCHAR": pa.string(), "INTEGER": pa.int32(), "DOUBLE": pa.float64()}
-DAY_SELECTS = {
-    "prediction_log": f"""SELECT $day, id, {_UTC.format("ts")}, model_tag, PULocationID, DOLocationID,
-        trip_distance, CAST(pickup_datetime AS TIMESTAMP), prediction FROM log_records WHERE kind = 'prediction'""",
-    "prediction_feedback": f"""SELECT $day, id, {_UTC.format("ts")}, actual_duration
-        FROM log_records WHERE kind = 'feedback'""",
-}
-
-
-def stage_day(conn: duckdb_client.DuckDBPyConnection, reader: LogReader, day: str) -> None:
-    """The store's records of `day` as temporary table `log_records` (RECORD_FIELDS).
-
-    Segment files are parsed by DuckDB itself, ten times faster than record by record in Python; it turns a
-    line that does not parse (a torn or corrupt one, which the store's reader skips too) into a row of NULLs,
-    which the `kind` filter of DAY_SELECTS drops. Other stores go through their reader.
-    """
-    records = []
-    if isinstance(reader, FileLogReader):
-        files = sorted(str(path) for path in (Path(reader.root) / day).glob("*.jsonl"))
-        if files:
-            conn.execute(
-                "CREATE OR REPLACE TEMP TABLE log_records AS SELECT * FROM read_json($files, "
-                "format = 'newline_delimited', ignore_errors = true, columns = $columns)",
-                {"files": files, "columns": RECORD_FIELDS},
-            )
-            return
-    else:
-        records = reader.read_day(day)
-    columns = {
-        name: pa.array([r.get(name) for r in records], _ARROW_TYPES[kind]) for name, kind in RECORD_FIELDS.items()
-    }
-    conn.register("day_records", pa.table(columns))
-    conn.execute("CREATE OR REPLACE TEMP TABLE log_records AS SELECT * FROM day_records")
+from taxi_assets.core.scoring import score_trips
+from taxi_assets.core.warehouse import PREDICTION_LOG_DAY_SELECTS, PREDICTION_LOG_SCHEMA, replace_partition
+from taxi_assets.defs.model.assets import deployed_model
+from taxi_assets.defs.online_monitoring.resources import PredictionLogStore
+from taxi_assets.defs.partitions import prediction_days
+from taxi_assets.defs.resources import DUCKDB_POOL, ModelRegistry, Pushgateway, Warehouse
+from taxi_assets.defs.trip_data.assets import trips
 
 
 @dg.asset(partitions_def=prediction_days, pool=DUCKDB_POOL, kinds={"duckdb"}, group_name="online_monitoring")
 def prediction_logs(
-    context: dg.AssetExecutionContext, duckdb: Warehouse, prediction_log: PredictionLogStore
+    context: dg.AssetExecutionContext, warehouse: Warehouse, prediction_log: PredictionLogStore
 ) -> dg.MaterializeResult:
     """The Bento service's prediction log of one UTC day in DuckDB: predictions and the feedback that arrived.
 
@@ -110,12 +35,11 @@ def prediction_logs(
     so re-running it (the sensor does, while the day grows) never duplicates or drops a record.
     """
     day = context.partition_key
-    with duckdb.get_connection() as conn:
-        conn.execute(PREDICTION_LOG_DDL)
-        conn.execute(PREDICTION_FEEDBACK_DDL)
-        conn.execute(ONLINE_PREDICTIONS_VIEW)
-        stage_day(conn, prediction_log.reader(), day)
-        rows = replace_partition(conn, "day", day, DAY_SELECTS)
+    with warehouse.get_connection() as conn:
+        for statement in PREDICTION_LOG_SCHEMA:
+            conn.execute(statement)
+        prediction_log.reader().stage_day(conn, day)
+        rows = replace_partition(conn, "day", day, PREDICTION_LOG_DAY_SELECTS)
         joined, late = conn.execute(
             """SELECT
                 (SELECT count(*) FROM online_predictions WHERE day = $day AND actual_duration IS NOT NULL),
@@ -141,7 +65,7 @@ class OnlineDriftConfig(dg.Config):
     as_of: str = Field("", description="ISO time whose last complete UTC hour is the `hour` window; empty: now.")
 
 
-def recent_predictions(conn: duckdb_client.DuckDBPyConnection, model_tag: str, n: int) -> pd.DataFrame:
+def recent_predictions(conn: duckdb.DuckDBPyConnection, model_tag: str, n: int) -> pd.DataFrame:
     return conn.execute(
         "SELECT * FROM online_predictions WHERE model_tag = $tag ORDER BY ts DESC, id LIMIT $n",
         {"tag": model_tag, "n": n},
@@ -149,7 +73,7 @@ def recent_predictions(conn: duckdb_client.DuckDBPyConnection, model_tag: str, n
 
 
 def hour_predictions(
-    conn: duckdb_client.DuckDBPyConnection, model_tag: str, start: dt.datetime, end: dt.datetime
+    conn: duckdb.DuckDBPyConnection, model_tag: str, start: dt.datetime, end: dt.datetime
 ) -> pd.DataFrame:
     return conn.execute(
         "SELECT * FROM online_predictions WHERE model_tag = $tag AND ts >= $start AND ts < $end",
@@ -171,7 +95,7 @@ def _utc_naive(value: str) -> dt.datetime:
 def online_drift(
     context: dg.AssetExecutionContext,
     config: OnlineDriftConfig,
-    duckdb: Warehouse,
+    warehouse: Warehouse,
     model_registry: ModelRegistry,
     pushgateway: Pushgateway,
 ) -> dg.MaterializeResult:
@@ -184,7 +108,7 @@ def online_drift(
     """
     pipeline, model = model_registry.load_deployed()
     start, end = last_complete_hour(_utc_naive(config.as_of))
-    with duckdb.get_connection() as conn:
+    with warehouse.get_connection() as conn:
         if not conn.execute("SELECT 1 FROM duckdb_views() WHERE view_name = 'online_predictions'").fetchall():
             raise dg.Failure("DuckDB has no prediction log yet; materialize prediction_logs first")
         windows = {

@@ -12,10 +12,12 @@ import time
 
 import dagster as dg
 
-from taxi_assets.assets.online_monitoring import prediction_days, prediction_logs
 from taxi_assets.core.online import INGEST_JOB, ingest_samples
-from taxi_assets.jobs import online_monitoring_job
-from taxi_assets.resources import PredictionLogStore, Pushgateway
+from taxi_assets.defs.online_monitoring.assets import prediction_logs
+from taxi_assets.defs.online_monitoring.jobs import online_monitoring_job
+from taxi_assets.defs.online_monitoring.resources import PredictionLogStore
+from taxi_assets.defs.partitions import prediction_days
+from taxi_assets.defs.resources import Pushgateway
 
 BATCH_TAG = "taxi/predlog_watermark"
 # Requested batches not yet confirmed by a materialization; past this many (ingest is failing) the two oldest are

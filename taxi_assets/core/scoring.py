@@ -1,0 +1,44 @@
+"""Batch scoring: a month of `trips` with the deployed pipeline's prediction and error, and the scored months
+read back from `batch_predictions`. Pure (DuckDB and pandas); shared by the batch and online monitoring."""
+
+from typing import TYPE_CHECKING
+
+import duckdb
+import pandas as pd
+
+from taxi_assets.core.model import PREDICTION, TARGET, predict
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
+
+# The columns of `trips` that scoring keeps beside the prediction: the model's inputs and what the monitoring
+# compares (fares and passengers are not model inputs but drift like them).
+TRIP_COLUMNS = [
+    "pickup_datetime",
+    "PULocationID",
+    "DOLocationID",
+    "passenger_count",
+    "trip_distance",
+    "fare_amount",
+    "total_amount",
+    TARGET,
+]
+
+
+def score_trips(conn: duckdb.DuckDBPyConnection, month: str, pipeline: "Pipeline", model_tag: str) -> pd.DataFrame:
+    """The trips of `month` with the pipeline's prediction and its error (prediction - actual), in minutes."""
+    scored = conn.execute(f"SELECT {', '.join(TRIP_COLUMNS)} FROM trips WHERE month = $month", {"month": month}).df()
+    prediction = predict(pipeline, scored) if len(scored) else []
+    return scored.assign(
+        model_tag=model_tag, **{PREDICTION: prediction}, error=lambda frame: frame[PREDICTION] - frame[TARGET]
+    )
+
+
+def stored_predictions(conn: duckdb.DuckDBPyConnection, month: str, model_tag: str) -> pd.DataFrame:
+    """`batch_predictions` of `month` by `model_tag`, with the pickup borough; empty when not scored by it."""
+    return conn.execute(
+        f"""SELECT {", ".join(f"p.{column}" for column in TRIP_COLUMNS)}, p.{PREDICTION}, z.Borough AS borough
+        FROM batch_predictions p LEFT JOIN taxi_zones z ON z.LocationID = p.PULocationID
+        WHERE p.month = $month AND p.model_tag = $tag""",
+        {"month": month, "tag": model_tag},
+    ).df()
