@@ -99,10 +99,10 @@ def bench_ingest(records: int, repeat: int) -> None:
 
 def deploy_model(instance: dg.DagsterInstance) -> None:
     from taxi_assets.defs.model.assets import deployed_model, duration_model
-    from taxi_assets.defs.trip_data.assets import raw_trips, trips
+    from taxi_assets.defs.trip_data.assets import trip_months
 
     resources = platform_resources()
-    assert dg.materialize([raw_trips, trips], partition_key="2021-01", instance=instance, resources=resources)
+    assert dg.materialize([trip_months], partition_key="2021-01", instance=instance, resources=resources)
     assert dg.materialize([duration_model], partition_key="2021-01", instance=instance, resources=resources)
     assert dg.materialize([deployed_model], instance=instance, resources=resources)
 

@@ -13,7 +13,7 @@ from taxi_assets.core.metrics import BATCH_JOB, Sample
 from taxi_assets.defs.batch_monitoring.assets import batch_drift, batch_predictions
 from taxi_assets.defs.model.assets import deployed_model, duration_model
 from taxi_assets.defs.resources import Pushgateway
-from taxi_assets.defs.trip_data.assets import raw_trips, taxi_zones, trips
+from taxi_assets.defs.trip_data.assets import taxi_zones, trip_months
 from tests.support.platform import platform_resources
 
 # BentoML fixes its model store once per process: each test stores models in a process (and store) of its own.
@@ -46,7 +46,7 @@ def deployed_january(instance: dg.DagsterInstance) -> dg.DagsterInstance:
     resources = platform_resources()
     assert dg.materialize([taxi_zones], instance=instance, resources=resources)
     for month in ("2021-01", "2021-02", "2023-03"):
-        assert dg.materialize([raw_trips, trips], partition_key=month, instance=instance, resources=resources)
+        assert dg.materialize([trip_months], partition_key=month, instance=instance, resources=resources)
     assert dg.materialize([duration_model], partition_key="2021-01", instance=instance, resources=resources)
     assert dg.materialize([deployed_model], instance=instance, resources=resources)
     return instance

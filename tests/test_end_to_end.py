@@ -17,7 +17,7 @@ from taxi_assets.definitions import defs
 from taxi_assets.defs.batch_monitoring.assets import batch_drift, batch_predictions
 from taxi_assets.defs.model.assets import deployed_model, duration_model
 from taxi_assets.defs.online_monitoring.sensors import prediction_log_sensor
-from taxi_assets.defs.trip_data.assets import raw_trips, taxi_zones, trips
+from taxi_assets.defs.trip_data.assets import taxi_zones, trip_months
 from tests.support import service_harness
 from tests.support.platform import REPO_ROOT, free_port, platform_resources
 from tests.support.prometheus_harness import dashboard_queries, query, start_prometheus
@@ -102,7 +102,7 @@ def test_served_rides_reach_duckdb_and_prometheus(
     resources = platform_resources()
     assert dg.materialize([taxi_zones], instance=instance, resources=resources)
     for month in ("2021-01", "2022-02"):
-        assert dg.materialize([raw_trips, trips], partition_key=month, instance=instance, resources=resources)
+        assert dg.materialize([trip_months], partition_key=month, instance=instance, resources=resources)
     assert dg.materialize([duration_model], partition_key="2021-01", instance=instance, resources=resources)
     assert dg.materialize([deployed_model], instance=instance, resources=resources)
     # The batch dashboard's figures: one month scored and pushed.

@@ -12,7 +12,7 @@ from sklearn.pipeline import Pipeline
 from taxi_assets.core import model
 from taxi_assets.core.model import evaluate, predict, train
 from taxi_assets.defs.model.assets import GATE_CHECK, deployed_model, duration_model, month_trips, quality_gate
-from taxi_assets.defs.trip_data.assets import raw_trips, trips
+from taxi_assets.defs.trip_data.assets import trip_months
 from tests.support.platform import platform_resources
 
 # BentoML fixes its model store once per process: each test stores models in a process (and store) of its own.
@@ -23,9 +23,7 @@ SEED_RMSE_2021_02 = 7.7587
 
 def load_trips(instance: dg.DagsterInstance, *months: str) -> None:
     for month in months:
-        assert dg.materialize(
-            [raw_trips, trips], partition_key=month, instance=instance, resources=platform_resources()
-        )
+        assert dg.materialize([trip_months], partition_key=month, instance=instance, resources=platform_resources())
 
 
 def materialize(instance: dg.DagsterInstance, asset: dg.AssetsDefinition, config: dict | None = None, **kwargs):

@@ -22,7 +22,7 @@ from taxi_assets.defs.online_monitoring.assets import OnlineDriftConfig, online_
 from taxi_assets.defs.online_monitoring.resources import PredictionLogStore
 from taxi_assets.defs.online_monitoring.sensors import prediction_log_sensor
 from taxi_assets.defs.resources import Pushgateway
-from taxi_assets.defs.trip_data.assets import raw_trips, trips
+from taxi_assets.defs.trip_data.assets import trip_months
 from tests.support.platform import platform_resources
 from tests.support.service_harness import load_rides
 
@@ -191,7 +191,7 @@ def test_prediction_logs_exactly_once_with_late_feedback_and_a_crash(
 def deployed(instance: dg.DagsterInstance) -> tuple[dg.DagsterInstance, dict]:
     """Trips of 2021-01 in DuckDB and the model trained on them deployed."""
     resources = platform_resources()
-    assert dg.materialize([raw_trips, trips], partition_key="2021-01", instance=instance, resources=resources)
+    assert dg.materialize([trip_months], partition_key="2021-01", instance=instance, resources=resources)
     assert dg.materialize([duration_model], partition_key="2021-01", instance=instance, resources=resources)
     assert dg.materialize([deployed_model], instance=instance, resources=resources)
     return instance, resources["model_registry"].load_deployed()

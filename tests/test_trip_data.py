@@ -12,7 +12,7 @@ import duckdb
 import pytest
 
 from taxi_assets.core.tlc import RAW_COLUMNS
-from taxi_assets.defs.trip_data.assets import raw_trips, taxi_zones, trips
+from taxi_assets.defs.trip_data.assets import taxi_zones, trip_months
 from tests.support.platform import MANIFEST_ROWS, platform_resources
 
 pytestmark = pytest.mark.integration
@@ -21,12 +21,16 @@ pytestmark = pytest.mark.integration
 TRIPS_ROWS = {"2021-01": 73908, "2022-01": 59603, "2023-03": 69392}
 
 
-def materialize(
-    instance: dg.DagsterInstance, month: str, assets=(raw_trips, trips), **kwargs
-) -> dg.ExecuteInProcessResult:
+def materialize(instance: dg.DagsterInstance, month: str, assets=(trip_months,), **kwargs) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         list(assets), partition_key=month, instance=instance, resources=platform_resources(), **kwargs
     )
+
+
+def materialization(result: dg.ExecuteInProcessResult, table: str) -> dg.AssetMaterialization:
+    """The one materialization of `table` in a one-month run."""
+    (event,) = [m for m in result.asset_materializations_for_node("trip_months") if m.asset_key.path == [table]]
+    return event
 
 
 def query(path: Path, sql: str, params: dict | None = None) -> list[tuple]:
@@ -55,7 +59,7 @@ def test_months_of_every_year_load_into_one_schema(instance, platform_env):
     for month in TRIPS_ROWS:
         result = materialize(instance, month)
         assert result.success
-        raw_meta = result.asset_materializations_for_node("raw_trips")[0].metadata
+        raw_meta = materialization(result, "raw_trips").metadata
         assert raw_meta["dagster/row_count"].value == MANIFEST_ROWS[month]
         assert 0 < raw_meta["pickups_outside_month_share"].value < 0.001
         assert all(check.passed for check in result.get_asset_check_evaluations())
@@ -140,6 +144,59 @@ def test_a_month_missing_from_the_directory_fails_cleanly(instance, platform_env
     assert not (platform_env / "cache").exists() or not any((platform_env / "cache").iterdir())
 
 
+def sample_month(tlc_dir: Path, month: str, target: Path, rows: int = 300) -> None:
+    """`rows` real rides of `month` as a TLC file at `target`: a valid month that differs from the published one."""
+    source = tlc_dir / f"green_tripdata_{month}.parquet"
+    duckdb.sql(
+        f"COPY (SELECT * FROM read_parquet('{source}') USING SAMPLE {rows} ROWS (reservoir, 7)) "
+        f"TO '{target}' (FORMAT parquet)"
+    )
+
+
+RANGE_TAGS = {"dagster/asset_partition_range_start": "2021-01", "dagster/asset_partition_range_end": "2021-04"}
+
+
+def test_a_range_with_a_missing_and_a_corrupt_month_lands_the_good_months_and_keeps_the_bad_ones(
+    instance, platform_env, tlc_dir, source_dir
+):
+    # 2021-02 holds 300 rides from an earlier load; its file then turns corrupt. 2021-04 was never published.
+    sample_month(tlc_dir, "2021-02", source_dir / "green_tripdata_2021-02.parquet")
+    assert materialize(instance, "2021-02").success
+    previous_trips = month_rows(platform_env, "trips", "2021-02")
+    spoil_truncated(source_dir / "green_tripdata_2021-02.parquet")
+    shutil.copy(tlc_dir / "green_tripdata_2021-03.parquet", source_dir)
+
+    # What a backfill's ranged run executes: the four months in one run.
+    result = dg.materialize(
+        [trip_months], instance=instance, resources=platform_resources(), tags=RANGE_TAGS, raise_on_error=False
+    )
+
+    assert not result.success
+    landed = {(m.asset_key.path[-1], m.partition) for m in result.asset_materializations_for_node("trip_months")}
+    assert landed == {(table, month) for table in ("raw_trips", "trips") for month in ("2021-01", "2021-03")}
+    # One result per check over the run's good months: six checks of each table, each naming both months.
+    checks = result.get_asset_check_evaluations()
+    assert len(checks) == 12 and all(check.passed for check in checks)
+    assert {check.metadata["partitions"].value for check in checks} == {2}
+    (failure,) = result.get_step_failure_events()
+    lines = str(failure.step_failure_data.error).splitlines()
+    assert any(
+        line.startswith("raw_trips[2021-02]: 2021-02: ") and "is not a readable parquet file" in line for line in lines
+    )
+    assert any(line.startswith("raw_trips[2021-04]: 2021-04: no file at") for line in lines)
+    assert any(line.startswith("trips[2021-02]: not attempted") for line in lines)
+    assert "2 of 4 partitions failed" in lines[0]
+    assert [month_rows(platform_env, "raw_trips", month) for month in ("2021-01", "2021-02", "2021-03", "2021-04")] == [
+        MANIFEST_ROWS["2021-01"],
+        300,
+        MANIFEST_ROWS["2021-03"],
+        0,
+    ]
+    assert month_rows(platform_env, "trips", "2021-02") == previous_trips
+    assert month_rows(platform_env, "trips", "2021-01") == TRIPS_ROWS["2021-01"]
+    assert instance.get_materialized_partitions(dg.AssetKey("raw_trips")) == {"2021-01", "2021-02", "2021-03"}
+
+
 @pytest.fixture
 def http_source(source_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """`source_dir` served over HTTP on loopback, as TLC's trip-data address would serve it."""
@@ -155,10 +212,10 @@ def http_source(source_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[s
 
 def test_downloads_are_cached_and_bad_downloads_never_are(instance, platform_env, source_dir, http_source):
     cache = platform_env / "cache"
-    first = materialize(instance, "2021-01", assets=(raw_trips, trips, taxi_zones))
+    first = materialize(instance, "2021-01", assets=(trip_months, taxi_zones))
     assert first.success
     assert sorted(path.name for path in cache.iterdir()) == ["green_tripdata_2021-01.parquet", "taxi_zone_lookup.csv"]
-    assert first.asset_materializations_for_node("raw_trips")[0].metadata["source"].value.startswith(http_source)
+    assert materialization(first, "raw_trips").metadata["source"].value.startswith(http_source)
 
     missing = materialize(instance, "2021-05", raise_on_error=False)
     assert "answered HTTP 404" in str(missing.get_step_failure_events()[0].step_failure_data.error)

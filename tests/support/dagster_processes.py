@@ -83,6 +83,26 @@ def backfill_from_ui(webserver: str, assets: list[str], partitions: list[str]) -
     return answer["backfillId"]
 
 
+def retry_backfill_from_ui(webserver: str, backfill_id: str) -> str:
+    """The UI's "Re-execute from failure" on a finished backfill: a new backfill of what it did not materialize."""
+    answer = requests.post(
+        f"{webserver}/graphql",
+        json={
+            "query": """mutation($params: ReexecutionParams!) {
+                reexecutePartitionBackfill(reexecutionParams: $params) {
+                    __typename
+                    ... on LaunchBackfillSuccess { backfillId }
+                    ... on PythonError { message }
+                }
+            }""",
+            "variables": {"params": {"parentRunId": backfill_id, "strategy": "FROM_FAILURE"}},
+        },
+        timeout=60,
+    ).json()["data"]["reexecutePartitionBackfill"]
+    assert answer["__typename"] == "LaunchBackfillSuccess", answer
+    return answer["backfillId"]
+
+
 def backfill_from_cli(dagster_home: Path, job: str, partitions: list[str]) -> None:
     """What a user types: `dagster job backfill -j JOB --partitions …`."""
     launched = subprocess.run(
@@ -107,6 +127,39 @@ def wait_for_runs(instance: dg.DagsterInstance, count: int, timeout: float) -> l
         time.sleep(0.5)
     states = [(run.tags.get("dagster/partition"), run.status.value) for run in instance.get_runs()]
     raise TimeoutError(f"runs not finished after {timeout} s: {states}")
+
+
+def backfill_runs(instance: dg.DagsterInstance, backfill_id: str, count: int, timeout: float) -> list[dg.DagsterRun]:
+    """Wait until backfill `backfill_id` has `count` runs and all have finished; return them."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = instance.get_runs(dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
+        if len(runs) >= count and all(run.is_finished for run in runs):
+            return runs
+        time.sleep(0.5)
+    raise TimeoutError(f"backfill {backfill_id}: {count} finished runs not there after {timeout} s")
+
+
+def settled_backfill(instance: dg.DagsterInstance, backfill_id: str, timeout: float):
+    """Wait until the daemon has closed backfill `backfill_id` (every partition materialized or failed)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        backfill = instance.get_backfill(backfill_id)
+        if backfill.status.value.startswith(("COMPLETED", "FAILED", "CANCELED")):
+            return backfill
+        time.sleep(0.5)
+    raise TimeoutError(f"backfill {backfill_id} still {instance.get_backfill(backfill_id).status} after {timeout} s")
+
+
+def run_partitions(run: dg.DagsterRun, partitions_def: dg.PartitionsDefinition) -> list[str]:
+    """The partitions one run covered: its partition, or every partition of its range."""
+    if "dagster/partition" in run.tags:
+        return [run.tags["dagster/partition"]]
+    return partitions_def.get_partition_keys_in_range(
+        dg.PartitionKeyRange(
+            run.tags["dagster/asset_partition_range_start"], run.tags["dagster/asset_partition_range_end"]
+        )
+    )
 
 
 def step_errors(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[str]:
