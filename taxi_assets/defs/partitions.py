@@ -70,7 +70,9 @@ def materialize_partitions(
                 break
             context.add_asset_metadata(dict(result.metadata), asset_key=key, partition_key=partition)
             done.append((key, partition, result))
-            context.log.info(f"{name} committed")
+        else:
+            # One line per partition: on SQLite storage every log line is an event written at ~10-40 ms.
+            context.log.info(f"{partition}: {', '.join(key.to_user_string() for key in selected)} committed")
 
     results_by_check: dict[dg.AssetCheckKey, list[tuple[str, dg.AssetCheckResult]]] = {}
     for key, partition, result in done:
