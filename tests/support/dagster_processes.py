@@ -19,13 +19,19 @@ from tests.support.platform import REPO_ROOT, free_port, wait_http
 
 DAGSTER = REPO_ROOT / ".venv" / "bin" / "dagster"
 WORKSPACE = REPO_ROOT / "workspace.yaml"
+# The instance `make up` runs (SQLite in DAGSTER_HOME) and the one compose runs (PostgreSQL, from DAGSTER_PG_*).
+LOCAL_INSTANCE = REPO_ROOT / "dagster_home" / "dagster.yaml"
+COMPOSE_INSTANCE = REPO_ROOT / "docker" / "dagster.yaml"
 
 
 @contextmanager
-def _running(args: list[str], dagster_home: Path, log_path: Path) -> Iterator[subprocess.Popen]:
-    """Start a Dagster process with the project's instance settings; stop it and everything it started."""
+def _running(
+    args: list[str], dagster_home: Path, log_path: Path, instance: Path = LOCAL_INSTANCE
+) -> Iterator[subprocess.Popen]:
+    """Start a Dagster process with the project's instance settings (`instance`: one of the project's
+    dagster.yaml files); stop it and everything it started."""
     dagster_home.mkdir(parents=True, exist_ok=True)
-    shutil.copy(REPO_ROOT / "dagster_home" / "dagster.yaml", dagster_home / "dagster.yaml")
+    shutil.copy(instance, dagster_home / "dagster.yaml")
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             args,
@@ -45,17 +51,18 @@ def _running(args: list[str], dagster_home: Path, log_path: Path) -> Iterator[su
             os.killpg(process.pid, signal.SIGKILL)
 
 
-def running_daemon(dagster_home: Path, log_path: Path):
+def running_daemon(dagster_home: Path, log_path: Path, instance: Path = LOCAL_INSTANCE):
     """`dagster-daemon run`: the run queue, the backfill daemon and the sensors."""
-    return _running([str(DAGSTER.with_name("dagster-daemon")), "run", "-w", str(WORKSPACE)], dagster_home, log_path)
+    args = [str(DAGSTER.with_name("dagster-daemon")), "run", "-w", str(WORKSPACE)]
+    return _running(args, dagster_home, log_path, instance)
 
 
 @contextmanager
-def running_webserver(dagster_home: Path, log_path: Path) -> Iterator[str]:
+def running_webserver(dagster_home: Path, log_path: Path, instance: Path = LOCAL_INSTANCE) -> Iterator[str]:
     """`dagster-webserver` on a free loopback port; yields its URL once it answers."""
     port = free_port()
     args = [str(DAGSTER.with_name("dagster-webserver")), "-h", "127.0.0.1", "-p", str(port), "-w", str(WORKSPACE)]
-    with _running(args, dagster_home, log_path) as process:
+    with _running(args, dagster_home, log_path, instance) as process:
         url = f"http://127.0.0.1:{port}"
         wait_http(f"{url}/server_info", timeout=90, process=process)
         yield url
