@@ -42,6 +42,36 @@ def test_the_compose_instance_differs_from_the_local_one_in_storage_only() -> No
         assert compose.get(section) == local.get(section), section
 
 
+DOCKER_LAUNCHER_INSTANCE = COMPOSE_INSTANCE.with_name("dagster.docker-launcher.yaml")
+
+
+@pytest.mark.unit
+def test_the_docker_launcher_instance_is_the_compose_one_with_runs_in_containers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dagster._config import process_config
+    from dagster._core.instance.config import dagster_instance_config_schema
+    from dagster_docker import DockerRunLauncher
+
+    compose = yaml.safe_load((COMPOSE_INSTANCE.parent.parent / "compose.yaml").read_text())
+    for variable, value in compose["x-dagster-env"].items():
+        monkeypatch.setenv(variable, value)
+    config = yaml.safe_load(DOCKER_LAUNCHER_INSTANCE.read_text())
+    launcher = config.pop("run_launcher")
+    assert config == yaml.safe_load(COMPOSE_INSTANCE.read_text())
+    # Valid for Dagster's instance schema, and the launcher's config for dagster-docker's own schema and class.
+    assert process_config(dagster_instance_config_schema(), {**config, "run_launcher": launcher}).success
+    assert (launcher["module"], launcher["class"]) == ("dagster_docker", DockerRunLauncher.__name__)
+    checked = process_config(DockerRunLauncher.config_type(), launcher["config"])
+    assert checked.success, checked.errors
+    built = DockerRunLauncher.from_config_value(None, checked.value)
+    assert built.image == compose["x-platform"]["image"] and built.networks == [f"{compose['name']}_default"]
+    # Every run container gets the variables the daemon has, and the volume holding the warehouse.
+    assert set(built.env_vars) == set(compose["x-dagster-env"])
+    assert built.container_kwargs["volumes"] == [f"{compose['name']}_platform-data:/app/data"]
+    assert "platform-data:/app/data" in compose["x-platform"]["volumes"]
+
+
 def deploy_a_model_and_log_predictions(instance: dg.DagsterInstance) -> str:
     """What the platform holds before the daemon starts: a deployed model and a day of served predictions, some
     with their actual duration."""
