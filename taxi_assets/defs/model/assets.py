@@ -25,7 +25,9 @@ GATE_LABEL = "quality_gate"
 
 
 class DurationModelConfig(dg.Config):
-    recipe: str = Field(DEFAULT_RECIPE, description="Model recipe from taxi_assets.core.model: hgb or seed.")
+    recipe: str = Field(
+        DEFAULT_RECIPE, description="Model recipe from taxi_assets.core.model: hgb_te (default), hgb or seed."
+    )
 
 
 class DeployedModelConfig(dg.Config):
