@@ -10,10 +10,13 @@ import pytest
 from taxi_assets.core.model import (
     DEFAULT_RECIPE,
     FEATURE_FIELDS,
+    IMPORTANCE_FEATURES,
     RECIPES,
     RouteEncodedCodes,
     build_pipeline,
+    challenger_gain,
     evaluate,
+    permutation_importance,
     predict,
     ride_features,
     route_records,
@@ -152,3 +155,22 @@ def test_unknown_or_missing_zone_still_gets_a_prediction(trained, recipe):
 def test_unknown_recipe_is_refused():
     with pytest.raises(ValueError, match="unknown recipe"):
         build_pipeline("xgboost")
+
+
+def test_permutation_importance_says_what_each_model_uses(trained, february):
+    seed = permutation_importance(trained["seed"][0], february)
+    assert list(seed) == IMPORTANCE_FEATURES
+    # The course model sees the zone pair and the distance, never the pickup time.
+    assert seed["pickup_hour"] == 0 and seed["pickup_weekday"] == 0
+    assert min(seed["PULocationID"], seed["DOLocationID"]) > 5
+    default = permutation_importance(trained[DEFAULT_RECIPE][0], february)
+    assert max(default, key=default.get) == "trip_distance" and default["trip_distance"] > 5
+    assert default["pickup_hour"] > 0.3 and default["pickup_weekday"] > 0.1
+    # A fixed sample and fixed shuffles: the same model gets the same figures.
+    assert default == permutation_importance(trained[DEFAULT_RECIPE][0], february)
+
+
+def test_challenger_gain_is_relative_to_the_champion():
+    assert challenger_gain(5.0, 4.5) == pytest.approx(0.1)
+    assert challenger_gain(5.0, 5.0) == 0.0
+    assert challenger_gain(5.0, 5.5) == pytest.approx(-0.1)
