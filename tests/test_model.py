@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from taxi_assets import settings
 from taxi_assets.core.model import (
     DEFAULT_RECIPE,
     FEATURE_FIELDS,
@@ -174,3 +175,17 @@ def test_challenger_gain_is_relative_to_the_champion():
     assert challenger_gain(5.0, 4.5) == pytest.approx(0.1)
     assert challenger_gain(5.0, 5.0) == 0.0
     assert challenger_gain(5.0, 5.5) == pytest.approx(-0.1)
+
+
+def test_challenger_alarm_at_the_default_minimum_gain_is_silent_for_a_stale_challenger(trained, tlc_dir):
+    """bench/bench_challenger.py's two months nearest the 5% minimum, against the 2021-01 champion: 2022-01's
+    challenger (trained on 2021-03, ten months earlier) gains 1.6%, 2022-02's (trained on 2022-01) 8.2%."""
+    min_gain = settings.load({}).promotion_min_gain
+    champion = trained[DEFAULT_RECIPE][0]
+    gains = {}
+    for challenger_month, month in (("2021-03", "2022-01"), ("2022-01", "2022-02")):
+        rides = seed_filtered_month(tlc_dir, month)
+        challenger, _ = timed_train(seed_filtered_month(tlc_dir, challenger_month), DEFAULT_RECIPE)
+        gains[month] = challenger_gain(evaluate(champion, rides)["rmse"], evaluate(challenger, rides)["rmse"])
+    assert gains == pytest.approx({"2022-01": 0.0161, "2022-02": 0.0816}, abs=2e-3)
+    assert gains["2022-01"] < min_gain <= gains["2022-02"]
