@@ -20,8 +20,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from taxi_assets.core.model import DEFAULT_RECIPE, FEATURE_FIELDS, RECIPES, evaluate, predict, timed_train  # noqa: E402
-from tests.conftest import MANIFEST_ROWS  # noqa: E402
-from tests.service_harness import load_rides  # noqa: E402
+from tests.support.platform import MANIFEST_ROWS  # noqa: E402
+from tests.support.service_harness import load_rides  # noqa: E402
 
 RECIPE_ORDER = ["seed", "hgb", "hgb_te"]
 
