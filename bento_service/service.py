@@ -1,11 +1,12 @@
 """The ride-duration service: `/predict`, `/predict_batch`, `/feedback`, with every prediction logged.
 
 Run: `python -m bento_service` (BENTOML_HOME defaulting to data/bentoml), or
-`bentoml serve bento_service.service:TaxiDuration` with BENTOML_HOME set. Listens on 127.0.0.1:3001 unless
-`--host`/`--port` or TAXI_SERVICE_HOST/TAXI_SERVICE_PORT say otherwise; TAXI_SERVICE_WORKERS sets the number of
-worker processes (each with its own model process, see model_process.py).
+`bentoml serve bento_service.service:TaxiDuration` with BENTOML_HOME set. Configuration comes from
+`taxi_assets.settings`: listens on TAXI_SERVICE_HOST:TAXI_SERVICE_PORT (127.0.0.1:3001) unless `--host`/`--port`
+say otherwise; TAXI_SERVICE_WORKERS sets the number of worker processes (each with its own model process, see
+model_process.py).
 
-The model is the deployed pipeline from the BentoML store (`taxi_duration_deployed:latest`, or TAXI_MODEL_TAG),
+The model is the deployed pipeline from the BentoML store (TAXI_MODEL_TAG, `taxi_duration_deployed:latest`),
 which prepares its own features from the raw ride fields. Predictions and feedback go to the prediction-log
 store named by TAXI_PREDLOG_URI; a log that cannot be written is counted and logged, never turned into an error
 for the caller, and a MongoDB outage only grows the local spool.
@@ -14,21 +15,21 @@ for the caller, and a MongoDB outage only grows the local spool.
 from __future__ import annotations
 
 import datetime as dt
-import os
 from typing import Annotated
 
 import bentoml
 import numpy as np
 from pydantic import AfterValidator, BaseModel, Field
 
-from bento_service import runtime
+from bento_service import compat
 from bento_service.microbatch import MicroBatcher
 from bento_service.model_process import ModelProcess
+from taxi_assets import settings
 from taxi_assets.core import predlog
 
-runtime.cancel_request_timers()
+compat.cancel_request_timers()
 
-MODEL_TAG = os.getenv("TAXI_MODEL_TAG", "taxi_duration_deployed:latest")
+SETTINGS = settings.current()
 MAX_LOCATION_ID = 265
 MAX_TRIP_DISTANCE_MILES = 500.0
 MAX_BATCH_RIDES = 10_000
@@ -103,16 +104,6 @@ SPOOL_BACKLOG = bentoml.metrics.Gauge(
 )
 
 
-def _observe_many(histogram, values: np.ndarray) -> None:
-    """Observe a whole batch at once: one bucket increment per bucket instead of one `observe` per value."""
-    metric = getattr(histogram, "_proxy", histogram)  # bentoml.metrics wraps prometheus_client lazily
-    counts = np.bincount(np.searchsorted(metric._upper_bounds, values), minlength=len(metric._upper_bounds))
-    for bucket, count in zip(metric._buckets, counts, strict=True):
-        if count:
-            bucket.inc(int(count))
-    metric._sum.inc(float(values.sum()))
-
-
 def _columns(rides: list[Ride]) -> dict[str, list]:
     return {
         "PULocationID": [r.PULocationID for r in rides],
@@ -127,37 +118,39 @@ WARM_UP = Ride(PULocationID=1, DOLocationID=1, trip_distance=1.0, pickup_datetim
 
 @bentoml.service(
     name="taxi_duration",
-    workers=int(os.getenv("TAXI_SERVICE_WORKERS", "1")),
-    http={"host": os.getenv("TAXI_SERVICE_HOST", "127.0.0.1"), "port": int(os.getenv("TAXI_SERVICE_PORT", "3001"))},
+    workers=SETTINGS.service_workers,
+    http={"host": SETTINGS.service_host, "port": SETTINGS.service_port},
     traffic={"timeout": 30},
 )
 class TaxiDuration:
-    model = bentoml.models.BentoModel(MODEL_TAG)
+    model = bentoml.models.BentoModel(SETTINGS.model_tag)
 
     def __init__(self) -> None:
-        self.model_tag = str(self.model.tag)
-        self._predicted = PREDICTIONS.labels(model_tag=self.model_tag)
         # Starts the model process and pays its first-call costs before /readyz says yes.
-        self.model_process = ModelProcess(bentoml.sklearn.load_model(self.model), _columns([WARM_UP]))
-        self.predlog = predlog.open_writer()
+        self.predictor = self.open_model(self.model)
+        self.predlog = predlog.open_writer(SETTINGS.predlog_uri, SETTINGS.predlog_spool_dir)
         self.batcher = MicroBatcher(self.score)
         self._failures_seen = 0
-        runtime.freeze_startup_heap()
+        compat.freeze_startup_heap()
+
+    def open_model(self, model: bentoml.Model) -> ModelProcess:
+        """The model's pipeline in a model process of its own, warmed up."""
+        return ModelProcess(str(model.tag), bentoml.sklearn.load_model(model), _columns([WARM_UP]))
 
     async def score(self, rides: list[Ride]) -> list[Prediction]:
         """Predict, log and count a batch of rides; the log write completes before anyone is answered."""
         columns = _columns(rides)
-        durations = await self.model_process.predict(columns)
+        predictor = self.predictor  # one model per batch, and its tag is the one answered and logged
+        durations = await predictor.predict(columns)
         ids = [ride.id or predlog.new_record_id() for ride in rides]
         predictions = durations.tolist()
-        self._log(predlog.PredictionBatch({"id": ids, **columns}, predictions, self.model_tag, predlog.utc_now_iso()))
-        self._predicted.inc(len(rides))
-        _observe_many(PREDICTED_DURATION, durations)
-        _observe_many(INPUT_DISTANCE, np.array(columns["trip_distance"]))
-        _observe_many(INPUT_HOUR, np.array([pickup.hour for pickup in columns["pickup_datetime"]]))
+        self._log(predlog.PredictionBatch({"id": ids, **columns}, predictions, predictor.tag, predlog.utc_now_iso()))
+        PREDICTIONS.labels(model_tag=predictor.tag).inc(len(rides))
+        compat.observe_many(PREDICTED_DURATION, durations)
+        compat.observe_many(INPUT_DISTANCE, np.array(columns["trip_distance"]))
+        compat.observe_many(INPUT_HOUR, np.array([pickup.hour for pickup in columns["pickup_datetime"]]))
         return [
-            Prediction(id=i, duration_minutes=d, model_tag=self.model_tag)
-            for i, d in zip(ids, predictions, strict=True)
+            Prediction(id=i, duration_minutes=d, model_tag=predictor.tag) for i, d in zip(ids, predictions, strict=True)
         ]
 
     def _log(self, records: list[dict] | predlog.PredictionBatch) -> bool:
@@ -191,5 +184,5 @@ class TaxiDuration:
 
     @bentoml.on_shutdown
     def close(self) -> None:
-        self.model_process.close()
+        self.predictor.retire()
         self.predlog.close()

@@ -327,11 +327,11 @@ def test_the_model_pipe_is_blocking_again_after_each_batch(pipeline) -> None:
     }
 
     async def exchange() -> tuple[int, bool]:
-        process = ModelProcess(pipeline, columns)
+        process = ModelProcess("test", pipeline, columns)
         try:
             predictions = await process.predict(columns)
             return len(predictions), os.get_blocking(process._conn.fileno())
         finally:
-            process.close()
+            process.retire()
 
     assert uvloop.run(exchange()) == (2, True)
