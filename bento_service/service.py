@@ -21,7 +21,7 @@ import bentoml
 import numpy as np
 from pydantic import AfterValidator, BaseModel, Field
 
-from bento_service import compat
+from bento_service import compat, http, openapi
 from bento_service.microbatch import MicroBatcher
 from bento_service.model_process import ModelProcess
 from taxi_assets import settings
@@ -30,6 +30,17 @@ from taxi_assets.core import predlog
 compat.cancel_request_timers()
 
 SETTINGS = settings.current()
+TITLE = "NYC taxi ride duration"
+API_VERSION = "1"
+DESCRIPTION = """Predicted duration, in minutes, of NYC green-taxi rides, from the deployed model of the taxi
+monitoring platform. Every prediction and feedback is logged durably before it is answered; the platform joins
+them to measure drift and error online.
+
+* `POST /predict`: one ride; `POST /predict_batch`: up to 10,000 rides in order; `POST /feedback`: the actual
+  duration of a ride predicted earlier, under the same `id`.
+* Bodies are JSON (`Content-Type: application/json`, no Content-Encoding), else 415. Invalid bodies get a 400
+  whose message names each invalid field.
+* `GET /readyz` is 200 once the model is loaded and warmed up; `GET /metrics` is Prometheus' exposition."""
 MAX_LOCATION_ID = 265
 MAX_TRIP_DISTANCE_MILES = 500.0
 MAX_BATCH_RIDES = 10_000
@@ -58,7 +69,18 @@ class Ride(BaseModel):
     PULocationID: LocationID
     DOLocationID: LocationID
     trip_distance: Annotated[float, Field(strict=True, ge=0, lt=MAX_TRIP_DISTANCE_MILES, allow_inf_nan=False)]
-    pickup_datetime: Annotated[dt.datetime, AfterValidator(_wall_clock)]
+    pickup_datetime: Annotated[
+        dt.datetime,
+        AfterValidator(_wall_clock),
+        Field(
+            description=f"NYC wall-clock time (an offset is dropped), from {EARLIEST_PICKUP:%Y-%m-%d} "
+            f"(inclusive) to {LATEST_PICKUP:%Y-%m-%d} (exclusive)",
+            json_schema_extra={
+                "formatMinimum": EARLIEST_PICKUP.isoformat(),
+                "formatExclusiveMaximum": LATEST_PICKUP.isoformat(),
+            },
+        ),
+    ]
 
 
 class Prediction(BaseModel):
@@ -118,6 +140,7 @@ WARM_UP = Ride(PULocationID=1, DOLocationID=1, trip_distance=1.0, pickup_datetim
 
 @bentoml.service(
     name="taxi_duration",
+    description=DESCRIPTION,  # the read-me of a built bento
     workers=SETTINGS.service_workers,
     http={"host": SETTINGS.service_host, "port": SETTINGS.service_port},
     traffic={"timeout": 30},
@@ -186,3 +209,17 @@ class TaxiDuration:
     def close(self) -> None:
         self.predictor.retire()
         self.predlog.close()
+
+
+def _openapi_document() -> dict:
+    return openapi.build(
+        TaxiDuration.openapi_spec.asdict(),
+        title=TITLE,
+        description=DESCRIPTION,
+        version=API_VERSION,
+        models=[Ride, Prediction, BatchPrediction, Feedback, FeedbackReceipt],
+    )
+
+
+TaxiDuration.add_asgi_middleware(http.JsonBodiesOnly)
+TaxiDuration.add_asgi_middleware(http.OpenAPIDocument, document=_openapi_document)

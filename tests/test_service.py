@@ -1,10 +1,12 @@
 """The Bento service over HTTP: a real `bentoml serve` process, a model trained on real TLC rides, real log files."""
 
 import datetime as dt
+import gzip
 import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import joblib
 import numpy as np
+import openapi_spec_validator
 import pandas as pd
 import psutil
 import pytest
@@ -335,3 +338,111 @@ def test_the_model_pipe_is_blocking_again_after_each_batch(pipeline) -> None:
             process.retire()
 
     assert uvloop.run(exchange()) == (2, True)
+
+
+RIDE_JSON = json.dumps(RIDE).encode()
+NOT_JSON = [
+    ("multipart/form-data", b"garbage", "application/json"),  # no boundary
+    ("multipart/form-data; boundary=", b"--\r\n\r\n", "application/json"),
+    ("multipart/form-data; boundary=xyz", b"--xyz\r\ngarbage", "application/json"),
+    ("application/x-www-form-urlencoded", b"PULocationID=74&DOLocationID=42", "application/json"),
+    ("text/plain", RIDE_JSON, "application/json"),
+    ("application/vnd.bentoml+pickle", b"\x80\x05K\x01.", "application/json"),
+]
+
+
+@pytest.mark.parametrize("path", ["/predict", "/predict_batch", "/feedback"])
+@pytest.mark.parametrize(("content_type", "body", "named"), NOT_JSON)
+def test_a_body_that_is_not_json_is_a_415_naming_json(
+    served: Served, path: str, content_type: str, body: bytes, named: str
+) -> None:
+    answer = requests.post(f"{served.url}{path}", data=body, headers={"Content-Type": content_type}, timeout=10)
+    assert answer.status_code == 415, answer.text
+    assert named in answer.json()["error"]
+    assert answer.headers["Accept"] == "application/json"
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br"])
+def test_a_compressed_body_is_a_415_naming_the_encoding(served: Served, encoding: str) -> None:
+    headers = {"Content-Type": "application/json", "Content-Encoding": encoding}
+    answer = requests.post(f"{served.url}/predict", data=gzip.compress(RIDE_JSON), headers=headers, timeout=10)
+    assert answer.status_code == 415, answer.text
+    assert encoding in answer.json()["error"]
+    assert answer.headers["Accept-Encoding"] == "identity"
+
+
+def test_json_with_a_charset_or_without_a_content_type_is_read(served: Served) -> None:
+    charset = {"Content-Type": "application/json; charset=utf-8"}
+    assert requests.post(f"{served.url}/predict", data=RIDE_JSON, headers=charset, timeout=10).status_code == 200
+    bare = requests.Request("POST", f"{served.url}/predict", data=RIDE_JSON).prepare()
+    bare.headers.pop("Content-Type", None)
+    with requests.Session() as session:
+        answer = session.send(bare, timeout=10)
+    assert answer.status_code == 200, answer.text
+
+
+def test_refused_bodies_never_count_as_server_errors(served: Served) -> None:
+    def server_errors() -> float:
+        text = requests.get(f"{served.url}/metrics", timeout=5).text
+        lines = [line for line in text.splitlines() if line.startswith("bentoml_service_request_total")]
+        return sum(float(line.rsplit(" ", 1)[1]) for line in lines if 'http_response_code="5' in line)
+
+    before = server_errors()
+    for content_type, body, _ in NOT_JSON:
+        requests.post(f"{served.url}/predict", data=body, headers={"Content-Type": content_type}, timeout=10)
+    assert server_errors() == before
+
+
+def test_the_openapi_document_is_valid_and_states_every_bound(served: Served) -> None:
+    document = requests.get(f"{served.url}/docs.json", timeout=5).json()
+    openapi_spec_validator.validate(document)  # against the version it declares
+    assert document["openapi"] == "3.1.0"
+    assert document["info"]["title"] == "NYC taxi ride duration"
+    assert "created with BentoML" not in document["info"]["description"]
+    assert "/predict_batch" in document["info"]["description"]
+    schemas = document["components"]["schemas"]
+    ride = schemas["Ride"]["properties"]
+    assert (ride["PULocationID"]["minimum"], ride["PULocationID"]["maximum"]) == (1, 265)
+    assert (ride["DOLocationID"]["minimum"], ride["DOLocationID"]["maximum"]) == (1, 265)
+    assert (ride["trip_distance"]["minimum"], ride["trip_distance"]["exclusiveMaximum"]) == (0, 500)
+    pickup = ride["pickup_datetime"]
+    assert (pickup["formatMinimum"], pickup["formatExclusiveMaximum"]) == ("2000-01-01T00:00:00", "2100-01-01T00:00:00")
+    assert "2000-01-01" in pickup["description"] and "2100-01-01" in pickup["description"]
+    assert {"minLength": 1, "maxLength": 128}.items() <= ride["id"]["anyOf"][0].items()
+    rides = schemas["predict_batch__Input"]["properties"]["rides"]
+    assert (rides["minItems"], rides["maxItems"]) == (1, MAX_BATCH_RIDES)
+    duration = schemas["Feedback"]["properties"]["actual_duration"]
+    assert (duration["exclusiveMinimum"], duration["maximum"]) == (0, 24 * 60)
+    for path in ("/predict", "/predict_batch", "/feedback"):
+        assert {"200", "400", "415", "500"} <= set(document["paths"][path]["post"]["responses"])
+
+
+def test_the_swagger_page_shows_the_services_own_document(served: Served) -> None:
+    page = requests.get(f"{served.url}/", timeout=5)
+    assert page.status_code == 200 and "swagger-initializer.js" in page.text
+    initializer = requests.get(f"{served.url}/static_content/swagger-initializer.js", timeout=5).text
+    assert '"./docs.json"' in initializer  # the page renders /docs.json's title and description
+
+
+def test_schemathesis_finds_no_server_error_and_no_off_schema_response(served: Served, tmp_path: Path) -> None:
+    """Bounded: 50 examples per operation, the three POST operations, about 20 s."""
+    command = [
+        str(Path(sys.executable).parent / "st"),
+        "run",
+        f"{served.url}/docs.json",
+        "--checks",
+        "not_a_server_error,response_schema_conformance",
+        "--include-method",
+        "POST",
+        "--max-examples",
+        "50",
+        "--seed",
+        "1",
+        "--request-timeout",
+        "10",
+        "--report-dir",
+        str(tmp_path),
+    ]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=120, env={**os.environ, "NO_COLOR": "1"})
+    assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-2000:]
+    assert "3 passed" in run.stdout or "passed" in run.stdout
