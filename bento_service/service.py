@@ -15,11 +15,21 @@ for the caller, and a MongoDB outage only grows the local spool.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Annotated
 
 import bentoml
 import numpy as np
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 from bento_service import compat, http, openapi
 from bento_service.microbatch import MicroBatcher
@@ -58,29 +68,90 @@ def _wall_clock(value: dt.datetime) -> dt.datetime:
     return value
 
 
+# Ids join predictions to feedback across log files, MongoDB and DuckDB: a control character (NUL above all,
+# which C-string consumers truncate at) is never part of a real id.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _printable(value: str) -> str:
+    if CONTROL_CHARACTERS.search(value):
+        raise ValueError("must not contain control characters (NUL, newline, tab, …)")
+    return value
+
+
 LocationID = Annotated[int, Field(strict=True, ge=1, le=MAX_LOCATION_ID)]
-RideId = Annotated[str, Field(min_length=1, max_length=128)]
+RideId = Annotated[
+    str,
+    Field(min_length=1, max_length=128, json_schema_extra={"pattern": "^[^\\x00-\\x1f\\x7f]*$"}),
+    AfterValidator(_printable),
+]
+PickupTime = Annotated[
+    dt.datetime,
+    AfterValidator(_wall_clock),
+    Field(
+        description=f"NYC wall-clock time (an offset is dropped), from {EARLIEST_PICKUP:%Y-%m-%d} "
+        f"(inclusive) to {LATEST_PICKUP:%Y-%m-%d} (exclusive)",
+        json_schema_extra={
+            "formatMinimum": EARLIEST_PICKUP.isoformat(),
+            "formatExclusiveMaximum": LATEST_PICKUP.isoformat(),
+        },
+    ),
+]
+PICKUP_TIME = TypeAdapter(PickupTime)
+TLC_PICKUP = "lpep_pickup_datetime"
+
+
+def _parsed_pickup(value: object) -> dt.datetime | None:
+    try:
+        return PICKUP_TIME.validate_python(value)
+    except ValidationError:
+        return None
+
+
+def _ride_schema(schema: dict) -> None:
+    """The TLC alias in the document. `pickup_datetime` stays required there: the document's readers and test
+    generators (schemathesis could not generate bodies for `anyOf` required alternatives) get the documented
+    name, and the alias is stated beside it."""
+    properties = schema["properties"]
+    properties[TLC_PICKUP] = {
+        **properties["pickup_datetime"],
+        "title": "Lpep Pickup Datetime",
+        "description": "The TLC green-taxi column name, accepted instead of pickup_datetime (so a raw TLC row is "
+        "a ride); if both are given they must agree",
+    }
 
 
 class Ride(BaseModel):
-    """One ride as the model sees it; `id` is the caller's ride id, generated when absent."""
+    """One ride as the model sees it; `id` is the caller's ride id, generated when absent. A raw TLC green-taxi
+    row is a ride too: `lpep_pickup_datetime` stands for `pickup_datetime`, and other columns (VendorID,
+    fare_amount, …) are ignored."""
+
+    model_config = ConfigDict(json_schema_extra=_ride_schema)
 
     id: RideId | None = None
     PULocationID: LocationID
     DOLocationID: LocationID
     trip_distance: Annotated[float, Field(strict=True, ge=0, lt=MAX_TRIP_DISTANCE_MILES, allow_inf_nan=False)]
-    pickup_datetime: Annotated[
-        dt.datetime,
-        AfterValidator(_wall_clock),
-        Field(
-            description=f"NYC wall-clock time (an offset is dropped), from {EARLIEST_PICKUP:%Y-%m-%d} "
-            f"(inclusive) to {LATEST_PICKUP:%Y-%m-%d} (exclusive)",
-            json_schema_extra={
-                "formatMinimum": EARLIEST_PICKUP.isoformat(),
-                "formatExclusiveMaximum": LATEST_PICKUP.isoformat(),
-            },
-        ),
-    ]
+    pickup_datetime: Annotated[PickupTime, Field(validation_alias=AliasChoices("pickup_datetime", TLC_PICKUP))]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pickup_names_agree(cls, data: object) -> object:
+        if isinstance(data, dict) and "pickup_datetime" in data and TLC_PICKUP in data:
+            given = data["pickup_datetime"], data[TLC_PICKUP]
+            if given[0] != given[1] and _parsed_pickup(given[0]) != _parsed_pickup(given[1]):
+                raise ValueError(f"pickup_datetime {given[0]!r} and {TLC_PICKUP} {given[1]!r} differ")
+        return data
+
+
+def _distinct_ids(rides: list[Ride]) -> list[Ride]:
+    seen: dict[str, int] = {}
+    for index, ride in enumerate(rides):
+        if ride.id is not None:
+            if ride.id in seen:
+                raise ValueError(f"ride id {ride.id!r} is given twice (rides {seen[ride.id]} and {index})")
+            seen[ride.id] = index
+    return rides
 
 
 class Prediction(BaseModel):
@@ -94,7 +165,9 @@ class BatchPrediction(BaseModel):
 
 
 class Feedback(BaseModel):
-    """The actual duration, in minutes, of a ride predicted earlier under `id`."""
+    """The actual duration, in minutes, of a ride predicted earlier under `id`. The service does not look the id
+    up (that would cost a read per feedback): feedback for an id never predicted is logged like any other, and
+    the ingest keeps it without a prediction to join."""
 
     id: RideId
     actual_duration: Annotated[float, Field(strict=True, gt=0, le=MAX_ACTUAL_DURATION_MINUTES, allow_inf_nan=False)]
@@ -194,9 +267,14 @@ class TaxiDuration:
     # answers malformed JSON with a 500, where an object body goes through pydantic and gets a 400.
     @bentoml.api
     async def predict_batch(
-        self, rides: Annotated[list[Ride], Field(min_length=1, max_length=MAX_BATCH_RIDES)]
+        self,
+        rides: Annotated[
+            list[Ride],
+            Field(min_length=1, max_length=MAX_BATCH_RIDES, description="Ride ids, where given, must be distinct"),
+            AfterValidator(_distinct_ids),
+        ],
     ) -> BatchPrediction:
-        """Predicted durations of up to 10,000 rides, in the order given."""
+        """Predicted durations of up to 10,000 rides, in the order given; ride ids, where given, must be distinct."""
         return BatchPrediction(predictions=await self.score(rides))
 
     @bentoml.api

@@ -142,6 +142,13 @@ MALFORMED = [
     ("/feedback", {"id": "r1", "actual_duration": 0}, "actual_duration"),
     ("/feedback", {"id": "", "actual_duration": 3}, "id"),
     ("/feedback", '{"id": "r1", "actual_duration": NaN}', "actual_duration"),
+    ("/predict", {**RIDE, "id": "ride\x00"}, "control characters"),
+    ("/predict_batch", {"rides": [{**RIDE, "id": "r\x001"}]}, "control characters"),
+    ("/feedback", {"id": "\x00", "actual_duration": 3}, "control characters"),
+    ("/feedback", {"id": "r1\n", "actual_duration": 3}, "control characters"),
+    ("/predict_batch", {"rides": [{**RIDE, "id": "dup"}, RIDE, {**RIDE, "id": "dup"}]}, "'dup' is given twice"),
+    ("/predict", {**RIDE, "lpep_pickup_datetime": "2022-01-03T09:15:00"}, "lpep_pickup_datetime"),
+    ("/predict", {k: v for k, v in RIDE.items() if k != "pickup_datetime"}, "pickup_datetime"),
 ]
 
 
@@ -446,3 +453,48 @@ def test_schemathesis_finds_no_server_error_and_no_off_schema_response(served: S
     run = subprocess.run(command, capture_output=True, text=True, timeout=120, env={**os.environ, "NO_COLOR": "1"})
     assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-2000:]
     assert "3 passed" in run.stdout or "passed" in run.stdout
+
+
+def test_feedback_for_an_id_never_predicted_is_accepted_and_logged(served: Served) -> None:
+    """The service cannot know every id ever predicted without a lookup per feedback: it logs the feedback, and
+    the ingest keeps it without a prediction to join (documented)."""
+    answer = served.post("/feedback", {"id": "never-predicted", "actual_duration": 7.0})
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"id": "never-predicted", "recorded": True}
+    logged = [r for r in _today_records(served.logs) if r["id"] == "never-predicted"]
+    assert [(r["kind"], r["actual_duration"]) for r in logged] == [("feedback", 7.0)]
+
+
+@pytest.fixture(scope="module")
+def tlc_rows() -> list[dict]:
+    """Raw green-taxi rows as the course's client posts them: every TLC column, NaN as null, ISO timestamps."""
+    frame = pd.read_parquet(harness.TLC_DIR / "green_tripdata_2022-02.parquet").sample(200, random_state=5)
+    frame = frame[frame.trip_distance < 500]
+    rows = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+    return [{k: v.isoformat() if isinstance(v, pd.Timestamp) else v for k, v in row.items()} for row in rows]
+
+
+def test_a_raw_tlc_row_is_a_ride(served: Served, pipeline, tlc_rows: list[dict]) -> None:
+    assert {"VendorID", "fare_amount", "lpep_pickup_datetime", "ehail_fee"} <= tlc_rows[0].keys()
+    assert "pickup_datetime" not in tlc_rows[0]
+    features = pd.DataFrame(tlc_rows).rename(columns={"lpep_pickup_datetime": "pickup_datetime"})
+    features["pickup_datetime"] = pd.to_datetime(features["pickup_datetime"])
+    expected = pipeline.predict(features[FEATURE_FIELDS])
+    for row, duration in list(zip(tlc_rows, expected, strict=True))[:20]:
+        answer = served.post("/predict", row)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["duration_minutes"] == pytest.approx(duration, rel=1e-9)
+    answer = served.post("/predict_batch", {"rides": tlc_rows})
+    assert answer.status_code == 200, answer.text
+    np.testing.assert_allclose([p["duration_minutes"] for p in answer.json()["predictions"]], expected, rtol=1e-9)
+    # Both names, agreeing (whatever the ISO spelling): accepted.
+    row = tlc_rows[0]
+    both = {**row, "pickup_datetime": row["lpep_pickup_datetime"].replace("T", " ")}
+    assert served.post("/predict", both).json()["duration_minutes"] == pytest.approx(expected[0], rel=1e-9)
+
+
+def test_the_openapi_document_states_the_tlc_alias(served: Served) -> None:
+    ride = requests.get(f"{served.url}/docs.json", timeout=5).json()["components"]["schemas"]["Ride"]
+    assert "instead of pickup_datetime" in ride["properties"]["lpep_pickup_datetime"]["description"]
+    assert "other columns (VendorID" in ride["description"]
+    assert ride["properties"]["id"]["anyOf"][0]["pattern"] == "^[^\\x00-\\x1f\\x7f]*$"
