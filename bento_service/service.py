@@ -14,7 +14,9 @@ for the caller, and a MongoDB outage only grows the local spool.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import logging
 import re
 from typing import Annotated
 
@@ -40,6 +42,8 @@ from taxi_assets.core import predlog
 compat.cancel_request_timers()
 
 SETTINGS = settings.current()
+# Under BentoML's server logging the root logger shows warnings only; its `bentoml` logger shows INFO.
+log = logging.getLogger("bentoml.taxi_duration")
 TITLE = "NYC taxi ride duration"
 API_VERSION = "1"
 DESCRIPTION = """Predicted duration, in minutes, of NYC green-taxi rides, from the deployed model of the taxi
@@ -192,6 +196,10 @@ INPUT_DISTANCE = bentoml.metrics.Histogram(
 INPUT_HOUR = bentoml.metrics.Histogram(
     "taxi_input_pickup_hour", "Pickup hour (wall clock) of the rides predicted", buckets=HOUR_BUCKETS
 )
+MODEL_SWAPS = bentoml.metrics.Counter("taxi_model_swaps_total", "Newer models swapped in without a restart")
+MODEL_REFUSALS = bentoml.metrics.Counter(
+    "taxi_model_refusals_total", "Newer models refused (could not load or warm up); the previous one kept serving"
+)
 LOG_FAILURES = bentoml.metrics.Counter("taxi_predlog_write_failures_total", "Failed prediction-log writes")
 # livesum: each worker process has its own spool; the service's backlog is their sum.
 SPOOL_BACKLOG = bentoml.metrics.Gauge(
@@ -232,6 +240,38 @@ class TaxiDuration:
     def open_model(self, model: bentoml.Model) -> ModelProcess:
         """The model's pipeline in a model process of its own, warmed up."""
         return ModelProcess(str(model.tag), bentoml.sklearn.load_model(model), _columns([WARM_UP]))
+
+    @bentoml.on_startup
+    def start_hot_reload(self) -> None:
+        self._reloader = None
+        if SETTINGS.model_reload_seconds > 0:
+            self._reloader = asyncio.get_running_loop().create_task(self._reload_forever())
+
+    async def _reload_forever(self) -> None:
+        """Serve the newest model under TAXI_MODEL_TAG: each worker looks every TAXI_MODEL_RELOAD_SECONDS, loads
+        and warms a newer one off the request path, then swaps it in between two batches."""
+        refused: set[str] = set()  # a version that failed once is not retried every few seconds
+        while True:
+            await asyncio.sleep(SETTINGS.model_reload_seconds)
+            try:
+                model = await asyncio.to_thread(bentoml.models.get, SETTINGS.model_tag)
+            except Exception:
+                log.exception("could not look up %s; still serving %s", SETTINGS.model_tag, self.predictor.tag)
+                continue
+            tag = str(model.tag)
+            if tag == self.predictor.tag or tag in refused:
+                continue
+            try:
+                predictor = await asyncio.to_thread(self.open_model, model)
+            except Exception:
+                refused.add(tag)
+                MODEL_REFUSALS.inc()
+                log.exception("model %s refused; still serving %s", tag, self.predictor.tag)
+                continue
+            previous, self.predictor = self.predictor, predictor
+            previous.retire()  # its process stops once the batches it already has are answered
+            MODEL_SWAPS.inc()
+            log.info("now serving model %s (was %s)", tag, previous.tag)
 
     async def score(self, rides: list[Ride]) -> list[Prediction]:
         """Predict, log and count a batch of rides; the log write completes before anyone is answered."""
@@ -285,6 +325,8 @@ class TaxiDuration:
 
     @bentoml.on_shutdown
     def close(self) -> None:
+        if self._reloader is not None:
+            self._reloader.cancel()
         self.predictor.retire()
         self.predlog.close()
 

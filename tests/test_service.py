@@ -4,6 +4,7 @@ import datetime as dt
 import gzip
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -498,3 +499,91 @@ def test_the_openapi_document_states_the_tlc_alias(served: Served) -> None:
     assert "instead of pickup_datetime" in ride["properties"]["lpep_pickup_datetime"]["description"]
     assert "other columns (VendorID" in ride["description"]
     assert ride["properties"]["id"]["anyOf"][0]["pattern"] == "^[^\\x00-\\x1f\\x7f]*$"
+
+
+def _save_into(bentoml_home: Path, code: str) -> None:
+    """Run `code` with bentoml imported and `BENTOML_HOME` set: BentoML fixes its home once per process."""
+    env = {**os.environ, "BENTOML_HOME": str(bentoml_home)}
+    subprocess.run([sys.executable, "-c", f"import bentoml\n{code}"], env=env, check=True)
+
+
+def test_a_newer_model_is_served_without_restart_or_failed_request(
+    tmp_path: Path, bentoml_home: Path, rides_2022: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "bentoml"
+    shutil.copytree(bentoml_home, home)
+    monkeypatch.setenv("TAXI_MODEL_RELOAD_SECONDS", "1")
+    port = free_port()
+    process = harness.serve(home, tmp_path / "logs", port, tmp_path / "serve.log", workers=2)
+    url = f"http://127.0.0.1:{port}"
+    payloads = harness.ride_payloads(rides_2022.head(500))
+    answers: list[tuple[float, str]] = []  # (time answered, model_tag)
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def load(worker: int) -> None:
+        for n in range(10**6):
+            if stop.is_set():
+                return
+            try:
+                if n % 4 == 0:
+                    answer = requests.post(f"{url}/predict_batch", json={"rides": payloads[:50]}, timeout=10)
+                    tags = {p["model_tag"] for p in answer.json()["predictions"]} if answer.ok else set()
+                else:
+                    answer = requests.post(f"{url}/predict", json=payloads[(n * 7 + worker) % 500], timeout=10)
+                    tags = {answer.json()["model_tag"]} if answer.ok else set()
+                if n % 10 == 0 and requests.get(f"{url}/readyz", timeout=10).status_code != 200:
+                    failures.append("readyz")
+            except requests.RequestException as error:
+                failures.append(repr(error))
+                continue
+            if not answer.ok:
+                failures.append(answer.text)
+            assert len(tags) <= 1  # one model per batch
+            answers.extend((time.monotonic(), tag) for tag in tags)
+
+    threads = [threading.Thread(target=load, args=(w,)) for w in range(4)]
+    try:
+        for thread in threads:
+            thread.start()
+        time.sleep(2)
+        (old_tag,) = {tag for _, tag in answers}
+        # A model that cannot predict (never fitted) must not replace the working one.
+        _save_into(
+            home,
+            "from sklearn.linear_model import LinearRegression\n"
+            "bentoml.sklearn.save_model('taxi_duration_deployed', LinearRegression())",
+        )
+        time.sleep(4)
+        assert {tag for _, tag in answers} == {old_tag}
+        harness.save_deployed_model(home, month="2021-02", recipe="seed")
+        saved = time.monotonic()
+        new_tag = f"taxi_duration_deployed:{_latest_version(home)}"
+        deadline = saved + 30
+        while time.monotonic() < deadline and not (
+            len(answers) > 200 and all(tag == new_tag for _, tag in answers[-100:])
+        ):
+            time.sleep(0.5)
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+        metrics = requests.get(f"{url}/metrics", timeout=5).text
+    finally:
+        stop.set()
+        harness.stop(process)
+
+    assert not failures, failures[:5]
+    assert {tag for _, tag in answers} == {old_tag, new_tag}
+    assert all(tag == new_tag for _, tag in answers[-100:]), "both workers must serve the new model"
+    first_new = min(at for at, tag in answers if tag == new_tag)
+    print(f"swap gap: {max(first_new - saved, 0):.2f} s from the new model saved to its first answer")
+    assert _metric(metrics, f'taxi_predictions_total{{model_tag="{new_tag}"}}') > 0
+    assert _metric(metrics, "taxi_model_swaps_total") == 2  # each worker
+    assert _metric(metrics, "taxi_model_refusals_total") == 2
+    log = (tmp_path / "serve.log").read_text()
+    assert log.count(f"now serving model {new_tag} (was {old_tag})") == 2
+    assert "refused; still serving" in log
+
+
+def _latest_version(bentoml_home: Path) -> str:
+    return (bentoml_home / "models" / "taxi_duration_deployed" / "latest").read_text().strip()
