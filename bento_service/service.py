@@ -235,6 +235,7 @@ class TaxiDuration:
         self.predlog = predlog.open_writer(SETTINGS.predlog_uri, SETTINGS.predlog_spool_dir)
         self.batcher = MicroBatcher(self.score)
         self._failures_seen = 0
+        self._reloader: asyncio.Task | None = None
         compat.freeze_startup_heap()
 
     def open_model(self, model: bentoml.Model) -> ModelProcess:
@@ -243,7 +244,6 @@ class TaxiDuration:
 
     @bentoml.on_startup
     def start_hot_reload(self) -> None:
-        self._reloader = None
         if SETTINGS.model_reload_seconds > 0:
             self._reloader = asyncio.get_running_loop().create_task(self._reload_forever())
 

@@ -451,7 +451,9 @@ def test_schemathesis_finds_no_server_error_and_no_off_schema_response(served: S
         "--report-dir",
         str(tmp_path),
     ]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=120, env={**os.environ, "NO_COLOR": "1"})
+    # In tmp_path: schemathesis keeps a cache directory where it runs.
+    env = {**os.environ, "NO_COLOR": "1"}
+    run = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
     assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-2000:]
     assert "3 passed" in run.stdout or "passed" in run.stdout
 
