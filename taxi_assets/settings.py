@@ -80,6 +80,12 @@ SETTINGS: dict[str, Setting] = {
         "TAXI_PREDLOG_START_DAY", "2024-01-01", "First daily partition of prediction_logs (YYYY-MM-DD)"
     ),
     "model_tag": _setting("TAXI_MODEL_TAG", "taxi_duration_deployed:latest", "The model the service serves"),
+    "model_reload_seconds": _setting(
+        "TAXI_MODEL_RELOAD_SECONDS",
+        "5",
+        "How often the service looks for a newer model under TAXI_MODEL_TAG and swaps it in; 0: never",
+        integer=True,
+    ),
     "deployed_month": _setting(
         "TAXI_DEPLOYED_MONTH", "2021-01", "Training month deployed_model deploys first (while nothing is deployed)"
     ),
@@ -154,6 +160,7 @@ class Settings:
     predlog_spool_dir: str
     predlog_start_day: str
     model_tag: str
+    model_reload_seconds: int
     deployed_month: str
     promotion: str
     promotion_min_gain: float
