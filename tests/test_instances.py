@@ -76,7 +76,8 @@ def deploy_a_model_and_log_predictions(instance: dg.DagsterInstance) -> str:
     """What the platform holds before the daemon starts: a deployed model and a day of served predictions, some
     with their actual duration."""
     resources = platform_resources()
-    assert dg.materialize([trip_months], partition_key="2021-01", instance=instance, resources=resources)
+    for month in ("2021-01", "2021-02"):  # a model is validated on the month after its training month
+        assert dg.materialize([trip_months], partition_key=month, instance=instance, resources=resources)
     assert dg.materialize(
         [duration_model],
         partition_key="2021-01",
