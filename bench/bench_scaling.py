@@ -211,13 +211,13 @@ def batch_setup(folder: Path, rows: int) -> dict:
                 SELECT * EXCLUDE (lpep_pickup_datetime, lpep_dropoff_datetime), lpep_pickup_datetime AS pickup,
                     lpep_dropoff_datetime - lpep_pickup_datetime AS took, row_number() OVER () - 1 AS n
                 FROM read_parquet([{files}], union_by_name = true)
-            ), size AS (SELECT count(*) AS total FROM pool)
+            ), picks AS (SELECT hash(range) % (SELECT count(*) FROM pool) AS n FROM range({rows}))
             SELECT pool.* EXCLUDE (pickup, took, n),
                 TIMESTAMP '{BIG_MONTH}-01' + INTERVAL (least(day(pickup), 30) - 1) DAY
                     + (pickup - date_trunc('day', pickup)) AS lpep_pickup_datetime,
                 TIMESTAMP '{BIG_MONTH}-01' + INTERVAL (least(day(pickup), 30) - 1) DAY
                     + (pickup - date_trunc('day', pickup)) + took AS lpep_dropoff_datetime
-            FROM range({rows}) r, size JOIN pool ON pool.n = hash(r.range) % size.total
+            FROM picks JOIN pool USING (n)
         ) TO '{source}/green_tripdata_{BIG_MONTH}.parquet' (FORMAT parquet)
     """)
     os.environ["TAXI_TRIP_DATA_URL"] = str(source)
