@@ -34,7 +34,6 @@ def main() -> None:
         enter_platform_environment(folder)
         import dagster as dg
         import evidently  # noqa: F401  (imported once, outside both timings)
-
         from taxi_assets.assets.batch_monitoring import (
             TRIP_COLUMNS,
             batch_drift,
@@ -43,9 +42,10 @@ def main() -> None:
         )
         from taxi_assets.assets.models import deployed_model, duration_model
         from taxi_assets.assets.trips import raw_trips, taxi_zones, trips
+        from taxi_assets.resources import build_resources
+
         from taxi_assets.core.evidently_report import build_snapshot, report_frame
         from taxi_assets.core.model import predict
-        from taxi_assets.resources import build_resources
 
         with dg.instance_for_test(temp_dir=str(folder / "dagster_home")) as instance:
             resources = build_resources()

@@ -32,7 +32,6 @@ def months() -> list[str]:
 def child(train_all: bool) -> None:
     """Materialize the graph; print one line per stage with its seconds."""
     import dagster as dg
-
     from taxi_assets.assets.batch_monitoring import batch_drift, batch_predictions
     from taxi_assets.assets.models import deployed_model, duration_model
     from taxi_assets.assets.trips import raw_trips, taxi_zones, trips

@@ -31,15 +31,15 @@ sys.path.insert(0, str(REPO_ROOT))
 
 import dagster as dg  # noqa: E402
 import requests  # noqa: E402
-
 from taxi_assets.assets.online_monitoring import (  # noqa: E402
     DAY_SELECTS,
     online_drift,
     prediction_logs,
     stage_day,
 )
-from taxi_assets.core import predlog  # noqa: E402
 from taxi_assets.resources.warehouse import replace_partition  # noqa: E402
+
+from taxi_assets.core import predlog  # noqa: E402
 from tests import service_harness  # noqa: E402
 from tests.conftest import enter_platform_environment, free_port, start_process, stop_process  # noqa: E402
 from tests.prometheus_harness import query, start_prometheus  # noqa: E402

@@ -7,13 +7,13 @@ import dagster as dg
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
-
 from taxi_assets.assets.batch_monitoring import DRIFT_METRICS, MONITORING_REPORT, batch_drift, batch_predictions
 from taxi_assets.assets.models import deployed_model, duration_model
 from taxi_assets.assets.trips import raw_trips, taxi_zones, trips
+from taxi_assets.resources import Pushgateway, build_resources
+
 from taxi_assets.core.evidently_report import FEATURE_TYPES
 from taxi_assets.core.metrics import BATCH_JOB, Sample
-from taxi_assets.resources import Pushgateway, build_resources
 
 MONITORING = [batch_predictions, batch_drift]
 

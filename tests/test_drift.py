@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from taxi_assets.core.drift import (
+from taxi_assets.core.evidently_defaults import (
     CATEGORICAL,
     NUMERICAL,
     column_drift,

@@ -12,13 +12,13 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import requests
-
 from taxi_assets.assets import batch_monitoring, online_monitoring
 from taxi_assets.assets.models import deployed_model, duration_model
 from taxi_assets.assets.trips import raw_trips, taxi_zones, trips
 from taxi_assets.jobs import online_monitoring_job
 from taxi_assets.resources import build_resources
 from taxi_assets.sensors import prediction_log_sensor
+
 from tests import service_harness
 from tests.conftest import REPO_ROOT, free_port
 from tests.prometheus_harness import dashboard_queries, query, start_prometheus

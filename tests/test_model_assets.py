@@ -8,12 +8,12 @@ import pandas as pd
 import pytest
 from sklearn.dummy import DummyRegressor
 from sklearn.pipeline import Pipeline
-
 from taxi_assets.assets.models import GATE_CHECK, deployed_model, duration_model, month_trips, quality_gate
 from taxi_assets.assets.trips import raw_trips, trips
+from taxi_assets.resources import build_resources
+
 from taxi_assets.core import model
 from taxi_assets.core.model import evaluate, predict, train
-from taxi_assets.resources import build_resources
 
 SEED_RMSE_2021_02 = 7.7587
 

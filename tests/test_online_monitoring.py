@@ -11,16 +11,16 @@ import pandas as pd
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
-
 from taxi_assets.assets.models import deployed_model, duration_model
 from taxi_assets.assets.online_monitoring import OnlineDriftConfig, online_drift, prediction_logs
 from taxi_assets.assets.trips import raw_trips, trips
-from taxi_assets.core import predlog
-from taxi_assets.core.drift import METHOD_BY_DISPLAY_NAME
-from taxi_assets.core.model import predict
-from taxi_assets.core.online import ONLINE_FEATURE_TYPES, drift_frame, window_figures
 from taxi_assets.resources import PredictionLogStore, Pushgateway, build_resources, warehouse
 from taxi_assets.sensors import prediction_log_sensor
+
+from taxi_assets.core import predlog
+from taxi_assets.core.evidently_defaults import METHOD_BY_DISPLAY_NAME
+from taxi_assets.core.model import predict
+from taxi_assets.core.online import ONLINE_FEATURE_TYPES, drift_frame, window_figures
 from tests.service_harness import load_rides
 
 UTC = dt.timezone.utc

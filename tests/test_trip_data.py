@@ -10,10 +10,10 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
-
 from taxi_assets.assets.trips import raw_trips, taxi_zones, trips
-from taxi_assets.core.tlc import RAW_COLUMNS
 from taxi_assets.resources import build_resources
+
+from taxi_assets.core.tlc import RAW_COLUMNS
 from tests.conftest import MANIFEST_ROWS
 
 # Rows with 1 <= duration <= 60 minutes (the seed filter), counted independently with DuckDB on the files.

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-
 from taxi_assets.assets.trips import raw_trips, trips
 from taxi_assets.resources import build_resources
+
 from tests.dagster_processes import running_webserver
 
 CHROMIUM_FLAGS = [

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import pandas as pd
 
-from taxi_assets.core.drift import (
+from taxi_assets.core.evidently_defaults import (
     CATEGORICAL,
     DATASET_DRIFT_SHARE,
     METHOD_BY_DISPLAY_NAME,

@@ -2,7 +2,7 @@
 
 from typing import NamedTuple
 
-from taxi_assets.core.drift import ColumnDrift, DatasetDrift
+from taxi_assets.core.evidently_defaults import ColumnDrift, DatasetDrift
 from taxi_assets.core.evidently_report import ReportFigures, SegmentError
 
 BATCH_JOB = "taxi_batch_monitoring"

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from taxi_assets.core.drift import ColumnDrift, DatasetDrift, column_drift, dataset_drift
+from taxi_assets.core.evidently_defaults import ColumnDrift, DatasetDrift, column_drift, dataset_drift
 from taxi_assets.core.evidently_report import FEATURE_TYPES, MAX_TRIP_MILES
 from taxi_assets.core.metrics import Sample, drift_samples
 from taxi_assets.core.model import PREDICTION, error_summary
