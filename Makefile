@@ -1,5 +1,5 @@
 # The two commands: `make up` runs the platform, `make test` runs the tests. Both set themselves up first.
-.PHONY: up test setup lint bench
+.PHONY: up test test-fast setup lint
 
 up: setup
 	./scripts/up.sh
@@ -7,7 +7,12 @@ up: setup
 test: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+	.venv/bin/dg check defs
 	.venv/bin/pytest
+
+# The unit layer only: pure logic, no processes, seconds.
+test-fast: setup
+	.venv/bin/pytest -m unit
 
 setup:
 	./scripts/setup.sh

@@ -19,8 +19,8 @@ sys.path.insert(0, str(REPO_ROOT))
 import dagster as dg  # noqa: E402
 import duckdb  # noqa: E402
 
-from tests.conftest import MANIFEST_ROWS, enter_platform_environment  # noqa: E402
-from tests.dagster_processes import backfill_from_cli, running_daemon, wait_for_runs  # noqa: E402
+from tests.support.dagster_processes import backfill_from_cli, running_daemon, wait_for_runs  # noqa: E402
+from tests.support.platform import MANIFEST_ROWS, enter_platform_environment  # noqa: E402
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from tests.conftest import enter_platform_environment  # noqa: E402
+from tests.support.platform import enter_platform_environment  # noqa: E402
 
 
 def main() -> None:
@@ -34,21 +34,17 @@ def main() -> None:
         enter_platform_environment(folder)
         import dagster as dg
         import evidently  # noqa: F401  (imported once, outside both timings)
-        from taxi_assets.assets.batch_monitoring import (
-            TRIP_COLUMNS,
-            batch_drift,
-            batch_predictions,
-            reports_dir,
-        )
-        from taxi_assets.assets.models import deployed_model, duration_model
-        from taxi_assets.assets.trips import raw_trips, taxi_zones, trips
-        from taxi_assets.resources import build_resources
 
         from taxi_assets.core.evidently_report import build_snapshot, report_frame
         from taxi_assets.core.model import predict
+        from taxi_assets.core.scoring import TRIP_COLUMNS
+        from taxi_assets.defs.batch_monitoring.assets import batch_drift, batch_predictions
+        from taxi_assets.defs.model.assets import deployed_model, duration_model
+        from taxi_assets.defs.trip_data.assets import raw_trips, taxi_zones, trips
+        from tests.support.platform import platform_resources
 
         with dg.instance_for_test(temp_dir=str(folder / "dagster_home")) as instance:
-            resources = build_resources()
+            resources = platform_resources()
 
             def run(assets, partition_key=None, **kwargs):
                 result = dg.materialize(
@@ -71,7 +67,7 @@ def main() -> None:
 
             def bare() -> None:
                 pipeline, model = resources["model_registry"].load_deployed()
-                with resources["duckdb"].get_connection() as conn:
+                with resources["warehouse"].get_connection() as conn:
                     columns = ", ".join(TRIP_COLUMNS)
                     current = conn.execute(f"SELECT {columns} FROM trips WHERE month = $m", {"m": args.month}).df()
                     reference = conn.execute(
@@ -79,7 +75,7 @@ def main() -> None:
                     ).df()
                 current["prediction"] = predict(pipeline, current)
                 snapshot = build_snapshot(report_frame(current), report_frame(reference))
-                snapshot.save_html(str(reports_dir() / f"bare_report_{args.month}.html"))
+                snapshot.save_html(str(resources["reports"].path(f"bare_report_{args.month}.html")))
 
             timings: dict[str, list[float]] = {"assets": [], "bare": []}
             for _ in range(args.repeat):

@@ -25,7 +25,7 @@ from taxi_assets.core import drift, profile  # noqa: E402
 from taxi_assets.core.drift import BATCH_FEATURES, DEFAULT_WINDOW, ONLINE_FEATURES  # noqa: E402
 from taxi_assets.core.evidently_defaults import dataset_drift  # noqa: E402
 from taxi_assets.core.model import PREDICTION, TARGET  # noqa: E402
-from tests.drift_harness import (  # noqa: E402
+from tests.support.drift_data import (  # noqa: E402
     MONTHS,
     consecutive_windows,
     next_month,

@@ -20,7 +20,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from tests.conftest import TLC_DIR, enter_platform_environment  # noqa: E402
+from tests.support.platform import TLC_DIR, enter_platform_environment  # noqa: E402
 
 DEPLOYED_MONTH = "2021-01"
 
@@ -32,13 +32,14 @@ def months() -> list[str]:
 def child(train_all: bool) -> None:
     """Materialize the graph; print one line per stage with its seconds."""
     import dagster as dg
-    from taxi_assets.assets.batch_monitoring import batch_drift, batch_predictions
-    from taxi_assets.assets.models import deployed_model, duration_model
-    from taxi_assets.assets.trips import raw_trips, taxi_zones, trips
-    from taxi_assets.resources import build_resources
+
+    from taxi_assets.defs.batch_monitoring.assets import batch_drift, batch_predictions
+    from taxi_assets.defs.model.assets import deployed_model, duration_model
+    from taxi_assets.defs.trip_data.assets import raw_trips, taxi_zones, trips
+    from tests.support.platform import platform_resources
 
     with dg.instance_for_test(temp_dir=os.environ["DAGSTER_HOME"]) as instance:
-        resources = build_resources()
+        resources = platform_resources()
 
         def run(assets, partition_key=None, **kwargs) -> None:
             result = dg.materialize(

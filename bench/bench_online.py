@@ -31,29 +31,30 @@ sys.path.insert(0, str(REPO_ROOT))
 
 import dagster as dg  # noqa: E402
 import requests  # noqa: E402
-from taxi_assets.assets.online_monitoring import (  # noqa: E402
-    DAY_SELECTS,
-    online_drift,
-    prediction_logs,
-    stage_day,
-)
-from taxi_assets.resources.warehouse import replace_partition  # noqa: E402
 
+from taxi_assets import settings  # noqa: E402
 from taxi_assets.core import predlog  # noqa: E402
-from tests import service_harness  # noqa: E402
-from tests.conftest import enter_platform_environment, free_port, start_process, stop_process  # noqa: E402
-from tests.prometheus_harness import query, start_prometheus  # noqa: E402
+from taxi_assets.core.warehouse import PREDICTION_LOG_DAY_SELECTS, replace_partition  # noqa: E402
+from taxi_assets.defs.online_monitoring.assets import prediction_logs  # noqa: E402
+from tests.support import service_harness  # noqa: E402
+from tests.support.platform import (  # noqa: E402
+    enter_platform_environment,
+    free_port,
+    platform_resources,
+    start_process,
+    stop_process,
+)
+from tests.support.prometheus_harness import query, start_prometheus  # noqa: E402
 
 TICK_SECONDS = 30
 RIDES_PER_TRIAL = 100
 
 
 def bench_ingest(records: int, repeat: int) -> None:
-    from taxi_assets.resources import build_resources
-
     day = dt.datetime.now(dt.timezone.utc).date().isoformat()
     rides = service_harness.ride_payloads(service_harness.load_rides("2022-02").head(records))
-    writer = predlog.open_writer()
+    current = settings.load()
+    writer = predlog.open_writer(current.predlog_uri, current.predlog_spool_dir)
     batch: list[dict] = []
     for i in range(records):
         ride = rides[i % len(rides)]
@@ -66,7 +67,7 @@ def bench_ingest(records: int, repeat: int) -> None:
     writer.append(batch)
     writer.close()
 
-    resources = build_resources()
+    resources = platform_resources()
     started = time.perf_counter()
     stored = len(resources["prediction_log"].reader().read_day(day))
     read_seconds = time.perf_counter() - started
@@ -79,10 +80,10 @@ def bench_ingest(records: int, repeat: int) -> None:
             cpu.append(time.process_time() - cpu_started)
             assert result.success
     # The asset's own work without Dagster's run around it: staging the day and replacing it.
-    with resources["duckdb"].get_connection() as conn:
+    with resources["warehouse"].get_connection() as conn:
         started = time.perf_counter()
-        stage_day(conn, resources["prediction_log"].reader(), day)
-        rows = replace_partition(conn, "day", day, DAY_SELECTS)["prediction_log"]
+        resources["prediction_log"].reader().stage_day(conn, day)
+        rows = replace_partition(conn, "day", day, PREDICTION_LOG_DAY_SELECTS)["prediction_log"]
         body_seconds = time.perf_counter() - started
     assert rows == records, (rows, records)
     median = statistics.median(timings)
@@ -97,11 +98,10 @@ def bench_ingest(records: int, repeat: int) -> None:
 
 
 def deploy_model(instance: dg.DagsterInstance) -> None:
-    from taxi_assets.assets.models import deployed_model, duration_model
-    from taxi_assets.assets.trips import raw_trips, trips
-    from taxi_assets.resources import build_resources
+    from taxi_assets.defs.model.assets import deployed_model, duration_model
+    from taxi_assets.defs.trip_data.assets import raw_trips, trips
 
-    resources = build_resources()
+    resources = platform_resources()
     assert dg.materialize([raw_trips, trips], partition_key="2021-01", instance=instance, resources=resources)
     assert dg.materialize([duration_model], partition_key="2021-01", instance=instance, resources=resources)
     assert dg.materialize([deployed_model], instance=instance, resources=resources)
@@ -109,14 +109,11 @@ def deploy_model(instance: dg.DagsterInstance) -> None:
 
 def sensor_loop(instance: dg.DagsterInstance, stop: threading.Event, runs: list[float]) -> None:
     """Ticks like the daemon (every TICK_SECONDS) and runs what each tick requests."""
-    from taxi_assets.jobs import online_monitoring_job
-    from taxi_assets.resources import build_resources
-    from taxi_assets.sensors import prediction_log_sensor
+    from taxi_assets.definitions import defs
+    from taxi_assets.defs.online_monitoring.sensors import prediction_log_sensor
 
-    resources = build_resources()
-    job = dg.Definitions(
-        assets=[prediction_logs, online_drift], jobs=[online_monitoring_job], resources=resources
-    ).resolve_job_def(online_monitoring_job.name)
+    resources = platform_resources()
+    job = defs().resolve_job_def("online_monitoring_job")
     cursor = None
     while not stop.is_set():
         tick_started = time.monotonic()

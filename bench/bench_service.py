@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests import service_harness as harness  # noqa: E402
-from tests.conftest import free_port  # noqa: E402
+from tests.support import service_harness as harness  # noqa: E402
+from tests.support.platform import free_port  # noqa: E402
 
 LUA_TEMPLATE = """
 local bodies = {%s}

@@ -24,6 +24,7 @@ from pydantic import AfterValidator, BaseModel, Field
 from bento_service import runtime
 from bento_service.microbatch import MicroBatcher
 from bento_service.model_process import ModelProcess
+from taxi_assets import settings
 from taxi_assets.core import predlog
 
 runtime.cancel_request_timers()
@@ -139,7 +140,8 @@ class TaxiDuration:
         self._predicted = PREDICTIONS.labels(model_tag=self.model_tag)
         # Starts the model process and pays its first-call costs before /readyz says yes.
         self.model_process = ModelProcess(bentoml.sklearn.load_model(self.model), _columns([WARM_UP]))
-        self.predlog = predlog.open_writer()
+        current = settings.current()
+        self.predlog = predlog.open_writer(current.predlog_uri, current.predlog_spool_dir)
         self.batcher = MicroBatcher(self.score)
         self._failures_seen = 0
         runtime.freeze_startup_heap()

@@ -35,7 +35,9 @@ start() {
 }
 
 if command -v prometheus-pushgateway >/dev/null; then
-  start pushgateway prometheus-pushgateway --web.listen-address=127.0.0.1:9091
+  # Debian's build persists to a machine-wide file by default; this platform's series live under data/.
+  start pushgateway prometheus-pushgateway --web.listen-address=127.0.0.1:9091 \
+    --persistence.file=data/pushgateway.data
 fi
 if command -v prometheus >/dev/null; then
   start prometheus prometheus --config.file=monitoring/prometheus/prometheus.yml \
@@ -48,5 +50,8 @@ start bento bash -c 'until .venv/bin/bentoml models get taxi_duration_deployed:l
     echo "waiting for a deployed model: materialize deployed_model in the Dagster UI"; sleep 10; done
   exec .venv/bin/bentoml serve bento_service.service:TaxiDuration'
 
-echo "up: Dagster UI on http://127.0.0.1:${DAGSTER_PORT:-3000}"
-.venv/bin/dagster dev -h 127.0.0.1 -p "${DAGSTER_PORT:-3000}" -w workspace.yaml
+# The daemon runs the run queue, sensors, automation and backfills; the webserver is the UI. Both load
+# workspace.yaml, as compose does.
+start dagster-daemon .venv/bin/dagster-daemon run -w workspace.yaml
+echo "up: Dagster UI on http://127.0.0.1:${DAGSTER_PORT:-3000} (Ctrl-C stops everything)"
+.venv/bin/dagster-webserver -h 127.0.0.1 -p "${DAGSTER_PORT:-3000}" -w workspace.yaml

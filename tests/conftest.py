@@ -1,54 +1,29 @@
-"""Fixtures shared by the whole suite: real TLC files, isolated stores, and real Prometheus processes."""
+"""Fixtures shared by the whole suite; helpers the benchmarks use too live in tests/support/.
 
-import os
+Every test belongs to one layer, marked in its module (`pytestmark`): `unit` (no processes, seconds),
+`integration` (Dagster materializations and DuckDB in this process), `service` (a real `bentoml serve`), `e2e`
+(daemon, webserver, Prometheus, Pushgateway, Chromium). `make test-fast` runs the unit layer.
+"""
+
 import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 import pytest
-import requests
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-TLC_DIR = Path(os.getenv("TAXI_TEST_TLC_DIR", REPO_ROOT.parent / "shared" / "data" / "tlc"))
+from taxi_assets import settings
+from tests.support.platform import TLC_DIR, UNSET, free_port, platform_environment, start_process, stop_process
 
-# Row counts from ../shared/data/tlc/MANIFEST.md (parquet metadata).
-MANIFEST_ROWS = {
-    "2021-01": 76518,
-    "2021-02": 64572,
-    "2021-03": 83827,
-    "2022-01": 62495,
-    "2022-02": 69399,
-    "2022-03": 78537,
-    "2023-01": 68211,
-    "2023-02": 64809,
-    "2023-03": 72044,
-    "2023-04": 65392,
-}
+LAYERS = ("unit", "integration", "service", "e2e")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float = 30.0, process: subprocess.Popen | None = None) -> None:
-    """Wait until `url` answers 200, failing early when the process behind it has died."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"process for {url} exited with {process.returncode}")
-        try:
-            if requests.get(url, timeout=1).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} did not answer within {timeout} s")
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test is in exactly one layer: one outside them would escape `make test-fast`, one in two would run
+    slow work in the fast layer."""
+    misplaced = [item.nodeid for item in items if sum(any(item.iter_markers(layer)) for layer in LAYERS) != 1]
+    if misplaced:
+        raise pytest.UsageError(f"tests not in exactly one layer ({', '.join(LAYERS)}): {misplaced}")
 
 
 @pytest.fixture(scope="session")
@@ -57,40 +32,17 @@ def tlc_dir() -> Path:
     return TLC_DIR
 
 
-def platform_environment(folder: Path, tlc_dir: Path = TLC_DIR) -> dict[str, str]:
-    """Every store under `folder` and the trip-data source at the local TLC mirror."""
-    return {
-        "TAXI_DUCKDB_PATH": str(folder / "warehouse.duckdb"),
-        "TAXI_TRIP_DATA_URL": str(tlc_dir),
-        "TAXI_CACHE_DIR": str(folder / "cache"),
-        "TAXI_REPORTS_DIR": str(folder / "reports"),
-        "TAXI_PREDLOG_URI": str(folder / "prediction_logs"),
-        "BENTOML_HOME": str(folder / "bentoml"),
-        "DAGSTER_HOME": str(folder / "dagster_home"),
-    }
-
-
-# Settings whose embedded default (TLC's address, or nothing pushed) must not leak in from the caller's shell.
-_UNSET = ("TAXI_PUSHGATEWAY_URL", "TAXI_ZONE_LOOKUP_URL")
-
-
-def enter_platform_environment(folder: Path) -> None:
-    """Point this process at a fresh platform under `folder`: for the benchmarks, which run outside pytest."""
-    os.environ.update(platform_environment(folder))
-    for name in _UNSET:
-        os.environ.pop(name, None)
-    (folder / "dagster_home").mkdir(parents=True, exist_ok=True)
-
-
 @pytest.fixture
-def platform_env(tmp_path: Path, tlc_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def platform_env(tmp_path: Path, tlc_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Point every store at a fresh temporary folder and the trip-data source at the local TLC mirror."""
     for name, value in platform_environment(tmp_path, tlc_dir).items():
         monkeypatch.setenv(name, value)
-    for name in _UNSET:
+    for name in UNSET:
         monkeypatch.delenv(name, raising=False)
     (tmp_path / "dagster_home").mkdir()
-    return tmp_path
+    settings.current.cache_clear()
+    yield tmp_path
+    settings.current.cache_clear()
 
 
 @pytest.fixture
@@ -99,34 +51,20 @@ def instance(platform_env: Path) -> Iterator[dg.DagsterInstance]:
         yield dagster_instance
 
 
-def start_process(args: list[str], url: str, log_path: Path, timeout: float = 30.0) -> subprocess.Popen:
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_http(url, timeout=timeout, process=process)
-    except Exception:
-        process.kill()
-        raise RuntimeError(f"{args[0]} did not start: {log_path.read_text()[-2000:]}") from None
-    return process
-
-
-def stop_process(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-
-
 @pytest.fixture
 def pushgateway(tmp_path: Path) -> Iterator[str]:
-    """A real Prometheus Pushgateway (Debian's `prometheus-pushgateway`) on a free loopback port; yields its URL."""
+    """A real Prometheus Pushgateway (Debian's `prometheus-pushgateway`) on a free loopback port; yields its URL.
+
+    Debian's build persists to a machine-wide file by default: a test's gateway keeps its series in memory only.
+    """
     binary = shutil.which("prometheus-pushgateway")
     assert binary, "prometheus-pushgateway is not installed: run `make setup`"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     process = start_process(
-        [binary, f"--web.listen-address=127.0.0.1:{port}"], f"{url}/-/ready", tmp_path / "pushgateway.log"
+        [binary, f"--web.listen-address=127.0.0.1:{port}", "--persistence.file="],
+        f"{url}/-/ready",
+        tmp_path / "pushgateway.log",
     )
     yield url
     stop_process(process)

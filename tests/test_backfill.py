@@ -5,9 +5,9 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import pytest
 
-from tests.conftest import MANIFEST_ROWS
-from tests.dagster_processes import (
+from tests.support.dagster_processes import (
     backfill_from_cli,
     backfill_from_ui,
     running_daemon,
@@ -15,6 +15,9 @@ from tests.dagster_processes import (
     step_errors,
     wait_for_runs,
 )
+from tests.support.platform import MANIFEST_ROWS
+
+pytestmark = pytest.mark.e2e
 
 ABSENT = ["2021-04", "2022-04"]
 

@@ -7,13 +7,19 @@ import dagster as dg
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
-from taxi_assets.assets.batch_monitoring import DRIFT_METRICS, MONITORING_REPORT, batch_drift, batch_predictions
-from taxi_assets.assets.models import deployed_model, duration_model
-from taxi_assets.assets.trips import raw_trips, taxi_zones, trips
-from taxi_assets.resources import Pushgateway, build_resources
 
 from taxi_assets.core.evidently_report import FEATURE_TYPES
 from taxi_assets.core.metrics import BATCH_JOB, Sample
+from taxi_assets.defs.batch_monitoring.assets import batch_drift, batch_predictions
+from taxi_assets.defs.model.assets import deployed_model, duration_model
+from taxi_assets.defs.resources import Pushgateway
+from taxi_assets.defs.trip_data.assets import raw_trips, taxi_zones, trips
+from tests.support.platform import platform_resources
+
+# BentoML fixes its model store once per process: each test stores models in a process (and store) of its own.
+pytestmark = [pytest.mark.integration, pytest.mark.forked]
+
+DRIFT_METRICS, MONITORING_REPORT = dg.AssetKey("drift_metrics"), dg.AssetKey("monitoring_report")
 
 MONITORING = [batch_predictions, batch_drift]
 
@@ -37,11 +43,12 @@ def pushed_samples(url: str) -> dict[tuple[str, frozenset], float]:
 @pytest.fixture
 def deployed_january(instance: dg.DagsterInstance) -> dg.DagsterInstance:
     """Trips of 2021-01, 2021-02 and 2023-03, the zones, and the model trained on 2021-01 deployed."""
-    assert dg.materialize([taxi_zones], instance=instance, resources=build_resources())
+    resources = platform_resources()
+    assert dg.materialize([taxi_zones], instance=instance, resources=resources)
     for month in ("2021-01", "2021-02", "2023-03"):
-        assert dg.materialize([raw_trips, trips], partition_key=month, instance=instance, resources=build_resources())
-    assert dg.materialize([duration_model], partition_key="2021-01", instance=instance, resources=build_resources())
-    assert dg.materialize([deployed_model], instance=instance, resources=build_resources())
+        assert dg.materialize([raw_trips, trips], partition_key=month, instance=instance, resources=resources)
+    assert dg.materialize([duration_model], partition_key="2021-01", instance=instance, resources=resources)
+    assert dg.materialize([deployed_model], instance=instance, resources=resources)
     return instance
 
 
@@ -53,13 +60,13 @@ def test_monthly_monitoring_chain(
     # Two years after the training month, pushed: the fares drift, and the figures land in the Pushgateway.
     # The reference month has no batch predictions yet, so its trips are scored on the fly.
     monkeypatch.setenv("TAXI_PUSHGATEWAY_URL", pushgateway)
-    march = dg.materialize(MONITORING, partition_key="2023-03", instance=instance, resources=build_resources())
+    march = dg.materialize(MONITORING, partition_key="2023-03", instance=instance, resources=platform_resources())
     assert march.success
     predictions, drift, report = (
-        metadata_of(march, spec.key) for spec in (batch_predictions, DRIFT_METRICS, MONITORING_REPORT)
+        metadata_of(march, key) for key in (batch_predictions.key, DRIFT_METRICS, MONITORING_REPORT)
     )
 
-    with build_resources()["duckdb"].get_connection() as conn:
+    with platform_resources()["warehouse"].get_connection() as conn:
         (trip_rows,) = conn.execute("SELECT count(*) FROM trips WHERE month = '2023-03'").fetchone()
         scored_rows, tags, max_error_gap = conn.execute(
             "SELECT count(*), count(DISTINCT model_tag), max(abs(error - (prediction - duration))) "
@@ -105,18 +112,18 @@ def test_monthly_monitoring_chain(
     )
 
     # Re-running a month replaces it: same rows in DuckDB, not twice as many.
-    again = dg.materialize([batch_drift], partition_key="2023-03", instance=instance, resources=build_resources())
-    assert metadata_of(again, DRIFT_METRICS.key)["dagster/row_count"] == len(table)
-    with build_resources()["duckdb"].get_connection() as conn:
+    again = dg.materialize([batch_drift], partition_key="2023-03", instance=instance, resources=platform_resources())
+    assert metadata_of(again, DRIFT_METRICS)["dagster/row_count"] == len(table)
+    with platform_resources()["warehouse"].get_connection() as conn:
         (rows,) = conn.execute("SELECT count(*) FROM drift_metrics WHERE month = '2023-03'").fetchone()
     assert rows == len(table)
 
     # The training month against itself, with no Pushgateway configured: nothing drifts, nothing is pushed,
     # and the reference rows are the month's own batch predictions.
     monkeypatch.delenv("TAXI_PUSHGATEWAY_URL")
-    january = dg.materialize(MONITORING, partition_key="2021-01", instance=instance, resources=build_resources())
+    january = dg.materialize(MONITORING, partition_key="2021-01", instance=instance, resources=platform_resources())
     assert january.success
-    january_drift = metadata_of(january, DRIFT_METRICS.key)
+    january_drift = metadata_of(january, DRIFT_METRICS)
     assert january_drift["reference_rows_from"] == "batch_predictions"
     assert january_drift["share_drifted"] == 0.0 and january_drift["dataset_drift"] == 0.0
     assert january_drift["pushed_to_pushgateway"] is False

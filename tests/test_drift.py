@@ -16,16 +16,19 @@ from taxi_assets.core.evidently_defaults import (
 )
 from taxi_assets.core.evidently_report import (
     FEATURE_TYPES,
-    PREDICTION,
-    TARGET,
+    MetricRow,
     borough_rmse_gap,
     build_snapshot,
     extract_figures,
-    monitoring_report,
+    implausible_distances,
+    metric_rows,
     report_frame,
     segment_errors,
 )
-from tests.conftest import TLC_DIR
+from taxi_assets.core.model import PREDICTION, TARGET
+from tests.support.platform import TLC_DIR
+
+pytestmark = pytest.mark.unit
 
 FARE_COLUMNS = ["fare_amount", "total_amount"]
 
@@ -122,6 +125,15 @@ def test_direct_drift_agrees_with_evidently(rows, methods):
         ours = column_drift(column, reference[column], current[column], NUMERICAL)
         assert (ours.method, ours.drifted) == (theirs.method, theirs.drifted)
         assert ours.score == pytest.approx(theirs.score, rel=1e-9)
+
+
+def monitoring_report(current: pd.DataFrame, reference: pd.DataFrame) -> tuple[list[MetricRow], str]:
+    """One scored month against the reference as the batch assets report it: tidy rows and the HTML page."""
+    current_frame = report_frame(current)
+    snapshot = build_snapshot(current_frame, report_frame(reference))
+    figures = extract_figures(snapshot.dict())
+    rows = metric_rows(figures, segment_errors(current), len(current), implausible_distances(current_frame))
+    return rows, snapshot.get_html_str(as_iframe=False)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,9 @@ from taxi_assets.core import drift, profile
 from taxi_assets.core.drift import BATCH_FEATURES, DEFAULT_WINDOW, ONLINE_FEATURES
 from taxi_assets.core.evidently_defaults import dataset_drift
 from taxi_assets.core.model import PREDICTION, TARGET
-from tests.drift_harness import consecutive_windows, random_windows, scored
+from tests.support.drift_data import consecutive_windows, random_windows, scored
+
+pytestmark = pytest.mark.unit
 
 WINDOWS = 200
 REFERENCE, VALIDATION = "2022-01", "2022-02"

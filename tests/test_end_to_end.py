@@ -12,16 +12,18 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import requests
-from taxi_assets.assets import batch_monitoring, online_monitoring
-from taxi_assets.assets.models import deployed_model, duration_model
-from taxi_assets.assets.trips import raw_trips, taxi_zones, trips
-from taxi_assets.jobs import online_monitoring_job
-from taxi_assets.resources import build_resources
-from taxi_assets.sensors import prediction_log_sensor
 
-from tests import service_harness
-from tests.conftest import REPO_ROOT, free_port
-from tests.prometheus_harness import dashboard_queries, query, start_prometheus
+from taxi_assets.definitions import defs
+from taxi_assets.defs.batch_monitoring.assets import batch_drift, batch_predictions
+from taxi_assets.defs.model.assets import deployed_model, duration_model
+from taxi_assets.defs.online_monitoring.sensors import prediction_log_sensor
+from taxi_assets.defs.trip_data.assets import raw_trips, taxi_zones, trips
+from tests.support import service_harness
+from tests.support.platform import REPO_ROOT, free_port, platform_resources
+from tests.support.prometheus_harness import dashboard_queries, query, start_prometheus
+
+# BentoML fixes its model store once per process: the test stores models in a process (and store) of its own.
+pytestmark = [pytest.mark.e2e, pytest.mark.forked]
 
 RIDES = 2000
 
@@ -30,10 +32,9 @@ CRASHING_INGEST = textwrap.dedent(
     """
     import os, sys
     import dagster as dg
-    from taxi_assets.assets import online_monitoring
-    from taxi_assets.resources import build_resources
-
-    from taxi_assets.resources import warehouse
+    from taxi_assets.core import warehouse
+    from taxi_assets.defs.online_monitoring.assets import prediction_logs
+    from tests.support.platform import platform_resources
 
     original = warehouse.replace_rows
 
@@ -43,7 +44,7 @@ CRASHING_INGEST = textwrap.dedent(
         return original(conn, table, *args)
 
     warehouse.replace_rows = replace_then_die
-    dg.materialize([online_monitoring.prediction_logs], partition_key=sys.argv[1], resources=build_resources())
+    dg.materialize([prediction_logs], partition_key=sys.argv[1], resources=platform_resources())
     """
 )
 
@@ -72,7 +73,7 @@ def replay(url: str, rides: list[dict], durations: list[float]) -> None:
 
 def run_sensor(instance: dg.DagsterInstance, job: dg.JobDefinition, cursor: str | None) -> tuple[str, int]:
     """One sensor tick, then every run it requested, executed as the daemon would launch it; the new cursor."""
-    resources = build_resources()
+    resources = platform_resources()
     context = dg.build_sensor_context(
         instance=instance,
         cursor=cursor,
@@ -86,7 +87,7 @@ def run_sensor(instance: dg.DagsterInstance, job: dg.JobDefinition, cursor: str 
 
 
 def counts() -> tuple[int, int, int]:
-    with build_resources()["duckdb"].get_connection() as conn:
+    with platform_resources()["warehouse"].get_connection() as conn:
         return conn.execute(
             "SELECT count(*), count(actual_duration), (SELECT count(*) FROM prediction_feedback) "
             "FROM online_predictions"
@@ -98,7 +99,7 @@ def test_served_rides_reach_duckdb_and_prometheus(
 ) -> None:
     started = time.monotonic()
     monkeypatch.setenv("TAXI_PUSHGATEWAY_URL", pushgateway)
-    resources = build_resources()
+    resources = platform_resources()
     assert dg.materialize([taxi_zones], instance=instance, resources=resources)
     for month in ("2021-01", "2022-02"):
         assert dg.materialize([raw_trips, trips], partition_key=month, instance=instance, resources=resources)
@@ -106,17 +107,9 @@ def test_served_rides_reach_duckdb_and_prometheus(
     assert dg.materialize([deployed_model], instance=instance, resources=resources)
     # The batch dashboard's figures: one month scored and pushed.
     assert dg.materialize(
-        dg.load_assets_from_modules([batch_monitoring]),
-        selection=dg.AssetSelection.groups("monitoring"),
-        partition_key="2022-02",
-        instance=instance,
-        resources=resources,
+        [batch_predictions, batch_drift], partition_key="2022-02", instance=instance, resources=resources
     )
-    job = dg.Definitions(
-        assets=[online_monitoring.prediction_logs, online_monitoring.online_drift],
-        jobs=[online_monitoring_job],
-        resources=resources,
-    ).resolve_job_def(online_monitoring_job.name)
+    job = defs().resolve_job_def("online_monitoring_job")
 
     frame = service_harness.load_rides("2022-02").sample(RIDES, random_state=11).reset_index(drop=True)
     rides = [{**ride, "id": f"e2e-{i}"} for i, ride in enumerate(service_harness.ride_payloads(frame))]
@@ -150,7 +143,7 @@ def test_served_rides_reach_duckdb_and_prometheus(
             cursor, runs = run_sensor(instance, job, cursor)
             assert runs == 0
 
-            with build_resources()["duckdb"].get_connection() as conn:
+            with platform_resources()["warehouse"].get_connection() as conn:
                 stored = dict(conn.execute("SELECT id, actual_duration FROM online_predictions").fetchall())
             assert stored == {ride["id"]: pytest.approx(d) for ride, d in zip(rides, durations, strict=True)}
 

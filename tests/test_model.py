@@ -17,6 +17,8 @@ from taxi_assets.core.model import (
     timed_train,
 )
 
+pytestmark = pytest.mark.unit
+
 # The course model (DictVectorizer on PU_DO + trip_distance, LinearRegression), trained on green 2021-01.
 SEED_RMSE_2021_02 = 7.7587
 

@@ -8,26 +8,31 @@ import pandas as pd
 import pytest
 from sklearn.dummy import DummyRegressor
 from sklearn.pipeline import Pipeline
-from taxi_assets.assets.models import GATE_CHECK, deployed_model, duration_model, month_trips, quality_gate
-from taxi_assets.assets.trips import raw_trips, trips
-from taxi_assets.resources import build_resources
 
 from taxi_assets.core import model
 from taxi_assets.core.model import evaluate, predict, train
+from taxi_assets.defs.model.assets import GATE_CHECK, deployed_model, duration_model, month_trips, quality_gate
+from taxi_assets.defs.trip_data.assets import raw_trips, trips
+from tests.support.platform import platform_resources
+
+# BentoML fixes its model store once per process: each test stores models in a process (and store) of its own.
+pytestmark = [pytest.mark.integration, pytest.mark.forked]
 
 SEED_RMSE_2021_02 = 7.7587
 
 
 def load_trips(instance: dg.DagsterInstance, *months: str) -> None:
     for month in months:
-        assert dg.materialize([raw_trips, trips], partition_key=month, instance=instance, resources=build_resources())
+        assert dg.materialize(
+            [raw_trips, trips], partition_key=month, instance=instance, resources=platform_resources()
+        )
 
 
 def materialize(instance: dg.DagsterInstance, asset: dg.AssetsDefinition, config: dict | None = None, **kwargs):
     return dg.materialize(
         [asset],
         instance=instance,
-        resources=build_resources(),
+        resources=platform_resources(),
         run_config={"ops": {asset.op.name: {"config": config or {}}}},
         **kwargs,
     )
@@ -63,7 +68,7 @@ def test_model_trained_on_january_is_validated_on_february_and_deployed(platform
     assert deployed_metadata["source_tag"] == metadata["bentoml_tag"]
     assert deployed_metadata["validation_rmse"] == metadata["validation_rmse"]
 
-    registry = build_resources()["model_registry"]
+    registry = platform_resources()["model_registry"]
     pipeline, info = registry.load_deployed()
     assert info["tag"] == deployed_metadata["deployed_tag"]
     assert info["tag"].startswith("taxi_duration_deployed:")
@@ -72,7 +77,7 @@ def test_model_trained_on_january_is_validated_on_february_and_deployed(platform
     assert (platform_env / "bentoml" / "models" / "taxi_duration_deployed" / tag_version).is_dir()
 
     # The deployed copy predicts what the same recipe, trained afresh on the same rows, predicts.
-    with build_resources()["duckdb"].get_connection() as conn:
+    with platform_resources()["warehouse"].get_connection() as conn:
         january, february = month_trips(conn, "2021-01"), month_trips(conn, "2021-02")
     np.testing.assert_allclose(predict(pipeline, february), predict(train(january, "hgb"), february))
     assert evaluate(pipeline, february)["rmse"] == pytest.approx(metadata["validation_rmse"])

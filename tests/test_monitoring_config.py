@@ -14,8 +14,8 @@ import requests
 import yaml
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, push_to_gateway, start_http_server
 
-from tests.conftest import REPO_ROOT, free_port
-from tests.prometheus_harness import (
+from tests.support.platform import REPO_ROOT, free_port
+from tests.support.prometheus_harness import (
     DASHBOARD_DIR,
     PROMETHEUS_DIR,
     dashboard_queries,
@@ -71,12 +71,14 @@ def known_metric(name: str, recorded: set[str]) -> bool:
     [("check", "config", "prometheus.yml"), ("check", "rules", "alerts.yml"), ("test", "rules", "alerts_test.yml")],
     ids=" ".join,
 )
+@pytest.mark.e2e
 def test_promtool(args: tuple[str, ...]) -> None:
     result = promtool(*args)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "WARNING" not in result.stdout + result.stderr  # e.g. a missing file_sd target file
 
 
+@pytest.mark.e2e
 def test_promtool_accepts_the_compose_layout(tmp_path: Path) -> None:
     """What the prometheus container sees: targets.compose/ mounted over targets/."""
     config_dir = shutil.copytree(PROMETHEUS_DIR, tmp_path / "prometheus")
@@ -86,6 +88,7 @@ def test_promtool_accepts_the_compose_layout(tmp_path: Path) -> None:
     assert result.returncode == 0 and "WARNING" not in result.stdout + result.stderr, result.stdout + result.stderr
 
 
+@pytest.mark.unit
 def test_every_alert_has_a_firing_and_a_silent_case() -> None:
     tests = yaml.safe_load((PROMETHEUS_DIR / "alerts_test.yml").read_text())["tests"]
     cases = [case for test in tests for case in test.get("alert_rule_test", [])]
@@ -97,6 +100,7 @@ def test_every_alert_has_a_firing_and_a_silent_case() -> None:
         assert not all(expectations), f"{rule['alert']}: no test expects it to stay silent"
 
 
+@pytest.mark.unit
 def test_every_recording_rule_is_checked() -> None:
     tests = yaml.safe_load((PROMETHEUS_DIR / "alerts_test.yml").read_text())["tests"]
     checked = {
@@ -107,6 +111,7 @@ def test_every_recording_rule_is_checked() -> None:
             assert rule["record"] in checked, f"{rule['record']}: no promql_expr_test"
 
 
+@pytest.mark.unit
 def test_alerts_have_severity_and_annotations() -> None:
     for rule in alert_rules():
         if "alert" in rule:
@@ -114,6 +119,7 @@ def test_alerts_have_severity_and_annotations() -> None:
             assert {"summary", "description"} <= rule["annotations"].keys(), rule["alert"]
 
 
+@pytest.mark.unit
 def test_rules_use_only_contract_metrics() -> None:
     rules = alert_rules()
     recorded = {rule["record"] for rule in rules if "record" in rule}
@@ -122,6 +128,7 @@ def test_rules_use_only_contract_metrics() -> None:
         assert not unknown, f"{rule.get('alert') or rule['record']} uses metrics outside the contract: {unknown}"
 
 
+@pytest.mark.unit
 def test_metric_names_parser() -> None:
     expr = (
         'sum by (le, endpoint) (rate(bentoml_service_request_duration_seconds_bucket{code=~"5..", x="a b"}[5m]))'
@@ -138,6 +145,7 @@ def dashboards() -> dict[str, dict]:
     return {path.name: json.loads(path.read_text()) for path in sorted(DASHBOARD_DIR.glob("*.json"))}
 
 
+@pytest.mark.unit
 def test_dashboards_are_provisioned_with_the_fixed_datasource() -> None:
     datasource = yaml.safe_load((GRAFANA_DIR / "provisioning" / "datasources" / "prometheus.yml").read_text())
     [prometheus] = datasource["datasources"]
@@ -153,6 +161,7 @@ def test_dashboards_are_provisioned_with_the_fixed_datasource() -> None:
             assert all(target["expr"].strip() for target in panel["targets"]), f"{name}: {panel['title']}"
 
 
+@pytest.mark.unit
 def test_dashboards_use_only_contract_metrics() -> None:
     recorded = {rule["record"] for rule in alert_rules() if "record" in rule}
     queries = dashboard_queries()
@@ -169,6 +178,7 @@ def test_dashboards_use_only_contract_metrics() -> None:
     assert not contract_metrics() - used_bases
 
 
+@pytest.mark.unit
 def test_variables_are_substituted() -> None:
     assert substitute('rate(x{w="$window"}[$__rate_interval]) ${m} [[m]]', {"window": "hour", "m": ".+"}, "30s") == (
         'rate(x{w="hour"}[30s]) .+ .+'
@@ -181,6 +191,7 @@ def test_variables_are_substituted() -> None:
 # ---- compose
 
 
+@pytest.mark.unit
 def test_compose_services_and_mounted_files_exist() -> None:
     services = COMPOSE["services"]
     expected = {
@@ -206,6 +217,7 @@ def test_compose_services_and_mounted_files_exist() -> None:
             assert dependency in services, f"{name} depends on unknown {dependency}"
 
 
+@pytest.mark.unit
 def test_compose_prometheus_targets_match_services() -> None:
     services = COMPOSE["services"]
     for sd_file in (PROMETHEUS_DIR / "targets.compose").glob("*.yml"):
@@ -218,6 +230,7 @@ def test_compose_prometheus_targets_match_services() -> None:
     }
 
 
+@pytest.mark.unit
 def test_compose_environment_matches_contracts() -> None:
     contract_vars = set(re.findall(r"^\| `(TAXI_\w+|BENTOML_HOME)`", CONTRACTS, re.MULTILINE))
     assert "TAXI_PREDLOG_URI" in contract_vars
@@ -236,6 +249,7 @@ def test_compose_environment_matches_contracts() -> None:
         assert COMPOSE["services"][name]["environment"]["TAXI_PUSHGATEWAY_URL"] == "http://pushgateway:9091"
 
 
+@pytest.mark.unit
 def test_platform_image_copies_existing_files() -> None:
     dockerfile = (REPO_ROOT / "docker" / "platform.Dockerfile").read_text()
     assert dockerfile.startswith("#") and "FROM python:3.11-slim" in dockerfile
@@ -243,6 +257,7 @@ def test_platform_image_copies_existing_files() -> None:
         assert (REPO_ROOT / source).exists(), source
 
 
+@pytest.mark.unit
 def test_compose_dagster_instance_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     from dagster._config import process_config
     from dagster._core.instance.config import dagster_instance_config_schema
@@ -254,6 +269,7 @@ def test_compose_dagster_instance_is_valid(monkeypatch: pytest.MonkeyPatch) -> N
     assert result.success, result.errors
 
 
+@pytest.mark.unit
 def test_compose_dagster_instance_uses_postgres() -> None:
     config = yaml.safe_load((REPO_ROOT / "docker" / "dagster.yaml").read_text())
     postgres = config["storage"]["postgres"]["postgres_db"]
@@ -270,6 +286,7 @@ def test_compose_dagster_instance_uses_postgres() -> None:
 # ---- real processes
 
 
+@pytest.mark.e2e
 def test_prometheus_loads_config_and_rules(tmp_path: Path) -> None:
     with start_prometheus(tmp_path / "prometheus") as url:
         groups = requests.get(f"{url}/api/v1/rules", timeout=5).json()["data"]["groups"]
@@ -279,6 +296,7 @@ def test_prometheus_loads_config_and_rules(tmp_path: Path) -> None:
         assert all(rule["health"] != "err" for group in groups for rule in group["rules"])
 
 
+@pytest.mark.e2e
 def test_pushed_drift_share_reaches_the_dashboard_query(tmp_path: Path, pushgateway: str) -> None:
     registry = CollectorRegistry()
     Gauge("taxi_online_drift_share", "share of drifted features", registry=registry).set(0.4)
@@ -383,6 +401,7 @@ def serve_bento_metrics(port: int) -> tuple[ThreadingHTTPServer, Callable[[], No
     return server, request
 
 
+@pytest.mark.e2e
 def test_every_panel_query_returns_data_when_the_contract_metrics_exist(tmp_path: Path, pushgateway: str) -> None:
     push_contract_metrics(pushgateway)
     bento_port = free_port()

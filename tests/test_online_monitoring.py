@@ -11,17 +11,23 @@ import pandas as pd
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
-from taxi_assets.assets.models import deployed_model, duration_model
-from taxi_assets.assets.online_monitoring import OnlineDriftConfig, online_drift, prediction_logs
-from taxi_assets.assets.trips import raw_trips, trips
-from taxi_assets.resources import PredictionLogStore, Pushgateway, build_resources, warehouse
-from taxi_assets.sensors import prediction_log_sensor
 
-from taxi_assets.core import predlog
-from taxi_assets.core.evidently_defaults import METHOD_BY_DISPLAY_NAME
+from taxi_assets import settings
+from taxi_assets.core import predlog, warehouse
+from taxi_assets.core.drift import METHOD_BY_DISPLAY_NAME
 from taxi_assets.core.model import predict
 from taxi_assets.core.online import ONLINE_FEATURE_TYPES, drift_frame, window_figures
-from tests.service_harness import load_rides
+from taxi_assets.defs.model.assets import deployed_model, duration_model
+from taxi_assets.defs.online_monitoring.assets import OnlineDriftConfig, online_drift, prediction_logs
+from taxi_assets.defs.online_monitoring.resources import PredictionLogStore
+from taxi_assets.defs.online_monitoring.sensors import prediction_log_sensor
+from taxi_assets.defs.resources import Pushgateway
+from taxi_assets.defs.trip_data.assets import raw_trips, trips
+from tests.support.platform import platform_resources
+from tests.support.service_harness import load_rides
+
+# BentoML fixes its model store once per process: each test stores models in a process (and store) of its own.
+pytestmark = [pytest.mark.integration, pytest.mark.forked]
 
 UTC = dt.timezone.utc
 
@@ -40,7 +46,8 @@ def feedback(ride_id: str, ts: dt.datetime, actual: float) -> dict:
 
 
 def write(records: list[dict]) -> None:
-    writer = predlog.open_writer()
+    current = settings.load()
+    writer = predlog.open_writer(current.predlog_uri, current.predlog_spool_dir)
     assert writer.append(records)
     writer.close()
 
@@ -62,7 +69,7 @@ def metadata_of(result: dg.ExecuteInProcessResult, asset: dg.AssetsDefinition) -
 
 
 def with_pushgateway(url: str) -> dict:
-    return {**build_resources(), "pushgateway": Pushgateway(url=url)}
+    return {**platform_resources(), "pushgateway": Pushgateway(url=url)}
 
 
 def tick(instance: dg.DagsterInstance, cursor: str | None, pushgateway_url: str = "") -> dg.SensorResult:
@@ -77,12 +84,12 @@ def tick(instance: dg.DagsterInstance, cursor: str | None, pushgateway_url: str 
 
 def ingest(instance: dg.DagsterInstance, day: str, **kwargs) -> dg.ExecuteInProcessResult:
     return dg.materialize(
-        [prediction_logs], partition_key=day, instance=instance, resources=build_resources(), **kwargs
+        [prediction_logs], partition_key=day, instance=instance, resources=platform_resources(), **kwargs
     )
 
 
 def table_counts(day: str) -> tuple[int, int]:
-    with build_resources()["duckdb"].get_connection() as conn:
+    with platform_resources()["warehouse"].get_connection() as conn:
         return conn.execute(
             "SELECT (SELECT count(*) FROM prediction_log WHERE day = $d), "
             "(SELECT count(*) FROM prediction_feedback WHERE day = $d)",
@@ -153,7 +160,7 @@ def test_prediction_logs_exactly_once_with_late_feedback_and_a_crash(
     meta = metadata_of(result, prediction_logs)
     assert meta["prediction_rows"] == 1 and meta["feedback_rows"] == 4 and meta["late_feedback_rows"] == 3
     assert meta["joined_share"] == 1.0 and isinstance(meta["joined_share"], float)
-    with build_resources()["duckdb"].get_connection() as conn:
+    with platform_resources()["warehouse"].get_connection() as conn:
         joined = dict(
             conn.execute("SELECT id, error FROM online_predictions WHERE actual_duration IS NOT NULL").fetchall()
         )
@@ -183,7 +190,7 @@ def test_prediction_logs_exactly_once_with_late_feedback_and_a_crash(
 @pytest.fixture
 def deployed(instance: dg.DagsterInstance) -> tuple[dg.DagsterInstance, dict]:
     """Trips of 2021-01 in DuckDB and the model trained on them deployed."""
-    resources = build_resources()
+    resources = platform_resources()
     assert dg.materialize([raw_trips, trips], partition_key="2021-01", instance=instance, resources=resources)
     assert dg.materialize([duration_model], partition_key="2021-01", instance=instance, resources=resources)
     assert dg.materialize([deployed_model], instance=instance, resources=resources)
@@ -280,7 +287,7 @@ def test_window_drift_agrees_with_evidently() -> None:
 
 
 def day_rows(day: str) -> list[tuple]:
-    with build_resources()["duckdb"].get_connection() as conn:
+    with platform_resources()["warehouse"].get_connection() as conn:
         return conn.execute(
             "SELECT * EXCLUDE (feedback_ts) FROM online_predictions WHERE day = $d ORDER BY id", {"d": day}
         ).fetchall()

@@ -13,6 +13,8 @@ import pytest
 
 from taxi_assets.core import predlog
 
+pytestmark = pytest.mark.unit
+
 RIDE = {"PULocationID": 74, "DOLocationID": 42, "trip_distance": 1.7, "pickup_datetime": "2022-01-03T08:15:00"}
 
 
@@ -51,14 +53,14 @@ def test_cursor_semantics(store) -> None:
 
     first = [_prediction(i) for i in range(3)]
     writer.append(first)
-    assert reader.has_new(None)
+    assert reader.changes(None).days
     changes = reader.changes(None)
     assert changes.days == [_today()]
     assert reader.pending(None) == predlog.Pending(3, first[0]["ts"])
     json.dumps(changes.cursor)  # a sensor stores it as a string
 
     # Nothing new after the returned cursor, until a record arrives.
-    assert not reader.has_new(changes.cursor)
+    assert not reader.changes(changes.cursor).days
     assert reader.pending(changes.cursor) == predlog.Pending(0, None)
     later = _prediction(3)
     writer.append([later])
@@ -73,7 +75,7 @@ def test_old_days_are_sealed_into_the_watermark(store) -> None:
     assert changes.days == ["2022-01-03", _today()]
     assert changes.cursor["sealed"] == "2022-01-03"
     assert all(key.startswith(_today()) for key in changes.cursor["offsets"])
-    assert not reader.has_new(changes.cursor)
+    assert not reader.changes(changes.cursor).days
 
 
 def test_partial_trailing_line_is_ignored_until_complete(store) -> None:
@@ -85,7 +87,7 @@ def test_partial_trailing_line_is_ignored_until_complete(store) -> None:
     with open(segment, "ab") as f:
         f.write(line[:25])
     assert [r["id"] for r in reader.read_day(_today())] == ["ride-1"]
-    assert not reader.has_new(cursor)
+    assert not reader.changes(cursor).days
     assert reader.pending(cursor).count == 0
     with open(segment, "ab") as f:
         f.write(line[25:])
@@ -130,13 +132,14 @@ def test_concurrent_processes_leave_no_torn_or_interleaved_records(tmp_path: Pat
     assert len(ids) == len(set(ids)) == 4 * 3000
 
 
-def test_open_writer_follows_the_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TAXI_PREDLOG_URI", str(tmp_path / "env"))
-    writer = predlog.open_writer()
+def test_open_writer_follows_the_uri(tmp_path: Path) -> None:
+    writer = predlog.open_writer(str(tmp_path / "logs"), str(tmp_path / "spool"))
+    assert isinstance(writer, predlog.FileLogWriter)
     writer.append([_prediction(1)])
     writer.close()
-    assert isinstance(predlog.open_reader(), predlog.FileLogReader)
-    assert len(predlog.open_reader().read_day(_today())) == 1
+    assert isinstance(predlog.open_reader(str(tmp_path / "logs")), predlog.FileLogReader)
+    assert len(predlog.open_reader(str(tmp_path / "logs")).read_day(_today())) == 1
+    assert not (tmp_path / "spool").exists()  # a directory store needs no journal
 
 
 # --- MongoDB ---------------------------------------------------------------------------------------------------
@@ -169,11 +172,11 @@ def _check_mongo_round_trip(tmp_path: Path, collection) -> None:
     writer, reader = _mongo_pair(tmp_path, collection)
     records = [_prediction(i) for i in range(5)] + [predlog.feedback_record("ride-1", 11.0)]
     writer.append(records)
-    assert not reader.has_new(None)  # journalled, not shipped yet
+    assert not reader.changes(None).days  # journalled, not shipped yet
     assert writer.ship_once()
     assert writer.stats()["spool_backlog"] == 0
     assert reader.read_day(_today()) == sorted(records, key=lambda r: r["ts"])
-    assert reader.has_new(None)
+    assert reader.changes(None).days
     changes = reader.changes(None)
     assert changes.days == [_today()]
     assert reader.pending(None) == predlog.Pending(6, records[0]["ts"])
@@ -186,13 +189,13 @@ def test_mongo_round_trip_and_cursor(tmp_path: Path) -> None:
 
 
 def test_mongo_cursor_moves_past_settled_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(predlog, "MONGO_CURSOR_LAG", dt.timedelta(0))
+    monkeypatch.setattr(predlog.mongo, "MONGO_CURSOR_LAG", dt.timedelta(0))
     collection = mongomock.MongoClient().taxi.prediction_logs
     writer, reader = _mongo_pair(tmp_path, collection)
     writer.append([_prediction(1)])
     writer.ship_once()
     cursor = reader.changes(None).cursor
-    assert not reader.has_new(cursor)
+    assert not reader.changes(cursor).days
     assert reader.pending(cursor) == predlog.Pending(0, None)
     # MongoDB stamps have millisecond resolution: a second shipment in the same millisecond would carry the
     # cursor's own stamp, which only the (here disabled) cursor lag covers.

@@ -23,8 +23,10 @@ from hypothesis import strategies as st
 from bento_service.model_process import ModelProcess
 from taxi_assets.core import predlog
 from taxi_assets.core.model import FEATURE_FIELDS
-from tests import service_harness as harness
-from tests.conftest import free_port
+from tests.support import service_harness as harness
+from tests.support.platform import free_port
+
+pytestmark = pytest.mark.service
 
 MAX_BATCH_RIDES = 10_000  # the service's documented limit
 

@@ -10,11 +10,12 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
-from taxi_assets.assets.trips import raw_trips, taxi_zones, trips
-from taxi_assets.resources import build_resources
 
 from taxi_assets.core.tlc import RAW_COLUMNS
-from tests.conftest import MANIFEST_ROWS
+from taxi_assets.defs.trip_data.assets import raw_trips, taxi_zones, trips
+from tests.support.platform import MANIFEST_ROWS, platform_resources
+
+pytestmark = pytest.mark.integration
 
 # Rows with 1 <= duration <= 60 minutes (the seed filter), counted independently with DuckDB on the files.
 TRIPS_ROWS = {"2021-01": 73908, "2022-01": 59603, "2023-03": 69392}
@@ -23,7 +24,9 @@ TRIPS_ROWS = {"2021-01": 73908, "2022-01": 59603, "2023-03": 69392}
 def materialize(
     instance: dg.DagsterInstance, month: str, assets=(raw_trips, trips), **kwargs
 ) -> dg.ExecuteInProcessResult:
-    return dg.materialize(list(assets), partition_key=month, instance=instance, resources=build_resources(), **kwargs)
+    return dg.materialize(
+        list(assets), partition_key=month, instance=instance, resources=platform_resources(), **kwargs
+    )
 
 
 def query(path: Path, sql: str, params: dict | None = None) -> list[tuple]:
@@ -78,7 +81,7 @@ def test_rematerializing_a_month_replaces_exactly_that_month(instance, platform_
 
 
 def test_taxi_zones_load_the_lookup(instance, platform_env):
-    result = dg.materialize([taxi_zones], instance=instance, resources=build_resources())
+    result = dg.materialize([taxi_zones], instance=instance, resources=platform_resources())
     assert result.asset_materializations_for_node("taxi_zones")[0].metadata["dagster/row_count"].value == 265
     assert query(platform_env / "warehouse.duckdb", "SELECT Borough, Zone FROM taxi_zones WHERE LocationID = 1") == [
         ("EWR", "Newark Airport")
@@ -189,11 +192,3 @@ def test_checks_fire_on_doctored_data(instance, platform_env, source_dir):
             assert (table, check) in failed
     assert ("raw_trips", "pickups_in_month") in failed
     assert ("raw_trips", "tlc_schema") not in failed
-
-
-def test_definitions_load():
-    from taxi_assets.definitions import defs
-
-    dg.Definitions.validate_loadable(defs)
-    keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert {"raw_trips", "taxi_zones", "trips"} <= keys

@@ -17,7 +17,7 @@ from pathlib import Path
 import requests
 import yaml
 
-from tests.conftest import REPO_ROOT, free_port, start_process, stop_process
+from tests.support.platform import REPO_ROOT, free_port, start_process, stop_process
 
 PROMETHEUS_DIR = REPO_ROOT / "monitoring" / "prometheus"
 DASHBOARD_DIR = REPO_ROOT / "monitoring" / "grafana" / "dashboards"

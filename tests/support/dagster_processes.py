@@ -15,9 +15,8 @@ from pathlib import Path
 import dagster as dg
 import requests
 
-from tests.conftest import free_port, wait_http
+from tests.support.platform import REPO_ROOT, free_port, wait_http
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DAGSTER = REPO_ROOT / ".venv" / "bin" / "dagster"
 WORKSPACE = REPO_ROOT / "workspace.yaml"
 

@@ -1,6 +1,6 @@
 """Real rides, a real deployed model and a real `bentoml serve` process, shared by the service tests and the bench.
 
-Run as a module (`python -m tests.service_harness <BENTOML_HOME>`) it trains the `hgb` pipeline on 2021-01 and
+Run as a module (`python -m tests.support.service_harness <BENTOML_HOME>`) it trains the `hgb` pipeline on 2021-01 and
 saves it as `taxi_duration_deployed`: in a process of its own, because BentoML fixes its home on first use.
 """
 
@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import requests
 
 from taxi_assets.core.model import FEATURE_FIELDS
-from tests.conftest import REPO_ROOT, TLC_DIR
+from tests.support.platform import REPO_ROOT, TLC_DIR
 
 
 def load_rides(month: str, tlc_dir: Path = TLC_DIR) -> pd.DataFrame:
@@ -49,7 +49,7 @@ def save_deployed_model(bentoml_home: Path, month: str = "2021-01", recipe: str 
     """Train on `month` and save the pipeline as `taxi_duration_deployed` into `bentoml_home`."""
     env = {**os.environ, "BENTOML_HOME": str(bentoml_home)}
     subprocess.run(
-        [sys.executable, "-m", "tests.service_harness", str(bentoml_home), month, recipe],
+        [sys.executable, "-m", "tests.support.service_harness", str(bentoml_home), month, recipe],
         env=env,
         cwd=REPO_ROOT,
         check=True,

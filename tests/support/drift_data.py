@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 
 from taxi_assets.core.model import PREDICTION, TARGET, predict, train
 from taxi_assets.core.tlc import MAX_DURATION_MINUTES, MIN_DURATION_MINUTES
-from tests.conftest import MANIFEST_ROWS, TLC_DIR
+from tests.support.platform import MANIFEST_ROWS, TLC_DIR
 
 MONTHS = sorted(MANIFEST_ROWS)
 _RAW = [

@@ -1,0 +1,98 @@
+"""Real TLC files, an isolated platform folder per test, loopback ports and process helpers."""
+
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import requests
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TLC_DIR = Path(os.getenv("TAXI_TEST_TLC_DIR", REPO_ROOT.parent / "shared" / "data" / "tlc"))
+
+# Row counts from ../shared/data/tlc/MANIFEST.md (parquet metadata).
+MANIFEST_ROWS = {
+    "2021-01": 76518,
+    "2021-02": 64572,
+    "2021-03": 83827,
+    "2022-01": 62495,
+    "2022-02": 69399,
+    "2022-03": 78537,
+    "2023-01": 68211,
+    "2023-02": 64809,
+    "2023-03": 72044,
+    "2023-04": 65392,
+}
+
+# Settings whose embedded default (TLC's address, or nothing pushed) must not leak in from the caller's shell.
+UNSET = ("TAXI_PUSHGATEWAY_URL", "TAXI_ZONE_LOOKUP_URL")
+
+
+def platform_environment(folder: Path, tlc_dir: Path = TLC_DIR) -> dict[str, str]:
+    """Every store under `folder` and the trip-data source at the local TLC mirror."""
+    return {
+        "TAXI_DUCKDB_PATH": str(folder / "warehouse.duckdb"),
+        "TAXI_TRIP_DATA_URL": str(tlc_dir),
+        "TAXI_CACHE_DIR": str(folder / "cache"),
+        "TAXI_REPORTS_DIR": str(folder / "reports"),
+        "TAXI_PREDLOG_URI": str(folder / "prediction_logs"),
+        "BENTOML_HOME": str(folder / "bentoml"),
+        "DAGSTER_HOME": str(folder / "dagster_home"),
+    }
+
+
+def enter_platform_environment(folder: Path) -> None:
+    """Point this process at a fresh platform under `folder`: for the benchmarks, which run outside pytest."""
+    os.environ.update(platform_environment(folder))
+    for name in UNSET:
+        os.environ.pop(name, None)
+    (folder / "dagster_home").mkdir(parents=True, exist_ok=True)
+
+
+def platform_resources() -> dict:
+    """The platform's resources as the code location defines them, initialised for the current environment:
+    their `dg.EnvVar`s resolved, so a test can also use one directly (a warehouse connection, the registry)."""
+    from taxi_assets.definitions import defs
+
+    return {name: resource.process_config_and_initialize() for name, resource in defs().resources.items()}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 30.0, process: subprocess.Popen | None = None) -> None:
+    """Wait until `url` answers 200, failing early when the process behind it has died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process for {url} exited with {process.returncode}")
+        try:
+            if requests.get(url, timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+def start_process(args: list[str], url: str, log_path: Path, timeout: float = 30.0) -> subprocess.Popen:
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_http(url, timeout=timeout, process=process)
+    except Exception:
+        process.kill()
+        raise RuntimeError(f"{args[0]} did not start: {log_path.read_text()[-2000:]}") from None
+    return process
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
