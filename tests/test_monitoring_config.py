@@ -300,7 +300,7 @@ def test_prometheus_loads_config_and_rules(tmp_path: Path) -> None:
 def test_pushed_drift_share_reaches_the_dashboard_query(tmp_path: Path, pushgateway: str) -> None:
     registry = CollectorRegistry()
     Gauge("taxi_online_drift_share", "share of drifted features", registry=registry).set(0.4)
-    push_to_gateway(pushgateway, job="taxi_online_monitoring", grouping_key={"window": "last_1000"}, registry=registry)
+    push_to_gateway(pushgateway, job="taxi_online_monitoring", grouping_key={"window": "last_2000"}, registry=registry)
     [panel_query] = [q for q in dashboard_queries(rate_interval="5s") if q.panel == "Share of drifted features"]
 
     with start_prometheus(tmp_path / "prometheus", pushgateway=pushgateway.removeprefix("http://")) as url:
@@ -318,12 +318,23 @@ PUSHED = [
         "taxi_batch_monitoring",
         {"month": "2023-02"},
         {
-            "taxi_batch_feature_drift_score": [{"feature": "trip_distance", "method": "wasserstein"}],
+            "taxi_batch_feature_drift_score": [{"feature": "trip_distance", "test": "ks"}],
+            "taxi_batch_feature_drift_effect": [{"feature": "trip_distance", "effect": "ks_distance"}],
             "taxi_batch_feature_drifted": [{"feature": "trip_distance"}],
+            "taxi_batch_feature_drift_priority": [{"feature": "trip_distance"}],
             "taxi_batch_drift_share": [{}],
             "taxi_batch_dataset_drift": [{}],
-            "taxi_batch_prediction_drift_score": [{"method": "wasserstein"}],
-            "taxi_batch_target_drift_score": [{"method": "wasserstein"}],
+            "taxi_batch_mom_feature_drift_score": [{"feature": "trip_distance", "test": "ks"}],
+            "taxi_batch_mom_feature_drift_effect": [{"feature": "trip_distance", "effect": "ks_distance"}],
+            "taxi_batch_mom_feature_drifted": [{"feature": "trip_distance"}],
+            "taxi_batch_mom_drift_share": [{}],
+            "taxi_batch_mom_dataset_drift": [{}],
+            "taxi_batch_month_start_timestamp_seconds": [{}],
+            "taxi_batch_prediction_drift_score": [{"test": "ks"}],
+            "taxi_batch_prediction_drifted": [{}],
+            "taxi_batch_target_drift_score": [{"test": "ks"}],
+            "taxi_batch_target_drifted": [{}],
+            "taxi_batch_outlier_share": [{"rule": "any"}],
             "taxi_batch_rmse": [{}],
             "taxi_batch_mae": [{}],
             "taxi_batch_mean_error": [{}],
@@ -336,15 +347,20 @@ PUSHED = [
     ),
     (
         "taxi_online_monitoring",
-        {"window": "last_1000"},
+        {"window": "last_2000"},
         {
-            "taxi_online_feature_drift_score": [{"feature": "trip_distance", "method": "ks"}],
+            "taxi_online_feature_drift_score": [{"feature": "trip_distance", "test": "ks"}],
+            "taxi_online_feature_drift_effect": [{"feature": "trip_distance", "effect": "ks_distance"}],
             "taxi_online_feature_drifted": [{"feature": "trip_distance"}],
             "taxi_online_drift_share": [{}],
             "taxi_online_dataset_drift": [{}],
-            "taxi_online_prediction_drift_score": [{"method": "ks"}],
+            "taxi_online_prediction_drift_score": [{"test": "ks"}],
+            "taxi_online_prediction_drifted": [{}],
+            "taxi_online_window_spread": [{}],
+            "taxi_online_outlier_share": [{"rule": "any"}],
             "taxi_online_rmse": [{}],
             "taxi_online_mae": [{}],
+            "taxi_online_rmse_bound": [{}],
             "taxi_online_window_rows": [{}],
             "taxi_online_feedback_rows": [{}],
             "taxi_model_validation_rmse": [{"model_tag": "taxi_duration_deployed:v1"}],
