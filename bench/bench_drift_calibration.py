@@ -1,6 +1,6 @@
 """False-alarm and detection rates of the drift and RMSE alarms on the real TLC months (prints tables; not a test).
 
-    .venv/bin/python bench/bench_drift_calibration.py [--windows 200] [--size 2000] [--seed 7]
+    .venv/bin/python bench/bench_drift_calibration.py [--windows 200] [--size 5000] [--seed 7] [--skip-evidently]
 
 Reference: the `hgb` model trained on 2022-01, its profile (validation month 2022-02). For each scenario, `--windows`
 windows of `--size` rides, random (distinct rides of the month) and consecutive (rides in pickup order): the share of
@@ -160,7 +160,7 @@ def main() -> None:
     print("\nWindow size sweep (ours): dataset false alarms on the same month and detection of trip_distance x1.10")
     print(f"{'size':>6s} {'FA random':>10s} {'FA consec':>10s} {'x1.10 random':>13s} {'x1.10 consec':>13s}")
     longer = shifted_distance(reference, 1.10)
-    for size in (500, 1000, 2000, 3000, 5000):
+    for size in (500, 1000, 2000, 3000, 4000, 5000):
         figures = []
         for frame in (reference, longer):
             for kind in ("random", "consecutive"):

@@ -80,11 +80,20 @@ def test_a_day_of_consecutive_rides_does_not_flag_the_hour(built, arrays, refere
     assert rate(evidently) >= 0.9
 
 
-@pytest.mark.parametrize(("factor", "at_least"), [(1.10, 0.90), (1.25, 0.99)])
-def test_longer_trips_are_detected(built, arrays, reference, factor, at_least):
+@pytest.mark.parametrize(
+    ("factor", "windows", "at_least"),
+    [
+        (1.10, random_windows, 0.90),
+        (1.10, consecutive_windows, 0.85),  # measured 90.7% over 300 windows
+        (1.25, random_windows, 0.99),
+        (1.25, consecutive_windows, 0.99),
+    ],
+    ids=["x1.10-random", "x1.10-consecutive", "x1.25-random", "x1.25-consecutive"],
+)
+def test_longer_trips_are_detected(built, arrays, reference, factor, windows, at_least):
     rng = np.random.default_rng(3)
     longer = reference.assign(trip_distance=reference["trip_distance"] * factor)
-    judged = verdicts(built, arrays, longer, random_windows(rng, len(longer), DEFAULT_WINDOW, WINDOWS))
+    judged = verdicts(built, arrays, longer, windows(rng, len(longer), DEFAULT_WINDOW, WINDOWS))
     assert rate(v.feature("trip_distance").drifted for v in judged) >= at_least
 
 
@@ -170,7 +179,7 @@ def test_profile_is_json_and_round_trips_through_duckdb(built):
 def test_outliers_are_rare_in_the_reference_and_found_in_glitches(built, reference):
     shares = built["outliers"]["reference_shares"]
     # Odometer glitches (beyond 100 miles) come on top of the 0.1% beyond the 99.9th percentile.
-    assert shares["distance_above_p999"] <= 0.003 and shares["speed_above_p999"] <= 0.002
+    assert shares["distance_above_p999"] <= 0.003 and shares["speed_above_p999"] <= 0.003
     glitches = reference.head(100).assign(
         trip_distance=[250_000.0] * 10 + [0.0] * 90, duration=[5.0] * 10 + [59.0] * 90
     )

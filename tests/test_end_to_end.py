@@ -157,9 +157,9 @@ def test_served_rides_reach_duckdb_and_prometheus(
                 empty = [panel_query for panel_query in empty if not query(prometheus, panel_query.expr)]
             assert not empty, f"panels without data: {[(q.dashboard, q.panel, q.expr) for q in empty]}"
             # The last tick's push reaches Prometheus with its next scrape (every second here).
-            assert scraped_value(prometheus, 'taxi_online_window_rows{window="last_2000"}', "2000")
+            assert scraped_value(prometheus, 'taxi_online_window_rows{window="last_5000"}', str(RIDES))
             assert scraped_value(prometheus, "taxi_ingest_records_waiting", "0")
-            assert query(prometheus, 'taxi_online_rmse{window="last_2000"}')
+            assert query(prometheus, 'taxi_online_rmse{window="last_5000"}')
     finally:
         service_harness.stop(service)
     assert time.monotonic() - started < 180
