@@ -202,5 +202,7 @@ def verdict_html(figures: BatchFigures, month: str, reference_month: str) -> str
         "<table border='1' cellpadding='4'><tr><th>feature</th><th>test</th><th>statistic / threshold</th>"
         "<th>effect</th><th>since training</th><th>importance rank</th><th>month over month</th></tr>"
         + "".join(cells)
-        + "</table></section>"
+        + "</table><p>Rides outside the reference's plausible ranges: "
+        + ", ".join(f"{rule} {share:.2%}" for rule, share in figures.outliers.items())
+        + "</p></section>"
     )
