@@ -69,6 +69,12 @@ SETTINGS: dict[str, Setting] = {
         "TAXI_PREDLOG_START_DAY", "2024-01-01", "First daily partition of prediction_logs (YYYY-MM-DD)"
     ),
     "model_tag": _setting("TAXI_MODEL_TAG", "taxi_duration_deployed:latest", "The model the service serves"),
+    "model_reload_seconds": _setting(
+        "TAXI_MODEL_RELOAD_SECONDS",
+        "5",
+        "How often the service looks for a newer model under TAXI_MODEL_TAG and swaps it in; 0: never",
+        integer=True,
+    ),
     "deployed_month": _setting("TAXI_DEPLOYED_MONTH", "2021-01", "Training month deployed_model deploys by default"),
     "service_host": _setting("TAXI_SERVICE_HOST", "127.0.0.1", "Address the Bento service listens on"),
     "service_port": _setting("TAXI_SERVICE_PORT", "3001", "Port of the Bento service", integer=True),
@@ -120,6 +126,7 @@ class Settings:
     predlog_spool_dir: str
     predlog_start_day: str
     model_tag: str
+    model_reload_seconds: int
     deployed_month: str
     service_host: str
     service_port: int
