@@ -105,6 +105,9 @@ def _verdict_rows(prefix: str, verdict: DriftVerdict) -> list[MetricRow]:
             MetricRow(f"{prefix}drift_effect", feature.feature, feature.effect),
             MetricRow(f"{prefix}drifted", feature.feature, float(feature.drifted)),
         ]
+        if feature.kind == NUMERICAL:
+            # Evidently's drift score for numbers, for comparison with reports made before the calibrated tests.
+            rows.append(MetricRow(f"{prefix}drift_wasserstein", feature.feature, feature.wasserstein))
     return rows + [
         MetricRow(f"{prefix}drifted_features", DATASET, float(verdict.drifted_count)),
         MetricRow(f"{prefix}drift_share", DATASET, verdict.share_drifted),
