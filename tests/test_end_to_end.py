@@ -102,7 +102,8 @@ def test_served_rides_reach_duckdb_and_prometheus(
     monkeypatch.setenv("TAXI_PUSHGATEWAY_URL", pushgateway)
     resources = platform_resources()
     assert dg.materialize([taxi_zones], instance=instance, resources=resources)
-    for month in ("2021-01", "2022-02"):
+    # 2022-01 is the month before the monitored one: the month-over-month panels need it.
+    for month in ("2021-01", "2022-01", "2022-02"):
         assert dg.materialize([raw_trips, trips], partition_key=month, instance=instance, resources=resources)
     assert dg.materialize([duration_model], partition_key="2021-01", instance=instance, resources=resources)
     assert dg.materialize([deployed_model, reference_profile], instance=instance, resources=resources)

@@ -1,6 +1,7 @@
 """Batch monitoring: score every month with the deployed model, compare it with the model's training month."""
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import pandas as pd
@@ -26,6 +27,9 @@ from taxi_assets.defs.model.profile import reference_profile
 from taxi_assets.defs.partitions import monthly_partitions
 from taxi_assets.defs.resources import DUCKDB_POOL, ModelRegistry, Pushgateway, Warehouse
 from taxi_assets.defs.trip_data.assets import taxi_zones, trips
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 
 @dg.asset(
@@ -125,7 +129,7 @@ def batch_drift(
     """`drift_metrics` and, unless the run config turns it off, `monitoring_report`: the figures come from the
     project's vectorised maths over the reference profile; Evidently only renders the report."""
     month = context.partition_key
-    _, model = model_registry.load_deployed()
+    pipeline, model = model_registry.load_deployed()
     previous_month = _previous_month(month)
     with warehouse.get_connection() as conn:
         current = stored_predictions(conn, month, model["tag"])
@@ -137,6 +141,10 @@ def batch_drift(
         if prof is None:
             raise dg.Failure(f"no reference profile for {model['tag']}; materialize reference_profile first")
         previous = stored_predictions(conn, previous_month, model["tag"])
+        if previous.empty:
+            # Months of a backfill run side by side: the month before may have trips but no predictions yet.
+            # Scoring it here (nothing stored) keeps month over month independent of the order runs finish in.
+            previous = score_trips(conn, previous_month, pipeline, model["tag"])
     importance = model_registry.info(model["tag"])["metadata"].get("permutation_importance")
     figures = month_figures(
         current, prof, profile.arrays(prof), previous, previous_month, importance if importance else None
@@ -153,7 +161,7 @@ def batch_drift(
     )
     yield dg.MaterializeResult(asset_key="drift_metrics", metadata=_metadata(figures, prof, model, len(rows), pushed))
     if config.report:
-        yield _report(month, figures, current, prof, model, warehouse, model_registry, reports)
+        yield _report(month, figures, current, prof, model, warehouse, pipeline, reports)
     else:
         context.log.info(f"monitoring_report[{month}] skipped (run config report: false)")
 
@@ -196,7 +204,7 @@ def _report(
     prof: dict,
     model: dict,
     warehouse: Warehouse,
-    model_registry: ModelRegistry,
+    pipeline: "Pipeline",
     reports: MonitoringReports,
 ) -> dg.MaterializeResult:
     """The Evidently page of the month against the training month's rows, with the alarms' verdicts."""
@@ -205,7 +213,7 @@ def _report(
         reference = stored_predictions(conn, reference_month, model["tag"])
         if reference.empty:
             # The training month need not be a scored partition of its own: score its trips here, store nothing.
-            reference = score_trips(conn, reference_month, model_registry.load(model["tag"]), model["tag"])
+            reference = score_trips(conn, reference_month, pipeline, model["tag"])
     verdicts = {f.feature: f for f in (*figures.since_training.features, figures.prediction, figures.target)}
     snapshot = build_snapshot(report_frame(current), report_frame(reference), verdicts)
     html = snapshot.get_html_str(as_iframe=False)
