@@ -367,6 +367,22 @@ PUSHED = [
         },
     ),
     (
+        "taxi_model_challenge",
+        {},
+        {
+            "taxi_model_challenger_gain": [
+                {"month": "2023-03", "champion": "taxi_duration:v1", "challenger": "taxi_duration:v2"}
+            ],
+            "taxi_model_champion_rmse": [
+                {"month": "2023-03", "champion": "taxi_duration:v1", "challenger": "taxi_duration:v2"}
+            ],
+            "taxi_model_challenger_rmse": [
+                {"month": "2023-03", "champion": "taxi_duration:v1", "challenger": "taxi_duration:v2"}
+            ],
+            "taxi_model_promotion_min_gain": [{"month": "2023-03"}],
+        },
+    ),
+    (
         "taxi_ingest",
         {},
         {

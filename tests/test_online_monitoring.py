@@ -190,7 +190,8 @@ def test_prediction_logs_exactly_once_with_late_feedback_and_a_crash(
 
 @pytest.fixture
 def deployed(instance: dg.DagsterInstance) -> tuple[dg.DagsterInstance, dict]:
-    """Trips of 2021-01 and 2021-02 in DuckDB, the model trained on 2021-01 deployed, and its reference profile."""
+    """Trips of 2021-01 and 2021-02 in DuckDB, the model trained on 2021-01 (validated on 2021-02) deployed, and
+    its reference profile."""
     resources = platform_resources()
     for month in ("2021-01", "2021-02"):
         assert dg.materialize([raw_trips, trips], partition_key=month, instance=instance, resources=resources)
