@@ -22,7 +22,7 @@ from taxi_assets.core.model import PREDICTION, error_summary
 from taxi_assets.core.scoring import TRIP_COLUMNS, score_trips, stored_predictions
 from taxi_assets.core.warehouse import BATCH_PREDICTIONS_DDL, DRIFT_METRICS_DDL, replace_partition
 from taxi_assets.defs.batch_monitoring.resources import MonitoringReports
-from taxi_assets.defs.model.assets import deployed_model
+from taxi_assets.defs.model.assets import IMPORTANCE_KEY, deployed_model
 from taxi_assets.defs.model.profile import reference_profile
 from taxi_assets.defs.partitions import monthly_partitions
 from taxi_assets.defs.resources import DUCKDB_POOL, ModelRegistry, Pushgateway, Warehouse
@@ -145,7 +145,7 @@ def batch_drift(
             # Months of a backfill run side by side: the month before may have trips but no predictions yet.
             # Scoring it here (nothing stored) keeps month over month independent of the order runs finish in.
             previous = score_trips(conn, previous_month, pipeline, model["tag"])
-    importance = model_registry.info(model["tag"])["metadata"].get("permutation_importance")
+    importance = model_registry.info(model["tag"])["metadata"].get(IMPORTANCE_KEY)
     figures = month_figures(
         current, prof, profile.arrays(prof), previous, previous_month, importance if importance else None
     )
