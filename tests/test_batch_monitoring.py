@@ -117,8 +117,11 @@ def test_monthly_monitoring_chain(
     assert drift["drifted_since_training"] == 1.0
     drifted = [item.split(" (")[0] for item in drift["drifted_features"].split(", ")]
     assert {"PULocationID", "fare_amount", "total_amount"} <= set(drifted)
-    # Ranked by the model's permutation importance, or equal weights when the model stores none (said so).
-    assert drift["importance_weights"] in ("permutation_importance", EQUAL_WEIGHTS)
+    # Ranked by the deployed model's permutation importance: fares, which the model does not use, drifted as much
+    # as the trip distance but rank below it.
+    assert drift["importance_weights"] == "permutation_importance" != EQUAL_WEIGHTS
+    assert drifted.index("trip_distance") < drifted.index("fare_amount")
+    assert table[("importance_weight", "fare_amount")] == 0.0 < table[("importance_weight", "trip_distance")]
     assert [table[("drift_rank", feature)] for feature in drifted] == list(range(1, len(drifted) + 1))
     assert table[("rows", "all")] == trip_rows
     assert table[("drift_share", "all")] == pytest.approx(drift["drift_share"])
