@@ -28,7 +28,8 @@ from taxi_assets.core.evidently_report import (
 from taxi_assets.core.model import PREDICTION, TARGET
 from tests.support.platform import TLC_DIR
 
-pytestmark = pytest.mark.unit
+# Whole real months through the models and the statistics: seconds each, so not in the fast layer.
+pytestmark = pytest.mark.integration
 
 FARE_COLUMNS = ["fare_amount", "total_amount"]
 

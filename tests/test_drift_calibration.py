@@ -16,7 +16,8 @@ from taxi_assets.core.evidently_defaults import dataset_drift
 from taxi_assets.core.model import PREDICTION, TARGET
 from tests.support.drift_data import consecutive_windows, random_windows, scored
 
-pytestmark = pytest.mark.unit
+# Whole real months through the models and the statistics: seconds each, so not in the fast layer.
+pytestmark = pytest.mark.integration
 
 WINDOWS = 200
 REFERENCE, VALIDATION = "2022-01", "2022-02"
