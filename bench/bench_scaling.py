@@ -146,6 +146,7 @@ def online_setup(folder: Path, rows: int) -> dict:
     import dagster as dg
 
     from taxi_assets.defs.model.assets import deployed_model, duration_model
+    from taxi_assets.defs.model.profile import reference_profile
     from taxi_assets.defs.online_monitoring.assets import prediction_logs
     from taxi_assets.defs.trip_data.assets import trip_months
     from tests.support.platform import platform_resources
@@ -165,6 +166,7 @@ def online_setup(folder: Path, rows: int) -> dict:
         assert dg.materialize(
             [deployed_model], instance=instance, resources=resources, run_config={"ops": {"deployed_model": seed}}
         )
+        assert dg.materialize([reference_profile], instance=instance, resources=resources)
         tag = resources["model_registry"].load_deployed()[1]["tag"]
         _write_predictions(folder / "prediction_logs", rows * 5 // 4, tag)
         assert dg.materialize([prediction_logs], partition_key=DAY, instance=instance, resources=resources)
@@ -226,6 +228,7 @@ def batch_setup(folder: Path, rows: int) -> dict:
     import dagster as dg
 
     from taxi_assets.defs.model.assets import deployed_model, duration_model
+    from taxi_assets.defs.model.profile import reference_profile
     from taxi_assets.defs.trip_data.assets import taxi_zones, trip_months
     from tests.support.platform import platform_resources
 
@@ -245,6 +248,7 @@ def batch_setup(folder: Path, rows: int) -> dict:
         assert dg.materialize(
             [deployed_model], instance=instance, resources=resources, run_config={"ops": {"deployed_model": seed}}
         )
+        assert dg.materialize([reference_profile], instance=instance, resources=resources)
         started = time.perf_counter()
         assert dg.materialize([trip_months], partition_key=BIG_MONTH, instance=instance, resources=resources)
         loaded = time.perf_counter() - started

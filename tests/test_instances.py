@@ -16,6 +16,8 @@ import yaml
 from taxi_assets import settings
 from taxi_assets.core import predlog
 from taxi_assets.defs.model.assets import deployed_model, duration_model
+from taxi_assets.defs.model.profile import reference_profile
+from taxi_assets.defs.online_monitoring.assets import OnlineDriftConfig
 from taxi_assets.defs.trip_data.assets import trip_months
 from tests.support.dagster_processes import (
     COMPOSE_INSTANCE,
@@ -32,6 +34,7 @@ from tests.support.postgres import running_postgres
 TABLES = [dg.AssetKey("raw_trips"), dg.AssetKey("trips")]
 PREDICTIONS, FEEDBACK = 200, 50
 SEED = {"config": {"recipe": "seed"}}  # the quick recipe: the model is not what is under test here
+WINDOW = OnlineDriftConfig().last_n  # the sensor's runs use the default window
 
 
 @pytest.mark.unit
@@ -88,6 +91,7 @@ def deploy_a_model_and_log_predictions(instance: dg.DagsterInstance) -> str:
     assert dg.materialize(
         [deployed_model], instance=instance, resources=resources, run_config={"ops": {"deployed_model": SEED}}
     )
+    assert dg.materialize([reference_profile], instance=instance, resources=resources)
     tag = resources["model_registry"].load_deployed()[1]["tag"]
     now = dt.datetime.now(dt.timezone.utc)
     records = []
@@ -134,7 +138,7 @@ def run_the_platform(folder: Path, instance_yaml: Path) -> dict:
             "materialized": {key.to_user_string(): instance.get_materialized_partitions(key) for key in TABLES},
             "failures": sorted(line for messages in errors.values() for m in messages for line in m.splitlines()[:4]),
             "sensor_run": (sensor_run.tags["dagster/partition"] == day, sensor_run.status),
-            "drift_rows": {k: drift.metadata[k].value for k in ("last_1000/rows", "last_1000/feedback_rows")},
+            "drift_rows": {k: drift.metadata[f"last_{WINDOW}/{k}"].value for k in ("rows", "feedback_rows")},
         }
     with duckdb.connect(str(folder / "warehouse.duckdb"), read_only=True) as conn:
         outcome["raw_rows"] = dict(conn.execute("SELECT month, count(*) FROM raw_trips GROUP BY month").fetchall())
@@ -159,7 +163,7 @@ def _finished_runs(instance: dg.DagsterInstance, belongs, count: int, timeout: f
 EXPECTED = {
     "materialized": {key.to_user_string(): set(MANIFEST_ROWS) for key in TABLES},
     "sensor_run": (True, dg.DagsterRunStatus.SUCCESS),
-    "drift_rows": {"last_1000/rows": PREDICTIONS, "last_1000/feedback_rows": FEEDBACK},
+    "drift_rows": {"rows": min(PREDICTIONS, WINDOW), "feedback_rows": FEEDBACK},
     "raw_rows": MANIFEST_ROWS,
     "log_rows": (PREDICTIONS, FEEDBACK),
 }
