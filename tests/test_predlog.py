@@ -276,18 +276,6 @@ def test_mongo_client_on_a_closed_port_keeps_serving(tmp_path: Path) -> None:
     writer.close()
 
 
-@pytest.mark.skipif(not os.getenv("MONGODB_URI"), reason="MONGODB_URI not set: no real MongoDB server")
-def test_real_mongo_round_trip(tmp_path: Path) -> None:
-    import pymongo
-
-    client = pymongo.MongoClient(os.environ["MONGODB_URI"], serverSelectionTimeoutMS=5000, tz_aware=True)
-    database = f"taxi_test_{os.getpid()}"
-    try:
-        _check_mongo_round_trip(tmp_path, client[database].prediction_logs)
-    finally:
-        client.drop_database(database)
-
-
 # ---- at volume: what the sensor and the ingest do with a large day
 
 
