@@ -35,6 +35,7 @@ TABLES = [dg.AssetKey("raw_trips"), dg.AssetKey("trips")]
 PREDICTIONS, FEEDBACK = 200, 50
 SEED = {"config": {"recipe": "seed"}}  # the quick recipe: the model is not what is under test here
 WINDOW = OnlineDriftConfig().last_n  # the sensor's runs use the default window
+SENSOR = "prediction_log_sensor"
 
 
 @pytest.mark.unit
@@ -123,11 +124,12 @@ def run_the_platform(folder: Path, instance_yaml: Path) -> dict:
             backfill_from_ui(webserver, ["raw_trips", "trips"], from_ui)
             with running_daemon(dagster_home, folder / "daemon.log", instance_yaml):
                 backfill_from_cli(dagster_home, "trip_data_job", from_cli)
-                # 2 ranged UI runs, 4 CLI runs, and the sensor's ingest + drift run of the day.
+                # 2 ranged UI runs, 4 CLI runs, and the prediction-log sensor's ingest + drift run of the day (the
+                # model-promotion sensor's runs come and go among them; stopping the daemon ends any still running).
                 runs = _finished_runs(instance, lambda run: run.tags.get("dagster/backfill"), 6)
-                runs += _finished_runs(instance, lambda run: run.tags.get("dagster/sensor_name"), 1)
+                runs += _finished_runs(instance, lambda run: run.tags.get("dagster/sensor_name") == SENSOR, 1)
         errors = {run.run_id: step_errors(instance, run) for run in runs}
-        (sensor_run,) = [run for run in runs if run.tags.get("dagster/sensor_name")]
+        (sensor_run,) = [run for run in runs if run.tags.get("dagster/sensor_name") == SENSOR]
         (drift,) = [
             event.asset_materialization
             for event in instance.all_logs(sensor_run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
