@@ -1,0 +1,192 @@
+"""No run can wedge the warehouse: a run killed while it holds the DuckDB slot (kill -9, OOM kill, power cut) frees
+it without anyone's help, and a run waiting for the slot stops on SIGTERM. Real daemon, real run workers."""
+
+import http.server
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import psutil
+import pytest
+
+from taxi_assets.execution import worker_process
+from tests.support.dagster_processes import backfill_from_cli, launch_run, prepare_dagster_home, running_daemon
+from tests.support.platform import MANIFEST_ROWS
+
+pytestmark = pytest.mark.e2e
+
+RECOVERY_LIMIT_SECONDS = 120
+
+
+class StallingSource:
+    """TLC files over HTTP; while `stalling`, a download stops after its first kilobyte until released, so the run
+    fetching it sits inside raw_trips, holding the DuckDB slot, for as long as the test wants."""
+
+    def __init__(self, tlc_dir: Path) -> None:
+        self.stalling = threading.Event()
+        self.stalled = threading.Event()
+        self.release = threading.Event()
+        source = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                data = (tlc_dir / Path(self.path).name).read_bytes()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if source.stalling.is_set():
+                    self.wfile.write(data[:1024])
+                    self.wfile.flush()
+                    source.stalled.set()
+                    source.release.wait(120)
+                    return
+                self.wfile.write(data)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/green_tripdata_{{month}}.parquet"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+
+
+@pytest.fixture
+def source(platform_env: Path, tlc_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[StallingSource]:
+    stalling = StallingSource(tlc_dir)
+    monkeypatch.setenv("TAXI_TRIP_DATA_URL", stalling.url)
+    yield stalling
+    stalling.close()
+
+
+def wait_until(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.25)
+    raise TimeoutError(f"{what}: not within {timeout} s")
+
+
+def run_of(instance: dg.DagsterInstance, month: str) -> dg.DagsterRun | None:
+    runs = [run for run in instance.get_runs() if run.tags.get("dagster/partition") == month]
+    return runs[0] if runs else None
+
+
+def slot_holder(instance: dg.DagsterInstance) -> str | None:
+    claimed = instance.event_log_storage.get_concurrency_info("duckdb").claimed_slots
+    return claimed[0].run_id if claimed else None
+
+
+def waiting_runs(instance: dg.DagsterInstance) -> set[str]:
+    """Runs with a step waiting for the DuckDB slot (the holder's own claimed step is not pending)."""
+    info = instance.event_log_storage.get_concurrency_info("duckdb")
+    return {step.run_id for step in info.pending_steps if step.assigned_timestamp is None}
+
+
+def worker(instance: dg.DagsterInstance, run_id: str) -> psutil.Process:
+    pid, _ = wait_until(lambda: worker_process(instance, run_id), 60, f"worker of {run_id}")
+    return psutil.Process(pid)
+
+
+def gone(process: psutil.Process) -> bool:
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def loaded_months(platform_env: Path) -> dict[str, int]:
+    with duckdb.connect(str(platform_env / "warehouse.duckdb"), read_only=True) as conn:
+        return dict(conn.execute("SELECT month, count(*) FROM raw_trips GROUP BY month").fetchall())
+
+
+def test_a_killed_run_frees_the_slot_and_a_run_waiting_for_it_stops_on_sigterm(
+    platform_env: Path, source: StallingSource
+) -> None:
+    dagster_home = platform_env / "dagster_home"
+    source.stalling.set()
+    with running_daemon(dagster_home, platform_env / "daemon.log"):
+        backfill_from_cli(dagster_home, "trip_data_job", ["2021-01", "2021-02", "2021-03"])
+        with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+            # One run downloads inside raw_trips, holding the slot; the other two wait for it.
+            assert source.stalled.wait(120)
+            holder = wait_until(lambda: slot_holder(instance), 30, "slot claimed")
+            waiting = wait_until(lambda: len(waiting_runs(instance)) == 2 and waiting_runs(instance), 60, "2 waiting")
+            stopped, survivor = sorted(waiting)
+
+            # A waiting run sleeps (Dagster's own loop spins a core) and stops within seconds of a SIGTERM.
+            waiter = worker(instance, stopped)
+            cpu_before = sum(waiter.cpu_times()[:2])
+            time.sleep(3)
+            # Spinning, it took 0.36 s of CPU in 2 s on a loaded machine; sleeping, about 0.01 s.
+            assert sum(waiter.cpu_times()[:2]) - cpu_before < 0.15, "a run waiting for the slot burns CPU"
+            waiter.send_signal(signal.SIGTERM)
+            wait_until(lambda: gone(waiter), 15, "waiting run's worker exits after SIGTERM")
+            assert instance.get_run_by_id(stopped).status == dg.DagsterRunStatus.FAILURE
+            assert stopped not in waiting_runs(instance) and slot_holder(instance) == holder
+
+            # kill -9 of the holder: the remaining run gets the slot and loads its month, nobody intervening.
+            source.stalling.clear()
+            killed_at = time.monotonic()
+            worker(instance, holder).kill()
+            source.release.set()
+            wait_until(
+                lambda: instance.get_run_by_id(survivor).status == dg.DagsterRunStatus.SUCCESS,
+                RECOVERY_LIMIT_SECONDS,
+                "the next run succeeds after the slot holder was killed",
+            )
+            recovery = time.monotonic() - killed_at
+            print(f"\nkill -9 of the run holding the DuckDB slot -> next run succeeded after {recovery:.1f} s")
+            assert instance.get_run_by_id(holder).status == dg.DagsterRunStatus.FAILURE
+            assert slot_holder(instance) is None
+            survivor_month = instance.get_run_by_id(survivor).tags["dagster/partition"]
+    assert loaded_months(platform_env) == {survivor_month: MANIFEST_ROWS[survivor_month]}
+
+
+def test_after_a_power_cut_the_restarted_daemon_fails_the_dead_run_and_frees_its_slot(
+    platform_env: Path, source: StallingSource
+) -> None:
+    dagster_home = platform_env / "dagster_home"
+    prepare_dagster_home(dagster_home)
+    source.stalling.set()
+    with running_daemon(dagster_home, platform_env / "daemon.log") as daemon:
+        launch_run(dagster_home, "trip_data_job", "2021-01")
+        assert source.stalled.wait(120)
+        with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+            dead = wait_until(lambda: slot_holder(instance), 30, "slot claimed")
+            worker(instance, dead)
+        # Every process at once, as a power cut would: daemon, code server, run worker.
+        processes = [psutil.Process(daemon.pid), *psutil.Process(daemon.pid).children(recursive=True)]
+        for process in processes:
+            process.kill()
+        psutil.wait_procs(processes, timeout=10)
+    source.stalling.clear()
+    source.release.set()
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        # What the restarted daemon finds: the run still STARTED, its slot claimed.
+        assert instance.get_run_by_id(dead).status == dg.DagsterRunStatus.STARTED and slot_holder(instance) == dead
+
+    with running_daemon(dagster_home, platform_env / "daemon-restarted.log"):
+        restarted_at = time.monotonic()
+        launch_run(dagster_home, "trip_data_job", "2021-02")
+        with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+            wait_until(
+                lambda: (run := run_of(instance, "2021-02")) and run.status == dg.DagsterRunStatus.SUCCESS,
+                RECOVERY_LIMIT_SECONDS,
+                "a run after the restart succeeds",
+            )
+            recovery = time.monotonic() - restarted_at
+            print(f"\npower cut while a run held the DuckDB slot -> next run succeeded {recovery:.1f} s after restart")
+            failure = instance.get_run_by_id(dead)
+            assert failure.status == dg.DagsterRunStatus.FAILURE
+            messages = [record.message for record in instance.all_logs(dead, of_type=dg.DagsterEventType.RUN_FAILURE)]
+            assert any("is gone" in message for message in messages), messages
+    assert loaded_months(platform_env) == {"2021-02": MANIFEST_ROWS["2021-02"]}
