@@ -249,6 +249,32 @@ def test_compose_environment_matches_contracts() -> None:
         assert COMPOSE["services"][name]["environment"]["TAXI_PUSHGATEWAY_URL"] == "http://pushgateway:9091"
 
 
+# Compose's variable interpolation (compose-spec: ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}, …).
+COMPOSE_VARIABLE = re.compile(r"\$\{(?P<name>\w+)(?:(?P<operator>:?[-?+])(?P<argument>[^}]*))?\}")
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN", re.IGNORECASE)
+
+
+@pytest.mark.unit
+def test_compose_has_no_default_password() -> None:
+    """Every secret is a required variable (`${VAR:?message}`: compose stops and says which), listed in
+    .env.example without a value; none has a default or a literal value anywhere in compose.yaml."""
+    text = (REPO_ROOT / "compose.yaml").read_text()
+    required = set()
+    for match in COMPOSE_VARIABLE.finditer(text):
+        if SECRET_NAME.search(match["name"]):
+            assert match["operator"] == ":?" and ".env" in match["argument"], f"{match[0]} is not required"
+            required.add(match["name"])
+    assert required == {"DAGSTER_PG_PASSWORD", "GRAFANA_ADMIN_PASSWORD"}
+    for name, service in COMPOSE["services"].items():
+        for variable, value in service.get("environment", {}).items():
+            if SECRET_NAME.search(variable):
+                match = COMPOSE_VARIABLE.fullmatch(str(value))
+                assert match and match["name"] in required, f"{name}: {variable} is not a required variable"
+    example = (REPO_ROOT / ".env.example").read_text()
+    for variable in required:
+        assert re.search(rf"^# {variable}=$", example, re.MULTILINE), f".env.example does not list {variable}"
+
+
 @pytest.mark.unit
 def test_platform_image_copies_existing_files() -> None:
     dockerfile = (REPO_ROOT / "docker" / "platform.Dockerfile").read_text()
