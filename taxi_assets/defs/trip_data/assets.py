@@ -4,11 +4,13 @@ import dagster as dg
 import duckdb
 
 from taxi_assets.core.tlc import (
+    PICKUP_MONTHS_SQL,
     RAW_COLUMNS,
     TRIPS_DROP_REASONS_SQL,
     TRIPS_SELECT_SQL,
     ZONE_COLUMNS,
     TripDataError,
+    check_pickups_in_month,
     raw_select_sql,
 )
 from taxi_assets.core.warehouse import RAW_TRIPS_DDL, TRIPS_DDL, replace_partition
@@ -33,23 +35,31 @@ def raw_trips(
 ) -> dg.MaterializeResult:
     """NYC TLC green-taxi trips of one month as published, in one table schema across the years.
 
-    Fetched from TLC's trip-data address (or a local mirror), checked to be a TLC green parquet file, then
-    loaded by DuckDB itself, replacing exactly that month in one transaction.
+    Fetched from TLC's trip-data address (or a local mirror), checked to be a TLC green parquet file, read and
+    cast whole by DuckDB, refused when most of its pickups fall outside the month (another month's file under this
+    month's name), then swapped in for exactly that month in one transaction. A refused file leaves the month's
+    previous rows, and stays out of the download cache.
     """
     month = context.partition_key
-    path, source, summary = trip_data.trip_file(month, context.log)
-    with warehouse.get_connection() as conn:
+    # The file reaches the download cache only if this whole block succeeds.
+    with trip_data.trip_file(month, context.log) as trip_file, warehouse.get_connection() as conn:
+        source = trip_file.source
         conn.execute(RAW_TRIPS_DDL)
+        # Read and cast every row before touching raw_trips: a type that does not cast or a corrupt page fails here.
         try:
-            rows = replace_partition(conn, "month", month, {"raw_trips": raw_select_sql(str(path))})["raw_trips"]
+            conn.execute(f"CREATE TEMP TABLE month_file AS {raw_select_sql(str(trip_file.path))}", {"month": month})
         except duckdb.Error as error:
             raise TripDataError(f"{month}: DuckDB could not load {source} ({error})") from error
-        (outside,) = conn.execute(
-            "SELECT count(*) FROM raw_trips WHERE month = $month AND strftime(lpep_pickup_datetime, '%Y-%m') <> month",
-            {"month": month},
-        ).fetchone()
+        inside_share = check_pickups_in_month(
+            month, source, *conn.execute(PICKUP_MONTHS_SQL.format(table="month_file"), {"month": month}).fetchone()
+        )
+        swapped = replace_partition(
+            conn, "month", month, {"raw_trips": "SELECT * FROM month_file WHERE month = $month"}
+        )
+        rows = swapped["raw_trips"]
         types = dict(conn.execute("SELECT column_name, column_type FROM (DESCRIBE raw_trips)").fetchall())
         checks = quality_check_results(conn, "raw_trips", month, "lpep_pickup_datetime", "lpep_dropoff_datetime")
+    summary = trip_file.summary
     wrong_types = {name: types.get(name) for name, sql_type in RAW_COLUMNS.items() if types.get(name) != sql_type}
     checks.append(
         dg.AssetCheckResult(
@@ -63,7 +73,7 @@ def raw_trips(
             "dagster/row_count": rows,
             "bytes": summary.bytes,
             "source": dg.MetadataValue.url(source) if "://" in source else dg.MetadataValue.path(source),
-            "pickups_outside_month_share": float(outside / rows) if rows else 0.0,
+            "pickups_outside_month_share": 1.0 - inside_share,
         },
         check_results=checks,
     )
@@ -74,8 +84,8 @@ def taxi_zones(
     context: dg.AssetExecutionContext, warehouse: Warehouse, trip_data: TripDataSource
 ) -> dg.MaterializeResult:
     """TLC taxi zones (LocationID, Borough, Zone, service_zone): the names behind the location IDs."""
-    path, source = trip_data.zone_lookup(context.log)
-    with warehouse.get_connection() as conn:
+    # The lookup reaches the download cache only if this whole block succeeds.
+    with trip_data.zone_lookup(context.log) as (path, source), warehouse.get_connection() as conn:
         try:
             header = [
                 name
@@ -85,11 +95,14 @@ def taxi_zones(
             raise TripDataError(f"zone lookup: {source} is not a readable CSV ({error})") from error
         if header != ZONE_COLUMNS:
             raise TripDataError(f"zone lookup: {source} has columns {header}, expected {ZONE_COLUMNS}")
-        conn.execute(
-            "CREATE OR REPLACE TABLE taxi_zones AS SELECT CAST(LocationID AS INTEGER) AS LocationID, "
-            "Borough, Zone, service_zone FROM read_csv($path)",
-            {"path": str(path)},
-        )
+        try:
+            conn.execute(
+                "CREATE OR REPLACE TABLE taxi_zones AS SELECT CAST(LocationID AS INTEGER) AS LocationID, "
+                "Borough, Zone, service_zone FROM read_csv($path)",
+                {"path": str(path)},
+            )
+        except duckdb.Error as error:
+            raise TripDataError(f"zone lookup: DuckDB could not load {source} ({error})") from error
         boroughs = conn.execute("SELECT Borough, count(*) FROM taxi_zones GROUP BY ALL ORDER BY 2 DESC").fetchall()
     zones = sum(count for _, count in boroughs)
     return dg.MaterializeResult(
