@@ -1,8 +1,12 @@
-"""No run can wedge the warehouse: a run killed while it holds the DuckDB slot (kill -9, OOM kill, power cut) frees
-it without anyone's help, and a run waiting for the slot stops on SIGTERM. Real daemon, real run workers."""
+"""Nothing gets stuck: a run killed while it holds the DuckDB slot (kill -9, OOM kill, power cut) frees it without
+anyone's help, a run waiting for the slot stops on SIGTERM, and an ingest that failed is requested again until it
+lands. Real daemon, real run workers."""
 
+import datetime as dt
 import http.server
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -12,7 +16,10 @@ import dagster as dg
 import duckdb
 import psutil
 import pytest
+import requests
 
+from taxi_assets import settings
+from taxi_assets.core import predlog
 from taxi_assets.execution import worker_process
 from tests.support.dagster_processes import backfill_from_cli, launch_run, prepare_dagster_home, running_daemon
 from tests.support.platform import MANIFEST_ROWS
@@ -190,3 +197,99 @@ def test_after_a_power_cut_the_restarted_daemon_fails_the_dead_run_and_frees_its
             messages = [record.message for record in instance.all_logs(dead, of_type=dg.DagsterEventType.RUN_FAILURE)]
             assert any("is gone" in message for message in messages), messages
     assert loaded_months(platform_env) == {"2021-02": MANIFEST_ROWS["2021-02"]}
+
+
+# Another process holding the warehouse open for writing, as a notebook or a second tool would.
+HOLD_WAREHOUSE = """
+import duckdb, sys
+conn = duckdb.connect(sys.argv[1])
+conn.execute("CREATE TABLE IF NOT EXISTS held (x INTEGER)")
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+def pushed_waiting(pushgateway: str) -> float | None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = requests.get(f"{pushgateway}/metrics", timeout=5).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "taxi_ingest_records_waiting" and sample.labels.get("job") == "taxi_ingest":
+                return sample.value
+    return None
+
+
+def sensor_ticks(instance: dg.DagsterInstance) -> list:
+    from dagster._core.definitions.run_request import InstigatorType
+
+    return [
+        tick
+        for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
+        for tick in instance.get_ticks(state.instigator_origin_id, state.selector_id)
+    ]
+
+
+def finished_runs(instance: dg.DagsterInstance, count: int) -> list[dg.DagsterRun] | None:
+    runs = instance.get_runs()
+    return runs if len(runs) == count and all(run.is_finished for run in runs) else None
+
+
+def ingested(instance: dg.DagsterInstance, day: str) -> bool:
+    return bool(
+        instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("prediction_logs"), asset_partitions=[day]), limit=1
+        ).records
+    )
+
+
+def test_ingests_that_failed_on_a_locked_warehouse_are_requested_again_until_they_land(
+    platform_env: Path, pushgateway: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TAXI_PUSHGATEWAY_URL", pushgateway)
+    now = dt.datetime.now(dt.timezone.utc)
+    # A day old enough to be sealed in the store cursor at once, and today.
+    days = {(now - dt.timedelta(days=3)).date().isoformat(): 3, now.date().isoformat(): 2}
+    ride = {"PULocationID": 74, "DOLocationID": 42, "trip_distance": 1.7, "pickup_datetime": "2022-02-03T08:15:00"}
+    writer = predlog.open_writer(str(platform_env / "prediction_logs"), str(platform_env / "spool"))
+    for day, count in days.items():
+        records = [predlog.prediction_record(ride, 12.0, "m:v1", ts=f"{day}T12:00:0{i}+00:00") for i in range(count)]
+        assert writer.append(records)
+    writer.close()
+    assert settings.load().predlog_uri == str(platform_env / "prediction_logs")
+
+    dagster_home = platform_env / "dagster_home"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_WAREHOUSE, str(platform_env / "warehouse.duckdb")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "held"
+    try:
+        with (
+            running_daemon(dagster_home, platform_env / "daemon.log"),
+            dg.DagsterInstance.from_config(str(dagster_home)) as instance,
+        ):
+            # The first tick's runs fail on the lock; the backlog still counts every record.
+            failed = wait_until(lambda: finished_runs(instance, 2), 120, "the first two ingests end")
+            assert {run.tags["dagster/partition"] for run in failed} == set(days)
+            assert all(run.status == dg.DagsterRunStatus.FAILURE for run in failed)
+            assert not any(ingested(instance, day) for day in days)
+            assert wait_until(lambda: pushed_waiting(pushgateway) == 5, 60, "5 records waiting pushed")
+
+            holder.stdin.close()
+            holder.wait(10)
+            released_at = time.monotonic()
+            wait_until(lambda: all(ingested(instance, day) for day in days), 150, "both days ingested")
+            print(f"\nwarehouse released -> both days ingested {time.monotonic() - released_at:.1f} s later")
+            retries = [run for run in instance.get_runs() if "/retry-" in run.tags.get("dagster/run_key", "")]
+            assert {run.tags["dagster/partition"] for run in retries} == set(days)
+            # The sensor never opens DuckDB: no tick failed while another process held it.
+            assert not [tick.error for tick in sensor_ticks(instance) if tick.status.value == "FAILURE"]
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+    with duckdb.connect(str(platform_env / "warehouse.duckdb"), read_only=True) as conn:
+        per_day = dict(conn.execute("SELECT day, count(*) FROM prediction_log GROUP BY day").fetchall())
+    assert per_day == days
