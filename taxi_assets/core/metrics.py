@@ -7,13 +7,47 @@ from taxi_assets.core.evidently_report import ReportFigures, SegmentError
 
 BATCH_JOB = "taxi_batch_monitoring"
 ONLINE_JOB = "taxi_online_monitoring"
+INGEST_JOB = "taxi_ingest"
+
+_DRIFT_HELP = {
+    "feature_drift_score": "Drift score of one feature vs the reference",
+    "feature_drifted": "1 if the feature drifted",
+    "drift_share": "Share of drifted features",
+    "dataset_drift": "1 if the dataset drifted",
+    "prediction_drift_score": "Drift score of the predictions vs the reference",
+}
+
+# The one help text of every pushed metric, whoever pushes it. The Pushgateway keeps the help text it saw first and
+# logs "inconsistent help strings" for every later push of the same name that differs, so a name never gets two.
+HELP: dict[str, str] = {
+    **{f"{prefix}_{name}": text for prefix in ("taxi_batch", "taxi_online") for name, text in _DRIFT_HELP.items()},
+    "taxi_batch_target_drift_score": "Drift score of the actual durations vs the reference",
+    "taxi_batch_rmse": "RMSE of the predicted duration, minutes",
+    "taxi_batch_mae": "MAE of the predicted duration, minutes",
+    "taxi_batch_mean_error": "Mean of prediction - actual, minutes",
+    "taxi_batch_segment_rmse": "RMSE per segment, minutes",
+    "taxi_batch_rows": "Rows scored",
+    "taxi_online_window_rows": "Predictions in the window",
+    "taxi_online_feedback_rows": "Predictions in the window with feedback",
+    "taxi_model_validation_rmse": "Validation RMSE of the deployed model, minutes",
+    "taxi_online_rmse": "RMSE where feedback arrived, minutes",
+    "taxi_online_mae": "MAE where feedback arrived, minutes",
+    "taxi_ingest_records_waiting": "Prediction-log records not yet in DuckDB",
+    "taxi_ingest_oldest_pending_age_seconds": "Age of the oldest prediction-log record not yet in DuckDB",
+    "taxi_ingest_last_success_timestamp_seconds": "Unix time of the last successful prediction_logs materialization",
+}
 
 
 class Sample(NamedTuple):
+    """One series to push; its help text is the table's (a name missing from `HELP` fails at once)."""
+
     name: str
-    documentation: str
     labels: dict[str, str]
     value: float
+
+    @property
+    def documentation(self) -> str:
+        return HELP[self.name]
 
 
 def drift_samples(prefix: str, features: DatasetDrift, prediction: ColumnDrift) -> list[Sample]:
@@ -21,28 +55,13 @@ def drift_samples(prefix: str, features: DatasetDrift, prediction: ColumnDrift) 
     samples = []
     for drift in features.columns:
         samples += [
-            Sample(
-                f"{prefix}_feature_drift_score",
-                "Drift score of one feature vs the reference",
-                {"feature": drift.column, "method": drift.method},
-                drift.score,
-            ),
-            Sample(
-                f"{prefix}_feature_drifted",
-                "1 if the feature drifted",
-                {"feature": drift.column},
-                float(drift.drifted),
-            ),
+            Sample(f"{prefix}_feature_drift_score", {"feature": drift.column, "method": drift.method}, drift.score),
+            Sample(f"{prefix}_feature_drifted", {"feature": drift.column}, float(drift.drifted)),
         ]
     return samples + [
-        Sample(f"{prefix}_drift_share", "Share of drifted features", {}, features.share_drifted),
-        Sample(f"{prefix}_dataset_drift", "1 if the dataset drifted", {}, float(features.dataset_drift)),
-        Sample(
-            f"{prefix}_prediction_drift_score",
-            "Drift score of the predictions vs the reference",
-            {"method": prediction.method},
-            prediction.score,
-        ),
+        Sample(f"{prefix}_drift_share", {}, features.share_drifted),
+        Sample(f"{prefix}_dataset_drift", {}, float(features.dataset_drift)),
+        Sample(f"{prefix}_prediction_drift_score", {"method": prediction.method}, prediction.score),
     ]
 
 
@@ -50,23 +69,13 @@ def batch_samples(figures: ReportFigures, segments: list[SegmentError], rows: in
     """Everything the `taxi_batch_monitoring` job pushes for one month."""
     return [
         *drift_samples("taxi_batch", figures.features, figures.prediction),
-        Sample(
-            "taxi_batch_target_drift_score",
-            "Drift score of the actual durations vs the reference",
-            {"method": figures.target.method},
-            figures.target.score,
-        ),
-        Sample("taxi_batch_rmse", "RMSE of the predicted duration, minutes", {}, figures.rmse),
-        Sample("taxi_batch_mae", "MAE of the predicted duration, minutes", {}, figures.mae),
-        Sample("taxi_batch_mean_error", "Mean of prediction - actual, minutes", {}, figures.mean_error),
+        Sample("taxi_batch_target_drift_score", {"method": figures.target.method}, figures.target.score),
+        Sample("taxi_batch_rmse", {}, figures.rmse),
+        Sample("taxi_batch_mae", {}, figures.mae),
+        Sample("taxi_batch_mean_error", {}, figures.mean_error),
         *(
-            Sample(
-                "taxi_batch_segment_rmse",
-                "RMSE per segment, minutes",
-                {"segment_type": segment.segment_type, "segment": segment.segment},
-                segment.rmse,
-            )
-            for segment in segments
+            Sample("taxi_batch_segment_rmse", {"segment_type": s.segment_type, "segment": s.segment}, s.rmse)
+            for s in segments
         ),
-        Sample("taxi_batch_rows", "Rows scored", {}, float(rows)),
+        Sample("taxi_batch_rows", {}, float(rows)),
     ]

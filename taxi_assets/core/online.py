@@ -14,7 +14,6 @@ from taxi_assets.core.evidently_report import FEATURE_TYPES, MAX_TRIP_MILES
 from taxi_assets.core.metrics import Sample, drift_samples
 from taxi_assets.core.model import PREDICTION, error_summary
 
-INGEST_JOB = "taxi_ingest"
 ACTUAL = "actual_duration"
 # The logged ride fields as the batch report names them; fares and passengers are not known at prediction time.
 ONLINE_FEATURE_TYPES = {
@@ -75,23 +74,16 @@ def online_samples(figures: WindowFigures, model_tag: str, validation_rmse: floa
     The validation RMSE goes with every window because the RMSE alert matches it on (job, window).
     """
     samples = [
-        Sample("taxi_online_window_rows", "Predictions in the window", {}, float(figures.rows)),
-        Sample(
-            "taxi_online_feedback_rows", "Predictions in the window with feedback", {}, float(figures.feedback_rows)
-        ),
-        Sample(
-            "taxi_model_validation_rmse",
-            "Validation RMSE of the deployed model, minutes",
-            {"model_tag": model_tag},
-            validation_rmse,
-        ),
+        Sample("taxi_online_window_rows", {}, float(figures.rows)),
+        Sample("taxi_online_feedback_rows", {}, float(figures.feedback_rows)),
+        Sample("taxi_model_validation_rmse", {"model_tag": model_tag}, validation_rmse),
     ]
     if figures.features is not None and figures.prediction is not None:
         samples += drift_samples("taxi_online", figures.features, figures.prediction)
     if figures.rmse is not None and figures.mae is not None:
         samples += [
-            Sample("taxi_online_rmse", "RMSE where feedback arrived, minutes", {}, figures.rmse),
-            Sample("taxi_online_mae", "MAE where feedback arrived, minutes", {}, figures.mae),
+            Sample("taxi_online_rmse", {}, figures.rmse),
+            Sample("taxi_online_mae", {}, figures.mae),
         ]
     return samples
 
@@ -99,21 +91,9 @@ def online_samples(figures: WindowFigures, model_tag: str, validation_rmse: floa
 def ingest_samples(waiting: int, oldest_age_seconds: float, last_success: float | None) -> list[Sample]:
     """What the sensor pushes as job `taxi_ingest`; the last success is left out until there is one."""
     samples = [
-        Sample("taxi_ingest_records_waiting", "Prediction-log records not yet in DuckDB", {}, float(waiting)),
-        Sample(
-            "taxi_ingest_oldest_pending_age_seconds",
-            "Age of the oldest prediction-log record not yet in DuckDB",
-            {},
-            oldest_age_seconds,
-        ),
+        Sample("taxi_ingest_records_waiting", {}, float(waiting)),
+        Sample("taxi_ingest_oldest_pending_age_seconds", {}, oldest_age_seconds),
     ]
     if last_success is not None:
-        samples.append(
-            Sample(
-                "taxi_ingest_last_success_timestamp_seconds",
-                "Unix time of the last successful prediction_logs materialization",
-                {},
-                last_success,
-            )
-        )
+        samples.append(Sample("taxi_ingest_last_success_timestamp_seconds", {}, last_success))
     return samples

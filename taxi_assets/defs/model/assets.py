@@ -6,6 +6,7 @@ import pandas as pd
 from pydantic import Field
 
 from taxi_assets import settings
+from taxi_assets.core.metrics import BATCH_JOB
 from taxi_assets.core.model import (
     BASELINE_RECIPE,
     DEFAULT_RECIPE,
@@ -16,7 +17,7 @@ from taxi_assets.core.model import (
     train,
 )
 from taxi_assets.defs.partitions import monthly_partitions
-from taxi_assets.defs.resources import DEPLOYED_MODEL, DUCKDB_POOL, ModelRegistry, Warehouse
+from taxi_assets.defs.resources import DEPLOYED_MODEL, DUCKDB_POOL, ModelRegistry, Pushgateway, Warehouse
 from taxi_assets.defs.trip_data.assets import trips
 
 TRAINED_MODEL = "taxi_duration"
@@ -133,12 +134,16 @@ def duration_model(
 
 @dg.asset(deps=[duration_model], kinds={"bentoml"}, group_name="model")
 def deployed_model(
-    context: dg.AssetExecutionContext, config: DeployedModelConfig, model_registry: ModelRegistry
+    context: dg.AssetExecutionContext,
+    config: DeployedModelConfig,
+    model_registry: ModelRegistry,
+    pushgateway: Pushgateway,
 ) -> dg.MaterializeResult:
     """The model that batch scoring and the Bento service use: `taxi_duration_deployed:latest`.
 
     A copy of the newest `taxi_duration` model for the configured training month and recipe, refused unless it
-    passed its quality gate.
+    passed its quality gate. When it replaces another model, the batch monitoring figures of the previous one
+    (and of its reference month) are deleted from the Pushgateway, so that batch alerts describe this model only.
     """
     month = config.training_month or settings.current().deployed_month
     source_tag = model_registry.latest(TRAINED_MODEL, {"training_month": month, "recipe": config.recipe})
@@ -153,6 +158,8 @@ def deployed_model(
             metadata={"source_tag": source_tag, "validation_rmse": source["metadata"]["validation_rmse"]},
         )
     validation = {name: source["metadata"][name] for name in ("validation_month", "validation_rmse", "validation_mae")}
+    previous = model_registry.latest(DEPLOYED_MODEL, {})
+    previous_source = model_registry.info(previous)["labels"].get("source_tag") if previous else None
     tag = model_registry.save(
         model_registry.load(source_tag),
         DEPLOYED_MODEL,
@@ -160,6 +167,13 @@ def deployed_model(
         metadata=validation,
     )
     context.log.info(f"deployed {source_tag} as {tag}")
+    stale_months = []
+    if previous_source != source_tag and pushgateway.enabled:
+        stale_months = [group.get("month", "") for group in pushgateway.delete_groups(BATCH_JOB, context.log)]
+        context.log.info(
+            f"{previous_source or 'no model'} was deployed before: the batch monitoring figures of months "
+            f"{stale_months} are deleted from the Pushgateway; materialize batch monitoring to monitor {source_tag}"
+        )
     return dg.MaterializeResult(
         metadata={
             "deployed_tag": tag,
@@ -168,5 +182,7 @@ def deployed_model(
             "recipe": config.recipe,
             "validation_month": validation["validation_month"],
             "validation_rmse": float(validation["validation_rmse"]),
+            "replaced_source_tag": previous_source or "",
+            "stale_batch_months_deleted": len(stale_months),
         }
     )

@@ -12,7 +12,8 @@ import time
 
 import dagster as dg
 
-from taxi_assets.core.online import INGEST_JOB, ingest_samples
+from taxi_assets.core.metrics import INGEST_JOB
+from taxi_assets.core.online import ingest_samples
 from taxi_assets.defs.online_monitoring.assets import prediction_logs
 from taxi_assets.defs.online_monitoring.jobs import online_monitoring_job
 from taxi_assets.defs.online_monitoring.resources import PredictionLogStore
