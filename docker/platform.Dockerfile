@@ -11,7 +11,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 COPY . /app
 # dagster-postgres is only needed here (the embedded instance uses SQLite); pip picks the release that pins
-# the same dagster as the project.
-RUN pip install . dagster-postgres \
+# the same dagster as the project. Editable, so that taxi_assets.settings resolves relative paths against /app,
+# the repository root, as it does in a checkout.
+RUN pip install -e . dagster-postgres \
     && mkdir -p "$DAGSTER_HOME" /app/data
 COPY docker/dagster.yaml /opt/dagster/home/dagster.yaml

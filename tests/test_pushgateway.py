@@ -11,7 +11,16 @@ import requests
 
 from taxi_assets.core.drift import ColumnDrift, DatasetDrift
 from taxi_assets.core.evidently_report import ReportFigures, SegmentError
-from taxi_assets.core.metrics import BATCH_JOB, HELP, INGEST_JOB, ONLINE_JOB, Sample, batch_samples
+from taxi_assets.core.metrics import (
+    BATCH_JOB,
+    CHALLENGE_JOB,
+    HELP,
+    INGEST_JOB,
+    ONLINE_JOB,
+    Sample,
+    batch_samples,
+    challenge_samples,
+)
 from taxi_assets.core.online import WindowFigures, ingest_samples, online_samples
 from taxi_assets.defs.model.assets import deployed_model, duration_model
 from taxi_assets.defs.resources import Pushgateway
@@ -37,6 +46,7 @@ def every_push() -> list[tuple[str, dict[str, str], list[Sample]]]:
         (BATCH_JOB, {"month": "2021-03"}, batch_samples(figures, segments[:1], 70000)),
         (ONLINE_JOB, {"window": "last_1000"}, online_samples(window, "taxi_duration_deployed:v1", 5.9)),
         (INGEST_JOB, {}, ingest_samples(12, 30.0, 1.7e9)),
+        (CHALLENGE_JOB, {}, challenge_samples("2021-03", "taxi_duration:a", "taxi_duration:b", 6.0, 5.5, 0.08, 0.05)),
     ]
 
 
@@ -97,7 +107,7 @@ def test_delete_groups_removes_every_group_of_one_job_and_the_log_has_no_help_co
         deleted = gateway.delete_groups(BATCH_JOB)
 
         assert sorted(group["month"] for group in deleted) == ["2021-02", "2021-03", "odd/value"]
-        assert sorted(group["job"] for group in groups(url)) == [INGEST_JOB, ONLINE_JOB]
+        assert sorted(group["job"] for group in groups(url)) == sorted([INGEST_JOB, ONLINE_JOB, CHALLENGE_JOB])
         assert gateway.delete_groups(BATCH_JOB) == []
         # Pushed again, as the platform does on every run: the Pushgateway compares help strings on each push.
         for job, grouping_key, samples in every_push():
@@ -118,9 +128,10 @@ def test_deploying_another_model_deletes_the_batch_figures_of_the_previous_one(
     instance: dg.DagsterInstance, pushgateway: str
 ) -> None:
     resources = {**platform_resources(), "pushgateway": Pushgateway(url=pushgateway)}
-    for month in ("2021-01", "2021-02"):
+    for month in ("2021-01", "2021-02", "2021-03"):
         assert dg.materialize([raw_trips, trips], partition_key=month, instance=instance, resources=resources)
-        seed = {"ops": {"duration_model": {"config": {"recipe": "seed"}}}}
+    seed = {"ops": {"duration_model": {"config": {"recipe": "seed"}}}}
+    for month in ("2021-01", "2021-02"):  # each validated on the month after
         assert dg.materialize(
             [duration_model], partition_key=month, instance=instance, resources=resources, run_config=seed
         )
@@ -146,5 +157,5 @@ def test_deploying_another_model_deletes_the_batch_figures_of_the_previous_one(
     assert replaced["stale_batch_months_deleted"] == 2
     assert replaced["replaced_source_tag"].startswith("taxi_duration:")
     assert BATCH_JOB not in {group["job"] for group in groups(pushgateway)}
-    assert {group["job"] for group in groups(pushgateway)} == {ONLINE_JOB, INGEST_JOB}
+    assert {group["job"] for group in groups(pushgateway)} == {ONLINE_JOB, INGEST_JOB, CHALLENGE_JOB}
     assert "the batch monitoring figures of months ['2021-02', '2021-03'] are deleted" in replaced["log"]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import requests
 
 from taxi_assets.defs.trip_data.assets import raw_trips, trips
 from tests.support.dagster_processes import running_webserver
@@ -58,3 +59,39 @@ def test_the_ui_shows_assets_their_descriptions_lineage_and_metadata(webserver, 
     assert "The modelling table for one month" in page  # the docstring, as the asset's description
     assert "73,908" in page or "73908" in page  # rows of 2021-01, from the materialization metadata
     assert "raw_trips" in page  # its upstream asset
+
+
+RESOURCE_DETAILS = """
+query($selector: RepositorySelector!) {
+  allTopLevelResourceDetailsOrError(repositorySelector: $selector) {
+    __typename
+    ... on ResourceDetailsList {
+      results { name description configuredValues { key value type } }
+    }
+  }
+}
+"""
+
+
+def test_resource_details_name_deployment_variables_and_never_show_their_secrets(
+    platform_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "S3cret-Pw-7421"
+    monkeypatch.setenv("TAXI_PREDLOG_URI", f"mongodb://monitor:{secret}@127.0.0.1:9/taxi")
+    monkeypatch.setenv("TAXI_PUSHGATEWAY_URL", f"http://push:{secret}@127.0.0.1:9")
+    with running_webserver(platform_env / "dagster_home", platform_env / "webserver.log") as url:
+        selector = {"repositoryLocationName": "taxi_assets.definitions", "repositoryName": "__repository__"}
+        answer = requests.post(
+            f"{url}/graphql", json={"query": RESOURCE_DETAILS, "variables": {"selector": selector}}, timeout=60
+        )
+    answer.raise_for_status()
+    details = answer.json()["data"]["allTopLevelResourceDetailsOrError"]
+    assert details["__typename"] == "ResourceDetailsList", details
+    values = {
+        (resource["name"], value["key"]): (value["type"], value["value"])
+        for resource in details["results"]
+        for value in resource["configuredValues"]
+    }
+    assert values[("prediction_log", "uri")] == ("ENV_VAR", "TAXI_PREDLOG_URI")
+    assert values[("pushgateway", "url")] == ("ENV_VAR", "TAXI_PUSHGATEWAY_URL")
+    assert secret not in answer.text

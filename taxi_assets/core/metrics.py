@@ -8,6 +8,8 @@ from taxi_assets.core.evidently_report import ReportFigures, SegmentError
 BATCH_JOB = "taxi_batch_monitoring"
 ONLINE_JOB = "taxi_online_monitoring"
 INGEST_JOB = "taxi_ingest"
+# One group, replaced by each push of the newest evaluation month: the alarm speaks of the deployed model now.
+CHALLENGE_JOB = "taxi_model_challenge"
 
 _DRIFT_HELP = {
     "feature_drift_score": "Drift score of one feature vs the reference",
@@ -35,6 +37,11 @@ HELP: dict[str, str] = {
     "taxi_ingest_records_waiting": "Prediction-log records not yet in DuckDB",
     "taxi_ingest_oldest_pending_age_seconds": "Age of the oldest prediction-log record not yet in DuckDB",
     "taxi_ingest_last_success_timestamp_seconds": "Unix time of the last successful prediction_logs materialization",
+    "taxi_model_challenger_gain": "Relative RMSE gain of the challenger over the deployed champion on the evaluation "
+    "month",
+    "taxi_model_champion_rmse": "RMSE of the deployed champion on the evaluation month",
+    "taxi_model_challenger_rmse": "RMSE of the challenger on the evaluation month",
+    "taxi_model_promotion_min_gain": "Relative RMSE gain at which a challenger is promoted (TAXI_PROMOTION_MIN_GAIN)",
 }
 
 
@@ -78,4 +85,24 @@ def batch_samples(figures: ReportFigures, segments: list[SegmentError], rows: in
             for s in segments
         ),
         Sample("taxi_batch_rows", {}, float(rows)),
+    ]
+
+
+def challenge_samples(
+    month: str,
+    champion: str,
+    challenger: str,
+    champion_rmse: float,
+    challenger_rmse: float,
+    gain: float,
+    min_gain: float,
+) -> list[Sample]:
+    """What `model_challenge` pushes (job `taxi_model_challenge`) for its evaluation month: both RMSEs, the
+    relative gain, and the minimum gain (the TAXI_PROMOTION_MIN_GAIN setting) that the alert compares with."""
+    pair = {"month": month, "champion": champion, "challenger": challenger}
+    return [
+        Sample("taxi_model_challenger_gain", pair, gain),
+        Sample("taxi_model_champion_rmse", pair, champion_rmse),
+        Sample("taxi_model_challenger_rmse", pair, challenger_rmse),
+        Sample("taxi_model_promotion_min_gain", {"month": month}, min_gain),
     ]
