@@ -12,11 +12,13 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
 
 from tests.support.dagster_processes import DAGSTER
 from tests.support.platform import REPO_ROOT
 
 INIT = REPO_ROOT / "scripts" / "init_dagster_home.sh"
+LOCAL_AND_COMPOSE = ("dagster_home/dagster.yaml", "docker/dagster.yaml")
 
 
 def materialize(month: str, dagster_home: Path) -> subprocess.Popen:
@@ -60,3 +62,13 @@ def test_setup_and_up_initialise_the_instance_before_starting_dagster(script: st
     for process in ("dagster-daemon", "dagster-webserver"):
         if process in text:
             assert text.index("./scripts/init_dagster_home.sh") < text.index(process), f"{script}: {process} first"
+
+
+@pytest.mark.unit
+def test_compose_instance_recovers_like_the_local_one() -> None:
+    """Both instances fail a dead run and free its DuckDB slot the same way (tests/test_recovery.py)."""
+    local, compose = (yaml.safe_load((REPO_ROOT / path).read_text()) for path in LOCAL_AND_COMPOSE)
+    for section in ("concurrency", "run_monitoring", "run_launcher"):
+        assert compose[section] == local[section], section
+    assert local["run_monitoring"]["free_slots_after_run_end_seconds"] > 0
+    assert local["run_launcher"] == {"module": "taxi_assets.execution", "class": "LocalRunLauncher"}

@@ -296,11 +296,20 @@ def test_compose_dagster_instance_is_valid(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 @pytest.mark.unit
+def test_compose_creates_the_dagster_instance_before_the_webserver_and_the_daemon_start() -> None:
+    services = COMPOSE["services"]
+    assert services["dagster-init"]["command"] == ["dagster", "instance", "migrate"]
+    assert services["dagster-init"]["restart"] == "no"
+    for name in ("dagster-webserver", "dagster-daemon"):
+        assert services[name]["depends_on"]["dagster-init"] == {"condition": "service_completed_successfully"}
+
+
+@pytest.mark.unit
 def test_compose_dagster_instance_uses_postgres() -> None:
     config = yaml.safe_load((REPO_ROOT / "docker" / "dagster.yaml").read_text())
     postgres = config["storage"]["postgres"]["postgres_db"]
     environment = COMPOSE["services"]["postgres"]["environment"]
-    for service in ("dagster-webserver", "dagster-daemon"):
+    for service in ("dagster-init", "dagster-webserver", "dagster-daemon"):
         dagster_env = COMPOSE["services"][service]["environment"]
         for field in ("username", "password", "db_name", "hostname"):
             variable = postgres[field]["env"]

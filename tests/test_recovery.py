@@ -136,7 +136,10 @@ def test_a_killed_run_frees_the_slot_and_a_run_waiting_for_it_stops_on_sigterm(
             # Spinning, it took 0.36 s of CPU in 2 s on a loaded machine; sleeping, about 0.01 s.
             assert sum(waiter.cpu_times()[:2]) - cpu_before < 0.15, "a run waiting for the slot burns CPU"
             waiter.send_signal(signal.SIGTERM)
+            signalled_at = time.monotonic()
             wait_until(lambda: gone(waiter), 15, "waiting run's worker exits after SIGTERM")
+            stopped_after = time.monotonic() - signalled_at
+            print(f"\nSIGTERM of a run waiting for the slot -> its worker exits {stopped_after:.1f} s later")
             assert instance.get_run_by_id(stopped).status == dg.DagsterRunStatus.FAILURE
             assert stopped not in waiting_runs(instance) and slot_holder(instance) == holder
 
