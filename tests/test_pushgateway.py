@@ -9,8 +9,9 @@ import psutil
 import pytest
 import requests
 
-from taxi_assets.core.drift import ColumnDrift, DatasetDrift
-from taxi_assets.core.evidently_report import ReportFigures, SegmentError
+from taxi_assets.core.batch import BatchFigures
+from taxi_assets.core.drift import DriftVerdict, FeatureDrift
+from taxi_assets.core.evidently_report import SegmentError
 from taxi_assets.core.metrics import (
     BATCH_JOB,
     CHALLENGE_JOB,
@@ -21,6 +22,7 @@ from taxi_assets.core.metrics import (
     batch_samples,
     challenge_samples,
 )
+from taxi_assets.core.model import ErrorSummary
 from taxi_assets.core.online import WindowFigures, ingest_samples, online_samples
 from taxi_assets.defs.model.assets import deployed_model, duration_model
 from taxi_assets.defs.resources import Pushgateway
@@ -35,15 +37,29 @@ MACHINE_WIDE_FILE = Path("/var/lib/prometheus/pushgateway.data")
 
 def every_push() -> list[tuple[str, dict[str, str], list[Sample]]]:
     """A push of every kind the platform makes (job, grouping key, samples), each metric present."""
-    drifted = ColumnDrift("trip_distance", "wasserstein", 0.3, 0.1, True)
-    steady = ColumnDrift("PULocationID", "jensenshannon", 0.02, 0.1, False)
-    features = DatasetDrift((drifted, steady))
-    figures = ReportFigures(features, drifted, steady, rmse=6.0, mae=4.0, mean_error=0.5)
-    segments = [SegmentError("borough", "Bronx", 300, 7.0, 5.0), SegmentError("hour", "8", 900, 6.5, 4.5)]
-    window = WindowFigures("last_1000", 1000, 400, features, drifted, 6.2, 4.1)
+    distance = FeatureDrift("trip_distance", "numerical", "ks", 0.3, 0.1, "ks", 0.3, 60000, True)
+    zone = FeatureDrift(
+        "PULocationID", "categorical", "chisquare_pooled", 2.0, 10.0, "jensenshannon", 0.02, 60000, False
+    )
+    verdict = DriftVerdict((distance, zone), alpha=0.01)
+    figures = BatchFigures(
+        rows=60000,
+        since_training=verdict,
+        month_over_month=verdict,
+        previous_month="2021-01",
+        prediction=distance,
+        target=zone,
+        errors=ErrorSummary(60000, 6.0, 4.0, 0.5),
+        segments=[SegmentError("borough", "Bronx", 300, 7.0, 5.0), SegmentError("hour", "8", 900, 6.5, 4.5)],
+        outliers={"any": 0.01, "distance": 0.005},
+        outlier_examples={},
+        ranking=[(distance, 0.4, 1.2)],
+        weights_from="taxi_duration:v1",
+    )
+    window = WindowFigures("last_1000", 1000, 400, "spread", verdict, distance, 6.2, 4.1, 7.0, {"any": 0.02})
     return [
-        (BATCH_JOB, {"month": "2021-02"}, batch_samples(figures, segments, 60000)),
-        (BATCH_JOB, {"month": "2021-03"}, batch_samples(figures, segments[:1], 70000)),
+        (BATCH_JOB, {"month": "2021-02"}, batch_samples(figures, 1.6e9)),
+        (BATCH_JOB, {"month": "2021-03"}, batch_samples(figures, 1.61e9)),
         (ONLINE_JOB, {"window": "last_1000"}, online_samples(window, "taxi_duration_deployed:v1", 5.9)),
         (INGEST_JOB, {}, ingest_samples(12, 30.0, 1.7e9)),
         (CHALLENGE_JOB, {}, challenge_samples("2021-03", "taxi_duration:a", "taxi_duration:b", 6.0, 5.5, 0.08, 0.05)),
