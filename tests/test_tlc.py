@@ -18,7 +18,8 @@ pytestmark = pytest.mark.unit
 def share_in(file_month: str, partition: str) -> float:
     """Share of the pickups of `file_month`'s file that fall in `partition`, by the SQL raw_trips uses."""
     table = f"({raw_select_sql(str(TLC_DIR / f'green_tripdata_{file_month}.parquet'))})"
-    inside, rows, _ = duckdb.execute(PICKUP_MONTHS_SQL.format(table=table), {"month": partition}).fetchone()
+    with duckdb.connect() as conn:
+        ((inside, rows, _),) = conn.execute(PICKUP_MONTHS_SQL.format(table=table), {"month": partition}).fetchall()
     return inside / rows
 
 
