@@ -1,8 +1,13 @@
 """How the platform's runs execute and how the daemon watches them, so that no run can wedge the warehouse.
 
+This is the project's Dagster compatibility module: the only code that uses Dagster's private API, written for
+Dagster 1.13.27 exactly (pinned in pyproject.toml); tests/test_compat.py fails when the upstream code it copies or
+works around changes, or when another Dagster is installed.
+
 * `executor`: Dagster's in-process executor (one process per run, steps one after the other), except while a step
   waits for a slot of a pool (`duckdb`). Dagster 1.13 then polls without ever sleeping (its
-  `interval_to_next_pending_claim_check` is `min(0, …)`), so a blocked run burns a core, and it only looks at a
+  `interval_to_next_pending_claim_check` is `min(0, …)`; dagster-io/dagster#20367 proposed the fix and was closed
+  unmerged), so a blocked run burns a core, and it only looks at a
   SIGTERM/SIGINT once the step has its slot: a run waiting behind a wedged slot could not even be stopped. Here a
   blocked step sleeps until its next claim attempt, in slices of at most `INTERRUPT_CHECK_SECONDS`, and a
   termination received meanwhile ends the run at once.
@@ -34,6 +39,7 @@ from dagster._core.executor.in_process import InProcessExecutor
 from dagster._core.launcher import CheckRunHealthResult, LaunchRunContext, WorkerStatus
 from dagster._utils.interrupts import check_captured_interrupt
 
+DAGSTER_VERSION = "1.13.27"
 # How long a SIGTERM can wait while a step waits for its pool slot.
 INTERRUPT_CHECK_SECONDS = 0.5
 # The tag naming the machine whose process runs a launched run: only that machine can tell whether it still lives.
