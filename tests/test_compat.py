@@ -87,7 +87,7 @@ def test_the_running_dagster_is_the_pinned_one() -> None:
 
     assert dagster.__version__ == execution.DAGSTER_VERSION
     pyproject = (REPO_ROOT / "pyproject.toml").read_text()
-    pins = dict(re.findall(r'"(dagster(?:-webserver|-dg-cli)?)([^"]*)"', pyproject))
+    pins = dict(re.findall(r'"(dagster(?:-webserver|-dg-cli)?)(==[^"]*)"', pyproject))
     assert pins == dict.fromkeys(["dagster", "dagster-webserver", "dagster-dg-cli"], f"=={execution.DAGSTER_VERSION}")
 
 
