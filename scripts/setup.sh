@@ -31,3 +31,6 @@ if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
   .venv/bin/python -m pip install -q -e '.[dev]'
   touch .venv/.installed
 fi
+
+# The Dagster instance exists before anything can start two Dagster processes on it at once.
+./scripts/init_dagster_home.sh

@@ -16,6 +16,8 @@ if [ -f .env ]; then
   set +a
 fi
 export DAGSTER_HOME="${DAGSTER_HOME:-$root/dagster_home}"
+# The daemon and the webserver start together below: the instance they share must exist before either does.
+./scripts/init_dagster_home.sh
 export TAXI_PUSHGATEWAY_URL="${TAXI_PUSHGATEWAY_URL-http://127.0.0.1:9091}"
 mkdir -p data/logs
 

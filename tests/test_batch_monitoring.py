@@ -168,7 +168,7 @@ def test_monthly_monitoring_chain(
 
 def test_unreachable_pushgateway_is_logged_not_raised(caplog: pytest.LogCaptureFixture):
     caplog.set_level(logging.INFO)
-    sample = Sample("taxi_batch_rows", "Rows scored", {}, 1.0)
+    sample = Sample("taxi_batch_rows", {}, 1.0)
     # Port 9 (discard) on loopback: nothing listens, the connection is refused at once.
     assert (
         Pushgateway(url="http://127.0.0.1:9", timeout_seconds=2).push(BATCH_JOB, {"month": "2021-01"}, [sample])

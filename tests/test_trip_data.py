@@ -13,7 +13,7 @@ import pytest
 
 from taxi_assets.core.tlc import RAW_COLUMNS
 from taxi_assets.defs.trip_data.assets import taxi_zones, trip_months
-from tests.support.platform import MANIFEST_ROWS, platform_resources
+from tests.support.platform import MANIFEST_ROWS, TLC_DIR, platform_resources
 
 pytestmark = pytest.mark.integration
 
@@ -225,6 +225,83 @@ def test_downloads_are_cached_and_bad_downloads_never_are(instance, platform_env
     truncated = materialize(instance, "2021-02", raise_on_error=False)
     assert "is not a readable parquet file" in str(truncated.get_step_failure_events()[0].step_failure_data.error)
     assert sorted(path.name for path in cache.iterdir()) == ["green_tripdata_2021-01.parquet", "taxi_zone_lookup.csv"]
+
+
+def spoil_location_type(path: Path) -> None:
+    """PULocationID as text, as an export through a spreadsheet gives it: the footer and column names pass."""
+    rewrite(path, "'zone ' || PULocationID AS PULocationID")
+
+
+def spoil_timestamp_type(path: Path) -> None:
+    """Pickup times as int64 microseconds, as some writers store timestamps."""
+    rewrite(path, "epoch_us(lpep_pickup_datetime) AS lpep_pickup_datetime")
+
+
+def rewrite(path: Path, replacement: str) -> None:
+    duckdb.sql(f"COPY (SELECT * REPLACE ({replacement}) FROM read_parquet('{path}')) TO '{path}.tmp' (FORMAT parquet)")
+    Path(f"{path}.tmp").replace(path)
+
+
+def publish_another_month(path: Path) -> None:
+    """The 2021-01 file published under another month's name."""
+    shutil.copy(TLC_DIR / "green_tripdata_2021-01.parquet", path)
+
+
+@pytest.mark.parametrize(
+    ("spoil", "message"),
+    [
+        (spoil_location_type, "DuckDB could not load"),
+        (spoil_timestamp_type, "DuckDB could not load"),
+        (spoil_pages, "DuckDB could not load"),
+        (publish_another_month, "holds another month's trips"),
+    ],
+)
+def test_a_download_that_does_not_load_is_never_cached(instance, platform_env, source_dir, http_source, spoil, message):
+    month, cache = "2021-02", platform_env / "cache"
+    served = source_dir / f"green_tripdata_{month}.parquet"
+    shutil.copy(TLC_DIR / served.name, served)
+    spoil(served)
+
+    failed = materialize(instance, month, selection=["raw_trips"], raise_on_error=False)
+
+    error = str(failed.get_step_failure_events()[0].step_failure_data.error)
+    assert month in error and http_source in error and message in error
+    assert not cache.exists() or list(cache.iterdir()) == [], "a file that did not load was cached"
+    # Once the source is fixed, the next run downloads it again and loads it.
+    shutil.copy(TLC_DIR / served.name, served)
+    assert materialize(instance, month, selection=["raw_trips"]).success
+    assert [path.name for path in cache.iterdir()] == [served.name]
+    assert month_rows(platform_env, "raw_trips", month) == MANIFEST_ROWS[month]
+
+
+def test_a_cached_file_that_does_not_load_is_dropped(instance, platform_env, source_dir, http_source):
+    """A bad file cached by an earlier version stays no longer than the run that finds it bad."""
+    cached = platform_env / "cache" / "green_tripdata_2021-01.parquet"
+    cached.parent.mkdir()
+    shutil.copy(source_dir / cached.name, cached)
+    spoil_timestamp_type(cached)
+
+    failed = materialize(instance, "2021-01", selection=["raw_trips"], raise_on_error=False)
+
+    assert "DuckDB could not load" in str(failed.get_step_failure_events()[0].step_failure_data.error)
+    assert not cached.exists()
+    assert materialize(instance, "2021-01", selection=["raw_trips"]).success and cached.exists()
+
+
+def test_another_months_file_fails_the_month_and_keeps_its_rows(instance, platform_env, source_dir):
+    february = source_dir / "green_tripdata_2021-02.parquet"
+    shutil.copy(TLC_DIR / february.name, february)
+    assert materialize(instance, "2021-02").success
+    publish_another_month(february)
+
+    result = materialize(instance, "2021-02", raise_on_error=False)
+
+    assert not result.success
+    (error,) = [str(event.step_failure_data.error) for event in result.get_step_failure_events()]
+    assert f"2021-02: {february} holds another month's trips: 0.0% of its {MANIFEST_ROWS['2021-01']} pickups" in error
+    assert "fall in 2021-02 (most in 2021-01; at least 50% expected)" in error
+    assert month_rows(platform_env, "raw_trips", "2021-02") == MANIFEST_ROWS["2021-02"]
+    assert month_rows(platform_env, "trips", "2021-02") > 0
 
 
 def test_checks_fire_on_doctored_data(instance, platform_env, source_dir):

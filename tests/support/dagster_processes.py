@@ -3,6 +3,7 @@
 Shared by the backfill and UI tests and `bench/`: runs launch as their own processes, exactly as from the UI.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -24,14 +25,27 @@ LOCAL_INSTANCE = REPO_ROOT / "dagster_home" / "dagster.yaml"
 COMPOSE_INSTANCE = REPO_ROOT / "docker" / "dagster.yaml"
 
 
+def prepare_dagster_home(dagster_home: Path, instance: Path | None = None) -> None:
+    """The project's instance settings (`instance`: one of its dagster.yaml files, the local one by default) in
+    `dagster_home`, its storage created before any process can race for it.
+
+    Two processes that create a fresh SQLite instance at once can stamp two alembic heads, after which nothing
+    opens it again: set-up creates it first (`dagster instance migrate`, see scripts/setup.sh), and so does this,
+    in this process (the same storage creation, without a second Python start-up).
+    """
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(instance or LOCAL_INSTANCE, dagster_home / "dagster.yaml")
+    with dg.DagsterInstance.from_config(str(dagster_home)):
+        pass
+
+
 @contextmanager
 def _running(
     args: list[str], dagster_home: Path, log_path: Path, instance: Path = LOCAL_INSTANCE
 ) -> Iterator[subprocess.Popen]:
     """Start a Dagster process with the project's instance settings (`instance`: one of the project's
     dagster.yaml files); stop it and everything it started."""
-    dagster_home.mkdir(parents=True, exist_ok=True)
-    shutil.copy(instance, dagster_home / "dagster.yaml")
+    prepare_dagster_home(dagster_home, instance)
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             args,
@@ -44,9 +58,11 @@ def _running(
     try:
         yield process
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
         try:
+            os.killpg(process.pid, signal.SIGTERM)
             process.wait(timeout=20)
+        except ProcessLookupError:  # already gone: a test killed it
+            process.wait()
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
 
@@ -122,6 +138,20 @@ def backfill_from_cli(dagster_home: Path, job: str, partitions: list[str]) -> No
     )
     if launched.returncode != 0:
         raise RuntimeError(f"dagster job backfill failed:\n{launched.stdout[-3000:]}\n{launched.stderr[-3000:]}")
+
+
+def launch_run(dagster_home: Path, job: str, partition: str) -> None:
+    """`dagster job launch` of one partition: queued, then started by the daemon like a run from the UI."""
+    launched = subprocess.run(
+        [str(DAGSTER), "job", "launch", "-w", str(WORKSPACE), "-j", job]
+        + ["--tags", json.dumps({"dagster/partition": partition})],
+        cwd=REPO_ROOT,
+        env={**os.environ, "DAGSTER_HOME": str(dagster_home)},
+        capture_output=True,
+        text=True,
+    )
+    if launched.returncode != 0:
+        raise RuntimeError(f"dagster job launch failed:\n{launched.stdout[-3000:]}\n{launched.stderr[-3000:]}")
 
 
 def wait_for_runs(instance: dg.DagsterInstance, count: int, timeout: float) -> list[dg.DagsterRun]:

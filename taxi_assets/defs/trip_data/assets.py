@@ -6,11 +6,13 @@ import dagster as dg
 import duckdb
 
 from taxi_assets.core.tlc import (
+    PICKUP_MONTHS_SQL,
     RAW_COLUMNS,
     TRIPS_DROP_REASONS_SQL,
     TRIPS_SELECT_SQL,
     ZONE_COLUMNS,
     TripDataError,
+    check_pickups_in_month,
     raw_select_sql,
 )
 from taxi_assets.core.warehouse import RAW_TRIPS_DDL, TRIPS_DDL, replace_partition
@@ -36,19 +38,35 @@ _TRIPS_DURATION_CHECK = {"duration_in_range": "Every trip lasts 1 to 60 minutes,
 def load_raw_month(
     conn: duckdb.DuckDBPyConnection, month: str, trip_data: TripDataSource, log: logging.Logger
 ) -> PartitionResult:
-    """Fetch and check the TLC file of `month`, then replace that month of `raw_trips` in one transaction."""
-    path, source, summary = trip_data.trip_file(month, log)
-    conn.execute(RAW_TRIPS_DDL)
-    try:
-        rows = replace_partition(conn, "month", month, {"raw_trips": raw_select_sql(str(path))})["raw_trips"]
-    except duckdb.Error as error:
-        raise TripDataError(f"{month}: DuckDB could not load {source} ({error})") from error
-    (outside,) = conn.execute(
-        "SELECT count(*) FROM raw_trips WHERE month = $month AND strftime(lpep_pickup_datetime, '%Y-%m') <> month",
-        {"month": month},
-    ).fetchone()
-    types = dict(conn.execute("SELECT column_name, column_type FROM (DESCRIBE raw_trips)").fetchall())
-    checks = quality_check_results(conn, "raw_trips", month, "lpep_pickup_datetime", "lpep_dropoff_datetime")
+    """Fetch and check the TLC file of `month`, read and cast it whole, refuse it when most of its pickups fall
+    outside the month (another month's file under this month's name), then swap it in for exactly that month of
+    `raw_trips` in one transaction. A refused file leaves the month's previous rows, and stays out of the download
+    cache."""
+    # The file reaches the download cache only if this whole block succeeds.
+    with trip_data.trip_file(month, log) as trip_file:
+        source = trip_file.source
+        conn.execute(RAW_TRIPS_DDL)
+        # Read and cast every row before touching raw_trips: a type that does not cast or a corrupt page fails here.
+        try:
+            conn.execute(
+                f"CREATE OR REPLACE TEMP TABLE month_file AS {raw_select_sql(str(trip_file.path))}", {"month": month}
+            )
+        except duckdb.Error as error:
+            raise TripDataError(f"{month}: DuckDB could not load {source} ({error})") from error
+        try:
+            inside_share = check_pickups_in_month(
+                month, source, *conn.execute(PICKUP_MONTHS_SQL.format(table="month_file"), {"month": month}).fetchone()
+            )
+            swapped = replace_partition(
+                conn, "month", month, {"raw_trips": "SELECT * FROM month_file WHERE month = $month"}
+            )
+        finally:
+            # The connection serves the run's next months: the file's copy goes now, not with the connection.
+            conn.execute("DROP TABLE IF EXISTS month_file")
+        rows = swapped["raw_trips"]
+        types = dict(conn.execute("SELECT column_name, column_type FROM (DESCRIBE raw_trips)").fetchall())
+        checks = quality_check_results(conn, "raw_trips", month, "lpep_pickup_datetime", "lpep_dropoff_datetime")
+    summary = trip_file.summary
     wrong_types = {name: types.get(name) for name, sql_type in RAW_COLUMNS.items() if types.get(name) != sql_type}
     checks.append(
         dg.AssetCheckResult(
@@ -62,7 +80,7 @@ def load_raw_month(
             "dagster/row_count": rows,
             "bytes": summary.bytes,
             "source": dg.MetadataValue.url(source) if "://" in source else dg.MetadataValue.path(source),
-            "pickups_outside_month_share": float(outside / rows) if rows else 0.0,
+            "pickups_outside_month_share": 1.0 - inside_share,
         },
         checks=checks,
     )
@@ -108,8 +126,10 @@ def build_trips_month(conn: duckdb.DuckDBPyConnection, month: str) -> PartitionR
         dg.AssetSpec(
             raw_trips,
             description="NYC TLC green-taxi trips of one month as published, in one table schema across the years.\n\n"
-            "Fetched from TLC's trip-data address (or a local mirror), checked to be a TLC green parquet file, "
-            "then loaded by DuckDB itself, replacing exactly that month in one transaction.",
+            "Fetched from TLC's trip-data address (or a local mirror), checked to be a TLC green parquet file, read "
+            "and cast whole by DuckDB, refused when most of its pickups fall outside the month (another month's "
+            "file under this month's name), then swapped in for exactly that month in one transaction. A refused "
+            "file leaves the month's previous rows, and stays out of the download cache.",
             kinds={"duckdb", "parquet"},
             group_name="trip_data",
         ),
@@ -151,8 +171,8 @@ def taxi_zones(
     context: dg.AssetExecutionContext, warehouse: Warehouse, trip_data: TripDataSource
 ) -> dg.MaterializeResult:
     """TLC taxi zones (LocationID, Borough, Zone, service_zone): the names behind the location IDs."""
-    path, source = trip_data.zone_lookup(context.log)
-    with warehouse.get_connection() as conn:
+    # The lookup reaches the download cache only if this whole block succeeds.
+    with trip_data.zone_lookup(context.log) as (path, source), warehouse.get_connection() as conn:
         try:
             header = [
                 name
@@ -162,11 +182,14 @@ def taxi_zones(
             raise TripDataError(f"zone lookup: {source} is not a readable CSV ({error})") from error
         if header != ZONE_COLUMNS:
             raise TripDataError(f"zone lookup: {source} has columns {header}, expected {ZONE_COLUMNS}")
-        conn.execute(
-            "CREATE OR REPLACE TABLE taxi_zones AS SELECT CAST(LocationID AS INTEGER) AS LocationID, "
-            "Borough, Zone, service_zone FROM read_csv($path)",
-            {"path": str(path)},
-        )
+        try:
+            conn.execute(
+                "CREATE OR REPLACE TABLE taxi_zones AS SELECT CAST(LocationID AS INTEGER) AS LocationID, "
+                "Borough, Zone, service_zone FROM read_csv($path)",
+                {"path": str(path)},
+            )
+        except duckdb.Error as error:
+            raise TripDataError(f"zone lookup: DuckDB could not load {source} ({error})") from error
         boroughs = conn.execute("SELECT Borough, count(*) FROM taxi_zones GROUP BY ALL ORDER BY 2 DESC").fetchall()
     zones = sum(count for _, count in boroughs)
     return dg.MaterializeResult(
