@@ -125,6 +125,8 @@ def _imported_modules(path: Path) -> set[str]:
         # Pure logic: shared by the Dagster side, the service and the tools.
         ("taxi_assets/core", ("dagster", "bentoml", "taxi_assets.defs")),
         ("taxi_assets/settings.py", ("dagster", "bentoml", "taxi_assets.defs")),
+        # Command-line clients of the service: no orchestrator, no service framework.
+        ("taxi_assets/replay.py", ("dagster", "bentoml", "taxi_assets.defs")),
         # The service: a lean image with neither the orchestrator nor the report library.
         ("bento_service", ("dagster", "evidently", "taxi_assets.defs", "duckdb")),
     ],
