@@ -76,6 +76,21 @@ SETTINGS: dict[str, Setting] = {
     "pushgateway_url": _setting(
         "TAXI_PUSHGATEWAY_URL", "", "Prometheus Pushgateway; empty: nothing is pushed (the run log says so)"
     ),
+    "automation": _setting(
+        "TAXI_AUTOMATION",
+        "on",
+        "on: the new-month sensor and the automation condition sensor start running with the daemon; off: they "
+        "start stopped (a toggle in the UI's Automation tab overrides either)",
+    ),
+    "new_month_check_seconds": _setting(
+        "TAXI_NEW_MONTH_CHECK_SECONDS",
+        "3600",
+        "How often the trip-data source is checked for the next month",
+        integer=True,
+    ),
+    "automation_check_seconds": _setting(
+        "TAXI_AUTOMATION_CHECK_SECONDS", "30", "How often the assets' automation conditions are evaluated", integer=True
+    ),
 }
 
 
@@ -125,6 +140,15 @@ class Settings:
     service_port: int
     service_workers: int
     pushgateway_url: str
+    automation: str
+    new_month_check_seconds: int
+    automation_check_seconds: int
+
+    @property
+    def automation_on(self) -> bool:
+        if self.automation not in ("on", "off"):
+            raise ValueError(f"TAXI_AUTOMATION must be on or off, got {self.automation!r}")
+        return self.automation == "on"
 
 
 def load(environ: Mapping[str, str] | None = None) -> Settings:

@@ -43,7 +43,9 @@ def snapshot(definitions: dg.Definitions) -> dict:
             "kinds": sorted(node.kinds),
             "pool": assets_def.op.pool,
             "resources": sorted(assets_def.required_resource_keys),
-            "automation_condition": None if node.automation_condition is None else node.automation_condition.name,
+            "automation_condition": None
+            if node.automation_condition is None
+            else node.automation_condition.get_label() or node.automation_condition.name,
             "checks": sorted(
                 f"{spec.name}{' (blocking)' if spec.blocking else ''}"
                 for spec in assets_def.check_specs

@@ -19,6 +19,7 @@ from taxi_assets.core.metrics import BATCH_JOB, batch_samples
 from taxi_assets.core.model import PREDICTION, error_summary
 from taxi_assets.core.scoring import TRIP_COLUMNS, score_trips, stored_predictions
 from taxi_assets.core.warehouse import BATCH_PREDICTIONS_DDL, DRIFT_METRICS_DDL, replace_partition
+from taxi_assets.defs.automation import MISSING_OR_DEPS_UPDATED
 from taxi_assets.defs.batch_monitoring.resources import MonitoringReports
 from taxi_assets.defs.model.assets import deployed_model
 from taxi_assets.defs.partitions import monthly_partitions
@@ -32,6 +33,7 @@ from taxi_assets.defs.trip_data.assets import taxi_zones, trips
     pool=DUCKDB_POOL,
     kinds={"duckdb", "sklearn"},
     group_name="monitoring",
+    automation_condition=MISSING_OR_DEPS_UPDATED,
 )
 def batch_predictions(
     context: dg.AssetExecutionContext, warehouse: Warehouse, model_registry: ModelRegistry
@@ -81,6 +83,7 @@ def drift_table(figures: ReportFigures) -> str:
             deps=[batch_predictions, taxi_zones],
             kinds={"duckdb", "evidently", "prometheus"},
             group_name="monitoring",
+            automation_condition=MISSING_OR_DEPS_UPDATED,
             description=(
                 "Drift and prediction quality of the month against the deployed model's training month "
                 "(the reference).\n\nFeature, prediction and target drift and RMSE/MAE/mean error come from the "
@@ -94,6 +97,7 @@ def drift_table(figures: ReportFigures) -> str:
             deps=["drift_metrics"],
             kinds={"evidently", "html"},
             group_name="monitoring",
+            automation_condition=MISSING_OR_DEPS_UPDATED,
             description=(
                 "Evidently HTML report of the month against the reference: data drift per feature, prediction "
                 "and target drift, and regression quality. Written to the reports folder (TAXI_REPORTS_DIR) as "

@@ -12,6 +12,7 @@ from taxi_assets.core.tlc import (
     raw_select_sql,
 )
 from taxi_assets.core.warehouse import RAW_TRIPS_DDL, TRIPS_DDL, replace_partition
+from taxi_assets.defs.automation import MISSING_OR_DEPS_UPDATED
 from taxi_assets.defs.partitions import monthly_partitions
 from taxi_assets.defs.resources import DUCKDB_POOL, Warehouse
 from taxi_assets.defs.trip_data.checks import quality_check_results, quality_check_specs
@@ -69,7 +70,12 @@ def raw_trips(
     )
 
 
-@dg.asset(pool=DUCKDB_POOL, kinds={"duckdb", "csv"}, group_name="trip_data")
+@dg.asset(
+    pool=DUCKDB_POOL,
+    kinds={"duckdb", "csv"},
+    group_name="trip_data",
+    automation_condition=MISSING_OR_DEPS_UPDATED,
+)
 def taxi_zones(
     context: dg.AssetExecutionContext, warehouse: Warehouse, trip_data: TripDataSource
 ) -> dg.MaterializeResult:
@@ -109,6 +115,7 @@ def taxi_zones(
     pool=DUCKDB_POOL,
     kinds={"duckdb"},
     group_name="trip_data",
+    automation_condition=MISSING_OR_DEPS_UPDATED,
     check_specs=quality_check_specs("trips", _TRIPS_DURATION_CHECK),
 )
 def trips(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:

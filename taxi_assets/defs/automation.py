@@ -1,0 +1,44 @@
+"""What runs by itself: the automation condition of the assets downstream of the trip data, and the sensor that
+evaluates it.
+
+`MISSING_OR_DEPS_UPDATED` is `AutomationCondition.eager()` for every month: an asset partition is requested once
+all its upstream partitions exist, when it is missing or an upstream partition has been updated since it was last
+requested or materialized, and never while it or an upstream is still running. Unlike `eager()` it is not limited
+to the latest partition (TLC months arrive two months late, and a backfilled month is rarely the newest one), and
+partitions already missing when automation first looks count too. So every loaded month gets its `trips`,
+`batch_predictions`, `drift_metrics` and `monitoring_report` (and `taxi_zones` is loaded once), and they are
+redone when their inputs change: a newly deployed model re-scores every loaded month (batch predictions are per
+model). A failed partition is not retried every tick: it waits for its inputs to change or for a run by hand.
+`deployed_model` has no condition: promoting a model is a decision, made by the model's own assets.
+
+The trigger is the transition to missing, not the state: a state-based `missing()` can read a materialization
+that has just landed as still missing while its run no longer counts as in progress, and request it twice.
+
+`TAXI_AUTOMATION=off` starts the evaluating sensor stopped (and the new-month sensor, see
+trip_data/sensors.py); the toggle in the UI's Automation tab turns either on or off at any time.
+"""
+
+import dagster as dg
+
+from taxi_assets import settings
+
+_CURRENT = settings.current()
+AC = dg.AutomationCondition
+
+MISSING_OR_DEPS_UPDATED = (
+    (AC.missing().newly_true() | AC.any_deps_updated()).since(AC.newly_requested() | AC.newly_updated())
+    & ~AC.any_deps_missing()
+    & ~AC.any_deps_in_progress()
+    & ~AC.in_progress()
+).with_label("missing_or_deps_updated")
+
+# The name Dagster gives the sensor it creates for conditions; defined here so that it runs by default (Dagster's
+# own starts stopped) and at the configured interval.
+automation_condition_sensor = dg.AutomationConditionSensorDefinition(
+    "default_automation_condition_sensor",
+    target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.RUNNING if _CURRENT.automation_on else dg.DefaultSensorStatus.STOPPED,
+    minimum_interval_seconds=_CURRENT.automation_check_seconds,
+    description="Evaluates the assets' automation conditions (taxi_assets/defs/automation.py) and requests the "
+    "runs they call for.",
+)
