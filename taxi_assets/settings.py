@@ -76,6 +76,7 @@ SETTINGS: dict[str, Setting] = {
     "pushgateway_url": _setting(
         "TAXI_PUSHGATEWAY_URL", "", "Prometheus Pushgateway; empty: nothing is pushed (the run log says so)"
     ),
+    "dagster_port": _setting("DAGSTER_PORT", "3000", "Port of the Dagster UI under `make up`", integer=True),
     "automation": _setting(
         "TAXI_AUTOMATION",
         "on",
@@ -140,6 +141,7 @@ class Settings:
     service_port: int
     service_workers: int
     pushgateway_url: str
+    dagster_port: int
     automation: str
     new_month_check_seconds: int
     automation_check_seconds: int

@@ -130,6 +130,7 @@ def test_a_published_month_flows_to_the_monitoring_report_with_no_manual_launch(
     for name in ("green_tripdata_2021-01.parquet", "taxi_zone_lookup.csv"):
         (source / name).symlink_to(tlc_dir / name)
     monkeypatch.setenv("TAXI_TRIP_DATA_URL", str(source))
+    monkeypatch.setenv("TAXI_AUTOMATION", "on")
     monkeypatch.setenv("TAXI_NEW_MONTH_CHECK_SECONDS", "2")
     monkeypatch.setenv("TAXI_AUTOMATION_CHECK_SECONDS", "2")
     settings.current.cache_clear()

@@ -30,7 +30,7 @@ UNSET = ("TAXI_PUSHGATEWAY_URL", "TAXI_ZONE_LOOKUP_URL")
 
 
 def platform_environment(folder: Path, tlc_dir: Path = TLC_DIR) -> dict[str, str]:
-    """Every store under `folder` and the trip-data source at the local TLC mirror."""
+    """Every store under `folder`, the trip-data source at the local TLC mirror, and automation off."""
     return {
         "TAXI_DUCKDB_PATH": str(folder / "warehouse.duckdb"),
         "TAXI_TRIP_DATA_URL": str(tlc_dir),
@@ -39,6 +39,8 @@ def platform_environment(folder: Path, tlc_dir: Path = TLC_DIR) -> dict[str, str
         "TAXI_PREDLOG_URI": str(folder / "prediction_logs"),
         "BENTOML_HOME": str(folder / "bentoml"),
         "DAGSTER_HOME": str(folder / "dagster_home"),
+        # A test's daemon runs only what the test launches; tests of the automation switch it on.
+        "TAXI_AUTOMATION": "off",
     }
 
 
