@@ -77,6 +77,17 @@ SETTINGS: dict[str, Setting] = {
         "TAXI_PUSHGATEWAY_URL", "", "Prometheus Pushgateway; empty: nothing is pushed (the run log says so)"
     ),
     "dagster_port": _setting("DAGSTER_PORT", "3000", "Port of the Dagster UI under `make up`", integer=True),
+    "prometheus_port": _setting("TAXI_PROMETHEUS_PORT", "9090", "Port of Prometheus under `make up`", integer=True),
+    "pushgateway_port": _setting(
+        "TAXI_PUSHGATEWAY_PORT",
+        "9091",
+        "Port of the Pushgateway under `make up` (it sets TAXI_PUSHGATEWAY_URL)",
+        integer=True,
+    ),
+    "run_dir": _setting(
+        "TAXI_RUN_DIR", "data/run", "What `make up` keeps while running: pid files, Prometheus' data", path=True
+    ),
+    "logs_dir": _setting("TAXI_LOGS_DIR", "data/logs", "Logs of the processes `make up` starts", path=True),
     "automation": _setting(
         "TAXI_AUTOMATION",
         "on",
@@ -142,6 +153,10 @@ class Settings:
     service_workers: int
     pushgateway_url: str
     dagster_port: int
+    prometheus_port: int
+    pushgateway_port: int
+    run_dir: str
+    logs_dir: str
     automation: str
     new_month_check_seconds: int
     automation_check_seconds: int
@@ -163,3 +178,22 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
 def current() -> Settings:
     """The settings of this process, read on first use."""
     return load()
+
+
+def shell_assignments(environ: Mapping[str, str] | None = None) -> str:
+    """Every setting as a shell assignment (`NAME='value'`), resolved: how scripts/*.sh read their configuration
+    from this one place. Variables set in the environment keep their values."""
+    import shlex
+
+    current = load(environ)
+    return "\n".join(
+        f"{setting.env}={shlex.quote(str(getattr(current, field)))}" for field, setting in SETTINGS.items()
+    )
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["--shell"]:
+        sys.exit("usage: python -m taxi_assets.settings --shell")
+    print(shell_assignments())
