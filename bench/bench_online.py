@@ -102,7 +102,9 @@ def deploy_model(instance: dg.DagsterInstance) -> None:
     from taxi_assets.defs.trip_data.assets import raw_trips, trips
 
     resources = platform_resources()
-    assert dg.materialize([raw_trips, trips], partition_key="2021-01", instance=instance, resources=resources)
+    # 2021-02 too: a model is validated on the month after its training month, never on its own.
+    for month in ("2021-01", "2021-02"):
+        assert dg.materialize([raw_trips, trips], partition_key=month, instance=instance, resources=resources)
     assert dg.materialize([duration_model], partition_key="2021-01", instance=instance, resources=resources)
     assert dg.materialize([deployed_model], instance=instance, resources=resources)
 

@@ -1,10 +1,12 @@
 """Throughput of the Bento service against an empty Bento service started the same way (prints figures; not a test).
 
-    .venv/bin/python bench/bench_service.py [--duration 15] [--connections 32] [--workers 1]
+    .venv/bin/python bench/bench_service.py [--duration 15] [--connections 32] [--workers 1] [--designs today native]
 
 Trains the `hgb` model on 2021-01 into a temporary BentoML home (or uses --bentoml-home), then runs wrk against
-(a) `bench/empty_service.py`, (b) `/predict` of the real service with model and logging, posting real 2022-01
-rides, and (c) `/predict_batch` with 1,000-ride batches.
+(a) `bench/empty_service.py`, then for each design (b) `/predict` with model and logging, posting real 2022-01
+rides, and (c) `/predict_batch` with 1,000-ride batches. Designs: `today` (bento_service, the served one) and
+`native` (bench/native_service.py: BentoML's adaptive batching in a model service reached through
+`bentoml.depends`). All of them in one invocation, so they share the machine's load and the empty baseline.
 """
 
 from __future__ import annotations
@@ -22,6 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.support import service_harness as harness  # noqa: E402
 from tests.support.platform import free_port  # noqa: E402
+
+DESIGNS = {
+    "today": "bento_service.service:TaxiDuration",
+    "native": "bench.native_service:NativeTaxi",
+}
 
 LUA_TEMPLATE = """
 local bodies = {%s}
@@ -83,6 +90,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--bentoml-home", type=Path)
+    parser.add_argument("--designs", nargs="+", choices=sorted(DESIGNS), default=["today"])
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-service-"))
@@ -98,22 +106,32 @@ def main() -> None:
         )
 
         empty = bench("bench.empty_service:Empty", "/predict", single, args, work, "empty")
-        real = bench("bento_service.service:TaxiDuration", "/predict", single, args, work, "predict")
-        batched = bench("bento_service.service:TaxiDuration", "/predict_batch", batch, args, work, "batch")
+        results = {
+            design: (
+                bench(DESIGNS[design], "/predict", single, args, work, f"{design}-predict"),
+                bench(DESIGNS[design], "/predict_batch", batch, args, work, f"{design}-batch"),
+            )
+            for design in args.designs
+        }
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
     print(f"\nwrk, {args.connections} connections, {args.duration} s, workers={args.workers}")
-    for name, figures in [("empty service  /predict", empty), ("taxi service   /predict", real)]:
+    _print_line("empty          /predict", empty)
+    for design, (single_figures, batch_figures) in results.items():
+        _print_line(f"{design:<14} /predict", single_figures)
+        print(f"  ratio {design}/empty: {single_figures['rps'] / empty['rps']:.2f} (goal >= 0.9), p99 goal <= 100 ms")
         print(
-            f"{name}: {figures['rps']:8.0f} req/s  p50 {figures['p50_ms']:6.1f} ms  p99 {figures['p99_ms']:6.1f} ms"
-            f"  non-2xx {figures['non_2xx']}  socket errors {figures['socket_errors']}"
+            f"{design:<14} /predict_batch (1,000 rides): {batch_figures['rps'] * 1000:8.0f} rides/s"
+            f"  p50 {batch_figures['p50_ms']:.1f} ms  p99 {batch_figures['p99_ms']:.1f} ms"
+            f"  non-2xx {batch_figures['non_2xx']}  (goal >= 50,000 rides/s)"
         )
-    print(f"ratio taxi/empty: {real['rps'] / empty['rps']:.2f} (goal >= 0.9), p99 goal <= 100 ms")
+
+
+def _print_line(name: str, figures: dict) -> None:
     print(
-        f"taxi service   /predict_batch (1,000 rides): {batched['rps'] * 1000:8.0f} rides/s"
-        f"  p50 {batched['p50_ms']:.1f} ms  p99 {batched['p99_ms']:.1f} ms  non-2xx {batched['non_2xx']}"
-        "  (goal >= 50,000 rides/s)"
+        f"{name}: {figures['rps']:8.0f} req/s  p50 {figures['p50_ms']:6.1f} ms  p99 {figures['p99_ms']:6.1f} ms"
+        f"  non-2xx {figures['non_2xx']}  socket errors {figures['socket_errors']}"
     )
 
 

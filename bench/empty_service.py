@@ -1,5 +1,5 @@
 """An empty BentoML service, the baseline for the real service's throughput: the same ride body, parsed by
-pydantic the same way, the same worker-process fixes (bento_service/runtime.py), and no model, no logging."""
+pydantic the same way, the same worker-process fixes (bento_service/compat.py), and no model, no logging."""
 
 import datetime as dt
 import os
@@ -7,9 +7,9 @@ import os
 import bentoml
 from pydantic import BaseModel
 
-from bento_service import runtime
+from bento_service import compat
 
-runtime.cancel_request_timers()
+compat.cancel_request_timers()
 
 
 class Ride(BaseModel):
@@ -26,7 +26,7 @@ class Answer(BaseModel):
 @bentoml.service(name="empty", workers=int(os.getenv("TAXI_SERVICE_WORKERS", "1")))
 class Empty:
     def __init__(self) -> None:
-        runtime.freeze_startup_heap()
+        compat.freeze_startup_heap()
 
     @bentoml.api
     async def predict(self, ride: Ride, /) -> Answer:

@@ -57,22 +57,32 @@ def _serve(conn: Connection, pipeline) -> None:
 
 
 class ModelProcess:
-    """Predicts with `pipeline` in one spawned child process, started again if it dies.
+    """Predicts with `pipeline`, the model `tag`, in one spawned child process, started again if it dies.
 
     Batches go over a pipe whose answers the event loop watches itself (`add_reader`). A ProcessPoolExecutor
     moves every batch through two helper threads each way, and their GIL hand-offs cost the request-handling
     process more CPU per batch than the pickling does.
     """
 
-    def __init__(self, pipeline, warm_up: Columns) -> None:
+    def __init__(self, tag: str, pipeline, warm_up: Columns) -> None:
+        self.tag = tag
         self._pipeline = pipeline
         # One batch in flight: the child serves one at a time, and a large batch written while the child is
         # still writing the previous answer would block both ends.
         self._lock = asyncio.Lock()
+        self._users = 0
+        self._retired = False
         self._start()
-        # Blocks until the child has imported everything and paid the first-call costs: ready means ready.
-        self._conn.send(warm_up)
-        self._answer()
+        # Blocks until the child has imported everything and paid the first-call costs: ready means ready. A
+        # model that cannot predict the warm-up rides, or predicts nonsense, never serves.
+        try:
+            self._conn.send(warm_up)
+            answer = self._answer()
+            if answer.shape != (len(next(iter(warm_up.values()))),) or not np.isfinite(answer).all():
+                raise ValueError(f"model {tag} predicted {answer!r} for the warm-up rides")
+        except BaseException:
+            self._stop()
+            raise
 
     def _start(self) -> None:
         # spawn, not fork: the parent runs threads (event loop, log flusher) that a fork would copy mid-state.
@@ -122,9 +132,22 @@ class ModelProcess:
                 self._start()
                 return await self._exchange(columns)
 
-    async def predict(self, columns: Columns) -> np.ndarray:
-        # Shielded: a caller that gives up must not leave its answer in the pipe for the next batch to read.
-        return await asyncio.shield(self._predict_locked(columns))
+    async def _predict_counted(self, columns: Columns) -> np.ndarray:
+        try:
+            return await self._predict_locked(columns)
+        finally:
+            self._users -= 1
+            if self._retired and not self._users:
+                self._stop()
 
-    def close(self) -> None:
-        self._stop()
+    async def predict(self, columns: Columns) -> np.ndarray:
+        # Counted before anything awaits, so that `retire` never stops the child under a batch already handed
+        # to it. Shielded: a caller that gives up must not leave its answer in the pipe for the next batch.
+        self._users += 1
+        return await asyncio.shield(self._predict_counted(columns))
+
+    def retire(self) -> None:
+        """Stop the child once the batches already submitted are answered (a newer model took over)."""
+        self._retired = True
+        if not self._users:
+            self._stop()

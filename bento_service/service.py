@@ -1,11 +1,12 @@
 """The ride-duration service: `/predict`, `/predict_batch`, `/feedback`, with every prediction logged.
 
 Run: `python -m bento_service` (BENTOML_HOME defaulting to data/bentoml), or
-`bentoml serve bento_service.service:TaxiDuration` with BENTOML_HOME set. Listens on 127.0.0.1:3001 unless
-`--host`/`--port` or TAXI_SERVICE_HOST/TAXI_SERVICE_PORT say otherwise; TAXI_SERVICE_WORKERS sets the number of
-worker processes (each with its own model process, see model_process.py).
+`bentoml serve bento_service.service:TaxiDuration` with BENTOML_HOME set. Configuration comes from
+`taxi_assets.settings`: listens on TAXI_SERVICE_HOST:TAXI_SERVICE_PORT (127.0.0.1:3001) unless `--host`/`--port`
+say otherwise; TAXI_SERVICE_WORKERS sets the number of worker processes (each with its own model process, see
+model_process.py).
 
-The model is the deployed pipeline from the BentoML store (`taxi_duration_deployed:latest`, or TAXI_MODEL_TAG),
+The model is the deployed pipeline from the BentoML store (TAXI_MODEL_TAG, `taxi_duration_deployed:latest`),
 which prepares its own features from the raw ride fields. Predictions and feedback go to the prediction-log
 store named by TAXI_PREDLOG_URI; a log that cannot be written is counted and logged, never turned into an error
 for the caller, and a MongoDB outage only grows the local spool.
@@ -13,24 +14,48 @@ for the caller, and a MongoDB outage only grows the local spool.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-import os
+import logging
+import re
 from typing import Annotated
 
 import bentoml
 import numpy as np
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
-from bento_service import runtime
+from bento_service import compat, http, openapi
 from bento_service.microbatch import MicroBatcher
 from bento_service.model_process import ModelProcess
 from taxi_assets import settings
 from taxi_assets.core import predlog
+from taxi_assets.core.tlc import MAX_LOCATION_ID
 
-runtime.cancel_request_timers()
+compat.cancel_request_timers()
 
-MODEL_TAG = os.getenv("TAXI_MODEL_TAG", "taxi_duration_deployed:latest")
-MAX_LOCATION_ID = 265
+SETTINGS = settings.current()
+# Under BentoML's server logging the root logger shows warnings only; its `bentoml` logger shows INFO.
+log = logging.getLogger("bentoml.taxi_duration")
+TITLE = "NYC taxi ride duration"
+API_VERSION = "1"
+DESCRIPTION = """Predicted duration, in minutes, of NYC green-taxi rides, from the deployed model of the taxi
+monitoring platform. Every prediction and feedback is logged durably before it is answered; the platform joins
+them to measure drift and error online.
+
+* `POST /predict`: one ride; `POST /predict_batch`: up to 10,000 rides in order; `POST /feedback`: the actual
+  duration of a ride predicted earlier, under the same `id`.
+* Bodies are JSON (`Content-Type: application/json`, no Content-Encoding), else 415. Invalid bodies get a 400
+  whose message names each invalid field.
+* `GET /readyz` is 200 once the model is loaded and warmed up; `GET /metrics` is Prometheus' exposition."""
 MAX_TRIP_DISTANCE_MILES = 500.0
 MAX_BATCH_RIDES = 10_000
 MAX_ACTUAL_DURATION_MINUTES = 24 * 60
@@ -47,18 +72,90 @@ def _wall_clock(value: dt.datetime) -> dt.datetime:
     return value
 
 
+# Ids join predictions to feedback across log files, MongoDB and DuckDB: a control character (NUL above all,
+# which C-string consumers truncate at) is never part of a real id.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _printable(value: str) -> str:
+    if CONTROL_CHARACTERS.search(value):
+        raise ValueError("must not contain control characters (NUL, newline, tab, …)")
+    return value
+
+
 LocationID = Annotated[int, Field(strict=True, ge=1, le=MAX_LOCATION_ID)]
-RideId = Annotated[str, Field(min_length=1, max_length=128)]
+RideId = Annotated[
+    str,
+    Field(min_length=1, max_length=128, json_schema_extra={"pattern": "^[^\\x00-\\x1f\\x7f]*$"}),
+    AfterValidator(_printable),
+]
+PickupTime = Annotated[
+    dt.datetime,
+    AfterValidator(_wall_clock),
+    Field(
+        description=f"NYC wall-clock time (an offset is dropped), from {EARLIEST_PICKUP:%Y-%m-%d} "
+        f"(inclusive) to {LATEST_PICKUP:%Y-%m-%d} (exclusive)",
+        json_schema_extra={
+            "formatMinimum": EARLIEST_PICKUP.isoformat(),
+            "formatExclusiveMaximum": LATEST_PICKUP.isoformat(),
+        },
+    ),
+]
+PICKUP_TIME = TypeAdapter(PickupTime)
+TLC_PICKUP = "lpep_pickup_datetime"
+
+
+def _parsed_pickup(value: object) -> dt.datetime | None:
+    try:
+        return PICKUP_TIME.validate_python(value)
+    except ValidationError:
+        return None
+
+
+def _ride_schema(schema: dict) -> None:
+    """The TLC alias in the document. `pickup_datetime` stays required there: the document's readers and test
+    generators (schemathesis could not generate bodies for `anyOf` required alternatives) get the documented
+    name, and the alias is stated beside it."""
+    properties = schema["properties"]
+    properties[TLC_PICKUP] = {
+        **properties["pickup_datetime"],
+        "title": "Lpep Pickup Datetime",
+        "description": "The TLC green-taxi column name, accepted instead of pickup_datetime (so a raw TLC row is "
+        "a ride); if both are given they must agree",
+    }
 
 
 class Ride(BaseModel):
-    """One ride as the model sees it; `id` is the caller's ride id, generated when absent."""
+    """One ride as the model sees it; `id` is the caller's ride id, generated when absent. A raw TLC green-taxi
+    row is a ride too: `lpep_pickup_datetime` stands for `pickup_datetime`, and other columns (VendorID,
+    fare_amount, …) are ignored."""
+
+    model_config = ConfigDict(json_schema_extra=_ride_schema)
 
     id: RideId | None = None
     PULocationID: LocationID
     DOLocationID: LocationID
     trip_distance: Annotated[float, Field(strict=True, ge=0, lt=MAX_TRIP_DISTANCE_MILES, allow_inf_nan=False)]
-    pickup_datetime: Annotated[dt.datetime, AfterValidator(_wall_clock)]
+    pickup_datetime: Annotated[PickupTime, Field(validation_alias=AliasChoices("pickup_datetime", TLC_PICKUP))]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pickup_names_agree(cls, data: object) -> object:
+        if isinstance(data, dict) and "pickup_datetime" in data and TLC_PICKUP in data:
+            given = data["pickup_datetime"], data[TLC_PICKUP]
+            if given[0] != given[1] and _parsed_pickup(given[0]) != _parsed_pickup(given[1]):
+                raise ValueError(f"pickup_datetime {given[0]!r} and {TLC_PICKUP} {given[1]!r} differ")
+        return data
+
+
+def _distinct_ids(rides: list[Ride]) -> list[Ride]:
+    seen: dict[str, int] = {}
+    for index, ride in enumerate(rides):
+        if ride.id is not None:
+            if ride.id in seen:
+                raise ValueError(f"ride id {ride.id!r} is given twice (rides {seen[ride.id]} and {index})")
+            seen[ride.id] = index
+    return rides
 
 
 class Prediction(BaseModel):
@@ -72,7 +169,9 @@ class BatchPrediction(BaseModel):
 
 
 class Feedback(BaseModel):
-    """The actual duration, in minutes, of a ride predicted earlier under `id`."""
+    """The actual duration, in minutes, of a ride predicted earlier under `id`. The service does not look the id
+    up (that would cost a read per feedback): feedback for an id never predicted is logged like any other, and
+    the ingest keeps it without a prediction to join."""
 
     id: RideId
     actual_duration: Annotated[float, Field(strict=True, gt=0, le=MAX_ACTUAL_DURATION_MINUTES, allow_inf_nan=False)]
@@ -97,21 +196,15 @@ INPUT_DISTANCE = bentoml.metrics.Histogram(
 INPUT_HOUR = bentoml.metrics.Histogram(
     "taxi_input_pickup_hour", "Pickup hour (wall clock) of the rides predicted", buckets=HOUR_BUCKETS
 )
+MODEL_SWAPS = bentoml.metrics.Counter("taxi_model_swaps_total", "Newer models swapped in without a restart")
+MODEL_REFUSALS = bentoml.metrics.Counter(
+    "taxi_model_refusals_total", "Newer models refused (could not load or warm up); the previous one kept serving"
+)
 LOG_FAILURES = bentoml.metrics.Counter("taxi_predlog_write_failures_total", "Failed prediction-log writes")
 # livesum: each worker process has its own spool; the service's backlog is their sum.
 SPOOL_BACKLOG = bentoml.metrics.Gauge(
     "taxi_predlog_spool_backlog", "Log records waiting for MongoDB", multiprocess_mode="livesum"
 )
-
-
-def _observe_many(histogram, values: np.ndarray) -> None:
-    """Observe a whole batch at once: one bucket increment per bucket instead of one `observe` per value."""
-    metric = getattr(histogram, "_proxy", histogram)  # bentoml.metrics wraps prometheus_client lazily
-    counts = np.bincount(np.searchsorted(metric._upper_bounds, values), minlength=len(metric._upper_bounds))
-    for bucket, count in zip(metric._buckets, counts, strict=True):
-        if count:
-            bucket.inc(int(count))
-    metric._sum.inc(float(values.sum()))
 
 
 def _columns(rides: list[Ride]) -> dict[str, list]:
@@ -128,38 +221,72 @@ WARM_UP = Ride(PULocationID=1, DOLocationID=1, trip_distance=1.0, pickup_datetim
 
 @bentoml.service(
     name="taxi_duration",
-    workers=int(os.getenv("TAXI_SERVICE_WORKERS", "1")),
-    http={"host": os.getenv("TAXI_SERVICE_HOST", "127.0.0.1"), "port": int(os.getenv("TAXI_SERVICE_PORT", "3001"))},
+    description=DESCRIPTION,  # the read-me of a built bento
+    workers=SETTINGS.service_workers,
+    http={"host": SETTINGS.service_host, "port": SETTINGS.service_port},
     traffic={"timeout": 30},
 )
 class TaxiDuration:
-    model = bentoml.models.BentoModel(MODEL_TAG)
+    model = bentoml.models.BentoModel(SETTINGS.model_tag)
 
     def __init__(self) -> None:
-        self.model_tag = str(self.model.tag)
-        self._predicted = PREDICTIONS.labels(model_tag=self.model_tag)
         # Starts the model process and pays its first-call costs before /readyz says yes.
-        self.model_process = ModelProcess(bentoml.sklearn.load_model(self.model), _columns([WARM_UP]))
-        current = settings.current()
-        self.predlog = predlog.open_writer(current.predlog_uri, current.predlog_spool_dir)
+        self.predictor = self.open_model(self.model)
+        self.predlog = predlog.open_writer(SETTINGS.predlog_uri, SETTINGS.predlog_spool_dir)
         self.batcher = MicroBatcher(self.score)
         self._failures_seen = 0
-        runtime.freeze_startup_heap()
+        self._reloader: asyncio.Task | None = None
+        compat.freeze_startup_heap()
+
+    def open_model(self, model: bentoml.Model) -> ModelProcess:
+        """The model's pipeline in a model process of its own, warmed up."""
+        return ModelProcess(str(model.tag), bentoml.sklearn.load_model(model), _columns([WARM_UP]))
+
+    @bentoml.on_startup
+    def start_hot_reload(self) -> None:
+        if SETTINGS.model_reload_seconds > 0:
+            self._reloader = asyncio.get_running_loop().create_task(self._reload_forever())
+
+    async def _reload_forever(self) -> None:
+        """Serve the newest model under TAXI_MODEL_TAG: each worker looks every TAXI_MODEL_RELOAD_SECONDS, loads
+        and warms a newer one off the request path, then swaps it in between two batches."""
+        refused: set[str] = set()  # a version that failed once is not retried every few seconds
+        while True:
+            await asyncio.sleep(SETTINGS.model_reload_seconds)
+            try:
+                model = await asyncio.to_thread(bentoml.models.get, SETTINGS.model_tag)
+            except Exception:
+                log.exception("could not look up %s; still serving %s", SETTINGS.model_tag, self.predictor.tag)
+                continue
+            tag = str(model.tag)
+            if tag == self.predictor.tag or tag in refused:
+                continue
+            try:
+                predictor = await asyncio.to_thread(self.open_model, model)
+            except Exception:
+                refused.add(tag)
+                MODEL_REFUSALS.inc()
+                log.exception("model %s refused; still serving %s", tag, self.predictor.tag)
+                continue
+            previous, self.predictor = self.predictor, predictor
+            previous.retire()  # its process stops once the batches it already has are answered
+            MODEL_SWAPS.inc()
+            log.info("now serving model %s (was %s)", tag, previous.tag)
 
     async def score(self, rides: list[Ride]) -> list[Prediction]:
         """Predict, log and count a batch of rides; the log write completes before anyone is answered."""
         columns = _columns(rides)
-        durations = await self.model_process.predict(columns)
+        predictor = self.predictor  # one model per batch, and its tag is the one answered and logged
+        durations = await predictor.predict(columns)
         ids = [ride.id or predlog.new_record_id() for ride in rides]
         predictions = durations.tolist()
-        self._log(predlog.PredictionBatch({"id": ids, **columns}, predictions, self.model_tag, predlog.utc_now_iso()))
-        self._predicted.inc(len(rides))
-        _observe_many(PREDICTED_DURATION, durations)
-        _observe_many(INPUT_DISTANCE, np.array(columns["trip_distance"]))
-        _observe_many(INPUT_HOUR, np.array([pickup.hour for pickup in columns["pickup_datetime"]]))
+        self._log(predlog.PredictionBatch({"id": ids, **columns}, predictions, predictor.tag, predlog.utc_now_iso()))
+        PREDICTIONS.labels(model_tag=predictor.tag).inc(len(rides))
+        compat.observe_many(PREDICTED_DURATION, durations)
+        compat.observe_many(INPUT_DISTANCE, np.array(columns["trip_distance"]))
+        compat.observe_many(INPUT_HOUR, np.array([pickup.hour for pickup in columns["pickup_datetime"]]))
         return [
-            Prediction(id=i, duration_minutes=d, model_tag=self.model_tag)
-            for i, d in zip(ids, predictions, strict=True)
+            Prediction(id=i, duration_minutes=d, model_tag=predictor.tag) for i, d in zip(ids, predictions, strict=True)
         ]
 
     def _log(self, records: list[dict] | predlog.PredictionBatch) -> bool:
@@ -180,9 +307,14 @@ class TaxiDuration:
     # answers malformed JSON with a 500, where an object body goes through pydantic and gets a 400.
     @bentoml.api
     async def predict_batch(
-        self, rides: Annotated[list[Ride], Field(min_length=1, max_length=MAX_BATCH_RIDES)]
+        self,
+        rides: Annotated[
+            list[Ride],
+            Field(min_length=1, max_length=MAX_BATCH_RIDES, description="Ride ids, where given, must be distinct"),
+            AfterValidator(_distinct_ids),
+        ],
     ) -> BatchPrediction:
-        """Predicted durations of up to 10,000 rides, in the order given."""
+        """Predicted durations of up to 10,000 rides, in the order given; ride ids, where given, must be distinct."""
         return BatchPrediction(predictions=await self.score(rides))
 
     @bentoml.api
@@ -193,5 +325,21 @@ class TaxiDuration:
 
     @bentoml.on_shutdown
     def close(self) -> None:
-        self.model_process.close()
+        if self._reloader is not None:
+            self._reloader.cancel()
+        self.predictor.retire()
         self.predlog.close()
+
+
+def _openapi_document() -> dict:
+    return openapi.build(
+        TaxiDuration.openapi_spec.asdict(),
+        title=TITLE,
+        description=DESCRIPTION,
+        version=API_VERSION,
+        models=[Ride, Prediction, BatchPrediction, Feedback, FeedbackReceipt],
+    )
+
+
+TaxiDuration.add_asgi_middleware(http.JsonBodiesOnly)
+TaxiDuration.add_asgi_middleware(http.OpenAPIDocument, document=_openapi_document)

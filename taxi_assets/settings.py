@@ -35,10 +35,21 @@ class Setting:
     path: bool = False
     """A filesystem location (or a URL): a relative path is taken relative to the repository root."""
     integer: bool = False
+    number: bool = False
+    choices: tuple[str, ...] = ()
 
 
-def _setting(env: str, default: str, description: str, *, path: bool = False, integer: bool = False) -> Setting:
-    return Setting(env, default, description, path, integer)
+def _setting(
+    env: str,
+    default: str,
+    description: str,
+    *,
+    path: bool = False,
+    integer: bool = False,
+    number: bool = False,
+    choices: tuple[str, ...] = (),
+) -> Setting:
+    return Setting(env, default, description, path, integer, number, choices)
 
 
 # Field name -> setting. The order is the README's and .env.example's.
@@ -69,7 +80,29 @@ SETTINGS: dict[str, Setting] = {
         "TAXI_PREDLOG_START_DAY", "2024-01-01", "First daily partition of prediction_logs (YYYY-MM-DD)"
     ),
     "model_tag": _setting("TAXI_MODEL_TAG", "taxi_duration_deployed:latest", "The model the service serves"),
-    "deployed_month": _setting("TAXI_DEPLOYED_MONTH", "2021-01", "Training month deployed_model deploys by default"),
+    "model_reload_seconds": _setting(
+        "TAXI_MODEL_RELOAD_SECONDS",
+        "5",
+        "How often the service looks for a newer model under TAXI_MODEL_TAG and swaps it in; 0: never",
+        integer=True,
+    ),
+    "deployed_month": _setting(
+        "TAXI_DEPLOYED_MONTH", "2021-01", "Training month deployed_model deploys first (while nothing is deployed)"
+    ),
+    "promotion": _setting(
+        "TAXI_PROMOTION",
+        "auto",
+        "auto: model_promotion_sensor deploys a challenger that wins its model_challenge by the minimum gain; "
+        "manual: it waits until a user materializes deployed_model",
+        choices=("auto", "manual"),
+    ),
+    "promotion_min_gain": _setting(
+        "TAXI_PROMOTION_MIN_GAIN",
+        "0.05",
+        "Relative RMSE gain of the challenger over the deployed model (0.05 = 5%) at which the challenger alarm "
+        "fires and the challenger is promoted (bench/bench_challenger.py measures it)",
+        number=True,
+    ),
     "service_host": _setting("TAXI_SERVICE_HOST", "127.0.0.1", "Address the Bento service listens on"),
     "service_port": _setting("TAXI_SERVICE_PORT", "3001", "Port of the Bento service", integer=True),
     "service_workers": _setting("TAXI_SERVICE_WORKERS", "1", "Worker processes of the Bento service", integer=True),
@@ -122,7 +155,7 @@ def redact(text: str) -> str:
     return _CREDENTIALS.sub(r"\1***@", text)
 
 
-def value(field: str, environ: Mapping[str, str] | None = None) -> str | int:
+def value(field: str, environ: Mapping[str, str] | None = None) -> str | int | float:
     """One setting's value: the environment's when set and not empty, else the default; paths resolved."""
     setting = SETTINGS[field]
     raw = (os.environ if environ is None else environ).get(setting.env) or setting.default
@@ -131,6 +164,13 @@ def value(field: str, environ: Mapping[str, str] | None = None) -> str | int:
             return int(raw)
         except ValueError:
             raise ValueError(f"{setting.env} must be a whole number, got {raw!r}") from None
+    if setting.number:
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError(f"{setting.env} must be a number, got {raw!r}") from None
+    if setting.choices and raw not in setting.choices:
+        raise ValueError(f"{setting.env} must be one of {', '.join(setting.choices)}, got {raw!r}")
     return resolve(raw) if setting.path else raw
 
 
@@ -147,7 +187,10 @@ class Settings:
     predlog_spool_dir: str
     predlog_start_day: str
     model_tag: str
+    model_reload_seconds: int
     deployed_month: str
+    promotion: str
+    promotion_min_gain: float
     service_host: str
     service_port: int
     service_workers: int

@@ -15,7 +15,7 @@ import requests
 
 from taxi_assets.definitions import defs
 from taxi_assets.defs.batch_monitoring.assets import batch_drift, batch_predictions
-from taxi_assets.defs.model.assets import deployed_model, duration_model
+from taxi_assets.defs.model.assets import deployed_model, duration_model, model_challenge
 from taxi_assets.defs.online_monitoring.sensors import prediction_log_sensor
 from taxi_assets.defs.trip_data.assets import raw_trips, taxi_zones, trips
 from tests.support import service_harness
@@ -105,10 +105,12 @@ def test_served_rides_reach_duckdb_and_prometheus(
         assert dg.materialize([raw_trips, trips], partition_key=month, instance=instance, resources=resources)
     assert dg.materialize([duration_model], partition_key="2021-01", instance=instance, resources=resources)
     assert dg.materialize([deployed_model], instance=instance, resources=resources)
-    # The batch dashboard's figures: one month scored and pushed.
+    # The batch dashboard's figures: one month scored and pushed, and the deployed model challenged on it (the
+    # challenger of 2022-02 is the 2021-01 model itself: gain 0).
     assert dg.materialize(
         [batch_predictions, batch_drift], partition_key="2022-02", instance=instance, resources=resources
     )
+    assert dg.materialize([model_challenge], partition_key="2022-02", instance=instance, resources=resources)
     job = defs().resolve_job_def("online_monitoring_job")
 
     frame = service_harness.load_rides("2022-02").sample(RIDES, random_state=11).reset_index(drop=True)

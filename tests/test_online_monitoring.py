@@ -189,9 +189,10 @@ def test_prediction_logs_exactly_once_with_late_feedback_and_a_crash(
 
 @pytest.fixture
 def deployed(instance: dg.DagsterInstance) -> tuple[dg.DagsterInstance, dict]:
-    """Trips of 2021-01 in DuckDB and the model trained on them deployed."""
+    """Trips of 2021-01 and 2021-02 in DuckDB and the model trained on 2021-01 (validated on 2021-02) deployed."""
     resources = platform_resources()
-    assert dg.materialize([raw_trips, trips], partition_key="2021-01", instance=instance, resources=resources)
+    for month in ("2021-01", "2021-02"):
+        assert dg.materialize([raw_trips, trips], partition_key=month, instance=instance, resources=resources)
     assert dg.materialize([duration_model], partition_key="2021-01", instance=instance, resources=resources)
     assert dg.materialize([deployed_model], instance=instance, resources=resources)
     return instance, resources["model_registry"].load_deployed()

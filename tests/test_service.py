@@ -1,10 +1,13 @@
 """The Bento service over HTTP: a real `bentoml serve` process, a model trained on real TLC rides, real log files."""
 
 import datetime as dt
+import gzip
 import json
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -12,6 +15,7 @@ from pathlib import Path
 
 import joblib
 import numpy as np
+import openapi_spec_validator
 import pandas as pd
 import psutil
 import pytest
@@ -141,6 +145,13 @@ MALFORMED = [
     ("/feedback", {"id": "r1", "actual_duration": 0}, "actual_duration"),
     ("/feedback", {"id": "", "actual_duration": 3}, "id"),
     ("/feedback", '{"id": "r1", "actual_duration": NaN}', "actual_duration"),
+    ("/predict", {**RIDE, "id": "ride\x00"}, "control characters"),
+    ("/predict_batch", {"rides": [{**RIDE, "id": "r\x001"}]}, "control characters"),
+    ("/feedback", {"id": "\x00", "actual_duration": 3}, "control characters"),
+    ("/feedback", {"id": "r1\n", "actual_duration": 3}, "control characters"),
+    ("/predict_batch", {"rides": [{**RIDE, "id": "dup"}, RIDE, {**RIDE, "id": "dup"}]}, "'dup' is given twice"),
+    ("/predict", {**RIDE, "lpep_pickup_datetime": "2022-01-03T09:15:00"}, "lpep_pickup_datetime"),
+    ("/predict", {k: v for k, v in RIDE.items() if k != "pickup_datetime"}, "pickup_datetime"),
 ]
 
 
@@ -329,11 +340,254 @@ def test_the_model_pipe_is_blocking_again_after_each_batch(pipeline) -> None:
     }
 
     async def exchange() -> tuple[int, bool]:
-        process = ModelProcess(pipeline, columns)
+        process = ModelProcess("test", pipeline, columns)
         try:
             predictions = await process.predict(columns)
             return len(predictions), os.get_blocking(process._conn.fileno())
         finally:
-            process.close()
+            process.retire()
 
     assert uvloop.run(exchange()) == (2, True)
+
+
+RIDE_JSON = json.dumps(RIDE).encode()
+NOT_JSON = [
+    ("multipart/form-data", b"garbage", "application/json"),  # no boundary
+    ("multipart/form-data; boundary=", b"--\r\n\r\n", "application/json"),
+    ("multipart/form-data; boundary=xyz", b"--xyz\r\ngarbage", "application/json"),
+    ("application/x-www-form-urlencoded", b"PULocationID=74&DOLocationID=42", "application/json"),
+    ("text/plain", RIDE_JSON, "application/json"),
+    ("application/vnd.bentoml+pickle", b"\x80\x05K\x01.", "application/json"),
+]
+
+
+@pytest.mark.parametrize("path", ["/predict", "/predict_batch", "/feedback"])
+@pytest.mark.parametrize(("content_type", "body", "named"), NOT_JSON)
+def test_a_body_that_is_not_json_is_a_415_naming_json(
+    served: Served, path: str, content_type: str, body: bytes, named: str
+) -> None:
+    answer = requests.post(f"{served.url}{path}", data=body, headers={"Content-Type": content_type}, timeout=10)
+    assert answer.status_code == 415, answer.text
+    assert named in answer.json()["error"]
+    assert answer.headers["Accept"] == "application/json"
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br"])
+def test_a_compressed_body_is_a_415_naming_the_encoding(served: Served, encoding: str) -> None:
+    headers = {"Content-Type": "application/json", "Content-Encoding": encoding}
+    answer = requests.post(f"{served.url}/predict", data=gzip.compress(RIDE_JSON), headers=headers, timeout=10)
+    assert answer.status_code == 415, answer.text
+    assert encoding in answer.json()["error"]
+    assert answer.headers["Accept-Encoding"] == "identity"
+
+
+def test_json_with_a_charset_or_without_a_content_type_is_read(served: Served) -> None:
+    charset = {"Content-Type": "application/json; charset=utf-8"}
+    assert requests.post(f"{served.url}/predict", data=RIDE_JSON, headers=charset, timeout=10).status_code == 200
+    bare = requests.Request("POST", f"{served.url}/predict", data=RIDE_JSON).prepare()
+    bare.headers.pop("Content-Type", None)
+    with requests.Session() as session:
+        answer = session.send(bare, timeout=10)
+    assert answer.status_code == 200, answer.text
+
+
+def test_refused_bodies_never_count_as_server_errors(served: Served) -> None:
+    def server_errors() -> float:
+        text = requests.get(f"{served.url}/metrics", timeout=5).text
+        lines = [line for line in text.splitlines() if line.startswith("bentoml_service_request_total")]
+        return sum(float(line.rsplit(" ", 1)[1]) for line in lines if 'http_response_code="5' in line)
+
+    before = server_errors()
+    for content_type, body, _ in NOT_JSON:
+        requests.post(f"{served.url}/predict", data=body, headers={"Content-Type": content_type}, timeout=10)
+    assert server_errors() == before
+
+
+def test_the_openapi_document_is_valid_and_states_every_bound(served: Served) -> None:
+    document = requests.get(f"{served.url}/docs.json", timeout=5).json()
+    openapi_spec_validator.validate(document)  # against the version it declares
+    assert document["openapi"] == "3.1.0"
+    assert document["info"]["title"] == "NYC taxi ride duration"
+    assert "created with BentoML" not in document["info"]["description"]
+    assert "/predict_batch" in document["info"]["description"]
+    schemas = document["components"]["schemas"]
+    ride = schemas["Ride"]["properties"]
+    assert (ride["PULocationID"]["minimum"], ride["PULocationID"]["maximum"]) == (1, 265)
+    assert (ride["DOLocationID"]["minimum"], ride["DOLocationID"]["maximum"]) == (1, 265)
+    assert (ride["trip_distance"]["minimum"], ride["trip_distance"]["exclusiveMaximum"]) == (0, 500)
+    pickup = ride["pickup_datetime"]
+    assert (pickup["formatMinimum"], pickup["formatExclusiveMaximum"]) == ("2000-01-01T00:00:00", "2100-01-01T00:00:00")
+    assert "2000-01-01" in pickup["description"] and "2100-01-01" in pickup["description"]
+    assert {"minLength": 1, "maxLength": 128}.items() <= ride["id"]["anyOf"][0].items()
+    rides = schemas["predict_batch__Input"]["properties"]["rides"]
+    assert (rides["minItems"], rides["maxItems"]) == (1, MAX_BATCH_RIDES)
+    duration = schemas["Feedback"]["properties"]["actual_duration"]
+    assert (duration["exclusiveMinimum"], duration["maximum"]) == (0, 24 * 60)
+    for path in ("/predict", "/predict_batch", "/feedback"):
+        assert {"200", "400", "415", "500"} <= set(document["paths"][path]["post"]["responses"])
+
+
+def test_the_swagger_page_shows_the_services_own_document(served: Served) -> None:
+    page = requests.get(f"{served.url}/", timeout=5)
+    assert page.status_code == 200 and "swagger-initializer.js" in page.text
+    initializer = requests.get(f"{served.url}/static_content/swagger-initializer.js", timeout=5).text
+    assert '"./docs.json"' in initializer  # the page renders /docs.json's title and description
+
+
+def test_schemathesis_finds_no_server_error_and_no_off_schema_response(served: Served, tmp_path: Path) -> None:
+    """Bounded: 50 examples per operation, the three POST operations, about 20 s."""
+    command = [
+        str(Path(sys.executable).parent / "st"),
+        "run",
+        f"{served.url}/docs.json",
+        "--checks",
+        "not_a_server_error,response_schema_conformance",
+        "--include-method",
+        "POST",
+        "--max-examples",
+        "50",
+        "--seed",
+        "1",
+        "--request-timeout",
+        "10",
+        "--report-dir",
+        str(tmp_path),
+    ]
+    # In tmp_path: schemathesis keeps a cache directory where it runs.
+    env = {**os.environ, "NO_COLOR": "1"}
+    run = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-2000:]
+    assert "3 passed" in run.stdout or "passed" in run.stdout
+
+
+def test_feedback_for_an_id_never_predicted_is_accepted_and_logged(served: Served) -> None:
+    """The service cannot know every id ever predicted without a lookup per feedback: it logs the feedback, and
+    the ingest keeps it without a prediction to join (documented)."""
+    answer = served.post("/feedback", {"id": "never-predicted", "actual_duration": 7.0})
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"id": "never-predicted", "recorded": True}
+    logged = [r for r in _today_records(served.logs) if r["id"] == "never-predicted"]
+    assert [(r["kind"], r["actual_duration"]) for r in logged] == [("feedback", 7.0)]
+
+
+@pytest.fixture(scope="module")
+def tlc_rows() -> list[dict]:
+    """Raw green-taxi rows as the course's client posts them: every TLC column, NaN as null, ISO timestamps."""
+    frame = pd.read_parquet(harness.TLC_DIR / "green_tripdata_2022-02.parquet").sample(200, random_state=5)
+    frame = frame[frame.trip_distance < 500]
+    rows = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+    return [{k: v.isoformat() if isinstance(v, pd.Timestamp) else v for k, v in row.items()} for row in rows]
+
+
+def test_a_raw_tlc_row_is_a_ride(served: Served, pipeline, tlc_rows: list[dict]) -> None:
+    assert {"VendorID", "fare_amount", "lpep_pickup_datetime", "ehail_fee"} <= tlc_rows[0].keys()
+    assert "pickup_datetime" not in tlc_rows[0]
+    features = pd.DataFrame(tlc_rows).rename(columns={"lpep_pickup_datetime": "pickup_datetime"})
+    features["pickup_datetime"] = pd.to_datetime(features["pickup_datetime"])
+    expected = pipeline.predict(features[FEATURE_FIELDS])
+    for row, duration in list(zip(tlc_rows, expected, strict=True))[:20]:
+        answer = served.post("/predict", row)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["duration_minutes"] == pytest.approx(duration, rel=1e-9)
+    answer = served.post("/predict_batch", {"rides": tlc_rows})
+    assert answer.status_code == 200, answer.text
+    np.testing.assert_allclose([p["duration_minutes"] for p in answer.json()["predictions"]], expected, rtol=1e-9)
+    # Both names, agreeing (whatever the ISO spelling): accepted.
+    row = tlc_rows[0]
+    both = {**row, "pickup_datetime": row["lpep_pickup_datetime"].replace("T", " ")}
+    assert served.post("/predict", both).json()["duration_minutes"] == pytest.approx(expected[0], rel=1e-9)
+
+
+def test_the_openapi_document_states_the_tlc_alias(served: Served) -> None:
+    ride = requests.get(f"{served.url}/docs.json", timeout=5).json()["components"]["schemas"]["Ride"]
+    assert "instead of pickup_datetime" in ride["properties"]["lpep_pickup_datetime"]["description"]
+    assert "other columns (VendorID" in ride["description"]
+    assert ride["properties"]["id"]["anyOf"][0]["pattern"] == "^[^\\x00-\\x1f\\x7f]*$"
+
+
+def _save_into(bentoml_home: Path, code: str) -> None:
+    """Run `code` with bentoml imported and `BENTOML_HOME` set: BentoML fixes its home once per process."""
+    env = {**os.environ, "BENTOML_HOME": str(bentoml_home)}
+    subprocess.run([sys.executable, "-c", f"import bentoml\n{code}"], env=env, check=True)
+
+
+def test_a_newer_model_is_served_without_restart_or_failed_request(
+    tmp_path: Path, bentoml_home: Path, rides_2022: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "bentoml"
+    shutil.copytree(bentoml_home, home)
+    monkeypatch.setenv("TAXI_MODEL_RELOAD_SECONDS", "1")
+    port = free_port()
+    process = harness.serve(home, tmp_path / "logs", port, tmp_path / "serve.log", workers=2)
+    url = f"http://127.0.0.1:{port}"
+    payloads = harness.ride_payloads(rides_2022.head(500))
+    answers: list[tuple[float, str]] = []  # (time answered, model_tag)
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def load(worker: int) -> None:
+        for n in range(10**6):
+            if stop.is_set():
+                return
+            try:
+                if n % 4 == 0:
+                    answer = requests.post(f"{url}/predict_batch", json={"rides": payloads[:50]}, timeout=10)
+                    tags = {p["model_tag"] for p in answer.json()["predictions"]} if answer.ok else set()
+                else:
+                    answer = requests.post(f"{url}/predict", json=payloads[(n * 7 + worker) % 500], timeout=10)
+                    tags = {answer.json()["model_tag"]} if answer.ok else set()
+                if n % 10 == 0 and requests.get(f"{url}/readyz", timeout=10).status_code != 200:
+                    failures.append("readyz")
+            except requests.RequestException as error:
+                failures.append(repr(error))
+                continue
+            if not answer.ok:
+                failures.append(answer.text)
+            assert len(tags) <= 1  # one model per batch
+            answers.extend((time.monotonic(), tag) for tag in tags)
+
+    threads = [threading.Thread(target=load, args=(w,)) for w in range(4)]
+    try:
+        for thread in threads:
+            thread.start()
+        time.sleep(2)
+        (old_tag,) = {tag for _, tag in answers}
+        # A model that cannot predict (never fitted) must not replace the working one.
+        _save_into(
+            home,
+            "from sklearn.linear_model import LinearRegression\n"
+            "bentoml.sklearn.save_model('taxi_duration_deployed', LinearRegression())",
+        )
+        time.sleep(4)
+        assert {tag for _, tag in answers} == {old_tag}
+        harness.save_deployed_model(home, month="2021-02", recipe="seed")
+        saved = time.monotonic()
+        new_tag = f"taxi_duration_deployed:{_latest_version(home)}"
+        deadline = saved + 30
+        while time.monotonic() < deadline and not (
+            len(answers) > 200 and all(tag == new_tag for _, tag in answers[-100:])
+        ):
+            time.sleep(0.5)
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+        metrics = requests.get(f"{url}/metrics", timeout=5).text
+    finally:
+        stop.set()
+        harness.stop(process)
+
+    assert not failures, failures[:5]
+    assert {tag for _, tag in answers} == {old_tag, new_tag}
+    assert all(tag == new_tag for _, tag in answers[-100:]), "both workers must serve the new model"
+    first_new = min(at for at, tag in answers if tag == new_tag)
+    print(f"swap gap: {max(first_new - saved, 0):.2f} s from the new model saved to its first answer")
+    assert _metric(metrics, f'taxi_predictions_total{{model_tag="{new_tag}"}}') > 0
+    assert _metric(metrics, "taxi_model_swaps_total") == 2  # each worker
+    assert _metric(metrics, "taxi_model_refusals_total") == 2
+    log = (tmp_path / "serve.log").read_text()
+    assert log.count(f"now serving model {new_tag} (was {old_tag})") == 2
+    assert "refused; still serving" in log
+
+
+def _latest_version(bentoml_home: Path) -> str:
+    return (bentoml_home / "models" / "taxi_duration_deployed" / "latest").read_text().strip()

@@ -52,3 +52,13 @@ def test_every_setting_is_documented(document: str) -> None:
     text = (REPO_ROOT / document).read_text()
     missing = [setting.env for setting in settings.SETTINGS.values() if setting.env not in text]
     assert not missing, f"{document} does not mention {missing}"
+
+
+def test_promotion_settings_are_read_as_a_choice_and_a_number() -> None:
+    assert (settings.load({}).promotion, settings.load({}).promotion_min_gain) == ("auto", 0.05)
+    current = settings.load({"TAXI_PROMOTION": "manual", "TAXI_PROMOTION_MIN_GAIN": "0.1"})
+    assert (current.promotion, current.promotion_min_gain) == ("manual", 0.1)
+    with pytest.raises(ValueError, match="TAXI_PROMOTION must be one of auto, manual"):
+        settings.load({"TAXI_PROMOTION": "yes"})
+    with pytest.raises(ValueError, match="TAXI_PROMOTION_MIN_GAIN must be a number"):
+        settings.load({"TAXI_PROMOTION_MIN_GAIN": "ten percent"})

@@ -7,6 +7,8 @@ from taxi_assets.core.evidently_report import ReportFigures, SegmentError
 
 BATCH_JOB = "taxi_batch_monitoring"
 ONLINE_JOB = "taxi_online_monitoring"
+# One group, replaced by each push of the newest evaluation month: the alarm speaks of the deployed model now.
+CHALLENGE_JOB = "taxi_model_challenge"
 
 
 class Sample(NamedTuple):
@@ -69,4 +71,36 @@ def batch_samples(figures: ReportFigures, segments: list[SegmentError], rows: in
             for segment in segments
         ),
         Sample("taxi_batch_rows", "Rows scored", {}, float(rows)),
+    ]
+
+
+def challenge_samples(
+    month: str,
+    champion: str,
+    challenger: str,
+    champion_rmse: float,
+    challenger_rmse: float,
+    gain: float,
+    min_gain: float,
+) -> list[Sample]:
+    """What `model_challenge` pushes (job `taxi_model_challenge`) for its evaluation month: both RMSEs, the
+    relative gain, and the minimum gain (the TAXI_PROMOTION_MIN_GAIN setting) that the alert compares with."""
+    pair = {"month": month, "champion": champion, "challenger": challenger}
+    return [
+        Sample(
+            "taxi_model_challenger_gain",
+            "Relative RMSE gain of the challenger over the deployed champion on the evaluation month",
+            pair,
+            gain,
+        ),
+        Sample(
+            "taxi_model_champion_rmse", "RMSE of the deployed champion on the evaluation month", pair, champion_rmse
+        ),
+        Sample("taxi_model_challenger_rmse", "RMSE of the challenger on the evaluation month", pair, challenger_rmse),
+        Sample(
+            "taxi_model_promotion_min_gain",
+            "Relative RMSE gain at which a challenger is promoted (TAXI_PROMOTION_MIN_GAIN)",
+            {"month": month},
+            min_gain,
+        ),
     ]

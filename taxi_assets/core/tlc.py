@@ -11,8 +11,6 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 # The 20 green-taxi columns in TLC order, with the one type each gets in DuckDB. TLC changed physical types
 # over the years (2023-03 onwards: int32 IDs, int64 passenger_count, double ehail_fee), so every load casts.
 RAW_COLUMNS: dict[str, str] = {
@@ -84,6 +82,8 @@ def local_path(location: str) -> Path:
 
 def validate_trip_file(path: Path, month: str, source: str) -> FileSummary:
     """Fail with a message naming the month, the source and the problem unless `path` is a TLC green file."""
+    import pyarrow.parquet as pq  # the service imports this module for MAX_LOCATION_ID, never for files
+
     try:
         metadata = pq.read_metadata(path)
     except Exception as error:  # pyarrow raises several types for truncated or foreign files

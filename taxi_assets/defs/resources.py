@@ -115,6 +115,19 @@ class ModelRegistry(dg.ConfigurableResource):
             return None
         return str(max(matching, key=lambda bento_model: bento_model.info.creation_time).tag)
 
+    def history(self, name: str) -> list[dict[str, Any]]:
+        """Every version of `name`, newest first: tag, labels and metadata (as `info`, without the size)."""
+        bentoml = self._bentoml()
+        try:
+            versions = bentoml.models.list(name)
+        except bentoml.exceptions.NotFound:
+            return []
+        versions = sorted(versions, key=lambda bento_model: bento_model.info.creation_time, reverse=True)
+        return [
+            {"tag": str(version.tag), "labels": dict(version.info.labels), "metadata": dict(version.info.metadata)}
+            for version in versions
+        ]
+
     def load_deployed(self) -> tuple[Pipeline, dict[str, Any]]:
         """The deployed pipeline and what scoring and monitoring report about it: tag, training month, recipe,
         validation month and RMSE."""

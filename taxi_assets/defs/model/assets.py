@@ -1,4 +1,7 @@
-"""The ride-duration model: one trained per month behind a quality gate, and the one chosen for serving."""
+"""The ride-duration model: one trained per month behind a quality gate, the one chosen for serving, and the monthly
+challenge of the deployed champion by a model retrained on newer data."""
+
+import time
 
 import dagster as dg
 import duckdb
@@ -6,33 +9,51 @@ import pandas as pd
 from pydantic import Field
 
 from taxi_assets import settings
+from taxi_assets.core.metrics import CHALLENGE_JOB, challenge_samples
 from taxi_assets.core.model import (
     BASELINE_RECIPE,
     DEFAULT_RECIPE,
     FEATURE_FIELDS,
+    IMPORTANCE_REPEATS,
+    IMPORTANCE_ROWS,
     TARGET,
+    challenger_gain,
     evaluate,
+    permutation_importance,
     timed_train,
     train,
 )
+from taxi_assets.defs.model.promotion import MODEL_CHALLENGE, ROLLBACK, promotion_decision, wins
 from taxi_assets.defs.partitions import monthly_partitions
-from taxi_assets.defs.resources import DEPLOYED_MODEL, DUCKDB_POOL, ModelRegistry, Warehouse
+from taxi_assets.defs.resources import DEPLOYED_MODEL, DUCKDB_POOL, ModelRegistry, Pushgateway, Warehouse
 from taxi_assets.defs.trip_data.assets import trips
 
 TRAINED_MODEL = "taxi_duration"
 GATE_CHECK = "beats_seed_baseline"
 GATE_LABEL = "quality_gate"
+# BentoML metadata key of the stored models (trained and deployed) that the drift monitoring reads.
+IMPORTANCE_KEY = "permutation_importance"
 
 
 class DurationModelConfig(dg.Config):
-    recipe: str = Field(DEFAULT_RECIPE, description="Model recipe from taxi_assets.core.model: hgb or seed.")
+    recipe: str = Field(DEFAULT_RECIPE, description="Model recipe from taxi_assets.core.model: hgb_te, hgb or seed.")
 
 
 class DeployedModelConfig(dg.Config):
-    training_month: str = Field(
-        "", description="Month whose model to deploy (YYYY-MM); empty means the TAXI_DEPLOYED_MONTH setting."
+    """Empty: promote the pending challenger (TAXI_PROMOTION=manual: this is the approval), else the first
+    deployment of the TAXI_DEPLOYED_MONTH model. At most one field set chooses the model explicitly."""
+
+    training_month: str = Field("", description="Deploy the newest gated model trained on this month (YYYY-MM).")
+    recipe: str = Field(DEFAULT_RECIPE, description="Recipe of the model that training_month names.")
+    source_tag: str = Field("", description="Deploy exactly this taxi_duration model (name:version).")
+    rollback: bool = Field(False, description="Deploy again the model deployed before the current one.")
+    challenge_month: str = Field(
+        "", description="Promote the challenger of model_challenge[month] (what model_promotion_sensor sets)."
     )
-    recipe: str = Field(DEFAULT_RECIPE, description="Recipe of the model to deploy.")
+
+
+class ModelChallengeConfig(dg.Config):
+    recipe: str = Field(DEFAULT_RECIPE, description="Recipe of the challenger.")
 
 
 def month_trips(conn: duckdb.DuckDBPyConnection, month: str) -> pd.DataFrame:
@@ -40,6 +61,15 @@ def month_trips(conn: duckdb.DuckDBPyConnection, month: str) -> pd.DataFrame:
     return conn.execute(
         f"SELECT {', '.join(FEATURE_FIELDS)}, {TARGET} FROM trips WHERE month = $month", {"month": month}
     ).df()
+
+
+def loaded_month_after(conn: duckdb.DuckDBPyConnection, month: str) -> str | None:
+    """The first month after `month` that `trips` holds (normally the next one; across a gap the next loaded)."""
+    return conn.execute("SELECT min(month) FROM trips WHERE month > $month", {"month": month}).fetchone()[0]
+
+
+def loaded_month_before(conn: duckdb.DuckDBPyConnection, month: str) -> str | None:
+    return conn.execute("SELECT max(month) FROM trips WHERE month < $month", {"month": month}).fetchone()[0]
 
 
 def quality_gate(metrics: dict, baseline_rmse: float) -> dg.AssetCheckResult:
@@ -54,6 +84,16 @@ def quality_gate(metrics: dict, baseline_rmse: float) -> dg.AssetCheckResult:
             "nan_predictions": metrics["nan_predictions"],
         },
     )
+
+
+def importance_metadata(importance: dict[str, float]) -> dict:
+    """Permutation importance as a markdown table and one float per input (the UI plots floats)."""
+    lines = ["| input | RMSE increase when shuffled (min) |", "|---|---:|"]
+    lines += [f"| {name} | {value:.3f} |" for name, value in sorted(importance.items(), key=lambda item: -item[1])]
+    return {
+        IMPORTANCE_KEY: dg.MetadataValue.md("\n".join(lines)),
+        **{f"importance_{name}": float(value) for name, value in importance.items()},
+    }
 
 
 @dg.asset(
@@ -77,29 +117,37 @@ def duration_model(
     warehouse: Warehouse,
     model_registry: ModelRegistry,
 ) -> dg.MaterializeResult:
-    """Ride-duration model trained on one month of trips and validated on the following month.
+    """Ride-duration model trained on one month of trips and validated on the following loaded month.
 
-    Saved to the BentoML store as `taxi_duration` (labels: training_month, recipe, quality_gate). When the
-    following month is not in DuckDB yet, it is validated on its own training month and the metadata says so.
-    The seed recipe is trained on the same rows as the baseline the quality gate compares with.
+    Never validated on its own training month: until a later month of trips is loaded, the partition fails and
+    names the month to load. Saved to the BentoML store as `taxi_duration` (labels: training_month, recipe,
+    quality_gate; metadata: validation figures and `permutation_importance`, the RMSE increase in minutes when
+    one input is shuffled on a fixed sample of the validation month). The seed recipe is trained on the same
+    rows as the baseline the quality gate compares with.
     """
     month = context.partition_key
-    next_month = monthly_partitions.get_next_partition_key(month)
     with warehouse.get_connection() as conn:
         training = month_trips(conn, month)
-        validation = month_trips(conn, next_month) if next_month else pd.DataFrame()
+        validation_month = loaded_month_after(conn, month)
+        validation = month_trips(conn, validation_month) if validation_month else pd.DataFrame()
     if training.empty:
         raise dg.Failure(f"trips holds no rows for {month}; materialize trips[{month}] first")
-    validation_month = next_month
     if validation.empty:
-        context.log.warning(f"trips for {next_month} are not loaded: validating on the training month {month}")
-        validation, validation_month = training, month
+        following = monthly_partitions.get_next_partition_key(month) or "the following month"
+        raise dg.Failure(
+            f"duration_model[{month}] needs a later month to validate on, and trips holds none after {month}: "
+            f"materialize trips[{following}]. A model is never gated or deployed on its own training month.",
+            metadata={"training_month": month, "month_to_load": following},
+        )
 
     pipeline, seconds = timed_train(training, config.recipe)
     metrics = evaluate(pipeline, validation)
     baseline = pipeline if config.recipe == BASELINE_RECIPE else train(training, BASELINE_RECIPE)
     baseline_rmse = evaluate(baseline, validation)["rmse"]
     gate = quality_gate(metrics, baseline_rmse)
+    started = time.perf_counter()
+    importance = permutation_importance(pipeline, validation)
+    importance_seconds = time.perf_counter() - started
 
     tag = model_registry.save(
         pipeline,
@@ -112,6 +160,7 @@ def duration_model(
             "validation_mean_error": metrics["mean_error"],
             "seed_rmse": baseline_rmse,
             "training_rows": len(training),
+            IMPORTANCE_KEY: importance,
         },
     )
     return dg.MaterializeResult(
@@ -119,11 +168,14 @@ def duration_model(
             "recipe": config.recipe,
             "training_rows": len(training),
             "validation_month": validation_month,
-            "validated_on": "following month" if validation_month != month else "training month (in-sample)",
             "validation_rmse": metrics["rmse"],
             "validation_mae": metrics["mae"],
             "validation_mean_error": metrics["mean_error"],
             "training_seconds": seconds,
+            **importance_metadata(importance),
+            "importance_rows": min(IMPORTANCE_ROWS, len(validation)),
+            "importance_repeats": IMPORTANCE_REPEATS,
+            "importance_seconds": importance_seconds,
             "model_size_bytes": model_registry.info(tag)["size_bytes"],
             "bentoml_tag": tag,
         },
@@ -131,42 +183,194 @@ def duration_model(
     )
 
 
+def _deployable(model_registry: ModelRegistry, source_tag: str) -> dict:
+    """The stored model `source_tag`, refused unless it passed its gate on a month after its training month."""
+    source = model_registry.info(source_tag)
+    metadata, labels = source["metadata"], source["labels"]
+    if labels.get(GATE_LABEL) != "passed":
+        raise dg.Failure(
+            f"{source_tag} did not pass its quality gate ({GATE_CHECK}); it is not deployed",
+            metadata={"source_tag": source_tag, "validation_rmse": metadata.get("validation_rmse")},
+        )
+    validation_month, training_month = metadata.get("validation_month"), labels["training_month"]
+    if not validation_month or validation_month <= training_month:
+        raise dg.Failure(
+            f"{source_tag} was validated on {validation_month}, not on a month after its training month "
+            f"{training_month}: in-sample figures; retrain it with duration_model[{training_month}]",
+            metadata={"source_tag": source_tag},
+        )
+    return source
+
+
+def _previous_source(model_registry: ModelRegistry, current_source: str | None) -> str:
+    """The source of the newest deployment before the current model was deployed."""
+    for version in model_registry.history(DEPLOYED_MODEL):
+        if version["labels"]["source_tag"] != current_source:
+            return version["labels"]["source_tag"]
+    raise dg.Failure(f"no deployment before {current_source} to roll back to")
+
+
 @dg.asset(deps=[duration_model], kinds={"bentoml"}, group_name="model")
 def deployed_model(
     context: dg.AssetExecutionContext, config: DeployedModelConfig, model_registry: ModelRegistry
 ) -> dg.MaterializeResult:
-    """The model that batch scoring and the Bento service use: `taxi_duration_deployed:latest`.
+    """The model that batch scoring and the Bento service use: `taxi_duration_deployed:latest`, a copy of one
+    gated `taxi_duration` model (labels: source_tag, training_month, recipe; its validation figures and
+    permutation importance copied into the metadata).
 
-    A copy of the newest `taxi_duration` model for the configured training month and recipe, refused unless it
-    passed its quality gate.
+    Which model: a promotion (the challenger of the newest `model_challenge` that beat the deployed champion by
+    TAXI_PROMOTION_MIN_GAIN), the first deployment (the TAXI_DEPLOYED_MONTH model), or an explicit choice in the
+    config (a training month, a source tag, or a rollback to the model deployed before). Refused unless the
+    model passed its quality gate on a month after its training month. Each materialization says why (`reason`)
+    and, for a promotion, the figures that justified it.
     """
-    month = config.training_month or settings.current().deployed_month
-    source_tag = model_registry.latest(TRAINED_MODEL, {"training_month": month, "recipe": config.recipe})
-    if source_tag is None:
-        raise dg.Failure(
-            f"no {TRAINED_MODEL} model for {month} with recipe {config.recipe}: materialize duration_model[{month}]"
-        )
-    source = model_registry.info(source_tag)
-    if source["labels"].get(GATE_LABEL) != "passed":
-        raise dg.Failure(
-            f"{source_tag} did not pass its quality gate ({GATE_CHECK}); it is not deployed",
-            metadata={"source_tag": source_tag, "validation_rmse": source["metadata"]["validation_rmse"]},
-        )
-    validation = {name: source["metadata"][name] for name in ("validation_month", "validation_rmse", "validation_mae")}
+    history = model_registry.history(DEPLOYED_MODEL)
+    current_source = history[0]["labels"]["source_tag"] if history else None
+    explicit = [
+        name for name in ("training_month", "source_tag", "rollback", "challenge_month") if getattr(config, name)
+    ]
+    if len(explicit) > 1:
+        raise dg.Failure(f"set at most one of training_month, source_tag, rollback, challenge_month; got {explicit}")
+    figures: dict = {}
+    if config.source_tag:
+        source_tag, reason = config.source_tag, "configured source_tag"
+    elif config.rollback:
+        source_tag, reason = _previous_source(model_registry, current_source), ROLLBACK
+    elif config.training_month or (not config.challenge_month and current_source is None):
+        month = config.training_month or settings.current().deployed_month
+        source_tag = model_registry.latest(TRAINED_MODEL, {"training_month": month, "recipe": config.recipe})
+        if source_tag is None:
+            raise dg.Failure(
+                f"no {TRAINED_MODEL} model for {month} with recipe {config.recipe}: materialize duration_model[{month}]"
+            )
+        reason = "configured training_month" if config.training_month else "first deployment (TAXI_DEPLOYED_MONTH)"
+    else:
+        decision = promotion_decision(context.instance, current_source)
+        challenge = decision.challenge
+        if config.challenge_month and (challenge is None or challenge.evaluation_month != config.challenge_month):
+            raise dg.Failure(
+                f"model_challenge[{config.challenge_month}] is not the newest challenge; nothing is promoted"
+            )
+        if not decision.promote:
+            raise dg.Failure(
+                f"no pending promotion: {decision.reason}. {current_source} stays deployed; to deploy another model "
+                f"set training_month or source_tag, or roll back with rollback: true"
+            )
+        source_tag, reason = challenge.challenger, "promotion"
+        figures = challenge.figures(settings.current().promotion_min_gain)
+
+    source = _deployable(model_registry, source_tag)
+    labels, metadata = source["labels"], source["metadata"]
+    copied = {name: metadata[name] for name in ("validation_month", "validation_rmse", "validation_mae")}
+    importance = metadata.get(IMPORTANCE_KEY, {})
     tag = model_registry.save(
         model_registry.load(source_tag),
         DEPLOYED_MODEL,
-        labels={"source_tag": source_tag, "training_month": month, "recipe": config.recipe},
-        metadata=validation,
+        labels={"source_tag": source_tag, "training_month": labels["training_month"], "recipe": labels["recipe"]},
+        metadata={**copied, IMPORTANCE_KEY: importance, "reason": reason, "replaced_source_tag": current_source or ""},
     )
-    context.log.info(f"deployed {source_tag} as {tag}")
+    context.log.info(f"deployed {source_tag} as {tag} ({reason}; replaces {current_source})")
     return dg.MaterializeResult(
         metadata={
             "deployed_tag": tag,
             "source_tag": source_tag,
-            "training_month": month,
-            "recipe": config.recipe,
-            "validation_month": validation["validation_month"],
-            "validation_rmse": float(validation["validation_rmse"]),
+            "training_month": labels["training_month"],
+            "recipe": labels["recipe"],
+            "validation_month": copied["validation_month"],
+            "validation_rmse": float(copied["validation_rmse"]),
+            "reason": reason,
+            "replaced_source_tag": current_source or "",
+            **(importance_metadata(importance) if importance else {}),
+            **figures,
+        }
+    )
+
+
+@dg.asset(
+    partitions_def=monthly_partitions,
+    deps=[trips, duration_model, deployed_model],
+    pool=DUCKDB_POOL,
+    kinds={"sklearn", "prometheus"},
+    group_name="model",
+)
+def model_challenge(
+    context: dg.AssetExecutionContext,
+    config: ModelChallengeConfig,
+    warehouse: Warehouse,
+    model_registry: ModelRegistry,
+    pushgateway: Pushgateway,
+) -> dg.MaterializeResult:
+    """The deployed champion against a challenger retrained on newer data, both scored on this month's trips.
+
+    The challenger is the gated `duration_model` of the newest loaded month before this one; neither model was
+    trained on this month (never in-sample). gain = (RMSE champion - RMSE challenger) / RMSE champion. Pushed as
+    `taxi_model_challenger_gain` (job taxi_model_challenge, only for the newest month challenged, so the alert
+    speaks of the model deployed now); at TAXI_PROMOTION_MIN_GAIN or more the challenger is due for promotion.
+    """
+    month = context.partition_key
+    min_gain = settings.current().promotion_min_gain
+    if not model_registry.history(DEPLOYED_MODEL):
+        raise dg.Failure("no model is deployed to challenge: materialize deployed_model first")
+    pipeline, champion = model_registry.load_deployed()
+    champion_source = champion["source_tag"]
+    if champion["training_month"] >= month:
+        raise dg.Failure(
+            f"the deployed {champion_source} was trained on {champion['training_month']}, not before {month}: "
+            f"scoring it on {month} would not be out of sample"
+        )
+    with warehouse.get_connection() as conn:
+        evaluation = month_trips(conn, month)
+        challenger_month = loaded_month_before(conn, month)
+    if evaluation.empty:
+        raise dg.Failure(f"trips holds no rows for {month}; materialize trips[{month}] first")
+    if challenger_month is None:
+        raise dg.Failure(f"trips holds no month before {month} to train a challenger on")
+    challenger = model_registry.latest(TRAINED_MODEL, {"training_month": challenger_month, "recipe": config.recipe})
+    if challenger is None:
+        raise dg.Failure(f"no challenger: materialize duration_model[{challenger_month}] (recipe {config.recipe})")
+    challenger_labels = model_registry.info(challenger)["labels"]
+    if challenger_labels.get(GATE_LABEL) != "passed":
+        raise dg.Failure(f"the challenger {challenger} did not pass its quality gate; it is not compared")
+
+    champion_rmse = evaluate(pipeline, evaluation)["rmse"]
+    challenger_rmse = (
+        champion_rmse
+        if challenger == champion_source
+        else evaluate(model_registry.load(challenger), evaluation)["rmse"]
+    )
+    gain = challenger_gain(champion_rmse, challenger_rmse)
+    due = wins(gain, min_gain) and challenger != champion_source
+    mode = settings.current().promotion
+    promotion = (
+        "no: the champion holds"
+        if not due
+        else "due: model_promotion_sensor deploys the challenger"
+        if mode == "auto"
+        else "pending approval (TAXI_PROMOTION=manual): materialize deployed_model to deploy the challenger"
+    )
+
+    newest = max(context.instance.get_materialized_partitions(MODEL_CHALLENGE), default=month)
+    if month >= newest:
+        pushgateway.push(
+            CHALLENGE_JOB,
+            {},
+            challenge_samples(month, champion_source, challenger, champion_rmse, challenger_rmse, gain, min_gain),
+            context.log,
+        )
+    else:
+        context.log.info(f"model_challenge[{newest}] is newer: the figures of {month} are not pushed")
+    return dg.MaterializeResult(
+        metadata={
+            "evaluation_month": month,
+            "champion": champion_source,
+            "champion_month": champion["training_month"],
+            "champion_rmse": champion_rmse,
+            "challenger": challenger,
+            "challenger_month": challenger_month,
+            "challenger_rmse": challenger_rmse,
+            "gain": gain,
+            "min_gain": min_gain,
+            "promotion": promotion,
+            "dagster/row_count": len(evaluation),
         }
     )

@@ -1,0 +1,67 @@
+"""bento_service/compat.py holds the only private BentoML and prometheus_client uses; these tests fail as soon as
+the upstream code it replaces or relies on is not the code it was written for."""
+
+import hashlib
+import inspect
+import re
+from pathlib import Path
+
+import bentoml
+import numpy as np
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry, Histogram
+
+from bento_service import compat
+from tests.support.platform import REPO_ROOT
+
+pytestmark = pytest.mark.unit
+
+# sha256 of BentoML 1.4.40's `TimeoutMiddleware.__call__` source, which compat._timeout_middleware_call copies.
+UPSTREAM_TIMEOUT_CALL_SHA256 = "fd8b9e3da28ed2b44cfd508d641617e049fcd4986138197ce7bb227332505896"
+
+
+def test_the_running_bentoml_is_the_pinned_one() -> None:
+    assert bentoml.__version__ == compat.BENTOML_VERSION
+    pyproject = (REPO_ROOT / "pyproject.toml").read_text()
+    assert re.findall(r'"bentoml([^"]*)"', pyproject) == [f"=={compat.BENTOML_VERSION}"]
+    bentofile = yaml.safe_load(Path(REPO_ROOT / "bento_service" / "bentofile.yaml").read_text())
+    assert [p for p in bentofile["python"]["packages"] if p.startswith("bentoml")] == [
+        f"bentoml=={compat.BENTOML_VERSION}"
+    ]
+
+
+def test_the_replaced_timeout_middleware_is_unchanged_upstream() -> None:
+    source = inspect.getsource(compat.UPSTREAM_TIMEOUT_CALL)
+    assert hashlib.sha256(source.encode()).hexdigest() == UPSTREAM_TIMEOUT_CALL_SHA256, (
+        "BentoML's TimeoutMiddleware.__call__ changed: re-check whether it still leaks its timer, then update or "
+        "drop compat._timeout_middleware_call"
+    )
+    # The copy differs from upstream by the cancelled timer only.
+    replaced = inspect.getsource(compat._timeout_middleware_call)
+    assert "timer = loop.call_later(self.timeout, self._set_timer_out, waiter)" in replaced
+    assert "timer.cancel()" in replaced and "timer.cancel()" not in source
+
+
+def test_the_bulk_observe_equals_one_observe_per_value() -> None:
+    values = np.random.default_rng(1).uniform(0, 100, 1000)
+    values[:5] = [2, 5, 90, 0, 1e9]  # on bucket bounds, zero, beyond the last finite bound
+    buckets = (2, 5, 10, 15, 20, 30, 45, 60, 90, float("inf"))
+    registries = CollectorRegistry(), CollectorRegistry()
+    bulk = Histogram("h", "h", buckets=buckets, registry=registries[0])
+    one_by_one = Histogram("h", "h", buckets=buckets, registry=registries[1])
+    compat.observe_many(bulk, values)
+    for value in values:
+        one_by_one.observe(value)
+
+    def samples(registry: CollectorRegistry) -> dict:
+        return {(s.name, tuple(s.labels.items())): s.value for m in registry.collect() for s in m.samples}
+
+    bulk_samples, loop_samples = samples(registries[0]), samples(registries[1])
+    assert bulk_samples.keys() == loop_samples.keys()
+    sums = bulk_samples.pop(("h_sum", ())), loop_samples.pop(("h_sum", ()))
+    assert np.isclose(*sums)  # one addition against 1,000: rounding differs
+    created = [key for key in loop_samples if key[0] == "h_created"]
+    assert {k: v for k, v in bulk_samples.items() if k not in created} == {
+        k: v for k, v in loop_samples.items() if k not in created
+    }
