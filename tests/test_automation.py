@@ -2,6 +2,7 @@
 flows through scoring, drift and the report by the assets' automation conditions, with a real daemon."""
 
 import http.server
+import json
 import os
 import shutil
 import subprocess
@@ -182,8 +183,9 @@ def test_a_published_month_flows_to_the_monitoring_report_with_no_manual_launch(
 
 
 STATUSES = """
+import json
 from taxi_assets.definitions import defs
-print({s.name: s.default_status.value for s in defs().sensors if s.name != "prediction_log_sensor"})
+print(json.dumps({s.name: s.default_status.value for s in defs().sensors if s.name != "prediction_log_sensor"}))
 """
 
 
@@ -199,7 +201,11 @@ def test_taxi_automation_sets_how_both_automation_sensors_start(value: str, stat
         timeout=120,
     )
     assert loaded.returncode == 0, loaded.stderr
-    assert loaded.stdout.strip() == str({"default_automation_condition_sensor": status, "new_month_sensor": status})
+    assert json.loads(loaded.stdout) == {
+        "default_automation_condition_sensor": status,
+        "model_promotion_sensor": status,
+        "new_month_sensor": status,
+    }
 
 
 @pytest.mark.unit

@@ -14,8 +14,9 @@ model). A failed partition is not retried every tick: it waits for its inputs to
 The trigger is the transition to missing, not the state: a state-based `missing()` can read a materialization
 that has just landed as still missing while its run no longer counts as in progress, and request it twice.
 
-`TAXI_AUTOMATION=off` starts the evaluating sensor stopped (and the new-month sensor, see
-trip_data/sensors.py); the toggle in the UI's Automation tab turns either on or off at any time.
+`TAXI_AUTOMATION=off` starts the evaluating sensor stopped, and the new-month sensor (trip_data/sensors.py) and
+the retraining loop's promotion sensor (model/sensors.py) too; the toggles in the UI's Automation tab turn each
+on or off at any time.
 """
 
 import dagster as dg
@@ -24,6 +25,10 @@ from taxi_assets import settings
 
 _CURRENT = settings.current()
 AC = dg.AutomationCondition
+
+# How the sensors that make the platform run by itself start: the new-month sensor, the retraining loop's
+# promotion sensor and the automation condition sensor (the prediction-log ingest always runs).
+AUTOMATION_STATUS = dg.DefaultSensorStatus.RUNNING if _CURRENT.automation_on else dg.DefaultSensorStatus.STOPPED
 
 MISSING_OR_DEPS_UPDATED = (
     (AC.missing().newly_true() | AC.any_deps_updated()).since(AC.newly_requested() | AC.newly_updated())
@@ -37,7 +42,7 @@ MISSING_OR_DEPS_UPDATED = (
 automation_condition_sensor = dg.AutomationConditionSensorDefinition(
     "default_automation_condition_sensor",
     target=dg.AssetSelection.all(),
-    default_status=dg.DefaultSensorStatus.RUNNING if _CURRENT.automation_on else dg.DefaultSensorStatus.STOPPED,
+    default_status=AUTOMATION_STATUS,
     minimum_interval_seconds=_CURRENT.automation_check_seconds,
     description="Evaluates the assets' automation conditions (taxi_assets/defs/automation.py) and requests the "
     "runs they call for.",

@@ -10,12 +10,11 @@ import dagster as dg
 
 from taxi_assets import settings
 from taxi_assets.core.tlc import published_version, source_location
+from taxi_assets.defs.automation import AUTOMATION_STATUS
 from taxi_assets.defs.partitions import monthly_partitions
 from taxi_assets.defs.trip_data.assets import raw_trips, trips
 from taxi_assets.defs.trip_data.jobs import trip_data_job
 from taxi_assets.defs.trip_data.resources import TripDataSource
-
-_CURRENT = settings.current()
 
 
 def next_month(loaded: set[str]) -> str | None:
@@ -27,8 +26,8 @@ def next_month(loaded: set[str]) -> str | None:
 
 @dg.sensor(
     job=trip_data_job,
-    minimum_interval_seconds=_CURRENT.new_month_check_seconds,
-    default_status=dg.DefaultSensorStatus.RUNNING if _CURRENT.automation_on else dg.DefaultSensorStatus.STOPPED,
+    minimum_interval_seconds=settings.current().new_month_check_seconds,
+    default_status=AUTOMATION_STATUS,
 )
 def new_month_sensor(context: dg.SensorEvaluationContext, trip_data: TripDataSource) -> dg.SensorResult:
     """Checks the trip-data source (TAXI_TRIP_DATA_URL) for the month after the newest month of `trips` and
