@@ -117,6 +117,15 @@ SETTINGS: dict[str, Setting] = {
         "Port of the Pushgateway under `make up` (it sets TAXI_PUSHGATEWAY_URL)",
         integer=True,
     ),
+    "evidently_workspace": _setting(
+        "TAXI_EVIDENTLY_WORKSPACE",
+        "data/evidently",
+        "Local Evidently workspace: each month's report and figures, each online window's figures, dashboards",
+        path=True,
+    ),
+    "evidently_port": _setting(
+        "TAXI_EVIDENTLY_PORT", "8000", "Port of the Evidently UI under `make up` (reports link to it)", integer=True
+    ),
     "run_dir": _setting(
         "TAXI_RUN_DIR", "data/run", "What `make up` keeps while running: pid files, Prometheus' data", path=True
     ),
@@ -198,11 +207,18 @@ class Settings:
     dagster_port: int
     prometheus_port: int
     pushgateway_port: int
+    evidently_workspace: str
+    evidently_port: int
     run_dir: str
     logs_dir: str
     automation: str
     new_month_check_seconds: int
     automation_check_seconds: int
+
+    @property
+    def evidently_url(self) -> str:
+        """Where `make up` serves the Evidently UI: the links of reports and dashboards."""
+        return f"http://127.0.0.1:{self.evidently_port}"
 
     @property
     def automation_on(self) -> bool:
