@@ -4,6 +4,7 @@
 #   Pushgateway          http://127.0.0.1:9091
 #   Prometheus           http://127.0.0.1:9090
 #   Bento service        http://127.0.0.1:3001   (once a model is deployed)
+#   Evidently UI         http://127.0.0.1:8000   (reports and dashboards of the local Evidently workspace)
 # Returns once the Dagster UI answers, printing where everything is. Each process runs in a session of its own,
 # its pid in $TAXI_RUN_DIR (data/run) and its log in $TAXI_LOGS_DIR (data/logs); `make down` (scripts/down.sh)
 # stops them all. Ctrl-C while starting stops what was started. `--foreground` stays attached instead, and
@@ -48,7 +49,7 @@ done
 port_in_use() {
   .venv/bin/python -c "import socket,sys; s=socket.socket(); sys.exit(0 if s.connect_ex(('127.0.0.1', $1)) == 0 else 1)"
 }
-for port in "$DAGSTER_PORT" "$TAXI_SERVICE_PORT" "$TAXI_PROMETHEUS_PORT" "$TAXI_PUSHGATEWAY_PORT"; do
+for port in "$DAGSTER_PORT" "$TAXI_SERVICE_PORT" "$TAXI_PROMETHEUS_PORT" "$TAXI_PUSHGATEWAY_PORT" "$TAXI_EVIDENTLY_PORT"; do
   if port_in_use "$port"; then
     echo "up: port $port is in use by another process; set its port in .env (see .env.example)" >&2
     exit 1
@@ -96,6 +97,12 @@ start bento bash -c 'until [ -e "$1" ]; do
   exec .venv/bin/bentoml serve bento_service.service:TaxiDuration --host 127.0.0.1 --port "$2"' \
   bento "$model_path" "$TAXI_SERVICE_PORT"
 
+# Evidently's UI over the local workspace the monitoring assets write: reports and dashboards (DO_NOT_TRACK: no
+# usage telemetry from a local platform).
+mkdir -p "$TAXI_EVIDENTLY_WORKSPACE"
+start evidently-ui env DO_NOT_TRACK=1 .venv/bin/evidently ui --workspace "$TAXI_EVIDENTLY_WORKSPACE" \
+  --host 127.0.0.1 --port "$TAXI_EVIDENTLY_PORT"
+
 # The daemon runs the run queue, sensors, automation and backfills; the webserver is the UI. Both load
 # workspace.yaml, as compose does.
 start dagster-daemon .venv/bin/dagster-daemon run -w workspace.yaml
@@ -124,6 +131,7 @@ cat <<EOF
 up: the platform is running (automation: $TAXI_AUTOMATION)
   Dagster UI      http://127.0.0.1:$DAGSTER_PORT
   Bento service   http://127.0.0.1:$TAXI_SERVICE_PORT   (Swagger UI at /, once a model is deployed)
+  Evidently UI    http://127.0.0.1:$TAXI_EVIDENTLY_PORT   (monthly reports, dashboards by month and window)
   Prometheus      http://127.0.0.1:$TAXI_PROMETHEUS_PORT/alerts
   Pushgateway     http://127.0.0.1:$TAXI_PUSHGATEWAY_PORT
   logs            $logs/*.log

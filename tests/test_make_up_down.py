@@ -17,7 +17,7 @@ from tests.support.platform import REPO_ROOT, free_port, platform_environment
 
 pytestmark = pytest.mark.e2e
 
-NAMES = {"pushgateway", "prometheus", "bento", "dagster-daemon", "dagster-webserver"}
+NAMES = {"pushgateway", "prometheus", "bento", "evidently-ui", "dagster-daemon", "dagster-webserver"}
 
 
 def make_environment(folder: Path, tlc_dir: Path) -> tuple[dict[str, str], dict[str, int]]:
@@ -26,6 +26,7 @@ def make_environment(folder: Path, tlc_dir: Path) -> tuple[dict[str, str], dict[
         "TAXI_SERVICE_PORT": free_port(),
         "TAXI_PROMETHEUS_PORT": free_port(),
         "TAXI_PUSHGATEWAY_PORT": free_port(),
+        "TAXI_EVIDENTLY_PORT": free_port(),
     }
     env = {
         **{name: value for name, value in os.environ.items() if not name.startswith(("TAXI_", "DAGSTER_", "BENTOML"))},
@@ -84,6 +85,7 @@ def test_make_down_stops_everything_make_up_started(tmp_path: Path, tlc_dir: Pat
         else:
             pytest.fail(f"the service did not start: {(tmp_path / 'logs' / 'bento.log').read_text()[-2000:]}")
         assert requests.get(f"{prometheus}/-/ready", timeout=10).ok
+        assert requests.get(f"http://127.0.0.1:{ports['TAXI_EVIDENTLY_PORT']}/api/projects", timeout=10).ok
         targets = requests.get(f"{prometheus}/api/v1/targets", timeout=10).json()["data"]["activeTargets"]
         assert {target["labels"]["instance"] for target in targets} == {
             f"127.0.0.1:{ports['TAXI_SERVICE_PORT']}",

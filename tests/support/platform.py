@@ -36,6 +36,7 @@ def platform_environment(folder: Path, tlc_dir: Path = TLC_DIR) -> dict[str, str
         "TAXI_TRIP_DATA_URL": str(tlc_dir),
         "TAXI_CACHE_DIR": str(folder / "cache"),
         "TAXI_REPORTS_DIR": str(folder / "reports"),
+        "TAXI_EVIDENTLY_WORKSPACE": str(folder / "evidently"),
         "TAXI_PREDLOG_URI": str(folder / "prediction_logs"),
         "BENTOML_HOME": str(folder / "bentoml"),
         "DAGSTER_HOME": str(folder / "dagster_home"),
