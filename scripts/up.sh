@@ -132,7 +132,7 @@ up: the platform is running (automation: $TAXI_AUTOMATION)
   Dagster UI      http://127.0.0.1:$DAGSTER_PORT
   Bento service   http://127.0.0.1:$TAXI_SERVICE_PORT   (Swagger UI at /, once a model is deployed)
   Evidently UI    http://127.0.0.1:$TAXI_EVIDENTLY_PORT   (monthly reports, dashboards by month and window)
-  Prometheus      http://127.0.0.1:$TAXI_PROMETHEUS_PORT/alerts
+  Prometheus      http://127.0.0.1:$TAXI_PROMETHEUS_PORT   (Alerts tab: the alert rules and their state)
   Pushgateway     http://127.0.0.1:$TAXI_PUSHGATEWAY_PORT
   logs            $logs/*.log
   stop            make down

@@ -114,11 +114,19 @@ class Demo:
                     return entry["name"], repository["name"]
         raise BackfillError(f"no job {job} in the workspace")
 
-    def materialized_since(self, asset: str, partition_keys: list[str] | None = None) -> set[str]:
-        """Partitions of `asset` (or "" for an unpartitioned one) materialized since the demo started."""
+    def materialized_since(self, asset: str, since: float, partition_keys: list[str] | None = None) -> set[str]:
+        """Partitions of `asset` ("" for an unpartitioned one) materialized since the unix time `since`."""
         answer = self.server.query(MATERIALIZED, {"path": asset.split("/"), "partitions": partition_keys})
         events = (answer["assetOrError"] or {}).get("assetMaterializations", [])
-        return {event["partition"] or "" for event in events if float(event["timestamp"]) / 1000 >= self.since}
+        return {event["partition"] or "" for event in events if float(event["timestamp"]) / 1000 >= since}
+
+    def prometheus_page(self, page: str) -> str:
+        """Debian's Prometheus 2 serves its pages under /classic; newer ones at the root."""
+        try:
+            with urllib.request.urlopen(f"{self.prometheus}/classic/{page}", timeout=2):
+                return f"{self.prometheus}/classic/{page}"
+        except (urllib.error.URLError, OSError):
+            return f"{self.prometheus}/{page}"
 
     def service_ready(self) -> bool:
         try:
@@ -154,13 +162,14 @@ class Demo:
             ["--month", self.options.drift_month, "--distance-scale", str(self.options.distance_scale)],
         )
 
+        replayed = time.time()
         self.say("waiting for the prediction-log sensor to ingest the traffic (it ticks every 30 s)")
-        self.wait("the online windows", lambda: bool(self.materialized_since("online_drift")), timeout=240)
+        self.wait("the online windows", lambda: bool(self.materialized_since("online_drift", replayed)), timeout=240)
         self.say("online windows computed and pushed to the Pushgateway")
         self.say(f"waiting for the automation to score and report {', '.join(months)}")
         self.wait(
             "the monthly reports",
-            lambda: self.materialized_since("monitoring_report", months) >= set(months),
+            lambda: self.materialized_since("monitoring_report", self.since, months) >= set(months),
             timeout=600,
         )
         elapsed = time.monotonic() - self.started
@@ -171,8 +180,8 @@ demo: done in {elapsed // 60:.0f} min {elapsed % 60:.0f} s. Where to look:
                      what ran by itself: {self.server.url}/automation)
   Bento service      {self.service}/  (Swagger UI; /metrics)
   Evidently UI       {self.evidently}  (monthly reports and the dashboards by month and by online window)
-  Prometheus alerts  {self.prometheus}/alerts  (drift and RMSE alerts pending after the drift scenario)
-  Prometheus graph   {self.prometheus}/graph?g0.expr=taxi_online_rmse  (online RMSE per window)
+  Prometheus alerts  {self.prometheus_page("alerts")}  (online drift alerts pending after the drift scenario)
+  Prometheus graph   {self.prometheus_page("graph")}?g0.expr=taxi_online_rmse  (online RMSE per window)
   stop everything    make down""",
             flush=True,
         )
