@@ -174,8 +174,7 @@ def batch_drift(
         },
     )
 
-    report = reports.path(f"monitoring_report_{month}.html")
-    report.write_text(snapshot.get_html_str(as_iframe=False), encoding="utf-8")
+    report, url = reports.publish(month, snapshot, snapshot.get_html_str(as_iframe=False))
     summary = (
         f"**{month}** vs {reference_month}: {features.drifted_count} of {len(features.columns)} features drifted "
         f"(dataset drift: {'yes' if features.dataset_drift else 'no'}); RMSE {figures.rmse:.2f} min, "
@@ -185,7 +184,7 @@ def batch_drift(
         asset_key="monitoring_report",
         metadata={
             "path": dg.MetadataValue.path(str(report)),
-            "url": dg.MetadataValue.url(report.resolve().as_uri()),
+            "url": dg.MetadataValue.url(url),
             "size_bytes": report.stat().st_size,
             "summary": dg.MetadataValue.md(summary),
         },
