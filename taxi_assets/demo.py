@@ -56,6 +56,7 @@ class Demo:
         self.server = Webserver(f"http://127.0.0.1:{current.dagster_port}")
         self.service = f"http://127.0.0.1:{current.service_port}"
         self.prometheus = f"http://127.0.0.1:{current.prometheus_port}"
+        self.pushgateway = f"http://127.0.0.1:{current.pushgateway_port}"
         self.evidently = current.evidently_url
         self.started = time.monotonic()
         self.since = time.time()
@@ -128,6 +129,23 @@ class Demo:
         except (urllib.error.URLError, OSError):
             return f"{self.prometheus}/{page}"
 
+    def ingest_backlog(self, since: float) -> float | None:
+        """Prediction-log records not yet in DuckDB, as the prediction-log sensor last pushed them to the
+        Pushgateway, if it pushed after the unix time `since`."""
+        try:
+            with urllib.request.urlopen(f"{self.pushgateway}/metrics", timeout=5) as response:
+                text = response.read().decode()
+        except (urllib.error.URLError, OSError):
+            return None
+        values = {}
+        for line in text.splitlines():
+            if line.startswith(("taxi_ingest_records_waiting", 'push_time_seconds{instance="",job="taxi_ingest"}')):
+                name, _, value = line.rpartition(" ")
+                values[name.split("{")[0]] = float(value)
+        if values.get("push_time_seconds", 0.0) < since:
+            return None
+        return values.get("taxi_ingest_records_waiting")
+
     def service_ready(self) -> bool:
         try:
             with urllib.request.urlopen(f"{self.service}/readyz", timeout=2) as response:
@@ -164,14 +182,30 @@ class Demo:
 
         replayed = time.time()
         self.say("waiting for the prediction-log sensor to ingest the traffic (it ticks every 30 s)")
-        self.wait("the online windows", lambda: bool(self.materialized_since("online_drift", replayed)), timeout=240)
-        self.say("online windows computed and pushed to the Pushgateway")
-        self.say(f"waiting for the automation to score and report {', '.join(months)}")
-        self.wait(
-            "the monthly reports",
-            lambda: self.materialized_since("monitoring_report", self.since, months) >= set(months),
-            timeout=600,
-        )
+        self.wait("the ingest", lambda: self.ingest_backlog(replayed) == 0, timeout=300)
+        ingested = time.time()
+        self.say("ingested; waiting for what runs by itself: online windows and dashboard, monthly reports")
+        pending = {
+            "online windows (online_drift)": lambda: bool(self.materialized_since("online_drift", ingested)),
+            "online dashboard (online_dashboard, once a minute)": lambda: bool(
+                self.materialized_since("online_dashboard", ingested)
+            ),
+            f"monthly reports of {', '.join(months)} (monitoring_report)": lambda: (
+                set(months) <= self.materialized_since("monitoring_report", self.since, months)
+            ),
+            "months dashboard (monitoring_dashboard)": lambda: (
+                set(months) <= self.materialized_since("monitoring_dashboard", self.since, months)
+            ),
+        }
+
+        def all_done() -> bool:
+            for what, done in list(pending.items()):
+                if done():
+                    self.say(f"done: {what}")
+                    del pending[what]
+            return not pending
+
+        self.wait("the automation", all_done, timeout=600)
         elapsed = time.monotonic() - self.started
         print(
             f"""

@@ -2,7 +2,6 @@
 everything they started, leaving no process and no listening port; Ctrl-C while `make up` starts stops what it
 started."""
 
-import os
 import signal
 import subprocess
 import time
@@ -13,29 +12,11 @@ import pytest
 import requests
 
 from tests.support import service_harness
-from tests.support.platform import REPO_ROOT, free_port, platform_environment
+from tests.support.platform import REPO_ROOT, make_up_environment
 
 pytestmark = pytest.mark.e2e
 
 NAMES = {"pushgateway", "prometheus", "bento", "evidently-ui", "dagster-daemon", "dagster-webserver"}
-
-
-def make_environment(folder: Path, tlc_dir: Path) -> tuple[dict[str, str], dict[str, int]]:
-    ports = {
-        "DAGSTER_PORT": free_port(),
-        "TAXI_SERVICE_PORT": free_port(),
-        "TAXI_PROMETHEUS_PORT": free_port(),
-        "TAXI_PUSHGATEWAY_PORT": free_port(),
-        "TAXI_EVIDENTLY_PORT": free_port(),
-    }
-    env = {
-        **{name: value for name, value in os.environ.items() if not name.startswith(("TAXI_", "DAGSTER_", "BENTOML"))},
-        **platform_environment(folder, tlc_dir),
-        **{name: str(port) for name, port in ports.items()},
-        "TAXI_RUN_DIR": str(folder / "run"),
-        "TAXI_LOGS_DIR": str(folder / "logs"),
-    }
-    return env, ports
 
 
 def listening(port: int) -> bool:
@@ -62,7 +43,7 @@ def gone(processes: list[psutil.Process]) -> list[str]:
 
 
 def test_make_down_stops_everything_make_up_started(tmp_path: Path, tlc_dir: Path) -> None:
-    env, ports = make_environment(tmp_path, tlc_dir)
+    env, ports = make_up_environment(tmp_path, tlc_dir)
     service_harness.save_deployed_model(tmp_path / "bentoml")  # so that the service starts too
     up = subprocess.run(["make", "-s", "up"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=400)
     processes = []
@@ -109,7 +90,7 @@ def test_make_down_stops_everything_make_up_started(tmp_path: Path, tlc_dir: Pat
 
 
 def test_ctrl_c_while_make_up_starts_stops_what_it_started(tmp_path: Path, tlc_dir: Path) -> None:
-    env, ports = make_environment(tmp_path, tlc_dir)
+    env, ports = make_up_environment(tmp_path, tlc_dir)
     up = subprocess.Popen(
         ["./scripts/up.sh"], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )

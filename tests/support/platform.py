@@ -45,6 +45,31 @@ def platform_environment(folder: Path, tlc_dir: Path = TLC_DIR) -> dict[str, str
     }
 
 
+MAKE_UP_PORTS = (
+    "DAGSTER_PORT",
+    "TAXI_SERVICE_PORT",
+    "TAXI_PROMETHEUS_PORT",
+    "TAXI_PUSHGATEWAY_PORT",
+    "TAXI_EVIDENTLY_PORT",
+)
+
+
+def make_up_environment(
+    folder: Path, tlc_dir: Path = TLC_DIR, **overrides: str
+) -> tuple[dict[str, str], dict[str, int]]:
+    """The environment of a `make up` (or `make demo`) of its own under `folder`, on free ports; and the ports."""
+    ports = {name: free_port() for name in MAKE_UP_PORTS}
+    env = {
+        **{name: value for name, value in os.environ.items() if not name.startswith(("TAXI_", "DAGSTER_", "BENTOML"))},
+        **platform_environment(folder, tlc_dir),
+        **{name: str(port) for name, port in ports.items()},
+        "TAXI_RUN_DIR": str(folder / "run"),
+        "TAXI_LOGS_DIR": str(folder / "logs"),
+        **overrides,
+    }
+    return env, ports
+
+
 def enter_platform_environment(folder: Path) -> None:
     """Point this process at a fresh platform under `folder`: for the benchmarks, which run outside pytest."""
     os.environ.update(platform_environment(folder))
