@@ -35,6 +35,7 @@ def child(train_all: bool) -> None:
 
     from taxi_assets.defs.batch_monitoring.assets import batch_drift, batch_predictions
     from taxi_assets.defs.model.assets import deployed_model, duration_model
+    from taxi_assets.defs.model.profile import reference_profile
     from taxi_assets.defs.trip_data.assets import raw_trips, taxi_zones, trips
     from tests.support.platform import platform_resources
 
@@ -60,6 +61,7 @@ def child(train_all: bool) -> None:
         stage(f"duration_model x{len(trained)}", lambda: [run([duration_model], month) for month in trained])
         config = {"ops": {"deployed_model": {"config": {"training_month": DEPLOYED_MONTH}}}}
         stage("deployed_model", lambda: run([deployed_model], run_config=config))
+        stage("reference_profile", lambda: run([reference_profile]))
         monitoring = [batch_predictions, batch_drift]
         stage("batch monitoring, all months", lambda: [run(monitoring, month) for month in months()])
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_service.py [--duration 15] [--connections 32] [--workers 1] [--designs today native]
 
-Trains the `hgb` model on 2021-01 into a temporary BentoML home (or uses --bentoml-home), then runs wrk against
+Trains the default model on 2021-01 into a temporary BentoML home (or uses --bentoml-home), then runs wrk against
 (a) `bench/empty_service.py`, then for each design (b) `/predict` with model and logging, posting real 2022-01
 rides, and (c) `/predict_batch` with 1,000-ride batches. Designs: `today` (bento_service, the served one) and
 `native` (bench/native_service.py: BentoML's adaptive batching in a model service reached through
@@ -97,7 +97,7 @@ def main() -> None:
     try:
         if args.bentoml_home is None:
             args.bentoml_home = work / "bentoml"
-            print("training the hgb model on 2021-01 …", flush=True)
+            print("training the default model on 2021-01 …", flush=True)
             harness.save_deployed_model(args.bentoml_home)
         rides = harness.ride_payloads(harness.load_rides("2022-01"))
         single = _lua_script([json.dumps(ride) for ride in rides[:500]], work / "single.lua")

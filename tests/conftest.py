@@ -1,8 +1,9 @@
 """Fixtures shared by the whole suite; helpers the benchmarks use too live in tests/support/.
 
-Every test belongs to one layer, marked in its module (`pytestmark`): `unit` (no processes, seconds),
-`integration` (Dagster materializations and DuckDB in this process), `service` (a real `bentoml serve`), `e2e`
-(daemon, webserver, Prometheus, Pushgateway, Chromium). `make test-fast` runs the unit layer.
+Every test belongs to exactly one layer, marked in its module (`pytestmark`): `unit` (pure logic on small data, no
+processes; the whole layer in seconds), `integration` (whole real months through the models and statistics, Dagster
+materializations and DuckDB in this process), `service` (a real `bentoml serve`), `e2e` (daemon, webserver,
+Prometheus, Pushgateway, Chromium). `make test-fast` runs the unit layer.
 """
 
 import shutil

@@ -8,10 +8,12 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from taxi_assets.core.evidently_report import FEATURE_TYPES
+from taxi_assets.core.batch import EQUAL_WEIGHTS
+from taxi_assets.core.drift import BATCH_FEATURES
 from taxi_assets.core.metrics import BATCH_JOB, Sample
 from taxi_assets.defs.batch_monitoring.assets import batch_drift, batch_predictions
 from taxi_assets.defs.model.assets import deployed_model, duration_model
+from taxi_assets.defs.model.profile import reference_profile
 from taxi_assets.defs.resources import Pushgateway
 from taxi_assets.defs.trip_data.assets import raw_trips, taxi_zones, trips
 from tests.support.platform import platform_resources
@@ -42,14 +44,26 @@ def pushed_samples(url: str) -> dict[tuple[str, frozenset], float]:
 
 @pytest.fixture
 def deployed_january(instance: dg.DagsterInstance) -> dg.DagsterInstance:
-    """Trips of 2021-01, 2021-02 and 2023-03, the zones, and the model trained on 2021-01 deployed."""
+    """Trips of 2021-01, 2021-02 and 2023-03, the zones, the model trained on 2021-01 deployed, and its profile."""
     resources = platform_resources()
     assert dg.materialize([taxi_zones], instance=instance, resources=resources)
     for month in ("2021-01", "2021-02", "2023-03"):
         assert dg.materialize([raw_trips, trips], partition_key=month, instance=instance, resources=resources)
     assert dg.materialize([duration_model], partition_key="2021-01", instance=instance, resources=resources)
     assert dg.materialize([deployed_model], instance=instance, resources=resources)
+    profiled = dg.materialize([reference_profile], instance=instance, resources=resources)
+    assert metadata_of(profiled, reference_profile.key)["validation_month"] == "2021-02"
     return instance
+
+
+def drift_table(month: str) -> dict[tuple[str, str], float]:
+    with platform_resources()["warehouse"].get_connection() as conn:
+        return {
+            (metric, column): value
+            for metric, column, value in conn.execute(
+                "SELECT metric, column_or_segment, value FROM drift_metrics WHERE month = $m", {"m": month}
+            ).fetchall()
+        }
 
 
 def test_monthly_monitoring_chain(
@@ -57,54 +71,80 @@ def test_monthly_monitoring_chain(
 ):
     instance = deployed_january
 
-    # Two years after the training month, pushed: the fares drift, and the figures land in the Pushgateway.
-    # The reference month has no batch predictions yet, so its trips are scored on the fly.
+    # The training month, with no Pushgateway configured: nothing drifts, nothing is pushed; no month before it.
+    january = dg.materialize(MONITORING, partition_key="2021-01", instance=instance, resources=platform_resources())
+    assert january.success
+    january_drift = metadata_of(january, DRIFT_METRICS)
+    assert january_drift["drift_share"] == 0.0 and january_drift["drifted_since_training"] == 0.0
+    assert january_drift["previous_month"] == "not loaded"
+    assert january_drift["pushed_to_pushgateway"] is False
+    assert january_drift["rmse"] == pytest.approx(metadata_of(january, batch_predictions.key)["rmse"])
+    assert not any(key[0].startswith("mom_") for key in drift_table("2021-01"))
+
+    # The next month, pushed, inside a "backfill" that skips the report: quiet since training and month over
+    # month, every figure stored and pushed, no report materialized.
     monkeypatch.setenv("TAXI_PUSHGATEWAY_URL", pushgateway)
+    no_report = {"ops": {"batch_drift": {"config": {"report": False}}}}
+    february = dg.materialize(
+        MONITORING, partition_key="2021-02", instance=instance, resources=platform_resources(), run_config=no_report
+    )
+    assert february.success
+    assert {e.asset_key for e in february.get_asset_materialization_events()} == {batch_predictions.key, DRIFT_METRICS}
+    february_drift = metadata_of(february, DRIFT_METRICS)
+    assert february_drift["previous_month"] == "2021-01"
+    assert february_drift["drifted_since_training"] == 0.0 and february_drift["drifted_month_over_month"] == 0.0
+    table = drift_table("2021-02")
+    assert table[("mom_dataset_drift", "all")] == 0.0
+    assert {column for metric, column in table if metric == "mom_drift_effect"} == set(BATCH_FEATURES)
+    samples = pushed_samples(pushgateway)
+    group = frozenset({("job", "taxi_batch_monitoring"), ("month", "2021-02")})
+    assert samples[("taxi_batch_mom_dataset_drift", group)] == 0.0
+    assert samples[("taxi_batch_month_start_timestamp_seconds", group)] == 1612137600.0
+
+    # Two years after the training month: the zones and fares drifted since training, ranked, and in the report.
     march = dg.materialize(MONITORING, partition_key="2023-03", instance=instance, resources=platform_resources())
     assert march.success
     predictions, drift, report = (
         metadata_of(march, key) for key in (batch_predictions.key, DRIFT_METRICS, MONITORING_REPORT)
     )
-
+    table = drift_table("2023-03")
     with platform_resources()["warehouse"].get_connection() as conn:
         (trip_rows,) = conn.execute("SELECT count(*) FROM trips WHERE month = '2023-03'").fetchone()
-        scored_rows, tags, max_error_gap = conn.execute(
-            "SELECT count(*), count(DISTINCT model_tag), max(abs(error - (prediction - duration))) "
-            "FROM batch_predictions WHERE month = '2023-03'"
-        ).fetchone()
-        table = {
-            (metric, column): value
-            for metric, column, value in conn.execute(
-                "SELECT metric, column_or_segment, value FROM drift_metrics WHERE month = '2023-03'"
-            ).fetchall()
-        }
-    assert predictions["dagster/row_count"] == scored_rows == trip_rows > 60_000
-    assert tags == 1 and max_error_gap < 1e-9
-
-    for name in ("share_drifted", "dataset_drift", "prediction_drift_score", "rmse", "mae", "largest_borough_rmse_gap"):
+    assert predictions["dagster/row_count"] == trip_rows > 60_000
+    for name in ("drift_share", "drifted_since_training", "prediction_drift_score", "rmse", "largest_borough_rmse_gap"):
         assert isinstance(drift[name], float), name
-    assert drift["reference_month"] == "2021-01" and drift["reference_rows_from"] == "trips"
-    assert drift["dataset_drift"] == 1.0 and drift["share_drifted"] >= 0.5
-    assert {"fare_amount", "total_amount"} <= set(drift["drifted_features"].split(", "))
-    assert drift["largest_borough_rmse_gap"] > 0
+    assert drift["reference_month"] == "2021-01" and drift["previous_month"] == "not loaded"
+    assert drift["drifted_since_training"] == 1.0
+    drifted = [item.split(" (")[0] for item in drift["drifted_features"].split(", ")]
+    assert {"PULocationID", "fare_amount", "total_amount"} <= set(drifted)
+    # Ranked by the deployed model's permutation importance: fares, which the model does not use, drifted as much
+    # as the trip distance but rank below it.
+    assert drift["importance_weights"] == "permutation_importance" != EQUAL_WEIGHTS
+    assert drifted.index("trip_distance") < drifted.index("fare_amount")
+    assert table[("importance_weight", "fare_amount")] == 0.0 < table[("importance_weight", "trip_distance")]
+    assert [table[("drift_rank", feature)] for feature in drifted] == list(range(1, len(drifted) + 1))
     assert table[("rows", "all")] == trip_rows
-    assert table[("drift_share", "all")] == pytest.approx(drift["share_drifted"])
+    assert table[("drift_share", "all")] == pytest.approx(drift["drift_share"])
     assert table[("rmse", "all")] == pytest.approx(drift["rmse"])
-    assert {column for metric, column in table if metric == "drift_score"} == set(FEATURE_TYPES)
+    assert {column for metric, column in table if metric == "drift_score"} == set(BATCH_FEATURES)
+    assert 0 < table[("outlier_share", "any")] < 0.05
+    assert drift["outlier_examples"]["distance_above_p999"]
 
     html = Path(report["path"]).read_text()
     assert Path(report["path"]) == platform_env / "reports" / "monitoring_report_2023-03.html"
     assert report["url"].startswith("http://127.0.0.1:8000/projects/")  # its page in the Evidently UI
     assert "<html" in html and html.rstrip().endswith("</html>") and "Drift in column" in html
-    assert "features drifted" in report["summary"]
+    # The report shows the alarms' verdicts, feature by feature.
+    for feature in BATCH_FEATURES:
+        assert f"<tr data-feature='{feature}' data-drifted='{int(table[('drifted', feature)])}'>" in html
+    assert "features drifted since training" in report["summary"]
 
-    assert drift["pushed_to_pushgateway"] is True
     samples = pushed_samples(pushgateway)
     group = {("job", "taxi_batch_monitoring"), ("month", "2023-03")}
-    assert samples[("taxi_batch_drift_share", frozenset(group))] == pytest.approx(drift["share_drifted"])
+    assert samples[("taxi_batch_dataset_drift", frozenset(group))] == 1.0
     assert samples[("taxi_batch_rmse", frozenset(group))] == pytest.approx(drift["rmse"])
     assert samples[("taxi_batch_rows", frozenset(group))] == trip_rows
-    fare = frozenset(group | {("feature", "fare_amount"), ("method", "wasserstein")})
+    fare = frozenset(group | {("feature", "fare_amount"), ("test", "ks")})
     assert samples[("taxi_batch_feature_drift_score", fare)] == pytest.approx(table[("drift_score", "fare_amount")])
     manhattan = frozenset(group | {("segment_type", "borough"), ("segment", "Manhattan")})
     assert samples[("taxi_batch_segment_rmse", manhattan)] == pytest.approx(
@@ -114,21 +154,16 @@ def test_monthly_monitoring_chain(
     # Re-running a month replaces it: same rows in DuckDB, not twice as many.
     again = dg.materialize([batch_drift], partition_key="2023-03", instance=instance, resources=platform_resources())
     assert metadata_of(again, DRIFT_METRICS)["dagster/row_count"] == len(table)
-    with platform_resources()["warehouse"].get_connection() as conn:
-        (rows,) = conn.execute("SELECT count(*) FROM drift_metrics WHERE month = '2023-03'").fetchone()
-    assert rows == len(table)
+    assert len(drift_table("2023-03")) == len(table)
 
-    # The training month against itself, with no Pushgateway configured: nothing drifts, nothing is pushed,
-    # and the reference rows are the month's own batch predictions.
-    monkeypatch.delenv("TAXI_PUSHGATEWAY_URL")
-    january = dg.materialize(MONITORING, partition_key="2021-01", instance=instance, resources=platform_resources())
-    assert january.success
-    january_drift = metadata_of(january, DRIFT_METRICS)
-    assert january_drift["reference_rows_from"] == "batch_predictions"
-    assert january_drift["share_drifted"] == 0.0 and january_drift["dataset_drift"] == 0.0
-    assert january_drift["pushed_to_pushgateway"] is False
-    assert january_drift["rmse"] == pytest.approx(metadata_of(january, batch_predictions.key)["rmse"])
-    assert not any(("month", "2021-01") in labels for _, labels in pushed_samples(pushgateway))
+    # Without the deployed model's profile the month fails, saying what to materialize.
+    with platform_resources()["warehouse"].get_connection() as conn:
+        conn.execute("DELETE FROM reference_profile")
+    failed = dg.materialize(
+        [batch_drift], partition_key="2023-03", instance=instance, resources=platform_resources(), raise_on_error=False
+    )
+    assert not failed.success
+    assert "materialize reference_profile" in str(failed.get_step_failure_events()[0].event_specific_data.error)
 
 
 def test_unreachable_pushgateway_is_logged_not_raised(caplog: pytest.LogCaptureFixture):

@@ -12,6 +12,7 @@ from taxi_assets.core.evidently_workspace import MONTHS_PROJECT, WINDOWS_PROJECT
 from taxi_assets.defs.batch_monitoring.assets import batch_drift, batch_predictions
 from taxi_assets.defs.dashboards.assets import monitoring_dashboard, online_dashboard
 from taxi_assets.defs.model.assets import deployed_model, duration_model
+from taxi_assets.defs.model.profile import reference_profile
 from taxi_assets.defs.trip_data.assets import raw_trips, taxi_zones, trips
 from tests.support.platform import platform_resources
 
@@ -49,6 +50,7 @@ def test_a_months_report_and_figures_land_in_the_evidently_workspace(
         assert dg.materialize([raw_trips, trips], partition_key=month, instance=instance, resources=resources)
     assert dg.materialize([duration_model], partition_key="2021-01", instance=instance, resources=resources)
     assert dg.materialize([deployed_model], instance=instance, resources=resources)
+    assert dg.materialize([reference_profile], instance=instance, resources=resources)
     monitored = dg.materialize(
         [batch_predictions, batch_drift], partition_key="2021-02", instance=instance, resources=resources
     )

@@ -7,7 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from taxi_assets.core.drift import (
+from taxi_assets.core import profile
+from taxi_assets.core.batch import metric_rows, month_figures, verdict_html
+from taxi_assets.core.evidently_defaults import (
     CATEGORICAL,
     NUMERICAL,
     column_drift,
@@ -15,20 +17,19 @@ from taxi_assets.core.drift import (
     default_method,
 )
 from taxi_assets.core.evidently_report import (
+    CALIBRATED_TEST,
     FEATURE_TYPES,
-    MetricRow,
     borough_rmse_gap,
     build_snapshot,
     extract_figures,
-    implausible_distances,
-    metric_rows,
     report_frame,
     segment_errors,
 )
 from taxi_assets.core.model import PREDICTION, TARGET
 from tests.support.platform import TLC_DIR
 
-pytestmark = pytest.mark.unit
+# Whole real months through the models and the statistics: seconds each, so not in the fast layer.
+pytestmark = pytest.mark.integration
 
 FARE_COLUMNS = ["fare_amount", "total_amount"]
 
@@ -127,50 +128,82 @@ def test_direct_drift_agrees_with_evidently(rows, methods):
         assert ours.score == pytest.approx(theirs.score, rel=1e-9)
 
 
-def monitoring_report(current: pd.DataFrame, reference: pd.DataFrame) -> tuple[list[MetricRow], str]:
-    """One scored month against the reference as the batch assets report it: tidy rows and the HTML page."""
-    current_frame = report_frame(current)
-    snapshot = build_snapshot(current_frame, report_frame(reference))
-    figures = extract_figures(snapshot.dict())
-    rows = metric_rows(figures, segment_errors(current), len(current), implausible_distances(current_frame))
-    return rows, snapshot.get_html_str(as_iframe=False)
-
-
 @pytest.fixture(scope="module")
-def full_report() -> tuple[dict[tuple[str, str], float], str]:
-    rows, html = monitoring_report(scored_month("2023-03"), scored_month("2021-01"))
-    table = {(row.metric, row.column_or_segment): row.value for row in rows}
-    assert len(table) == len(rows), "metric rows must be unique per (metric, column_or_segment)"
-    return table, html
+def month_report():
+    """2023-03 against a profile of 2021-01 (2021-02 as validation) and against 2023-02, as the batch assets see it:
+    figures, tidy rows, and the Evidently snapshot and page rendered with the alarms' verdicts."""
+    reference = scored_month("2021-01")
+    prof = profile.build_profile(
+        reference,
+        scored_month("2021-02"),
+        model_tag="stand-in",
+        reference_month="2021-01",
+        validation_month="2021-02",
+        sizes=(5000,),
+        windows=200,
+    )
+    figures = month_figures(scored_month("2023-03"), prof, profile.arrays(prof), scored_month("2023-02"), "2023-02")
+    rows = metric_rows(figures)
+    verdicts = {f.feature: f for f in (*figures.since_training.features, figures.prediction, figures.target)}
+    snapshot = build_snapshot(report_frame(scored_month("2023-03")), report_frame(reference), verdicts)
+    html = snapshot.get_html_str(as_iframe=False).replace(
+        "<body>", "<body>" + verdict_html(figures, "2023-03", "2021-01")
+    )
+    return figures, rows, snapshot.dict(), html
 
 
-def test_report_html_is_a_complete_page_with_drift_and_regression(full_report):
-    _, html = full_report
+def test_report_html_is_a_complete_page_with_drift_and_regression(month_report):
+    _, _, _, html = month_report
     assert html.lstrip().lower().startswith("<!doctype html>")
     assert "<html" in html and html.rstrip().endswith("</html>")
     # Evidently's own section titles: drifted-column count, per-column drift, and the regression quality panels.
     for section in ("Count of Drifted Columns", "Drift in column", "Model Quality (+/- std)", "Predicted vs Actual"):
         assert section in html, section
+    assert "Alarm verdicts: 2023-03 vs the training month 2021-01" in html
 
 
-def test_extracted_metrics_match_direct_computation(full_report):
-    table, _ = full_report
+def test_report_shows_the_alarms_verdicts(month_report):
+    """Evidently's drift widgets run the registered calibrated test: its scores and drifted count are the alarms'."""
+    figures, _, snapshot, html = month_report
+    verdicts = {f.feature: f for f in (*figures.since_training.features, figures.prediction, figures.target)}
+    seen = 0
+    for metric in snapshot["metrics"]:
+        config = metric["config"]
+        if config["type"].endswith(":ValueDrift"):
+            assert config["method"] == CALIBRATED_TEST
+            assert metric["value"] == pytest.approx(verdicts[config["column"]].score)
+            seen += 1
+        if config["type"].endswith(":DriftedColumnsCount"):
+            assert metric["value"]["count"] == figures.since_training.drifted_count
+    assert seen == len(verdicts)
+    for feature in verdicts.values():
+        assert f"<tr data-feature='{feature.feature}' data-drifted='{int(feature.drifted)}'>" in html
+    # A feature beyond its threshold but with a negligible effect is no month drift, in the report as in the alarm.
+    assert not figures.since_training.feature("passenger_count").drifted
+
+
+def test_metric_rows_match_the_figures(month_report):
+    figures, rows, _, _ = month_report
+    table = {(row.metric, row.column_or_segment): row.value for row in rows}
+    assert len(table) == len(rows), "metric rows must be unique per (metric, column_or_segment)"
     current = scored_month("2023-03")
     error = current[PREDICTION] - current[TARGET]
     assert table[("rows", "all")] == len(current)
     assert table[("rmse", "all")] == pytest.approx(np.sqrt((error**2).mean()))
     assert table[("mae", "all")] == pytest.approx(error.abs().mean())
     assert table[("mean_error", "all")] == pytest.approx(error.mean())
-    assert table[("implausible_values", "trip_distance")] == (current["trip_distance"] > 100).sum() > 0
-
-    direct = dataset_drift(report_frame(scored_month("2021-01")), report_frame(current), FEATURE_TYPES)
-    for drift in direct.columns:
-        assert table[("drift_score", drift.column)] == pytest.approx(drift.score, rel=1e-9)
-        assert table[("drifted", drift.column)] == float(drift.drifted)
-    assert table[("drift_share", "all")] == pytest.approx(direct.share_drifted)
+    for feature in figures.since_training.features:
+        assert table[("drift_score", feature.feature)] == pytest.approx(feature.score)
+        assert table[("drift_effect", feature.feature)] == pytest.approx(feature.effect)
+        assert table[("drifted", feature.feature)] == float(feature.drifted)
+    # Two years after training the fares and zones drifted; month over month nothing did.
     assert table[("dataset_drift", "all")] == 1.0
-    assert table[("prediction_drift_score", PREDICTION)] > 0
-    assert table[("target_drift_score", TARGET)] > 0
+    assert table[("drifted", "fare_amount")] == table[("drifted", "PULocationID")] == 1.0
+    assert table[("mom_dataset_drift", "all")] == 0.0
+    assert {key[1] for key in table if key[0] == "drift_rank"} == {
+        f.feature for f in figures.since_training.features if f.drifted
+    }
+    assert table[("outlier_share", "distance_above_p999")] >= (current["trip_distance"] > 100).mean() > 0
 
     manhattan = current[current["borough"] == "Manhattan"]
     assert table[("segment_rmse", "borough=Manhattan")] == pytest.approx(

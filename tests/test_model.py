@@ -24,7 +24,8 @@ from taxi_assets.core.model import (
     timed_train,
 )
 
-pytestmark = pytest.mark.unit
+# Whole real months through the models and the statistics: seconds each, so not in the fast layer.
+pytestmark = pytest.mark.integration
 
 # The course model (DictVectorizer on PU_DO + trip_distance, LinearRegression), trained on green 2021-01.
 SEED_RMSE_2021_02 = 7.7587

@@ -300,7 +300,7 @@ def test_prometheus_loads_config_and_rules(tmp_path: Path) -> None:
 def test_pushed_drift_share_reaches_the_dashboard_query(tmp_path: Path, pushgateway: str) -> None:
     registry = CollectorRegistry()
     Gauge("taxi_online_drift_share", "share of drifted features", registry=registry).set(0.4)
-    push_to_gateway(pushgateway, job="taxi_online_monitoring", grouping_key={"window": "last_1000"}, registry=registry)
+    push_to_gateway(pushgateway, job="taxi_online_monitoring", grouping_key={"window": "last_5000"}, registry=registry)
     [panel_query] = [q for q in dashboard_queries(rate_interval="5s") if q.panel == "Share of drifted features"]
 
     with start_prometheus(tmp_path / "prometheus", pushgateway=pushgateway.removeprefix("http://")) as url:
@@ -318,12 +318,23 @@ PUSHED = [
         "taxi_batch_monitoring",
         {"month": "2023-02"},
         {
-            "taxi_batch_feature_drift_score": [{"feature": "trip_distance", "method": "wasserstein"}],
+            "taxi_batch_feature_drift_score": [{"feature": "trip_distance", "test": "ks"}],
+            "taxi_batch_feature_drift_effect": [{"feature": "trip_distance", "effect": "ks_distance"}],
             "taxi_batch_feature_drifted": [{"feature": "trip_distance"}],
+            "taxi_batch_feature_drift_priority": [{"feature": "trip_distance"}],
             "taxi_batch_drift_share": [{}],
             "taxi_batch_dataset_drift": [{}],
-            "taxi_batch_prediction_drift_score": [{"method": "wasserstein"}],
-            "taxi_batch_target_drift_score": [{"method": "wasserstein"}],
+            "taxi_batch_mom_feature_drift_score": [{"feature": "trip_distance", "test": "ks"}],
+            "taxi_batch_mom_feature_drift_effect": [{"feature": "trip_distance", "effect": "ks_distance"}],
+            "taxi_batch_mom_feature_drifted": [{"feature": "trip_distance"}],
+            "taxi_batch_mom_drift_share": [{}],
+            "taxi_batch_mom_dataset_drift": [{}],
+            "taxi_batch_month_start_timestamp_seconds": [{}],
+            "taxi_batch_prediction_drift_score": [{"test": "ks"}],
+            "taxi_batch_prediction_drifted": [{}],
+            "taxi_batch_target_drift_score": [{"test": "ks"}],
+            "taxi_batch_target_drifted": [{}],
+            "taxi_batch_outlier_share": [{"rule": "any"}],
             "taxi_batch_rmse": [{}],
             "taxi_batch_mae": [{}],
             "taxi_batch_mean_error": [{}],
@@ -336,15 +347,20 @@ PUSHED = [
     ),
     (
         "taxi_online_monitoring",
-        {"window": "last_1000"},
+        {"window": "last_5000"},
         {
-            "taxi_online_feature_drift_score": [{"feature": "trip_distance", "method": "ks"}],
+            "taxi_online_feature_drift_score": [{"feature": "trip_distance", "test": "ks"}],
+            "taxi_online_feature_drift_effect": [{"feature": "trip_distance", "effect": "ks_distance"}],
             "taxi_online_feature_drifted": [{"feature": "trip_distance"}],
             "taxi_online_drift_share": [{}],
             "taxi_online_dataset_drift": [{}],
-            "taxi_online_prediction_drift_score": [{"method": "ks"}],
+            "taxi_online_prediction_drift_score": [{"test": "ks"}],
+            "taxi_online_prediction_drifted": [{}],
+            "taxi_online_window_spread": [{}],
+            "taxi_online_outlier_share": [{"rule": "any"}],
             "taxi_online_rmse": [{}],
             "taxi_online_mae": [{}],
+            "taxi_online_rmse_bound": [{}],
             "taxi_online_window_rows": [{}],
             "taxi_online_feedback_rows": [{}],
             "taxi_model_validation_rmse": [{"model_tag": "taxi_duration_deployed:v1"}],
@@ -376,6 +392,47 @@ PUSHED = [
         },
     ),
 ]
+
+
+@pytest.mark.unit
+def test_pushed_series_are_what_the_code_pushes() -> None:
+    """PUSHED (what the dashboard and alert tests feed Prometheus) names exactly the series and label names that
+    batch_samples and online_samples produce, so a renamed or relabelled figure fails here first."""
+    from taxi_assets.core.batch import BatchFigures
+    from taxi_assets.core.drift import NUMERICAL, DriftVerdict, FeatureDrift
+    from taxi_assets.core.evidently_report import SegmentError
+    from taxi_assets.core.metrics import batch_samples
+    from taxi_assets.core.model import ErrorSummary
+    from taxi_assets.core.online import WindowFigures, online_samples
+
+    feature = FeatureDrift("trip_distance", NUMERICAL, "ks", 2.0, 1.5, "ks_distance", 0.1, 1000, True)
+    verdict = DriftVerdict((feature,), 0.05)
+    figures = BatchFigures(
+        rows=1000,
+        since_training=verdict,
+        month_over_month=verdict,
+        previous_month="2023-01",
+        prediction=feature,
+        target=feature,
+        errors=ErrorSummary(1000, 5.0, 4.0, 0.1),
+        segments=[SegmentError("borough", "Bronx", 10, 5.0, 4.0)],
+        outliers={"any": 0.01},
+        outlier_examples={},
+        ranking=[(feature, 1.0, 1.3)],
+        weights_from="permutation_importance",
+    )
+    window = WindowFigures("last_5000", 2000, 500, "consecutive", verdict, feature, 5.0, 4.0, 6.0, {"any": 0.0})
+    produced = {
+        "taxi_batch_monitoring": batch_samples(figures, 0.0),
+        "taxi_online_monitoring": online_samples(window, "taxi_duration_deployed:v1", 5.0),
+    }
+    for job, _, metrics in PUSHED:
+        if job not in produced:
+            continue
+        code = {sample.name: set(sample.labels) for sample in produced[job]}
+        assert set(code) == set(metrics), job
+        for name, label_sets in metrics.items():
+            assert code[name] == set(label_sets[0]), name
 
 
 def push_contract_metrics(pushgateway: str) -> None:

@@ -13,11 +13,12 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from taxi_assets import settings
-from taxi_assets.core import predlog, warehouse
-from taxi_assets.core.drift import METHOD_BY_DISPLAY_NAME
+from taxi_assets.core import predlog, profile, warehouse
+from taxi_assets.core.drift import ONLINE_FEATURES
 from taxi_assets.core.model import predict
-from taxi_assets.core.online import ONLINE_FEATURE_TYPES, drift_frame, window_figures
+from taxi_assets.core.online import online_samples, window_figures
 from taxi_assets.defs.model.assets import deployed_model, duration_model
+from taxi_assets.defs.model.profile import reference_profile
 from taxi_assets.defs.online_monitoring.assets import OnlineDriftConfig, online_drift, prediction_logs
 from taxi_assets.defs.online_monitoring.resources import PredictionLogStore
 from taxi_assets.defs.online_monitoring.sensors import prediction_log_sensor
@@ -189,12 +190,14 @@ def test_prediction_logs_exactly_once_with_late_feedback_and_a_crash(
 
 @pytest.fixture
 def deployed(instance: dg.DagsterInstance) -> tuple[dg.DagsterInstance, dict]:
-    """Trips of 2021-01 and 2021-02 in DuckDB and the model trained on 2021-01 (validated on 2021-02) deployed."""
+    """Trips of 2021-01 and 2021-02 in DuckDB, the model trained on 2021-01 (validated on 2021-02) deployed, and
+    its reference profile."""
     resources = platform_resources()
     for month in ("2021-01", "2021-02"):
         assert dg.materialize([raw_trips, trips], partition_key=month, instance=instance, resources=resources)
     assert dg.materialize([duration_model], partition_key="2021-01", instance=instance, resources=resources)
     assert dg.materialize([deployed_model], instance=instance, resources=resources)
+    assert dg.materialize([reference_profile], instance=instance, resources=resources)
     return instance, resources["model_registry"].load_deployed()
 
 
@@ -223,7 +226,8 @@ def test_online_drift_windows_are_pushed(deployed, pushgateway: str) -> None:
     assert dg.materialize(
         [prediction_logs], partition_key=hour_start.date().isoformat(), instance=instance, resources=resources
     )
-    result = dg.materialize([online_drift], instance=instance, resources=resources)
+    last_1000 = dg.RunConfig({"online_drift": OnlineDriftConfig(last_n=1000)})
+    result = dg.materialize([online_drift], instance=instance, resources=resources, run_config=last_1000)
     meta = metadata_of(result, online_drift)
 
     last = rides.iloc[200:]  # the 1,000 latest
@@ -234,6 +238,11 @@ def test_online_drift_windows_are_pushed(deployed, pushgateway: str) -> None:
     assert meta["last_1000/mae"] == pytest.approx(float(last_error.abs().mean()))
     for name in ("last_1000/drift_share", "last_1000/dataset_drift", "last_1000/prediction_drift_score", "hour/rmse"):
         assert isinstance(meta[name], float), name
+    # Random February rides spread over the month: spread windows, tested against the profile; the RMSE bound is
+    # above the validation RMSE and tighter for more feedback.
+    assert meta["last_1000/kind"] == meta["hour/kind"] == "spread"
+    assert meta["hour/rmse_bound"] < meta["last_1000/rmse_bound"]
+    assert meta["hour/rmse_bound"] > model["validation_rmse"]
 
     series = pushed(pushgateway, "taxi_online_monitoring")
     for window in ("last_1000", "hour"):
@@ -243,48 +252,54 @@ def test_online_drift_windows_are_pushed(deployed, pushgateway: str) -> None:
         assert series[("taxi_online_drift_share", frozenset(group))] == pytest.approx(meta[f"{window}/drift_share"])
         validation = frozenset(group | {("model_tag", model["tag"])})
         assert series[("taxi_model_validation_rmse", validation)] == pytest.approx(model["validation_rmse"])
+        assert series[("taxi_online_rmse_bound", frozenset(group))] == pytest.approx(meta[f"{window}/rmse_bound"])
         features = {dict(labels)["feature"] for name, labels in series if name == "taxi_online_feature_drifted"}
-        assert features == set(ONLINE_FEATURE_TYPES)
+        assert features == set(ONLINE_FEATURES)
 
     # An hour without traffic: rows only, and the drift series of the previous push are gone.
     later = (hour_start + dt.timedelta(hours=5)).isoformat()
-    config = dg.RunConfig({"online_drift": OnlineDriftConfig(as_of=later)})
+    config = dg.RunConfig({"online_drift": OnlineDriftConfig(as_of=later, last_n=1000)})
     assert dg.materialize([online_drift], instance=instance, resources=resources, run_config=config)
     series = pushed(pushgateway, "taxi_online_monitoring")
     assert series[("taxi_online_window_rows", frozenset({("window", "hour")}))] == 0
     assert not [name for name, labels in series if ("window", "hour") in labels and "drift" in name]
 
 
-def test_window_drift_agrees_with_evidently() -> None:
-    from evidently import DataDefinition, Dataset, Report
-    from evidently.metrics import ValueDrift
-    from evidently.presets import DataDriftPreset
+def test_window_figures_judge_windows_against_the_profile() -> None:
+    """A window of the profile's own month is quiet; the same rides with 25% longer trips drift on trip_distance."""
 
-    def scored(month: str, rows: int | None) -> pd.DataFrame:
+    def scored(month: str) -> pd.DataFrame:
         rides = load_rides(month)
-        rides = rides.sample(rows, random_state=1) if rows else rides
-        return rides.assign(prediction=5 + 3 * rides.trip_distance.clip(0, 30), actual_duration=np.nan)
+        return rides.assign(prediction=5 + 3 * rides.trip_distance.clip(0, 30), actual_duration=rides.duration)
 
-    reference, current = scored("2021-01", None), scored("2023-03", 1000)
-    ours = window_figures("last_1000", current, reference)
-
-    numerical = [name for name, kind in ONLINE_FEATURE_TYPES.items() if kind == "numerical"]
-    definition = DataDefinition(
-        numerical_columns=[*numerical, "prediction"],
-        categorical_columns=[name for name in ONLINE_FEATURE_TYPES if name not in numerical],
+    reference = scored("2021-01")
+    validation = scored("2021-02")
+    prof = profile.build_profile(
+        reference.assign(passenger_count=1.0, fare_amount=1.0, total_amount=1.0),
+        validation.assign(passenger_count=1.0, fare_amount=1.0, total_amount=1.0),
+        model_tag="stand-in",
+        reference_month="2021-01",
+        validation_month="2021-02",
+        sizes=(1000,),
+        windows=200,
     )
-    report = Report([DataDriftPreset(columns=list(ONLINE_FEATURE_TYPES)), ValueDrift(column="prediction")])
-    snapshot = report.run(
-        Dataset.from_pandas(drift_frame(current), data_definition=definition),
-        Dataset.from_pandas(drift_frame(reference), data_definition=definition),
-    ).dict()
-    theirs = {
-        m["config"]["column"]: (METHOD_BY_DISPLAY_NAME[m["config"]["method"]], float(m["value"]))
-        for m in snapshot["metrics"]
-        if m["config"]["type"].endswith("ValueDrift")
+    arrays = profile.arrays(prof)
+    window = reference.sample(1000, random_state=2)
+    quiet = window_figures("last_1000", window, prof, arrays)
+    longer = window_figures("last_1000", window.assign(trip_distance=window.trip_distance * 1.25), prof, arrays)
+    assert quiet.kind == "spread" and not quiet.features.dataset_drift
+    assert longer.features.feature("trip_distance").drifted and longer.features.dataset_drift
+    assert quiet.rmse == pytest.approx(float(np.sqrt(((window.prediction - window.duration) ** 2).mean())))
+    assert quiet.rmse < quiet.rmse_bound
+
+    names = {sample.name for sample in online_samples(longer, "stand-in", 5.0)}
+    assert {"taxi_online_rmse_bound", "taxi_online_prediction_drifted", "taxi_online_feature_drift_effect"} <= names
+    assert not {
+        sample.name for sample in online_samples(window_figures("hour", window.head(0), prof, arrays), "t", 5.0)
+    } & {
+        "taxi_online_dataset_drift",
+        "taxi_online_rmse",
     }
-    for drift in (*ours.features.columns, ours.prediction):
-        assert theirs[drift.column] == (drift.method, pytest.approx(drift.score, rel=1e-6, abs=1e-9)), drift.column
 
 
 def day_rows(day: str) -> list[tuple]:

@@ -1,178 +1,542 @@
-"""Drift maths shared by the batch and the online monitoring: one score per column, month or window vs reference.
+"""Drift verdicts that mean something: a month or a window of rides against the deployed model's reference profile.
 
-The statistics, their selection and their thresholds are Evidently 0.7's defaults
-(`evidently.legacy.calculations.stattests`), so a figure computed here and the same figure in an Evidently report
-agree on the same rows. The online window asset uses this module directly because it runs often on small windows,
-where a full Evidently report would cost more than the answer is worth.
+Every figure is computed from binned counts against the profile (`taxi_assets.core.profile`), vectorised over many
+windows at once, so the same code scores one live window, a whole month, and the thousands of resampled windows
+that calibrate the thresholds.
+
+Tests, per feature kind (the statistic is scaled so that its null distribution hardly depends on the window size):
+- numerical (trip distance, fares, passengers, prediction, duration): Kolmogorov-Smirnov distance between the
+  window's distribution and the reference's, on the reference's quantile bins, times sqrt(n). Effect sizes beside
+  it: the KS distance itself (the largest change in the share of rides below some value) and the Wasserstein
+  distance in reference standard deviations (Evidently's drift score).
+- categorical (pickup and dropoff zone): Pearson chi-square with the zones expected fewer than `MIN_EXPECTED` times
+  in the window pooled into one cell, as (chi2 - df) / sqrt(2 df). Effect size: Jensen-Shannon distance on the
+  same pooled cells.
+- time (pickup hour): the rides' (weekday/weekend, hour) slots against the reference's rides per slot-hour over the
+  hours the window covers; chi-square as for zones.
+
+Time-aware windows. A window of consecutive rides covers part of a day, so comparing it with a whole-day reference
+flags the hour (and the zones and distances, which follow the hour) on every unchanged day. The rule:
+1. Slots: each ride falls in one of 48 (rest day, hour of day) slots; rest days are Saturdays, Sundays and US
+   federal holidays (New York rides on Presidents' Day like on a Sunday).
+2. The window's time span is the clock interval between its first and last pickup (the 0.2% earliest and latest
+   are left out, so a stray 2009 timestamp does not stretch it).
+3. Pickup hour: the reference's rides per slot-hour are laid over the hours the span covers (partial hours pro
+   rata); the window's rides per slot are tested against that. A random window spans the month and meets the
+   whole-day profile; a window of one afternoon meets that afternoon's profile.
+4. Every other feature is compared with the reference re-weighted to the window's own slot mix: the expected
+   distribution is sum over slots of (window's share of the slot) x (reference distribution in that slot), each
+   slot shrunk towards the whole reference by `SLOT_SHRINKAGE` rides. A window of evening rides meets the reference's
+   evening rides, on weekdays or rest days in the window's proportions.
+5. Window kinds: a window whose span is a week or more is `spread` (random rides, a month), a shorter one
+   `consecutive`. A stretch of consecutive rides carries its day's weather and events, so consecutive windows get
+   thresholds of their own, calibrated on consecutive windows.
+What it cannot see: when every pickup of a consecutive stretch is shifted by the same hour, the stretch still looks
+like a plausible stretch of hours (measured: flagged as often as an unchanged one). Spread windows catch that shift
+(>= 90%); so would comparing pickups with the service's own clock, which the TLC months cannot calibrate.
+
+Verdicts. Each feature's statistic is compared with the threshold calibrated for the window's kind and size (the
+profile holds a table; sizes in between are interpolated in 1/sqrt(n)): the (1 - alpha / k) quantile of the
+statistic over windows of that kind and size drawn from the training month and from the validation month (the
+larger), for a dataset budget `DATASET_ALPHA` split over the k features of the verdict. The validation month is in
+because the model was validated on it: ordinary month-to-month change is not an alarm. The dataset drifted when any
+feature is beyond its threshold. Months (tens of thousands of rides) make every statistic significant, so a month
+also needs an effect size of at least `BATCH_MIN_EFFECT` to count as drifted: ordinary months differ from the month
+before by KS distances up to 0.033 and Jensen-Shannon distances up to 0.053 (zones) and 0.041 (hours), while the
+2022/2023 months differ from 2021-01 by at least 0.065, 0.22 and 0.11 (bench/bench_drift_calibration.py).
 """
 
+from __future__ import annotations
+
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from taxi_assets.core.model import PREDICTION, TARGET
+
 NUMERICAL = "numerical"
 CATEGORICAL = "categorical"
+TIME = "time"
 
-# Evidently picks the test from the reference size: p-value tests up to this many rows, distances above it.
-SMALL_REFERENCE_ROWS = 1000
-# A numerical column with at most this many distinct values is treated like a categorical one.
-FEW_VALUES = 5
-# Evidently's dataset-drift rule: the dataset drifted when at least this share of its columns did.
-DATASET_DRIFT_SHARE = 0.5
+# ---- Settings (documented defaults; the profile records the values it was calibrated with) ----
+# False-alarm budget of a window's dataset verdict, split evenly (Bonferroni) over the features of the verdict.
+DATASET_ALPHA = 0.05
+# False-alarm budget of the prediction-drift verdict and of the online RMSE bound, each on its own.
+PREDICTION_ALPHA = 0.01
+RMSE_ALPHA = 0.01
+# Window sizes the thresholds and the RMSE bound are calibrated at, and resampled windows per size and kind.
+CALIBRATION_SIZES = (100, 200, 500, 1000, 2000, 5000)
+CALIBRATION_WINDOWS = 1000
+# The default size of the online `last_<n>` window: the smallest calibrated size at which a 10% longer trip
+# distance is detected in >= 90% of windows of consecutive rides, as the service's windows are (2,000 suffices for
+# random rides: 94%; consecutive ones only reach 18% there, as a day's distances vary more than that).
+# bench/bench_drift_calibration.py prints the sweep.
+DEFAULT_WINDOW = 5000
+# Quantile bins per numerical feature (the KS distance is read at the bin edges: at most 1% of rides off).
+NUMERIC_BINS = 100
+# A zone expected fewer times than this in a window is pooled with the other rare zones for the chi-square.
+MIN_EXPECTED = 5.0
+# Each (weekday/weekend, hour) slot's distributions are shrunk towards the whole reference by this many rides.
+SLOT_SHRINKAGE = 50.0
+# The share of the earliest and of the latest pickups left out of a window's time span.
+SPAN_TRIM = 0.002
+# Window kinds, each with its own thresholds: rides spread over at least a week (random rides, a month) vary less
+# than a stretch of consecutive rides, which carries the weather and events of its day.
+SPREAD, CONSECUTIVE = "spread", "consecutive"
+WINDOW_KINDS = (SPREAD, CONSECUTIVE)
+SPREAD_HOURS = 7 * 24.0
+# A month drifts only by an effect at least this large (the batch verdicts; measured on ordinary month pairs).
+BATCH_MIN_EFFECT = {NUMERICAL: 0.05, CATEGORICAL: 0.1, TIME: 0.07}
+# A green-taxi ride of at most 60 minutes cannot cover more miles than this; larger odometer values are glitches,
+# treated as missing by the drift tests and counted as outliers.
+MAX_TRIP_MILES = 100.0
 
-
-@dataclass(frozen=True)
-class StatTest:
-    name: str
-    display_name: str
-    threshold: float
-    p_value: bool
-    """True: a p-value, small means drift. False: a distance, large means drift."""
-
-
-STAT_TESTS = {
-    test.name: test
-    for test in (
-        StatTest("ks", "K-S p_value", 0.05, p_value=True),
-        StatTest("z", "Z-test p_value", 0.05, p_value=True),
-        StatTest("chisquare", "chi-square p_value", 0.05, p_value=True),
-        StatTest("jensenshannon", "Jensen-Shannon distance", 0.1, p_value=False),
-        StatTest("wasserstein", "Wasserstein distance (normed)", 0.1, p_value=False),
-    )
+# The features of the dataset verdicts. The online windows see what the service logs; months also have fares.
+ONLINE_FEATURES: dict[str, str] = {
+    "PULocationID": CATEGORICAL,
+    "DOLocationID": CATEGORICAL,
+    "trip_distance": NUMERICAL,
+    "pickup_hour": TIME,
 }
-# Evidently's snapshot names a resolved method by its display name.
-METHOD_BY_DISPLAY_NAME = {test.display_name: test.name for test in STAT_TESTS.values()}
+BATCH_FEATURES: dict[str, str] = {
+    **ONLINE_FEATURES,
+    "fare_amount": NUMERICAL,
+    "total_amount": NUMERICAL,
+    "passenger_count": NUMERICAL,
+}
+# Model output and actual duration: profiled like features, judged on their own.
+OUTPUTS: dict[str, str] = {PREDICTION: NUMERICAL, TARGET: NUMERICAL}
+PROFILED: dict[str, str] = {**BATCH_FEATURES, **OUTPUTS}
+
+# (weekday/weekend) x hour of day.
+SLOTS = 48
+
+
+@functools.cache
+def _holidays() -> np.ndarray:
+    """US federal holidays 2000-2040 as days since the epoch: New York rides on them like on a Sunday."""
+    from pandas.tseries.holiday import USFederalHolidayCalendar
+
+    days = USFederalHolidayCalendar().holidays("2000-01-01", "2040-12-31").to_numpy("datetime64[D]")
+    return days.astype("int64")
+
+
+def slot_of(pickup: np.ndarray) -> np.ndarray:
+    """The (weekday/weekend-or-holiday, hour) slot 0..47 of datetime64 pickups."""
+    hours = pickup.astype("datetime64[h]").astype("int64")
+    days = hours // 24
+    # 1970-01-01 was a Thursday: weekday = (days + 3) % 7 with Monday = 0.
+    rest_day = ((days + 3) % 7 >= 5) | np.isin(days, _holidays())
+    return rest_day * 24 + hours % 24
+
+
+def clean(name: str, values: np.ndarray) -> np.ndarray:
+    """Float values of a numerical feature with impossible ones as NaN."""
+    values = np.asarray(values, dtype="float64")
+    values = np.where(np.isfinite(values), values, np.nan)
+    if name == "trip_distance":
+        values = np.where(values <= MAX_TRIP_MILES, values, np.nan)
+    return values
 
 
 @dataclass(frozen=True)
-class ColumnDrift:
-    column: str
-    method: str
-    score: float
+class FeatureReference:
+    """One feature of the profile as arrays: the coding of values into cells and the expected shares per slot."""
+
+    name: str
+    kind: str
+    edges: np.ndarray  # numerical: inner quantile edges (cells = len + 1); categorical: the known category values
+    support: np.ndarray  # numerical: a representative value per cell (for the Wasserstein distance)
+    std: float
+    conditional: np.ndarray  # (SLOTS, cells): expected shares given the slot, shrunk towards the whole reference
+
+    @property
+    def cells(self) -> int:
+        return self.conditional.shape[1]
+
+    def codes(self, values: np.ndarray) -> np.ndarray:
+        """Cell of every value; -1 for a missing one."""
+        if self.kind == NUMERICAL:
+            values = clean(self.name, values)
+            codes = np.searchsorted(self.edges, values, side="right")
+            return np.where(np.isnan(values), -1, codes)
+        values = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy("float64")
+        index = np.searchsorted(self.edges, values)
+        index = np.minimum(index, len(self.edges) - 1)
+        known = self.edges[index] == values
+        # Unknown categories share the last cell.
+        return np.where(np.isnan(values), -1, np.where(known, index, len(self.edges)))
+
+
+def feature_reference(name: str, spec: Mapping) -> FeatureReference:
+    counts = np.asarray(spec["counts"], dtype="float64")
+    overall = counts.sum(axis=0) / max(counts.sum(), 1.0)
+    per_slot = counts.sum(axis=1, keepdims=True)
+    conditional = (counts + SLOT_SHRINKAGE * overall) / (per_slot + SLOT_SHRINKAGE)
+    return FeatureReference(
+        name,
+        spec["kind"],
+        np.asarray(spec["edges"], dtype="float64"),
+        np.asarray(spec.get("support", []), dtype="float64"),
+        float(spec.get("std", 1.0)),
+        conditional,
+    )
+
+
+def cell_counts(codes: np.ndarray, cells: int) -> np.ndarray:
+    """(windows, cells) counts from (windows, rows) codes; negative codes (missing values) are not counted."""
+    codes = np.atleast_2d(codes)
+    windows = codes.shape[0]
+    offset = np.arange(windows)[:, None] * cells + codes
+    return np.bincount(offset[codes >= 0], minlength=windows * cells).reshape(windows, cells)
+
+
+def _shares(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    n = counts.sum(axis=1)
+    return counts / np.maximum(n, 1.0)[:, None], n
+
+
+def _jensen_shannon(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Row-wise Jensen-Shannon distance (base e, as SciPy's and Evidently's)."""
+    m = (p + q) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kl_p = np.where(p > 0, p * np.log(p / m), 0.0).sum(axis=1)
+        kl_q = np.where(q > 0, q * np.log(q / m), 0.0).sum(axis=1)
+    return np.sqrt(np.maximum((kl_p + kl_q) / 2, 0.0))
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Per-window figures of one feature: `statistic` is what the threshold judges, `effect` the size of the change.
+
+    `ks` and `wasserstein` (numerical) or `js` (categorical, time) are effect sizes; `shift` is the signed
+    Mann-Whitney deviation P(window > reference) - 1/2 of a numerical feature (0 for the others).
+    """
+
+    statistic: np.ndarray
+    effect: np.ndarray
+    shift: np.ndarray
+    rows: np.ndarray
+    second_effect: np.ndarray  # numerical: the Wasserstein distance in reference stds; else the total variation
+
+
+def numerical_scores(observed: np.ndarray, expected: np.ndarray, feature: FeatureReference) -> Scores:
+    """KS (scaled by sqrt(n)), the Mann-Whitney shift and the normed Wasserstein distance, per window."""
+    shares, n = _shares(observed)
+    cdf_window, cdf_reference = np.cumsum(shares, axis=1), np.cumsum(expected, axis=1)
+    gap = cdf_window[:, :-1] - cdf_reference[:, :-1]
+    ks = np.abs(gap).max(axis=1) if gap.shape[1] else np.zeros(len(n))
+    below = cdf_reference - expected
+    shift = (shares * (below + expected / 2)).sum(axis=1) - 0.5
+    steps = np.diff(feature.support)
+    wasserstein = (np.abs(gap) * steps).sum(axis=1) / max(feature.std, 1e-3)
+    return Scores(ks * np.sqrt(n), ks, shift, n, wasserstein)
+
+
+def categorical_scores(observed: np.ndarray, expected: np.ndarray) -> Scores:
+    """Chi-square with rare cells pooled, as (chi2 - df) / sqrt(2 df), and the Jensen-Shannon distance, per window."""
+    shares, n = _shares(observed)
+    expected_counts = expected * n[:, None]
+    kept = expected_counts >= MIN_EXPECTED
+    pooled_observed = np.where(kept, 0.0, observed).sum(axis=1)
+    pooled_expected = np.where(kept, 0.0, expected_counts).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cells = np.where(kept, (observed - expected_counts) ** 2 / expected_counts, 0.0).sum(axis=1)
+        pooled = np.where(pooled_expected > 0, (pooled_observed - pooled_expected) ** 2 / pooled_expected, 0.0)
+    df = kept.sum(axis=1) + (pooled_expected > 0) - 1
+    z = np.where(df > 0, (cells + pooled - df) / np.sqrt(2 * np.maximum(df, 1)), 0.0)
+    # The effect sizes on the same pooled cells, so sampling noise over ~250 rare zones does not inflate them.
+    pooled_shares = np.column_stack([np.where(kept, shares, 0.0), pooled_observed / np.maximum(n, 1.0)])
+    pooled_reference = np.column_stack([np.where(kept, expected, 0.0), pooled_expected / np.maximum(n, 1.0)])
+    js = _jensen_shannon(pooled_shares, pooled_reference)
+    total_variation = np.abs(pooled_shares - pooled_reference).sum(axis=1) / 2
+    return Scores(z, js, np.zeros(len(n)), n, total_variation)
+
+
+@dataclass(frozen=True)
+class TimeReference:
+    """The reference's rides per slot-hour, from its rides per slot and the hours of each slot it spans."""
+
+    rate: np.ndarray  # (SLOTS,)
+
+    @classmethod
+    def from_profile(cls, profile: Mapping) -> TimeReference:
+        counts = np.asarray(profile["slots"]["counts"], dtype="float64")
+        hours = np.asarray(profile["slots"]["hours"], dtype="float64")
+        rate = np.where(hours > 0, counts / np.maximum(hours, 1e-9), 0.0)
+        # A slot the reference never saw gets the average rate, not zero (which no ride could match).
+        return cls(np.where(hours > 0, rate, rate[hours > 0].mean() if (hours > 0).any() else 1.0))
+
+
+def slot_hours(start: float, end: float) -> np.ndarray:
+    """Hours of each slot inside [start, end] (hours since the epoch), partial hours pro rata."""
+    first, last = int(np.floor(start)), int(np.floor(end))
+    hours = np.arange(first, last + 1)
+    covered = np.minimum(hours + 1, end) - np.maximum(hours, start)
+    if len(hours) == 1 and end == start:
+        covered = np.ones(1)
+    slots = slot_of(hours.astype("datetime64[h]"))
+    return np.bincount(slots, weights=np.maximum(covered, 0.0), minlength=SLOTS)
+
+
+def time_span(pickup_hours: np.ndarray) -> tuple[float, float]:
+    """[first, last] pickup of a window in hours since the epoch, the `SPAN_TRIM` extremes left out."""
+    pickup_hours = pickup_hours[np.isfinite(pickup_hours)]
+    if len(pickup_hours) == 0:
+        return 0.0, 0.0
+    low, high = np.quantile(pickup_hours, [SPAN_TRIM, 1 - SPAN_TRIM], method="nearest")
+    return float(low), float(high)
+
+
+def epoch_hours(pickup: np.ndarray) -> np.ndarray:
+    return pickup.astype("datetime64[s]").astype("int64") / 3600.0
+
+
+# A window's slot coverage is laid out hour by hour: spans longer than this are capped to their last stretch of
+# this length (more than a month of hours gives the same shares as the month itself).
+MAX_SPAN_HOURS = 24 * 62
+
+
+def time_scores(pickup_hours: np.ndarray, slots: np.ndarray, reference: TimeReference) -> Scores:
+    """The pickup-slot test of each window (rows of `pickup_hours`, hours since the epoch, and of their `slots`)
+    against the reference's rides per slot-hour laid over the window's own span."""
+    pickup_hours, slots = np.atleast_2d(pickup_hours), np.atleast_2d(slots)
+    observed = np.zeros((len(pickup_hours), SLOTS))
+    expected = np.zeros((len(pickup_hours), SLOTS))
+    for row, hours in enumerate(pickup_hours):
+        start, end = time_span(hours)
+        start = max(start, end - MAX_SPAN_HOURS)
+        inside = (hours >= start) & (hours <= end)
+        observed[row] = np.bincount(slots[row][inside], minlength=SLOTS)
+        weights = slot_hours(start, end) * reference.rate
+        expected[row] = weights / weights.sum() if weights.sum() > 0 else 1.0 / SLOTS
+    return categorical_scores(observed, expected)
+
+
+@dataclass(frozen=True)
+class ReferenceArrays:
+    """A profile as the arrays the tests need; built once per profile (`taxi_assets.core.profile.arrays`)."""
+
+    features: dict[str, FeatureReference]
+    time: TimeReference
+
+
+def reweighted(slot_counts: np.ndarray, feature: FeatureReference) -> np.ndarray:
+    """Expected cell shares of each window: the reference re-weighted to the window's (weekday/weekend, hour) mix."""
+    weights, _ = _shares(slot_counts)
+    return weights @ feature.conditional
+
+
+@dataclass(frozen=True)
+class Rides:
+    """Rides coded against a profile once, to be cut into any number of windows: cell codes per feature, slots and
+    pickup times (hours since the epoch)."""
+
+    codes: dict[str, np.ndarray]
+    slots: np.ndarray
+    hours: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.slots)
+
+    def joint(self, name: str, cells: int) -> np.ndarray:
+        """Code of each ride's (slot, cell) pair; -1 where the value is missing."""
+        codes = self.codes[name]
+        return np.where(codes >= 0, self.slots * cells + codes, -1)
+
+
+def encode(reference: ReferenceArrays, frame: pd.DataFrame, names: Mapping[str, str] | list[str]) -> Rides:
+    """Code the columns `names` of `frame` (with `pickup_datetime`) against the profile."""
+    pickup = pd.to_datetime(frame["pickup_datetime"]).to_numpy("datetime64[ns]")
+    codes = {name: reference.features[name].codes(frame[name].to_numpy()) for name in names if PROFILED[name] != TIME}
+    return Rides(codes, slot_of(pickup), epoch_hours(pickup))
+
+
+def feature_scores(reference: ReferenceArrays, rides: Rides, name: str, rows: np.ndarray | None = None) -> Scores:
+    """Scores of feature `name` for each window (row numbers `rows`, shape (windows, n)); all rides when None."""
+    rows = np.arange(len(rides))[None, :] if rows is None else np.atleast_2d(rows)
+    if PROFILED[name] == TIME:
+        return time_scores(rides.hours[rows], rides.slots[rows], reference.time)
+    feature = reference.features[name]
+    # One gather and one count of (slot, cell) pairs; the slot mix and the cell counts are its margins.
+    joint = rides.joint(name, feature.cells)[rows]
+    counts = cell_counts(joint, SLOTS * feature.cells).reshape(len(rows), SLOTS, feature.cells)
+    expected = reweighted(counts.sum(axis=2).astype("float64"), feature)
+    observed = counts.sum(axis=1).astype("float64")
+    if feature.kind == NUMERICAL:
+        return numerical_scores(observed, expected, feature)
+    return categorical_scores(observed, expected)
+
+
+def window_kind(hours: np.ndarray) -> str:
+    """`consecutive` for rides whose time span is shorter than SPREAD_HOURS, else `spread`."""
+    start, end = time_span(np.asarray(hours, dtype="float64"))
+    return CONSECUTIVE if end - start < SPREAD_HOURS else SPREAD
+
+
+def threshold(profile: Mapping, verdict_set: str, kind: str, feature: str, rows: float) -> float:
+    """The calibrated threshold of `feature` in `verdict_set` (online or batch) for a window of `rows` rows of
+    kind `kind` (`spread` or `consecutive`)."""
+    table = profile["thresholds"]
+    return interpolate_threshold(table["sizes"], table["sets"][verdict_set][kind][feature], rows)
+
+
+@dataclass(frozen=True)
+class FeatureDrift:
+    """The verdict on one feature of one window or month, with its statistic, threshold and effect sizes."""
+
+    feature: str
+    kind: str
+    test: str
+    statistic: float
     threshold: float
+    effect_name: str
+    effect: float
+    rows: int
     drifted: bool
+    wasserstein: float = 0.0
+    shift: float = 0.0
+
+    @property
+    def score(self) -> float:
+        """The statistic over its threshold: above 1 means drifted (for a month, with a large enough effect)."""
+        return self.statistic / self.threshold if self.threshold > 0 else 0.0
 
 
 @dataclass(frozen=True)
-class DatasetDrift:
-    columns: tuple[ColumnDrift, ...]
-    drift_share_threshold: float = DATASET_DRIFT_SHARE
+class DriftVerdict:
+    """Every feature's verdict and the dataset's: drifted when any feature is beyond its corrected threshold."""
+
+    features: tuple[FeatureDrift, ...]
+    alpha: float
 
     @property
     def drifted_count(self) -> int:
-        return sum(column.drifted for column in self.columns)
+        return sum(feature.drifted for feature in self.features)
 
     @property
     def share_drifted(self) -> float:
-        return self.drifted_count / len(self.columns) if self.columns else 0.0
+        return self.drifted_count / len(self.features) if self.features else 0.0
 
     @property
     def dataset_drift(self) -> bool:
-        return bool(self.columns) and self.share_drifted >= self.drift_share_threshold
+        return self.drifted_count > 0
 
-    def column(self, name: str) -> ColumnDrift:
-        return next(column for column in self.columns if column.column == name)
-
-
-def is_drifted(method: str, score: float, threshold: float) -> bool:
-    """Evidently's decision per test; K-S alone counts a p-value equal to the threshold as drift."""
-    if method == "ks":
-        return score <= threshold
-    if STAT_TESTS[method].p_value:
-        return score < threshold
-    return score >= threshold
+    def feature(self, name: str) -> FeatureDrift:
+        return next(feature for feature in self.features if feature.feature == name)
 
 
-def default_method(reference: pd.Series, current: pd.Series, column_type: str) -> str:
-    """Evidently's default test for a column of this type and these (cleaned) samples."""
-    n_values = pd.concat([reference, current]).nunique()
-    if len(reference) <= SMALL_REFERENCE_ROWS:
-        if column_type == NUMERICAL and n_values > FEW_VALUES:
-            return "ks"
-        return "chisquare" if n_values > 2 else "z"
-    if column_type == NUMERICAL and n_values > FEW_VALUES:
-        return "wasserstein"
-    return "jensenshannon"
+TEST_NAMES = {NUMERICAL: "ks", CATEGORICAL: "chisquare_pooled", TIME: "chisquare_slots"}
+EFFECT_NAMES = {NUMERICAL: "ks_distance", CATEGORICAL: "jensenshannon", TIME: "jensenshannon"}
 
 
-def _clean(values: pd.Series) -> pd.Series:
-    return values.replace([-np.inf, np.inf], np.nan).dropna()
+def interpolate_threshold(sizes: list[int], thresholds: list[float], n: float) -> float:
+    """Threshold at window size `n`, linear in 1/sqrt(n) between calibrated sizes, constant beyond them."""
+    x = 1 / np.sqrt(np.asarray(sizes, dtype="float64"))
+    order = np.argsort(x)
+    return float(np.interp(1 / np.sqrt(max(n, 1.0)), x[order], np.asarray(thresholds, dtype="float64")[order]))
 
 
-def _aligned_counts(reference: pd.Series, current: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    counts = pd.concat([reference.value_counts(), current.value_counts()], axis=1).fillna(0)
-    return counts.iloc[:, 0].to_numpy(float), counts.iloc[:, 1].to_numpy(float)
-
-
-def _shares(reference: pd.Series, current: pd.Series, column_type: str) -> tuple[np.ndarray, np.ndarray]:
-    """Per-bucket shares: value counts, or Sturges bins for numerical columns with many values."""
-    if column_type == NUMERICAL and reference.nunique() > 20:
-        bins = np.histogram_bin_edges(np.concatenate([reference, current]), bins="sturges")
-        return np.histogram(reference, bins)[0] / len(reference), np.histogram(current, bins)[0] / len(current)
-    ref_counts, cur_counts = _aligned_counts(reference, current)
-    return ref_counts / len(reference), cur_counts / len(current)
-
-
-def _score(method: str, reference: pd.Series, current: pd.Series, column_type: str) -> float:
-    # SciPy's stats take a second to import, and every Dagster run process loads this module.
-    from scipy import stats
-    from scipy.spatial import distance
-
-    if method == "wasserstein":
-        return float(stats.wasserstein_distance(reference, current) / max(float(np.std(reference)), 0.001))
-    if method == "ks":
-        return float(stats.ks_2samp(reference, current).pvalue)
-    if method == "jensenshannon":
-        return float(distance.jensenshannon(*_shares(reference, current, column_type)))
-    if method == "chisquare":
-        ref_counts, cur_counts = _aligned_counts(reference, current)
-        return float(stats.chisquare(cur_counts, ref_counts * len(current) / len(reference)).pvalue)
-    if method == "z":
-        return _z_test_p_value(reference, current)
-    raise ValueError(f"unknown drift method {method!r}")
-
-
-def _z_test_p_value(reference: pd.Series, current: pd.Series) -> float:
-    """Two-proportion z-test on 'not the smallest value', as Evidently computes it."""
-    if reference.nunique() == 1 and current.nunique() == 1 and reference.iloc[0] == current.iloc[0]:
-        return 1.0
-    first = min(set(reference.unique()) | set(current.unique()))
-    p_ref, p_cur = float((reference != first).mean()), float((current != first).mean())
-    pooled = (p_ref * len(reference) + p_cur * len(current)) / (len(reference) + len(current))
-    z = (p_ref - p_cur) / np.sqrt(pooled * (1 - pooled) * (1 / len(reference) + 1 / len(current)))
-    from scipy import stats
-
-    return float(2 * (1 - stats.norm.cdf(abs(z))))
-
-
-def column_drift(
-    column: str,
-    reference: pd.Series,
-    current: pd.Series,
-    column_type: str,
-    method: str | None = None,
-    threshold: float | None = None,
-) -> ColumnDrift:
-    """Drift of one column, current vs reference; missing and infinite values are left out, as Evidently does."""
-    reference, current = _clean(reference), _clean(current)
-    if reference.empty or current.empty:
-        raise ValueError(f"column {column!r} has no values to compare")
-    method = method or default_method(reference, current, column_type)
-    threshold = STAT_TESTS[method].threshold if threshold is None else threshold
-    score = _score(method, reference, current, column_type)
-    return ColumnDrift(column, method, score, threshold, is_drifted(method, score, threshold))
-
-
-def dataset_drift(
-    reference: pd.DataFrame,
-    current: pd.DataFrame,
-    column_types: Mapping[str, str],
-    drift_share_threshold: float = DATASET_DRIFT_SHARE,
-) -> DatasetDrift:
-    """Drift of every column in `column_types` ({name: NUMERICAL | CATEGORICAL}) and of the dataset as a whole."""
-    return DatasetDrift(
-        tuple(column_drift(name, reference[name], current[name], kind) for name, kind in column_types.items()),
-        drift_share_threshold,
+def judge(
+    name: str,
+    kind: str,
+    scores: Scores,
+    threshold: float,
+    min_effect: float = 0.0,
+    window: int = 0,
+) -> FeatureDrift:
+    """The verdict of window `window` of `scores`: statistic beyond the threshold and effect at least `min_effect`."""
+    statistic, effect = float(scores.statistic[window]), float(scores.effect[window])
+    rows = int(scores.rows[window])
+    return FeatureDrift(
+        feature=name,
+        kind=kind,
+        test=TEST_NAMES[kind],
+        statistic=statistic,
+        threshold=threshold,
+        effect_name=EFFECT_NAMES[kind],
+        effect=effect,
+        rows=rows,
+        drifted=bool(rows > 0 and statistic > threshold and effect >= min_effect),
+        wasserstein=float(scores.second_effect[window]) if kind == NUMERICAL else 0.0,
+        shift=float(scores.shift[window]),
     )
+
+
+def importance_ranking(
+    verdict: DriftVerdict, importance: Mapping[str, float] | None
+) -> list[tuple[FeatureDrift, float, float]]:
+    """Drifted features, most important drift first: (feature, weight, priority = weight x score).
+
+    The weight is the deployed model's permutation importance of the feature (pickup_hour also answers to
+    pickup_datetime, the raw field the model derives it from), normalised to sum to 1 over the monitored features;
+    a feature the model does not use weighs 0. Without importances every feature weighs the same.
+    """
+    names = [feature.feature for feature in verdict.features]
+    if importance:
+        aliases = {"pickup_hour": ("pickup_hour", "pickup_datetime")}
+        raw = {name: max(float(importance.get(alias, 0.0)) for alias in aliases.get(name, (name,))) for name in names}
+        raw = {name: max(value, 0.0) for name, value in raw.items()}
+    else:
+        raw = dict.fromkeys(names, 1.0)
+    total = sum(raw.values()) or 1.0
+    weights = {name: value / total for name, value in raw.items()}
+    ranked = [
+        (feature, weights[feature.feature], weights[feature.feature] * feature.score)
+        for feature in verdict.features
+        if feature.drifted
+    ]
+    return sorted(ranked, key=lambda item: -item[2])
+
+
+def window_verdicts(
+    thresholds: Mapping,
+    reference: ReferenceArrays,
+    rides: Rides,
+    verdict_set: str,
+    features: Mapping[str, str],
+    rows: np.ndarray | None = None,
+    *,
+    month: bool = False,
+) -> list[DriftVerdict]:
+    """The verdict on each window (row numbers `rows` of `rides`, shape (windows, n); all rides when None) against
+    `reference`, with the thresholds of profile `thresholds` for `verdict_set` and each window's kind and size; a
+    `month` also needs effects of at least BATCH_MIN_EFFECT."""
+    rows = np.arange(len(rides))[None, :] if rows is None else np.atleast_2d(rows)
+    kinds = [window_kind(rides.hours[window]) for window in rows]
+    per_feature = []
+    for name, kind in features.items():
+        scores = feature_scores(reference, rides, name, rows)
+        per_feature.append(
+            [
+                judge(
+                    name,
+                    kind,
+                    scores,
+                    threshold(thresholds, verdict_set, kinds[window], name, float(scores.rows[window])),
+                    BATCH_MIN_EFFECT[kind] if month else 0.0,
+                    window,
+                )
+                for window in range(len(rows))
+            ]
+        )
+    alphas = thresholds["thresholds"]["alphas"][verdict_set]
+    alpha = float(sum(alphas[name] for name in features))
+    return [DriftVerdict(tuple(verdicts), alpha) for verdicts in zip(*per_feature, strict=True)]
+
+
+def assess(
+    thresholds: Mapping,
+    reference: ReferenceArrays,
+    frame: pd.DataFrame,
+    verdict_set: str,
+    features: Mapping[str, str],
+    *,
+    month: bool = False,
+) -> DriftVerdict:
+    """The verdict on `frame` (one window or one month, with `pickup_datetime` and the columns `features`)."""
+    rides = encode(reference, frame, features)
+    return window_verdicts(thresholds, reference, rides, verdict_set, features, month=month)[0]

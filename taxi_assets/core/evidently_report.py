@@ -1,17 +1,23 @@
-"""The monitoring report: Evidently 0.7 data, prediction and target drift plus regression quality, and its figures.
+"""The human-facing monitoring report: Evidently 0.7's drift and regression-quality pages, showing the alarms'
+own verdicts.
 
-`build_snapshot` runs Evidently; everything else here is pure: figures read back from the snapshot's `.dict()`,
-performance per segment computed directly (Evidently has no per-segment RMSE), and the tidy rows
-`(metric, column_or_segment, value)` that the `drift_metrics` table stores.
-Evidently is imported inside `build_snapshot` only: it takes seconds to import and Dagster loads this module.
+The figures and verdicts come from the project's maths (`taxi_assets.core.batch`, `taxi_assets.core.drift`);
+Evidently renders them. Each column's drift widget runs the stat test `taxi_calibrated`, registered here, which
+returns the verdict already computed for that column (score = statistic / calibrated threshold, drifted when the
+alarm says so), so the report cannot disagree with the alerts. With no verdicts, Evidently's own defaults run (the
+comparison the calibration benchmark prints). Per-segment errors are computed directly (Evidently has no
+per-segment RMSE). Evidently is imported inside `build_snapshot` only: it takes seconds to import and Dagster loads
+this module.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from taxi_assets.core.drift import (
+from taxi_assets.core.drift import MAX_TRIP_MILES, FeatureDrift
+from taxi_assets.core.evidently_defaults import (
     CATEGORICAL,
     DATASET_DRIFT_SHARE,
     METHOD_BY_DISPLAY_NAME,
@@ -37,20 +43,9 @@ FEATURE_TYPES = {
     "pickup_hour": NUMERICAL,
 }
 REPORT_COLUMNS = [*FEATURE_TYPES, PREDICTION, TARGET]
-DATASET = "all"
-# A green-taxi ride of at most 60 minutes cannot cover more miles than this. TLC months carry a few dozen
-# odometer glitches (up to ~250,000 miles) that would make the reference std, which normalises the Wasserstein
-# distance, thousands of miles wide and hide any real shift; the report treats them as missing and counts them.
-MAX_TRIP_MILES = 100.0
 # A borough with fewer scored trips than this gets its own RMSE but stays out of the largest-gap figure:
 # a handful of airport rides would otherwise decide it.
 MIN_GAP_SEGMENT_ROWS = 100
-
-
-class MetricRow(NamedTuple):
-    metric: str
-    column_or_segment: str
-    value: float
 
 
 @dataclass(frozen=True)
@@ -81,8 +76,36 @@ def report_frame(scored: pd.DataFrame) -> pd.DataFrame:
     return scored.assign(pickup_hour=scored["pickup_datetime"].dt.hour, trip_distance=distance)[REPORT_COLUMNS]
 
 
-def build_snapshot(current: pd.DataFrame, reference: pd.DataFrame) -> "Snapshot":
-    """Run the Evidently report on two `report_frame`s."""
+CALIBRATED_TEST = "taxi_calibrated"
+# The verdicts the registered stat test answers with, per column, for the report being built.
+_verdicts: dict[str, FeatureDrift] = {}
+
+
+def _calibrated(reference_data: pd.Series, current_data: pd.Series, feature_type, threshold: float):
+    verdict = _verdicts[str(current_data.name)]
+    return verdict.score, verdict.drifted
+
+
+def _register_calibrated_test() -> None:
+    from evidently.legacy.calculations.stattests.registry import StatTest, register_stattest
+    from evidently.legacy.core import ColumnType
+
+    register_stattest(
+        StatTest(
+            name=CALIBRATED_TEST,
+            display_name="calibrated test (statistic / threshold; the alarms' verdict)",
+            allowed_feature_types=[ColumnType.Numerical, ColumnType.Categorical],
+            default_threshold=1.0,
+        ),
+        default_impl=_calibrated,
+    )
+
+
+def build_snapshot(
+    current: pd.DataFrame, reference: pd.DataFrame, verdicts: Mapping[str, FeatureDrift] | None = None
+) -> "Snapshot":
+    """Run the Evidently report on two `report_frame`s; with `verdicts` ({column: FeatureDrift}), each column's
+    drift widget shows that verdict, and the drifted-columns count is theirs."""
     from evidently import DataDefinition, Dataset, Regression, Report
     from evidently.metrics import DriftedColumnsCount, ValueDrift
     from evidently.presets import RegressionPreset
@@ -92,15 +115,27 @@ def build_snapshot(current: pd.DataFrame, reference: pd.DataFrame) -> "Snapshot"
         categorical_columns=[name for name, kind in FEATURE_TYPES.items() if kind == CATEGORICAL],
         regression=[Regression(target=TARGET, prediction=PREDICTION)],
     )
+    columns = [*FEATURE_TYPES, PREDICTION, TARGET]
+    if verdicts:
+        _register_calibrated_test()
+        _verdicts.clear()
+        _verdicts.update(verdicts)
+        # The dataset drifts when any feature does: a share above zero.
+        count = DriftedColumnsCount(
+            columns=[c for c in FEATURE_TYPES if c in verdicts], drift_share=1e-9, method=CALIBRATED_TEST
+        )
+        drifts = [
+            ValueDrift(column=column, method=CALIBRATED_TEST, threshold=1.0)
+            if column in verdicts
+            else ValueDrift(column=column)
+            for column in columns
+        ]
+    else:
+        count = DriftedColumnsCount(columns=list(FEATURE_TYPES), drift_share=DATASET_DRIFT_SHARE)
+        drifts = [ValueDrift(column=column) for column in columns]
     # DataDriftPreset's own metrics, without the preset: its summary table recomputes every column's drift a
     # second time, which costs a quarter of the report's CPU time for a table the asset metadata already shows.
-    report = Report(
-        [
-            DriftedColumnsCount(columns=list(FEATURE_TYPES), drift_share=DATASET_DRIFT_SHARE),
-            *(ValueDrift(column=column) for column in [*FEATURE_TYPES, PREDICTION, TARGET]),
-            RegressionPreset(),
-        ]
-    )
+    report = Report([count, *drifts, RegressionPreset()])
     return report.run(
         Dataset.from_pandas(current, data_definition=definition),
         Dataset.from_pandas(reference, data_definition=definition),
@@ -117,9 +152,10 @@ def extract_figures(snapshot: dict) -> ReportFigures:
         if kind == "ValueDrift":
             method = METHOD_BY_DISPLAY_NAME.get(config["method"], config["method"])
             score, threshold = float(value), float(config["threshold"])
-            drifts[config["column"]] = ColumnDrift(
-                config["column"], method, score, threshold, is_drifted(method, score, threshold)
-            )
+            # A calibrated verdict also weighs the effect size, which the snapshot does not carry: the count of
+            # drifted columns (`drifted_count`) is the report's own word on it.
+            drifted = score > threshold if method == CALIBRATED_TEST else is_drifted(method, score, threshold)
+            drifts[config["column"]] = ColumnDrift(config["column"], method, score, threshold, drifted)
         elif kind in ("RMSE", "MAE", "MeanError"):
             values[kind] = float(value["mean"] if isinstance(value, dict) else value)
     return ReportFigures(
@@ -145,50 +181,9 @@ def segment_errors(scored: pd.DataFrame) -> list[SegmentError]:
     )
 
 
-def implausible_distances(frame: pd.DataFrame) -> int:
-    """How many trip distances of a `report_frame` were impossible, hence left out of the drift."""
-    return int(frame["trip_distance"].isna().sum())
-
-
 def borough_rmse_gap(segments: list[SegmentError]) -> tuple[SegmentError, SegmentError] | None:
     """The worst and the best borough by RMSE among those with enough trips, or None with fewer than two."""
     boroughs = [s for s in segments if s.segment_type == "borough" and s.rows >= MIN_GAP_SEGMENT_ROWS]
     if len(boroughs) < 2:
         return None
     return max(boroughs, key=lambda s: s.rmse), min(boroughs, key=lambda s: s.rmse)
-
-
-def metric_rows(
-    figures: ReportFigures, segments: list[SegmentError], rows: int, implausible_distances: int
-) -> list[MetricRow]:
-    """The tidy rows for the `drift_metrics` table."""
-    out = [
-        MetricRow("rows", DATASET, float(rows)),
-        MetricRow("implausible_values", "trip_distance", float(implausible_distances)),
-    ]
-    for drift in figures.features.columns:
-        out += [MetricRow("drift_score", drift.column, drift.score), MetricRow("drifted", drift.column, drift.drifted)]
-    out += [
-        MetricRow("drifted_features", DATASET, float(figures.features.drifted_count)),
-        MetricRow("drift_share", DATASET, figures.features.share_drifted),
-        MetricRow("dataset_drift", DATASET, float(figures.features.dataset_drift)),
-        MetricRow("prediction_drift_score", PREDICTION, figures.prediction.score),
-        MetricRow("prediction_drifted", PREDICTION, float(figures.prediction.drifted)),
-        MetricRow("target_drift_score", TARGET, figures.target.score),
-        MetricRow("target_drifted", TARGET, float(figures.target.drifted)),
-        MetricRow("rmse", DATASET, figures.rmse),
-        MetricRow("mae", DATASET, figures.mae),
-        MetricRow("mean_error", DATASET, figures.mean_error),
-    ]
-    for segment in segments:
-        name = f"{segment.segment_type}={segment.segment}"
-        out += [
-            MetricRow("segment_rows", name, float(segment.rows)),
-            MetricRow("segment_rmse", name, segment.rmse),
-            MetricRow("segment_mae", name, segment.mae),
-        ]
-    gap = borough_rmse_gap(segments)
-    if gap is not None:
-        worst, best = gap
-        out.append(MetricRow("borough_rmse_gap", f"{worst.segment} vs {best.segment}", worst.rmse - best.rmse))
-    return [MetricRow(row.metric, row.column_or_segment, float(row.value)) for row in out]

@@ -70,7 +70,8 @@ def _panels_for(features: Sequence[str]) -> tuple[Panel, ...]:
         ),
         Panel(
             "Drift score per feature",
-            "each feature's drift score against the training month (higher: more drift)",
+            "each feature's test statistic over its calibrated threshold, against the training month: above 1 "
+            "means drifted (with a large enough effect)",
             tuple(Series(feature, f"drift_score/{feature}") for feature in features),
             size="full",
         ),

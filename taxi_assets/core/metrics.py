@@ -1,9 +1,13 @@
 """Prometheus samples for the Pushgateway, named exactly as docs/contracts.md lists them (alerts query these)."""
 
-from typing import NamedTuple
+from __future__ import annotations
 
-from taxi_assets.core.drift import ColumnDrift, DatasetDrift
-from taxi_assets.core.evidently_report import ReportFigures, SegmentError
+from typing import TYPE_CHECKING, NamedTuple
+
+from taxi_assets.core.drift import DriftVerdict, FeatureDrift
+
+if TYPE_CHECKING:
+    from taxi_assets.core.batch import BatchFigures
 
 BATCH_JOB = "taxi_batch_monitoring"
 ONLINE_JOB = "taxi_online_monitoring"
@@ -18,49 +22,69 @@ class Sample(NamedTuple):
     value: float
 
 
-def drift_samples(prefix: str, features: DatasetDrift, prediction: ColumnDrift) -> list[Sample]:
-    """Feature drift, drift share, dataset drift and prediction drift, under `taxi_batch` or `taxi_online`."""
+def verdict_samples(prefix: str, verdict: DriftVerdict) -> list[Sample]:
+    """Per feature: score (statistic / calibrated threshold), effect size and verdict; the share drifted and the
+    dataset verdict (any feature drifted), under `prefix` (`taxi_batch`, `taxi_batch_mom`, `taxi_online`)."""
     samples = []
-    for drift in features.columns:
+    for feature in verdict.features:
         samples += [
             Sample(
                 f"{prefix}_feature_drift_score",
-                "Drift score of one feature vs the reference",
-                {"feature": drift.column, "method": drift.method},
-                drift.score,
+                "Drift statistic of one feature over its calibrated threshold (above 1: beyond it)",
+                {"feature": feature.feature, "test": feature.test},
+                feature.score,
             ),
             Sample(
-                f"{prefix}_feature_drifted",
-                "1 if the feature drifted",
-                {"feature": drift.column},
-                float(drift.drifted),
+                f"{prefix}_feature_drift_effect",
+                "Effect size of one feature's drift (KS distance for numbers, Jensen-Shannon for zones and hours)",
+                {"feature": feature.feature, "effect": feature.effect_name},
+                feature.effect,
+            ),
+            Sample(
+                f"{prefix}_feature_drifted", "1 if the feature drifted", {"feature": feature.feature}, feature.drifted
             ),
         ]
-    return samples + [
-        Sample(f"{prefix}_drift_share", "Share of drifted features", {}, features.share_drifted),
-        Sample(f"{prefix}_dataset_drift", "1 if the dataset drifted", {}, float(features.dataset_drift)),
-        Sample(
-            f"{prefix}_prediction_drift_score",
-            "Drift score of the predictions vs the reference",
-            {"method": prediction.method},
-            prediction.score,
-        ),
+    return [
+        *(sample._replace(value=float(sample.value)) for sample in samples),
+        Sample(f"{prefix}_drift_share", "Share of drifted features", {}, verdict.share_drifted),
+        Sample(f"{prefix}_dataset_drift", "1 if any feature drifted", {}, float(verdict.dataset_drift)),
     ]
 
 
-def batch_samples(figures: ReportFigures, segments: list[SegmentError], rows: int) -> list[Sample]:
-    """Everything the `taxi_batch_monitoring` job pushes for one month."""
+def output_samples(prefix: str, name: str, drift: FeatureDrift, what: str) -> list[Sample]:
+    """Drift of the predictions (`name` = prediction) or of the actual durations (`name` = target)."""
     return [
-        *drift_samples("taxi_batch", figures.features, figures.prediction),
         Sample(
-            "taxi_batch_target_drift_score",
-            "Drift score of the actual durations vs the reference",
-            {"method": figures.target.method},
-            figures.target.score,
+            f"{prefix}_{name}_drift_score",
+            f"Drift statistic of the {what} over its calibrated threshold (above 1: beyond it)",
+            {"test": drift.test},
+            drift.score,
         ),
-        Sample("taxi_batch_rmse", "RMSE of the predicted duration, minutes", {}, figures.rmse),
-        Sample("taxi_batch_mae", "MAE of the predicted duration, minutes", {}, figures.mae),
-        Sample("taxi_batch_mean_error", "Mean of prediction - actual, minutes", {}, figures.mean_error),
+        Sample(f"{prefix}_{name}_drifted", f"1 if the {what} drifted", {}, float(drift.drifted)),
+    ]
+
+
+def outlier_samples(prefix: str, shares: dict[str, float]) -> list[Sample]:
+    return [
+        Sample(
+            f"{prefix}_outlier_share",
+            "Share of rides outside the reference's plausible ranges, per rule (`any`: any rule)",
+            {"rule": rule},
+            share,
+        )
+        for rule, share in shares.items()
+    ]
+
+
+def batch_samples(figures: BatchFigures, month_start: float) -> list[Sample]:
+    """Everything the `taxi_batch_monitoring` job pushes for one month."""
+    samples = [
+        *verdict_samples("taxi_batch", figures.since_training),
+        *output_samples("taxi_batch", "prediction", figures.prediction, "predictions"),
+        *output_samples("taxi_batch", "target", figures.target, "actual durations"),
+        Sample("taxi_batch_rmse", "RMSE of the predicted duration, minutes", {}, figures.errors.rmse),
+        Sample("taxi_batch_mae", "MAE of the predicted duration, minutes", {}, figures.errors.mae),
+        Sample("taxi_batch_mean_error", "Mean of prediction - actual, minutes", {}, figures.errors.mean_error),
         *(
             Sample(
                 "taxi_batch_segment_rmse",
@@ -68,10 +92,29 @@ def batch_samples(figures: ReportFigures, segments: list[SegmentError], rows: in
                 {"segment_type": segment.segment_type, "segment": segment.segment},
                 segment.rmse,
             )
-            for segment in segments
+            for segment in figures.segments
         ),
-        Sample("taxi_batch_rows", "Rows scored", {}, float(rows)),
+        *(
+            Sample(
+                "taxi_batch_feature_drift_priority",
+                "Drifted feature's score weighted by the deployed model's permutation importance",
+                {"feature": feature.feature},
+                priority,
+            )
+            for feature, _, priority in figures.ranking
+        ),
+        *outlier_samples("taxi_batch", figures.outliers),
+        Sample("taxi_batch_rows", "Rows scored", {}, float(figures.rows)),
+        Sample(
+            "taxi_batch_month_start_timestamp_seconds",
+            "Unix time the month starts (alerts look at the newest month only)",
+            {},
+            month_start,
+        ),
     ]
+    if figures.month_over_month is not None:
+        samples += verdict_samples("taxi_batch_mom", figures.month_over_month)
+    return samples
 
 
 def challenge_samples(

@@ -1,25 +1,26 @@
-"""Online monitoring, pure parts: window bounds, window drift against the reference, online error, samples.
+"""Online monitoring, pure parts: window bounds, a window's drift against the deployed model's reference profile,
+its error against the calibrated RMSE bound, and the samples pushed.
 
-The windows are small and recomputed on every ingest, so drift comes from `drift.py` directly (the same statistics
-and thresholds as the Evidently report) rather than from a full report.
+Windows are small and recomputed on every ingest: they are scored over the profile (`taxi_assets.core.drift`), never
+against the reference rows. A window is `spread` or `consecutive` by its pickups' time span (`drift.window_kind`),
+and each kind has its own thresholds and RMSE bound.
 """
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from taxi_assets.core.drift import ColumnDrift, DatasetDrift, column_drift, dataset_drift
-from taxi_assets.core.evidently_report import FEATURE_TYPES, MAX_TRIP_MILES
-from taxi_assets.core.metrics import Sample, drift_samples
-from taxi_assets.core.model import PREDICTION, error_summary
+from taxi_assets.core import drift, profile
+from taxi_assets.core.drift import NUMERICAL, ONLINE_FEATURES, DriftVerdict, FeatureDrift
+from taxi_assets.core.metrics import Sample, outlier_samples, verdict_samples
+from taxi_assets.core.model import PREDICTION, TARGET, error_summary
 
 INGEST_JOB = "taxi_ingest"
 ACTUAL = "actual_duration"
-# The logged ride fields as the batch report names them; fares and passengers are not known at prediction time.
-ONLINE_FEATURE_TYPES = {
-    name: FEATURE_TYPES[name] for name in ("PULocationID", "DOLocationID", "trip_distance", "pickup_hour")
-}
 
 
 @dataclass(frozen=True)
@@ -27,10 +28,13 @@ class WindowFigures:
     window: str
     rows: int
     feedback_rows: int
-    features: DatasetDrift | None
-    prediction: ColumnDrift | None
+    kind: str | None
+    features: DriftVerdict | None
+    prediction: FeatureDrift | None
     rmse: float | None
     mae: float | None
+    rmse_bound: float | None
+    outliers: dict[str, float]
 
 
 def last_complete_hour(as_of: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
@@ -39,41 +43,32 @@ def last_complete_hour(as_of: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
     return end - dt.timedelta(hours=1), end
 
 
-def drift_frame(rides: pd.DataFrame) -> pd.DataFrame:
-    """The monitored columns of logged or scored rides, cleaned as the batch report cleans them."""
-    return pd.DataFrame(
-        {
-            "PULocationID": rides["PULocationID"],
-            "DOLocationID": rides["DOLocationID"],
-            "trip_distance": rides["trip_distance"].where(rides["trip_distance"] <= MAX_TRIP_MILES),
-            "pickup_hour": rides["pickup_datetime"].dt.hour,
-            PREDICTION: rides[PREDICTION],
-        }
-    )
-
-
-def window_figures(window: str, current: pd.DataFrame, reference: pd.DataFrame) -> WindowFigures:
-    """Drift of a window of logged predictions (with `actual_duration` where feedback arrived) vs the reference.
+def window_figures(
+    window: str, current: pd.DataFrame, prof: Mapping[str, Any], reference: drift.ReferenceArrays
+) -> WindowFigures:
+    """A window of logged predictions (with `actual_duration` where feedback arrived) against the profile.
 
     An empty window has rows only; error figures need at least one feedback row.
     """
     if current.empty:
-        return WindowFigures(window, 0, 0, None, None, None, None)
-    current_frame, reference_frame = drift_frame(current), drift_frame(reference)
-    features = dataset_drift(reference_frame, current_frame, ONLINE_FEATURE_TYPES)
-    prediction = column_drift(PREDICTION, reference_frame[PREDICTION], current_frame[PREDICTION], "numerical")
-    error = (current[PREDICTION] - current[ACTUAL]).dropna()
+        return WindowFigures(window, 0, 0, None, None, None, None, None, None, {})
+    rides = current.assign(**{TARGET: current[ACTUAL]}) if ACTUAL in current else current
+    kind = drift.window_kind(drift.epoch_hours(pd.to_datetime(rides["pickup_datetime"]).to_numpy("datetime64[ns]")))
+    features = drift.assess(prof, reference, rides, "online", ONLINE_FEATURES)
+    prediction = drift.assess(prof, reference, rides, "online", {PREDICTION: NUMERICAL}).feature(PREDICTION)
+    outliers = profile.outlier_shares(rides, prof)
+    error = (rides[PREDICTION] - rides[TARGET]).dropna() if TARGET in rides else pd.Series(dtype="float64")
     if error.empty:
-        return WindowFigures(window, len(current), 0, features, prediction, None, None)
-    summary = error_summary(error)
-    return WindowFigures(window, len(current), summary.rows, features, prediction, summary.rmse, summary.mae)
+        return WindowFigures(window, len(current), 0, kind, features, prediction, None, None, None, outliers)
+    summary = error_summary(error.to_numpy(np.float64))
+    bound = profile.rmse_bound(prof, summary.rows, kind)
+    return WindowFigures(
+        window, len(current), summary.rows, kind, features, prediction, summary.rmse, summary.mae, bound, outliers
+    )
 
 
 def online_samples(figures: WindowFigures, model_tag: str, validation_rmse: float) -> list[Sample]:
-    """Everything the `taxi_online_monitoring` job pushes for one window.
-
-    The validation RMSE goes with every window because the RMSE alert matches it on (job, window).
-    """
+    """Everything the `taxi_online_monitoring` job pushes for one window."""
     samples = [
         Sample("taxi_online_window_rows", "Predictions in the window", {}, float(figures.rows)),
         Sample(
@@ -87,11 +82,35 @@ def online_samples(figures: WindowFigures, model_tag: str, validation_rmse: floa
         ),
     ]
     if figures.features is not None and figures.prediction is not None:
-        samples += drift_samples("taxi_online", figures.features, figures.prediction)
-    if figures.rmse is not None and figures.mae is not None:
+        samples += verdict_samples("taxi_online", figures.features)
+        samples += [
+            Sample(
+                "taxi_online_prediction_drift_score",
+                "Drift statistic of the predictions over its calibrated threshold (above 1: beyond it)",
+                {"test": figures.prediction.test},
+                figures.prediction.score,
+            ),
+            Sample(
+                "taxi_online_prediction_drifted", "1 if the predictions drifted", {}, float(figures.prediction.drifted)
+            ),
+            Sample(
+                "taxi_online_window_spread",
+                "1 if the window's pickups span a week or more (spread), 0 for a stretch of consecutive rides",
+                {},
+                float(figures.kind == drift.SPREAD),
+            ),
+        ]
+        samples += outlier_samples("taxi_online", figures.outliers)
+    if figures.rmse is not None and figures.mae is not None and figures.rmse_bound is not None:
         samples += [
             Sample("taxi_online_rmse", "RMSE where feedback arrived, minutes", {}, figures.rmse),
             Sample("taxi_online_mae", "MAE where feedback arrived, minutes", {}, figures.mae),
+            Sample(
+                "taxi_online_rmse_bound",
+                "RMSE an unchanged window of this many feedback rows stays below with probability 99%, minutes",
+                {},
+                figures.rmse_bound,
+            ),
         ]
     return samples
 

@@ -41,6 +41,14 @@ DRIFT_METRICS_DDL = """
 CREATE TABLE IF NOT EXISTS drift_metrics (month VARCHAR, metric VARCHAR, column_or_segment VARCHAR, value DOUBLE)
 """
 
+# One profile per deployed model (taxi_assets.core.profile): the reference statistics, calibrated thresholds and
+# validation residuals the monitoring compares with, as JSON.
+REFERENCE_PROFILE_DDL = """
+CREATE TABLE IF NOT EXISTS reference_profile (
+    model_tag VARCHAR PRIMARY KEY, reference_month VARCHAR, validation_month VARCHAR, created_at TIMESTAMPTZ,
+    profile JSON
+)"""
+
 # The prediction log: predictions and feedback each under the UTC day they were logged, so an ingested day never
 # changes again when feedback for its rides arrives later.
 PREDICTION_LOG_DDL = """

@@ -30,12 +30,28 @@ AC = dg.AutomationCondition
 # promotion sensor and the automation condition sensor (the prediction-log ingest always runs).
 AUTOMATION_STATUS = dg.DefaultSensorStatus.RUNNING if _CURRENT.automation_on else dg.DefaultSensorStatus.STOPPED
 
-MISSING_OR_DEPS_UPDATED = (
-    (AC.missing().newly_true() | AC.any_deps_updated()).since(AC.newly_requested() | AC.newly_updated())
-    & ~AC.any_deps_missing()
-    & ~AC.any_deps_in_progress()
-    & ~AC.in_progress()
-).with_label("missing_or_deps_updated")
+
+def missing_or_deps_updated(
+    ignore: dg.AssetSelection | None = None, missing_allowed: dg.AssetSelection | None = None
+) -> dg.AutomationCondition:
+    """The condition of the assets that follow their inputs, described above. `ignore`: upstream assets whose
+    state plays no part (neither their updates nor their absence); `missing_allowed`: upstream assets that may be
+    missing (their updates still count)."""
+    missing = AC.any_deps_missing()
+    updated, in_progress = AC.any_deps_updated(), AC.any_deps_in_progress()
+    if ignore is not None:
+        missing, updated, in_progress = missing.ignore(ignore), updated.ignore(ignore), in_progress.ignore(ignore)
+    if missing_allowed is not None:
+        missing = missing.ignore(missing_allowed)
+    return (
+        (AC.missing().newly_true() | updated).since(AC.newly_requested() | AC.newly_updated())
+        & ~missing
+        & ~in_progress
+        & ~AC.in_progress()
+    ).with_label("missing_or_deps_updated")
+
+
+MISSING_OR_DEPS_UPDATED = missing_or_deps_updated()
 
 # The name Dagster gives the sensor it creates for conditions; defined here so that it runs by default (Dagster's
 # own starts stopped) and at the configured interval.

@@ -1,6 +1,6 @@
 """Real rides, a real deployed model and a real `bentoml serve` process, shared by the service tests and the bench.
 
-Run as a module (`python -m tests.support.service_harness <BENTOML_HOME>`) it trains the `hgb` pipeline on 2021-01 and
+Run as a module (`python -m tests.support.service_harness <BENTOML_HOME>`) it trains the default recipe on 2021-01 and
 saves it as `taxi_duration_deployed`: in a process of its own, because BentoML fixes its home on first use.
 """
 
@@ -19,7 +19,7 @@ import psutil
 import pyarrow.parquet as pq
 import requests
 
-from taxi_assets.core.model import FEATURE_FIELDS
+from taxi_assets.core.model import DEFAULT_RECIPE, FEATURE_FIELDS
 from tests.support.platform import REPO_ROOT, TLC_DIR
 
 
@@ -45,7 +45,7 @@ def ride_payloads(frame: pd.DataFrame) -> list[dict]:
     ]
 
 
-def save_deployed_model(bentoml_home: Path, month: str = "2021-01", recipe: str = "hgb") -> None:
+def save_deployed_model(bentoml_home: Path, month: str = "2021-01", recipe: str = DEFAULT_RECIPE) -> None:
     """Train on `month` and save the pipeline as `taxi_duration_deployed` into `bentoml_home`."""
     env = {**os.environ, "BENTOML_HOME": str(bentoml_home)}
     subprocess.run(

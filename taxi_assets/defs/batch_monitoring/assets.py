@@ -1,30 +1,36 @@
 """Batch monitoring: score every month with the deployed model, compare it with the model's training month."""
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import pandas as pd
+from pydantic import Field
 
-from taxi_assets.core.evidently_report import (
-    ReportFigures,
-    borough_rmse_gap,
-    build_snapshot,
-    extract_figures,
-    implausible_distances,
+from taxi_assets.core import profile
+from taxi_assets.core.batch import (
+    BatchFigures,
     metric_rows,
-    report_frame,
-    segment_errors,
+    month_figures,
+    month_start_seconds,
+    verdict_html,
+    verdict_table,
 )
+from taxi_assets.core.evidently_report import borough_rmse_gap, build_snapshot, report_frame
 from taxi_assets.core.metrics import BATCH_JOB, batch_samples
 from taxi_assets.core.model import PREDICTION, error_summary
 from taxi_assets.core.scoring import TRIP_COLUMNS, score_trips, stored_predictions
 from taxi_assets.core.warehouse import BATCH_PREDICTIONS_DDL, DRIFT_METRICS_DDL, replace_partition
 from taxi_assets.defs.automation import MISSING_OR_DEPS_UPDATED
 from taxi_assets.defs.batch_monitoring.resources import MonitoringReports
-from taxi_assets.defs.model.assets import deployed_model
+from taxi_assets.defs.model.assets import IMPORTANCE_KEY, deployed_model
+from taxi_assets.defs.model.profile import reference_profile
 from taxi_assets.defs.partitions import monthly_partitions
 from taxi_assets.defs.resources import DUCKDB_POOL, ModelRegistry, Pushgateway, Warehouse
 from taxi_assets.defs.trip_data.assets import taxi_zones, trips
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 
 @dg.asset(
@@ -66,28 +72,34 @@ def batch_predictions(
     )
 
 
-def drift_table(figures: ReportFigures) -> str:
-    lines = ["| column | method | score | threshold | drifted |", "|---|---|---:|---:|---|"]
-    for drift in (*figures.features.columns, figures.prediction, figures.target):
-        lines.append(
-            f"| {drift.column} | {drift.method} | {drift.score:.4f} | {drift.threshold:g} | "
-            f"{'**yes**' if drift.drifted else 'no'} |"
-        )
-    return "\n".join(lines)
+class BatchDriftConfig(dg.Config):
+    report: bool = Field(
+        True,
+        description=(
+            "Render the Evidently HTML report too. Off (e.g. inside a backfill), only `drift_metrics` is "
+            "materialized, with every figure and alarm; the report can be rendered later by a run with it on."
+        ),
+    )
+
+
+def _previous_month(month: str) -> str:
+    return str(pd.Period(month, freq="M") - 1)
 
 
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(
             "drift_metrics",
-            deps=[batch_predictions, taxi_zones],
-            kinds={"duckdb", "evidently", "prometheus"},
+            deps=[batch_predictions, taxi_zones, reference_profile],
+            kinds={"duckdb", "prometheus"},
             group_name="monitoring",
             automation_condition=MISSING_OR_DEPS_UPDATED,
             description=(
-                "Drift and prediction quality of the month against the deployed model's training month "
-                "(the reference).\n\nFeature, prediction and target drift and RMSE/MAE/mean error come from the "
-                "Evidently report, RMSE per pickup borough and hour directly. Stored as tidy rows in DuckDB table "
+                "Drift and prediction quality of the month against the deployed model's reference profile (drifted "
+                "since training) and against the month before (month over month), with effect sizes, drifted "
+                "features ranked by the model's permutation importance, outlier shares, and RMSE/MAE overall and "
+                "per pickup borough and hour. Verdicts: calibrated tests (taxi_assets.core.drift) and an effect "
+                "at least BATCH_MIN_EFFECT. Stored as tidy rows in DuckDB table "
                 "`drift_metrics(month, metric, column_or_segment, value)`, replaced per month, and pushed to the "
                 "Pushgateway (job `taxi_batch_monitoring`, grouping key `month`) when one is configured."
             ),
@@ -98,10 +110,12 @@ def drift_table(figures: ReportFigures) -> str:
             kinds={"evidently", "html"},
             group_name="monitoring",
             automation_condition=MISSING_OR_DEPS_UPDATED,
+            skippable=True,
             description=(
-                "Evidently HTML report of the month against the reference: data drift per feature, prediction "
-                "and target drift, and regression quality. Written to the reports folder (TAXI_REPORTS_DIR) as "
-                "`monitoring_report_<month>.html`."
+                "Evidently HTML report of the month against the training month, showing the alarms' verdicts per "
+                "column (stat test `taxi_calibrated`) beside Evidently's distributions and regression quality, "
+                "with the verdict table on top. Written to the reports folder (TAXI_REPORTS_DIR) as "
+                "`monitoring_report_<month>.html`; skipped when the run config says `report: false`."
             ),
         ),
     ],
@@ -110,77 +124,113 @@ def drift_table(figures: ReportFigures) -> str:
 )
 def batch_drift(
     context: dg.AssetExecutionContext,
+    config: BatchDriftConfig,
     warehouse: Warehouse,
     model_registry: ModelRegistry,
     pushgateway: Pushgateway,
     reports: MonitoringReports,
 ) -> Iterator[dg.MaterializeResult]:
-    """`drift_metrics` and `monitoring_report` from one Evidently run: the report is the costliest part of batch
-    monitoring, so the two assets are materialized together rather than computing it twice."""
+    """`drift_metrics` and, unless the run config turns it off, `monitoring_report`: the figures come from the
+    project's vectorised maths over the reference profile; Evidently only renders the report."""
     month = context.partition_key
     pipeline, model = model_registry.load_deployed()
-    reference_month = model["training_month"]
+    previous_month = _previous_month(month)
     with warehouse.get_connection() as conn:
         current = stored_predictions(conn, month, model["tag"])
         if current.empty:
             raise dg.Failure(
                 f"batch_predictions holds no rows of {month} by {model['tag']}; materialize batch_predictions[{month}]"
             )
-        reference = stored_predictions(conn, reference_month, model["tag"])
-        reference_source = "batch_predictions"
-        if reference.empty:
-            # The reference month need not be a scored partition of its own: score its trips here, store nothing.
-            reference, reference_source = score_trips(conn, reference_month, pipeline, model["tag"]), "trips"
-        if reference.empty:
-            raise dg.Failure(f"trips holds no rows of the reference month {reference_month}")
-
-    # The report takes seconds: compute it with the warehouse closed, then write the month in one short session.
-    current_frame = report_frame(current)
-    snapshot = build_snapshot(current_frame, report_frame(reference))
-    figures = extract_figures(snapshot.dict())
-    segments = segment_errors(current)
-    rows = metric_rows(figures, segments, len(current), implausible_distances(current_frame))
+        prof = profile.load(conn, model["tag"])
+        if prof is None:
+            raise dg.Failure(f"no reference profile for {model['tag']}; materialize reference_profile first")
+        previous = stored_predictions(conn, previous_month, model["tag"])
+        if previous.empty:
+            # Months of a backfill run side by side: the month before may have trips but no predictions yet.
+            # Scoring it here (nothing stored) keeps month over month independent of the order runs finish in.
+            previous = score_trips(conn, previous_month, pipeline, model["tag"])
+    importance = model_registry.info(model["tag"])["metadata"].get(IMPORTANCE_KEY)
+    figures = month_figures(
+        current, prof, profile.arrays(prof), previous, previous_month, importance if importance else None
+    )
+    rows = metric_rows(figures)
     with warehouse.get_connection() as conn:
         conn.execute(DRIFT_METRICS_DDL)
         conn.register("metric_rows", pd.DataFrame(rows))
         replace_partition(
             conn, "month", month, {"drift_metrics": "SELECT $month, metric, column_or_segment, value FROM metric_rows"}
         )
-    pushed = pushgateway.push(BATCH_JOB, {"month": month}, batch_samples(figures, segments, len(current)), context.log)
-
-    gap = borough_rmse_gap(segments)
-    features = figures.features
-    yield dg.MaterializeResult(
-        asset_key="drift_metrics",
-        metadata={
-            "dagster/row_count": len(rows),
-            "reference_month": reference_month,
-            "reference_rows_from": reference_source,
-            "model_tag": model["tag"],
-            "rows_scored": len(current),
-            "share_drifted": float(features.share_drifted),
-            "dataset_drift": float(features.dataset_drift),
-            "drifted_features": ", ".join(c.column for c in features.columns if c.drifted) or "none",
-            "prediction_drift_score": figures.prediction.score,
-            "target_drift_score": figures.target.score,
-            "rmse": figures.rmse,
-            "mae": figures.mae,
-            "mean_error": figures.mean_error,
-            "validation_rmse": float(model["validation_rmse"]),
-            "largest_borough_rmse_gap": float(gap[0].rmse - gap[1].rmse) if gap else 0.0,
-            "borough_gap": f"{gap[0].segment} vs {gap[1].segment}" if gap else "fewer than two boroughs",
-            "drift": dg.MetadataValue.md(drift_table(figures)),
-            "pushed_to_pushgateway": pushed,
-        },
+    pushed = pushgateway.push(
+        BATCH_JOB, {"month": month}, batch_samples(figures, month_start_seconds(month)), context.log
     )
+    yield dg.MaterializeResult(asset_key="drift_metrics", metadata=_metadata(figures, prof, model, len(rows), pushed))
+    if config.report:
+        yield _report(month, figures, current, prof, model, warehouse, pipeline, reports)
+    else:
+        context.log.info(f"monitoring_report[{month}] skipped (run config report: false)")
 
-    report, url = reports.publish(month, snapshot, snapshot.get_html_str(as_iframe=False))
+
+def _metadata(figures: BatchFigures, prof: dict, model: dict, row_count: int, pushed: bool) -> dict:
+    since, mom = figures.since_training, figures.month_over_month
+    gap = borough_rmse_gap(figures.segments)
+    ranked = [f"{feature.feature} ({weight:.2f})" for feature, weight, _ in figures.ranking]
+    return {
+        "dagster/row_count": row_count,
+        "reference_month": prof["reference_month"],
+        "model_tag": model["tag"],
+        "rows_scored": figures.rows,
+        "drifted_since_training": float(since.dataset_drift),
+        "drift_share": float(since.share_drifted),
+        "drifted_features": ", ".join(ranked) or "none",
+        "importance_weights": figures.weights_from,
+        "previous_month": figures.previous_month or "not loaded",
+        "drifted_month_over_month": float(mom.dataset_drift) if mom else 0.0,
+        "drifted_features_month_over_month": ", ".join(f.feature for f in mom.features if f.drifted) if mom else "",
+        "prediction_drift_score": figures.prediction.score,
+        "target_drift_score": figures.target.score,
+        "rmse": figures.errors.rmse,
+        "mae": figures.errors.mae,
+        "mean_error": figures.errors.mean_error,
+        "validation_rmse": float(model["validation_rmse"]),
+        "largest_borough_rmse_gap": float(gap[0].rmse - gap[1].rmse) if gap else 0.0,
+        "borough_gap": f"{gap[0].segment} vs {gap[1].segment}" if gap else "fewer than two boroughs",
+        **{f"outlier_share/{rule}": share for rule, share in figures.outliers.items()},
+        "outlier_examples": dg.MetadataValue.json(figures.outlier_examples),
+        "drift": dg.MetadataValue.md(verdict_table(figures)),
+        "pushed_to_pushgateway": pushed,
+    }
+
+
+def _report(
+    month: str,
+    figures: BatchFigures,
+    current: pd.DataFrame,
+    prof: dict,
+    model: dict,
+    warehouse: Warehouse,
+    pipeline: "Pipeline",
+    reports: MonitoringReports,
+) -> dg.MaterializeResult:
+    """The Evidently page of the month against the training month's rows, with the alarms' verdicts."""
+    reference_month = prof["reference_month"]
+    with warehouse.get_connection() as conn:
+        reference = stored_predictions(conn, reference_month, model["tag"])
+        if reference.empty:
+            # The training month need not be a scored partition of its own: score its trips here, store nothing.
+            reference = score_trips(conn, reference_month, pipeline, model["tag"])
+    verdicts = {f.feature: f for f in (*figures.since_training.features, figures.prediction, figures.target)}
+    snapshot = build_snapshot(report_frame(current), report_frame(reference), verdicts)
+    html = snapshot.get_html_str(as_iframe=False)
+    html = html.replace("<body>", "<body>" + verdict_html(figures, month, reference_month), 1)
+    report, url = reports.publish(month, snapshot, html)
+    since = figures.since_training
     summary = (
-        f"**{month}** vs {reference_month}: {features.drifted_count} of {len(features.columns)} features drifted "
-        f"(dataset drift: {'yes' if features.dataset_drift else 'no'}); RMSE {figures.rmse:.2f} min, "
-        f"MAE {figures.mae:.2f} min, mean error {figures.mean_error:+.2f} min.\n\n{drift_table(figures)}"
+        f"**{month}** vs {reference_month}: {since.drifted_count} of {len(since.features)} features drifted since "
+        f"training; month over month: "
+        f"{'drifted' if figures.month_over_month and figures.month_over_month.dataset_drift else 'quiet'}; "
+        f"RMSE {figures.errors.rmse:.2f} min, MAE {figures.errors.mae:.2f} min.\n\n{verdict_table(figures)}"
     )
-    yield dg.MaterializeResult(
+    return dg.MaterializeResult(
         asset_key="monitoring_report",
         metadata={
             "path": dg.MetadataValue.path(str(report)),

@@ -10,7 +10,7 @@ import datetime as dt
 
 import dagster as dg
 
-from taxi_assets.defs.automation import MISSING_OR_DEPS_UPDATED
+from taxi_assets.defs.automation import missing_or_deps_updated
 from taxi_assets.defs.batch_monitoring.resources import MonitoringReports
 from taxi_assets.defs.partitions import monthly_partitions
 from taxi_assets.defs.resources import DUCKDB_POOL, Warehouse
@@ -44,10 +44,7 @@ def _number(value: object) -> float | None:
     group_name="monitoring",
     # A month is shown once its drift is known; its challenge (only the months the retraining loop challenged
     # have one) adds the gain when it comes.
-    automation_condition=MISSING_OR_DEPS_UPDATED.replace(
-        "any_deps_missing",
-        dg.AutomationCondition.any_deps_missing().ignore(dg.AssetSelection.assets(MODEL_CHALLENGE)),
-    ),
+    automation_condition=missing_or_deps_updated(missing_allowed=dg.AssetSelection.assets(MODEL_CHALLENGE)),
 )
 def monitoring_dashboard(
     context: dg.AssetExecutionContext, warehouse: Warehouse, reports: MonitoringReports

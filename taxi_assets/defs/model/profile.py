@@ -1,0 +1,80 @@
+"""The deployed model's reference profile: what the monitoring compares every month and window with."""
+
+import time
+
+import dagster as dg
+
+from taxi_assets.core import profile
+from taxi_assets.core.drift import DEFAULT_WINDOW, ONLINE_FEATURES, SPREAD, WINDOW_KINDS, threshold
+from taxi_assets.core.model import PREDICTION
+from taxi_assets.core.scoring import score_trips
+from taxi_assets.defs.automation import missing_or_deps_updated
+from taxi_assets.defs.model.assets import deployed_model
+from taxi_assets.defs.resources import DUCKDB_POOL, ModelRegistry, Warehouse
+from taxi_assets.defs.trip_data.assets import trips
+
+
+@dg.asset(
+    deps=[deployed_model, trips],
+    pool=DUCKDB_POOL,
+    kinds={"duckdb", "numpy"},
+    group_name="model",
+    # Recomputed for each deployed model; a new month of trips does not change it.
+    automation_condition=missing_or_deps_updated(ignore=dg.AssetSelection.assets("trips")),
+)
+def reference_profile(
+    context: dg.AssetExecutionContext, warehouse: Warehouse, model_registry: ModelRegistry
+) -> dg.MaterializeResult:
+    """The deployed model's reference profile (DuckDB table `reference_profile`, one JSON row per model tag).
+
+    Its training month scored by the model, described per feature and (weekday/weekend, hour) slot; drift thresholds
+    per window size and kind, calibrated on resampled windows of the training and validation months; the RMSE bound
+    per window size from the validation month's residuals (out of sample); plausible ranges for the outlier counts.
+    Batch and online monitoring read it instead of re-reading the reference rows. Recomputed whenever the deployed
+    model changes (it depends on `deployed_model`).
+    """
+    started = time.perf_counter()
+    pipeline, model = model_registry.load_deployed()
+    reference_month, validation_month = model["training_month"], model["validation_month"]
+    with warehouse.get_connection() as conn:
+        reference = score_trips(conn, reference_month, pipeline, model["tag"])
+        validation = score_trips(conn, validation_month, pipeline, model["tag"])
+    if reference.empty:
+        raise dg.Failure(f"trips holds no rows of the training month {reference_month}; materialize trips first")
+    if validation.empty:
+        raise dg.Failure(f"trips holds no rows of the validation month {validation_month}; materialize trips first")
+    if validation_month == reference_month:
+        context.log.warning(f"{model['tag']} was validated on its training month: the RMSE bound is in-sample")
+    built = profile.build_profile(
+        reference,
+        validation,
+        model_tag=model["tag"],
+        reference_month=reference_month,
+        validation_month=validation_month,
+    )
+    with warehouse.get_connection() as conn:
+        profile.save(conn, built)
+
+    lines = ["| feature | spread | consecutive |", "|---|---:|---:|"]
+    for name in [*ONLINE_FEATURES, PREDICTION]:
+        cells = [f"{threshold(built, 'online', kind, name, DEFAULT_WINDOW):.3g}" for kind in WINDOW_KINDS]
+        lines.append(f"| {name} | {' | '.join(cells)} |")
+    return dg.MaterializeResult(
+        metadata={
+            "model_tag": model["tag"],
+            "reference_month": reference_month,
+            "validation_month": validation_month,
+            "reference_rows": len(reference),
+            "validation_rows": len(validation),
+            "validation_rmse": built["residuals"]["rmse"],
+            f"rmse_bound_{DEFAULT_WINDOW}_spread": profile.rmse_bound(built, DEFAULT_WINDOW, SPREAD),
+            f"rmse_bound_{DEFAULT_WINDOW}_consecutive": profile.rmse_bound(built, DEFAULT_WINDOW, "consecutive"),
+            f"thresholds_at_{DEFAULT_WINDOW}": dg.MetadataValue.md("\n".join(lines)),
+            "calibration_windows": built["thresholds"]["windows"],
+            "calibration_sizes": ", ".join(str(size) for size in built["thresholds"]["sizes"]),
+            "outlier_limits": dg.MetadataValue.json(
+                {k: v for k, v in built["outliers"].items() if k != "reference_shares"}
+            ),
+            "seconds": time.perf_counter() - started,
+        }
+    )
