@@ -12,8 +12,10 @@ if [ -z "${TAXI_TRIP_DATA_URL:-}" ] && ! grep -qE '^TAXI_TRIP_DATA_URL=' .env 2>
   echo "demo: trip data from the local mirror $mirror"
   export TAXI_TRIP_DATA_URL=$mirror
 fi
-# The monthly chain follows a deployment within seconds rather than the default half minute.
+# The monthly chain follows a deployment within seconds rather than the default half minute; the retraining loop
+# challenges the deployed model and waits for approval instead of redeploying in the middle of the demo.
 export TAXI_AUTOMATION_CHECK_SECONDS="${TAXI_AUTOMATION_CHECK_SECONDS:-10}"
+export TAXI_PROMOTION="${TAXI_PROMOTION:-manual}"
 
 eval "$(.venv/bin/python -m taxi_assets.settings --shell)"
 if .venv/bin/python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$DAGSTER_PORT/server_info', timeout=2)" 2>/dev/null; then

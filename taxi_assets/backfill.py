@@ -158,12 +158,24 @@ query($runId: ID!) {
 """
 
 
+def workspace(server: Webserver, timeout: float = 180.0) -> list[dict]:
+    """The workspace's code locations, once every one has loaded (a webserver answers before its code has)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        data = server.query(JOBS)["workspaceOrError"]
+        if data["__typename"] != "Workspace":
+            raise BackfillError(f"the webserver has no workspace: {data}")
+        entries = data["locationEntries"]
+        if entries and all(entry["locationOrLoadError"] for entry in entries):
+            return entries
+        if time.monotonic() > deadline:
+            raise BackfillError(f"the code locations did not load within {timeout:.0f} s")
+        time.sleep(1)
+
+
 def assets_of(server: Webserver, target: str) -> tuple[list[str], str]:
     """The asset keys a target names (a job of the workspace, or `asset,asset`), and how to call it."""
-    data = server.query(JOBS)["workspaceOrError"]
-    if data["__typename"] != "Workspace":
-        raise BackfillError(f"the webserver has no workspace: {data}")
-    for entry in data["locationEntries"]:
+    for entry in workspace(server):
         location = entry["locationOrLoadError"] or {}
         if location.get("__typename") == "PythonError":
             raise BackfillError(f"code location {entry['name']} does not load: {location['message']}")

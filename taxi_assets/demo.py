@@ -19,7 +19,7 @@ import urllib.request
 from collections.abc import Callable
 
 from taxi_assets import replay, settings
-from taxi_assets.backfill import FINISHED_RUN, JOBS, BackfillError, Webserver, partitions
+from taxi_assets.backfill import FINISHED_RUN, BackfillError, Webserver, partitions, workspace
 
 LAUNCH_RUN = """
 mutation($params: ExecutionParams!) {
@@ -42,6 +42,24 @@ MATERIALIZED = """
 query($path: [String!]!, $partitions: [String!]) {
   assetOrError(assetKey: {path: $path}) {
     ... on Asset { assetMaterializations(partitions: $partitions, limit: 1000) { partition timestamp } }
+  }
+}
+"""
+
+METADATA = """
+query($path: [String!]!, $partitions: [String!]) {
+  assetOrError(assetKey: {path: $path}) {
+    ... on Asset {
+      assetMaterializations(partitions: $partitions, limit: 100) {
+        timestamp
+        metadataEntries {
+          label
+          ... on TextMetadataEntry { text }
+          ... on FloatMetadataEntry { floatValue }
+          ... on IntMetadataEntry { intValue }
+        }
+      }
+    }
   }
 }
 """
@@ -109,7 +127,9 @@ class Demo:
             raise BackfillError(f"{label}: failed for {', '.join(failed)}; see {self.server.url}/runs")
 
     def location_of(self, job: str) -> tuple[str, str]:
-        for entry in self.server.query(JOBS)["workspaceOrError"]["locationEntries"]:
+        for entry in workspace(self.server):
+            if (entry["locationOrLoadError"] or {}).get("__typename") == "PythonError":
+                raise BackfillError(f"code location {entry['name']} does not load: {entry['locationOrLoadError']}")
             for repository in (entry["locationOrLoadError"] or {}).get("repositories", []):
                 if job in {pipeline["name"] for pipeline in repository["pipelines"]}:
                     return entry["name"], repository["name"]
@@ -120,6 +140,24 @@ class Demo:
         answer = self.server.query(MATERIALIZED, {"path": asset.split("/"), "partitions": partition_keys})
         events = (answer["assetOrError"] or {}).get("assetMaterializations", [])
         return {event["partition"] or "" for event in events if float(event["timestamp"]) / 1000 >= since}
+
+    def latest(self, asset: str, partition: str | None = None) -> float:
+        """Unix time of the latest materialization of `asset` (of `partition`), 0 when there is none."""
+        answer = self.server.query(MATERIALIZED, {"path": [asset], "partitions": [partition] if partition else None})
+        events = (answer["assetOrError"] or {}).get("assetMaterializations", [])
+        return max((float(event["timestamp"]) / 1000 for event in events), default=0.0)
+
+    def metadata(self, asset: str, partition: str) -> dict:
+        """The text and number metadata of the latest materialization of `asset`'s `partition`."""
+        answer = self.server.query(METADATA, {"path": [asset], "partitions": [partition]})
+        events = (answer["assetOrError"] or {}).get("assetMaterializations", [])
+        if not events:
+            return {}
+        latest = max(events, key=lambda event: float(event["timestamp"]))
+        return {
+            entry["label"]: entry.get("text", entry.get("floatValue", entry.get("intValue")))
+            for entry in latest["metadataEntries"]
+        }
 
     def prometheus_page(self, page: str) -> str:
         """Debian's Prometheus 2 serves its pages under /classic; newer ones at the root."""
@@ -162,39 +200,48 @@ class Demo:
 
     def run(self) -> int:
         months = partitions(self.options.months)
-        self.say(f"the platform at {self.server.url}; months {', '.join(months)}")
+        newest = self.options.drift_month
+        loaded = sorted({*months, newest})
+        self.say(f"the platform at {self.server.url}; months {', '.join(loaded)}")
         self.server.query("query { version }")  # fails early, and clearly, when nothing runs
 
-        self.say("loading the months' trips")
-        self.run_job("trip_data_job", months)
+        self.say(f"loading the trips of {', '.join(loaded)}")
+        self.run_job("trip_data_job", loaded)
         self.say(f"training on {months[0]} (validated on the next loaded month)")
         self.run_job("duration_model_job", months[:1])
         self.say(f"deploying the model of {months[0]}")
         self.run_job("deploy_job", run_config={"ops": {"deployed_model": {"config": {"training_month": months[0]}}}})
+        self.say(
+            "from here on, what happens runs by itself: every loaded month is scored, drift-checked and reported; "
+            f"the retraining loop trains on {loaded[-2]} and challenges the deployed model on {newest}"
+        )
         self.say("the service picks up the deployed model (make up started it waiting for one)")
         self.wait("the Bento service", self.service_ready, timeout=180)
 
         self.replay(f"normal traffic: rides of {months[-1]}", ["--month", months[-1]])
         self.replay(
-            f"drift scenario: rides of {self.options.drift_month}, distances x{self.options.distance_scale}",
-            ["--month", self.options.drift_month, "--distance-scale", str(self.options.distance_scale)],
+            f"drift scenario: rides of {newest}, distances x{self.options.distance_scale}",
+            ["--month", newest, "--distance-scale", str(self.options.distance_scale)],
         )
 
         replayed = time.time()
         self.say("waiting for the prediction-log sensor to ingest the traffic (it ticks every 30 s)")
         self.wait("the ingest", lambda: self.ingest_backlog(replayed) == 0, timeout=300)
-        ingested = time.time()
-        self.say("ingested; waiting for what runs by itself: online windows and dashboard, monthly reports")
+        self.say("ingested; waiting for the online and monthly figures, reports, dashboards and the challenge")
         pending = {
-            "online windows (online_drift)": lambda: bool(self.materialized_since("online_drift", ingested)),
-            "online dashboard (online_dashboard, once a minute)": lambda: bool(
-                self.materialized_since("online_dashboard", ingested)
+            "online windows (online_drift)": lambda: self.latest("online_drift") >= replayed,
+            "online dashboard (online_dashboard, at most once a minute)": lambda: (
+                self.latest("online_dashboard") > max(self.latest("online_drift"), replayed)
             ),
-            f"monthly reports of {', '.join(months)} (monitoring_report)": lambda: (
-                set(months) <= self.materialized_since("monitoring_report", self.since, months)
+            f"monthly reports of {', '.join(loaded)} (monitoring_report)": lambda: (
+                set(loaded) <= self.materialized_since("monitoring_report", self.since, loaded)
             ),
-            "months dashboard (monitoring_dashboard)": lambda: (
-                set(months) <= self.materialized_since("monitoring_dashboard", self.since, months)
+            f"challenge of the deployed model on {newest} (model_challenge)": lambda: (
+                self.latest("model_challenge", newest) >= self.since
+            ),
+            "months dashboard, with the challenge (monitoring_dashboard)": lambda: (
+                set(loaded) <= self.materialized_since("monitoring_dashboard", self.since, loaded)
+                and self.latest("monitoring_dashboard", newest) > max(self.latest("model_challenge", newest), 1.0)
             ),
         }
 
@@ -205,16 +252,20 @@ class Demo:
                     del pending[what]
             return not pending
 
-        self.wait("the automation", all_done, timeout=600)
+        self.wait("the automation", all_done, timeout=900)
+        challenge = self.metadata("model_challenge", newest)
         elapsed = time.monotonic() - self.started
         print(
             f"""
-demo: done in {elapsed // 60:.0f} min {elapsed % 60:.0f} s. Where to look:
+demo: done in {elapsed // 60:.0f} min {elapsed % 60:.0f} s.
+demo: challenge on {newest}: the model retrained on {challenge.get("challenger_month", "?")} has a gain of \
+{float(challenge.get("gain", float("nan"))):.1%} over the deployed one; promotion: {challenge.get("promotion", "?")}
+Where to look:
   Dagster            {self.server.url}/assets  (lineage: Global asset lineage; runs: {self.server.url}/runs;
                      what ran by itself: {self.server.url}/automation)
   Bento service      {self.service}/  (Swagger UI; /metrics)
   Evidently UI       {self.evidently}  (monthly reports and the dashboards by month and by online window)
-  Prometheus alerts  {self.prometheus_page("alerts")}  (online drift alerts pending after the drift scenario)
+  Prometheus alerts  {self.prometheus_page("alerts")}  (drift alerts after the drift scenario)
   Prometheus graph   {self.prometheus_page("graph")}?g0.expr=taxi_online_rmse  (online RMSE per window)
   stop everything    make down""",
             flush=True,
@@ -224,10 +275,14 @@ demo: done in {elapsed // 60:.0f} min {elapsed % 60:.0f} s. Where to look:
 
 def main(argv: list[str] | None = None) -> int:
     arguments = argparse.ArgumentParser(prog="python -m taxi_assets.demo", description=__doc__.split("\n\n")[0])
-    arguments.add_argument("--months", default=DEFAULT_MONTHS, help="months to load; the model trains on the first")
+    arguments.add_argument(
+        "--months", default=DEFAULT_MONTHS, help="months to load; the model trains on the first, the second is normal"
+    )
     arguments.add_argument("--rides", type=int, default=6000, help="rides per replay phase")
     arguments.add_argument("--rate", default="max", help="rides per second, or max")
-    arguments.add_argument("--drift-month", default="2023-03", help="month the drift scenario replays")
+    arguments.add_argument(
+        "--drift-month", default="2023-03", help="the newest month: loaded, challenged, and replayed as the drift"
+    )
     arguments.add_argument("--distance-scale", type=float, default=1.5, help="drift scenario: distance factor")
     try:
         return Demo(arguments.parse_args(argv)).run()

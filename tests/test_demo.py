@@ -18,7 +18,7 @@ from tests.support import chromium
 from tests.support.platform import REPO_ROOT, make_up_environment
 
 SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
-MONTHS = ["2021-01", "2021-02"]
+MONTHS = ["2021-01", "2021-02", "2023-03"]  # the demo's defaults: training, normal, newest (drifted)
 # The target is 300 s on an idle 2-core machine; the test machines are shared, so the test allows twice that.
 WALL_TIME_LIMIT = 600
 
@@ -49,20 +49,29 @@ def shoot(name: str, url: str, folder: Path, **kwargs) -> None:
 
 
 @pytest.mark.e2e
+@pytest.mark.timeout(WALL_TIME_LIMIT + 600)
 def test_make_demo_closes_the_loop(tmp_path: Path, tlc_dir: Path) -> None:
     env, ports = make_up_environment(tmp_path, tlc_dir, TAXI_AUTOMATION="on")
     webserver = f"http://127.0.0.1:{ports['DAGSTER_PORT']}"
     evidently = f"http://127.0.0.1:{ports['TAXI_EVIDENTLY_PORT']}"
     prometheus = f"http://127.0.0.1:{ports['TAXI_PROMETHEUS_PORT']}"
-    demo = subprocess.run(
-        ["./scripts/demo.sh"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=WALL_TIME_LIMIT + 300
-    )
+    log = tmp_path / "demo.log"
     try:
-        assert demo.returncode == 0, demo.stdout[-4000:] + demo.stderr[-4000:]
-        wall = int(re.search(r"demo: wall time (\d+) s", demo.stdout).group(1))
+        with open(log, "w") as out:
+            demo = subprocess.run(
+                ["./scripts/demo.sh"],
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=WALL_TIME_LIMIT,
+            )
+        output = log.read_text()
+        assert demo.returncode == 0, output[-6000:]
+        wall = int(re.search(r"demo: wall time (\d+) s", output).group(1))
         print(f"make demo wall time: {wall} s")
         assert wall <= WALL_TIME_LIMIT
-        predicted, fed_back = replayed(demo.stdout, "predict"), replayed(demo.stdout, "feedback")
+        predicted, fed_back = replayed(output, "predict"), replayed(output, "feedback")
         assert predicted > 10_000 and fed_back == predicted
 
         # The drift scenario is seen online: drift alerts pending (or firing) in Prometheus.
@@ -89,16 +98,21 @@ def test_make_demo_closes_the_loop(tmp_path: Path, tlc_dir: Path) -> None:
             projects["Taxi monitoring: months"],
             projects["Taxi monitoring: online windows"],
         )
-        dashboard = chromium.dom(f"{evidently}/projects/{months_project}", tmp_path / "chromium-dashboard")
+        dashboard = chromium.dom(f"{evidently}/projects/{months_project}", tmp_path / "chromium-dashboard", 60000)
         for title in ("Share of drifted features", "RMSE by month", "Drift score per feature"):
             assert title in dashboard
         assert dashboard.count('class="point"') + dashboard.count('class="bars"') > 0, "no data drawn"
 
         shoot("asset_lineage", f"{webserver}/assets/monitoring_report?view=lineage&lineageScope=upstream", tmp_path)
         shoot("automation", f"{webserver}/automation", tmp_path, size="1440,600")
-        shoot("monitoring_report", links[MONTHS[-1]], tmp_path, size="1440,1400")
-        shoot("evidently_months_dashboard", f"{evidently}/projects/{months_project}", tmp_path, size="1440,1300")
-        shoot("evidently_windows_dashboard", f"{evidently}/projects/{windows_project}", tmp_path, size="1440,1000")
+        slow = {"budget_ms": 60000}
+        shoot("monitoring_report", links[MONTHS[-1]], tmp_path, size="1440,1400", **slow)
+        shoot(
+            "evidently_months_dashboard", f"{evidently}/projects/{months_project}", tmp_path, size="1440,1500", **slow
+        )
+        shoot(
+            "evidently_windows_dashboard", f"{evidently}/projects/{windows_project}", tmp_path, size="1440,1150", **slow
+        )
         alerts_page = f"{prometheus}/classic/alerts"
         if requests.get(alerts_page, timeout=10).status_code != 200:
             alerts_page = f"{prometheus}/alerts"
@@ -118,7 +132,7 @@ def test_make_demo_closes_the_loop(tmp_path: Path, tlc_dir: Path) -> None:
         shoot("partition_backfill", f"{webserver}/runs/b/{backfill_id}?tab=partitions", tmp_path, size="1440,800")
     finally:
         down = subprocess.run(["./scripts/down.sh"], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
-        print(demo.stdout[-6000:])
+        print(log.read_text()[-6000:] if log.exists() else "")
     assert down.returncode == 0, down.stdout + down.stderr
 
     # Everything the replays got a 2xx for is in DuckDB, with its feedback.

@@ -73,11 +73,12 @@ def test_windows_are_series_of_their_own(tmp_path: Path) -> None:
     figures = {"drift_share": 0.25, "rmse": 6.1, "rows": 1000, "feedback_rows": 700}
     for minute in (0, 1):
         at = dt.datetime(2026, 11, 30, 12, minute)
-        workspace.publish_window_figures({"last_1000": figures, "last_hour": figures}, at)
-    assert len(runs(workspace, WINDOWS_PROJECT)) == 4
+        workspace.publish_window_figures({"last_5000": figures, "hour": {"rows": 0, "feedback_rows": 0}}, at)
+    stored = [run for _, run in runs(workspace, WINDOWS_PROJECT)]
+    assert sorted(run.timestamp.minute for run in stored) == [0, 1]  # one point per computation
     (project,) = workspace.workspace.search_project(WINDOWS_PROJECT)
     (drift, *_) = workspace.workspace.get_dashboard(project.id).panels
-    assert [(value.legend, value.tags) for value in drift.values] == [
-        ("last_1000", ["figures", "window=last_1000"]),
-        ("last_hour", ["figures", "window=last_hour"]),
+    assert [(value.legend, value.metric_labels["column"]) for value in drift.values] == [
+        ("hour", "hour/drift_share"),
+        ("last_5000", "last_5000/drift_share"),
     ]

@@ -43,7 +43,6 @@ REPORT = "report"
 class Series:
     legend: str
     figure: str  # the figure's column in the figures snapshots
-    window: str | None = None  # online: only the snapshots of this window
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,17 +88,17 @@ def _window_panels(windows: Sequence[str]) -> tuple[Panel, ...]:
         Panel(
             "Drift share per window",
             "share of drifted features in each online window, as computed",
-            tuple(Series(window, "drift_share", window) for window in windows),
+            tuple(Series(window, f"{window}/drift_share") for window in windows),
         ),
         Panel(
             "RMSE per window",
             "minutes, over the window's rides with feedback",
-            tuple(Series(window, "rmse", window) for window in windows),
+            tuple(Series(window, f"{window}/rmse") for window in windows),
         ),
         Panel(
             "Feedback rows per window",
             "rides of the window whose actual duration has arrived",
-            tuple(Series(window, "feedback_rows", window) for window in windows),
+            tuple(Series(window, f"{window}/feedback_rows") for window in windows),
             plot="bar",
         ),
     )
@@ -143,8 +142,11 @@ class MonitoringWorkspace:
         from evidently.sdk.panels import DashboardPanelPlot
 
         current = self.workspace.get_dashboard(project_id)
-        wanted = [(panel.title, panel.subtitle, tuple(_tags(s) for s in panel.series)) for panel in panels]
-        have = [(p.title, p.subtitle, tuple((v.legend, *v.tags) for v in p.values)) for p in current.panels]
+        wanted = [(panel.title, panel.subtitle, tuple((s.legend, s.figure) for s in panel.series)) for panel in panels]
+        have = [
+            (p.title, p.subtitle, tuple((v.legend, v.metric_labels.get("column")) for v in p.values))
+            for p in current.panels
+        ]
         if wanted == have:
             return
         plots = [
@@ -153,9 +155,7 @@ class MonitoringWorkspace:
                 subtitle=panel.subtitle,
                 size=panel.size,
                 values=[
-                    PanelMetric(
-                        legend=s.legend, tags=list(_tags(s)[1:]), metric="MeanValue", metric_labels={"column": s.figure}
-                    )
+                    PanelMetric(legend=s.legend, tags=[FIGURES], metric="MeanValue", metric_labels={"column": s.figure})
                     for s in panel.series
                 ],
                 plot_params={"plot_type": panel.plot},
@@ -200,16 +200,10 @@ class MonitoringWorkspace:
         return self.url(project)
 
     def publish_window_figures(self, windows: Mapping[str, Mapping[str, float]], at: dt.datetime) -> str:
-        """Each online window's figures (drift_share, rmse, rows, feedback_rows), as computed at `at`; the
-        dashboard's URL. Every computation is a point of the dashboard."""
+        """Each online window's figures (drift_share, rmse, rows, feedback_rows), as computed at `at`, as one
+        snapshot (columns `<window>/<figure>`); the dashboard's URL. Every computation is a point."""
         project = self.project_id(WINDOWS_PROJECT, WINDOWS_DESCRIPTION)
         self.show(project, _window_panels(sorted(windows)))
-        for window, figures in windows.items():
-            name = f"figures {window} {at.isoformat(timespec='seconds')}"
-            self.replace(project, figures_snapshot(figures, name, at, [f"window={window}"]))
+        figures = {f"{window}/{name}": value for window, values in windows.items() for name, value in values.items()}
+        self.replace(project, figures_snapshot(figures, f"figures {at.isoformat(timespec='seconds')}", at, []))
         return self.url(project)
-
-
-def _tags(series: Series) -> tuple[str, ...]:
-    """What a panel series is keyed by: its legend, then the tags its snapshots carry."""
-    return (series.legend, FIGURES) + ((f"window={series.window}",) if series.window else ())
