@@ -568,7 +568,10 @@ def replay_main(argv: list[str] | None) -> int:
         feedback=not options.no_feedback,
         progress=not options.no_progress,
     )
-    pace = f"{options.rate:g} rides/s" if options.rate else f"{options.speed:g}× the rides' own clock"
+    if options.rate is None:
+        pace = f"{options.speed:g}x the rides' own clock"
+    else:
+        pace = "as fast as the service answers" if math.isinf(options.rate) else f"{options.rate:g} rides/s"
     print(f"replay: {len(rides)} rides of {', '.join(months)} to {replay.url} at {pace}", file=sys.stderr)
     seconds = asyncio.run(replay.run())
     summary = replay.summary(seconds)
