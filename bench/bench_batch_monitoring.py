@@ -45,7 +45,7 @@ def main() -> None:
         from taxi_assets.defs.batch_monitoring.assets import batch_drift, batch_predictions
         from taxi_assets.defs.model.assets import deployed_model, duration_model
         from taxi_assets.defs.model.profile import reference_profile
-        from taxi_assets.defs.trip_data.assets import raw_trips, taxi_zones, trips
+        from taxi_assets.defs.trip_data.assets import taxi_zones, trip_months
         from tests.support.platform import platform_resources
 
         with dg.instance_for_test(temp_dir=str(folder / "dagster_home")) as instance:
@@ -60,7 +60,7 @@ def main() -> None:
 
             run([taxi_zones])
             for month in (args.reference, args.month):
-                run([raw_trips, trips], month)
+                run([trip_months], month)
             run([duration_model], args.reference)
             run(
                 [deployed_model], run_config={"ops": {"deployed_model": {"config": {"training_month": args.reference}}}}

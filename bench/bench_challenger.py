@@ -43,7 +43,7 @@ def main() -> None:
         from taxi_assets.core.model import TARGET, predict
         from taxi_assets.defs.model.assets import deployed_model, duration_model, model_challenge, month_trips
         from taxi_assets.defs.model.promotion import wins
-        from taxi_assets.defs.trip_data.assets import raw_trips, trips
+        from taxi_assets.defs.trip_data.assets import trip_months
         from tests.support.platform import platform_resources
 
         months = sorted(MANIFEST_ROWS)
@@ -60,7 +60,7 @@ def main() -> None:
                 }
 
             for month in months:
-                run([raw_trips, trips], month)
+                run([trip_months], month)
             for month in months[:-1]:
                 run([duration_model], month)
             run([deployed_model])

@@ -36,7 +36,7 @@ def child(train_all: bool) -> None:
     from taxi_assets.defs.batch_monitoring.assets import batch_drift, batch_predictions
     from taxi_assets.defs.model.assets import deployed_model, duration_model
     from taxi_assets.defs.model.profile import reference_profile
-    from taxi_assets.defs.trip_data.assets import raw_trips, taxi_zones, trips
+    from taxi_assets.defs.trip_data.assets import taxi_zones, trip_months
     from tests.support.platform import platform_resources
 
     with dg.instance_for_test(temp_dir=os.environ["DAGSTER_HOME"]) as instance:
@@ -55,7 +55,7 @@ def child(train_all: bool) -> None:
             print(f"  {name:36s} wall {wall:6.1f} s   CPU {cpu:6.1f} s", flush=True)
 
         stage("taxi_zones", lambda: run([taxi_zones]))
-        stage("raw_trips + trips, all months", lambda: [run([raw_trips, trips], month) for month in months()])
+        stage("raw_trips + trips, all months", lambda: [run([trip_months], month) for month in months()])
         # The newest month has no later one to be validated on, so it trains no model.
         trained = months()[:-1] if train_all else [DEPLOYED_MONTH]
         stage(f"duration_model x{len(trained)}", lambda: [run([duration_model], month) for month in trained])

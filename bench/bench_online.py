@@ -18,7 +18,6 @@ import argparse
 import datetime as dt
 import os
 import random
-import shutil
 import statistics
 import sys
 import tempfile
@@ -42,10 +41,8 @@ from tests.support.platform import (  # noqa: E402
     enter_platform_environment,
     free_port,
     platform_resources,
-    start_process,
-    stop_process,
 )
-from tests.support.prometheus_harness import query, start_prometheus  # noqa: E402
+from tests.support.prometheus_harness import query, start_prometheus, start_pushgateway  # noqa: E402
 
 TICK_SECONDS = 30
 RIDES_PER_TRIAL = 100
@@ -101,12 +98,12 @@ def bench_ingest(records: int, repeat: int) -> None:
 def deploy_model(instance: dg.DagsterInstance) -> None:
     from taxi_assets.defs.model.assets import deployed_model, duration_model
     from taxi_assets.defs.model.profile import reference_profile
-    from taxi_assets.defs.trip_data.assets import raw_trips, trips
+    from taxi_assets.defs.trip_data.assets import trip_months
 
     resources = platform_resources()
     # 2021-02 too: a model is validated on the month after its training month, never on its own.
     for month in ("2021-01", "2021-02"):
-        assert dg.materialize([raw_trips, trips], partition_key=month, instance=instance, resources=resources)
+        assert dg.materialize([trip_months], partition_key=month, instance=instance, resources=resources)
     assert dg.materialize([duration_model], partition_key="2021-01", instance=instance, resources=resources)
     assert dg.materialize([deployed_model, reference_profile], instance=instance, resources=resources)
 
@@ -136,15 +133,16 @@ def sensor_loop(instance: dg.DagsterInstance, stop: threading.Event, runs: list[
 
 
 def bench_latency(folder: Path, trials: int) -> None:
-    binary = shutil.which("prometheus-pushgateway")
-    assert binary, "prometheus-pushgateway is not installed"
-    gateway_port = free_port()
-    gateway = start_process(
-        [binary, f"--web.listen-address=127.0.0.1:{gateway_port}"],
-        f"http://127.0.0.1:{gateway_port}/-/ready",
-        folder / "pushgateway.log",
+    with start_pushgateway(folder) as gateway:
+        os.environ["TAXI_PUSHGATEWAY_URL"] = gateway
+        latencies, runs = measure_latency(folder, gateway, trials)
+    print(
+        f"latency: median {statistics.median(latencies):.1f} s, max {max(latencies):.1f} s over {trials} trials "
+        f"(tick every {TICK_SECONDS} s, scrape every 15 s); ingest+drift run median {statistics.median(runs):.1f} s"
     )
-    os.environ["TAXI_PUSHGATEWAY_URL"] = f"http://127.0.0.1:{gateway_port}"
+
+
+def measure_latency(folder: Path, gateway: str, trials: int) -> tuple[list[float], list[float]]:
     rides = service_harness.ride_payloads(service_harness.load_rides("2022-02").sample(1000, random_state=5))
     stop, runs, latencies = threading.Event(), [], []
     with dg.instance_for_test() as instance:
@@ -156,7 +154,7 @@ def bench_latency(folder: Path, trials: int) -> None:
             with start_prometheus(
                 folder / "prometheus",
                 bento=f"127.0.0.1:{port}",
-                pushgateway=f"127.0.0.1:{gateway_port}",
+                pushgateway=gateway.removeprefix("http://"),
                 scrape_interval="15s",
             ) as prometheus:
                 loop.start()
@@ -180,11 +178,7 @@ def bench_latency(folder: Path, trials: int) -> None:
             stop.set()
             loop.join(timeout=120)
             service_harness.stop(service)
-            stop_process(gateway)
-    print(
-        f"latency: median {statistics.median(latencies):.1f} s, max {max(latencies):.1f} s over {trials} trials "
-        f"(tick every {TICK_SECONDS} s, scrape every 15 s); ingest+drift run median {statistics.median(runs):.1f} s"
-    )
+    return latencies, runs
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Everything a run needs on a fresh Debian/Ubuntu machine: Prometheus, the Pushgateway and Chromium from the
-# distribution, and the project in a virtualenv. Safe to run again: it only does what is missing.
+# Everything a run needs on a fresh Debian/Ubuntu machine: Prometheus, the Pushgateway, Chromium and PostgreSQL from
+# the distribution, and the project in a virtualenv. Safe to run again: it only does what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +9,9 @@ command -v prometheus >/dev/null || packages+=(prometheus)
 command -v promtool >/dev/null || packages+=(prometheus)
 command -v prometheus-pushgateway >/dev/null || packages+=(prometheus-pushgateway)
 command -v chromium >/dev/null || packages+=(chromium)  # the UI tests render Dagster's pages headless
+# The compose instance keeps Dagster's storage in PostgreSQL; a test runs a throwaway cluster of its own with the
+# server binaries (initdb, postgres) under /usr/lib/postgresql/<version>/bin.
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || packages+=(postgresql)
 if [ ${#packages[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -28,3 +31,6 @@ if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
   .venv/bin/python -m pip install -q -e '.[dev]'
   touch .venv/.installed
 fi
+
+# The Dagster instance exists before anything can start two Dagster processes on it at once.
+./scripts/init_dagster_home.sh

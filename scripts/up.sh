@@ -35,15 +35,8 @@ fi
 run=$TAXI_RUN_DIR
 logs=$TAXI_LOGS_DIR
 mkdir -p "$run" "$logs" "$DAGSTER_HOME"
-[ -f "$DAGSTER_HOME/dagster.yaml" ] || cp dagster_home/dagster.yaml "$DAGSTER_HOME/dagster.yaml"
-# The daemon and the webserver start together below: two processes creating a fresh SQLite instance at once can
-# stamp two alembic heads and leave it unusable, so a new instance is created first.
-if [ ! -f "$DAGSTER_HOME/history/runs.db" ]; then
-  .venv/bin/dagster instance migrate >"$logs/dagster-instance.log" 2>&1 || {
-    cat "$logs/dagster-instance.log" >&2
-    exit 1
-  }
-fi
+# The daemon and the webserver start together below: the instance they share must exist before either does.
+./scripts/init_dagster_home.sh
 
 for pidfile in "$run"/*.pid; do
   [ -e "$pidfile" ] || continue

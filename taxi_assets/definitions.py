@@ -3,9 +3,18 @@
 Everything under `taxi_assets/defs/` is discovered; the executor is set here, once.
 """
 
+import warnings
 from pathlib import Path
 
 import dagster as dg
+
+from taxi_assets.execution import executor
+
+# monthly_job spans the whole monthly graph, mixing the trip tables' ranged backfill policy
+# (taxi_assets.defs.partitions) with assets that take one month per run; Dagster then takes one month per run for
+# that job, as intended, but would say so on every code load (the defs folder is imported with warnings reset, so
+# the filter lives here).
+warnings.filterwarnings("ignore", message=r"Asset job \S+ materializes assets with varying BackfillPolicies")
 
 
 @dg.definitions
@@ -13,6 +22,7 @@ def defs() -> dg.Definitions:
     return dg.Definitions.merge(
         dg.load_from_defs_folder(path_within_project=Path(__file__).parent),
         # Steps share the warehouse one at a time anyway; running them inside the run's process saves a
-        # Python start-up and a code load per step.
-        dg.Definitions(executor=dg.in_process_executor),
+        # Python start-up and a code load per step. The executor is Dagster's in-process one, except that a step
+        # waiting for its DuckDB slot sleeps and stops on SIGTERM (see taxi_assets.execution).
+        dg.Definitions(executor=executor),
     )

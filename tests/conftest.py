@@ -6,7 +6,6 @@ materializations and DuckDB in this process), `service` (a real `bentoml serve`)
 Prometheus, Pushgateway, Chromium). `make test-fast` runs the unit layer.
 """
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +13,8 @@ import dagster as dg
 import pytest
 
 from taxi_assets import settings
-from tests.support.platform import TLC_DIR, UNSET, free_port, platform_environment, start_process, stop_process
+from tests.support.platform import TLC_DIR, UNSET, platform_environment
+from tests.support.prometheus_harness import start_pushgateway
 
 LAYERS = ("unit", "integration", "service", "e2e")
 
@@ -54,18 +54,6 @@ def instance(platform_env: Path) -> Iterator[dg.DagsterInstance]:
 
 @pytest.fixture
 def pushgateway(tmp_path: Path) -> Iterator[str]:
-    """A real Prometheus Pushgateway (Debian's `prometheus-pushgateway`) on a free loopback port; yields its URL.
-
-    Debian's build persists to a machine-wide file by default: a test's gateway keeps its series in memory only.
-    """
-    binary = shutil.which("prometheus-pushgateway")
-    assert binary, "prometheus-pushgateway is not installed: run `make setup`"
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    process = start_process(
-        [binary, f"--web.listen-address=127.0.0.1:{port}", "--persistence.file="],
-        f"{url}/-/ready",
-        tmp_path / "pushgateway.log",
-    )
-    yield url
-    stop_process(process)
+    """A real Prometheus Pushgateway on a free loopback port, its series in memory only; yields its URL."""
+    with start_pushgateway(tmp_path) as url:
+        yield url

@@ -18,7 +18,7 @@ import pytest
 from taxi_assets import settings
 from taxi_assets.core.tlc import published_version
 from taxi_assets.defs.model.assets import deployed_model, duration_model
-from taxi_assets.defs.trip_data.assets import raw_trips, taxi_zones, trips
+from taxi_assets.defs.trip_data.assets import raw_trips, taxi_zones, trip_months, trips
 from taxi_assets.defs.trip_data.resources import TripDataSource
 from taxi_assets.defs.trip_data.sensors import new_month_sensor
 from tests.support.dagster_processes import running_daemon, step_errors
@@ -34,7 +34,7 @@ def tick(instance: dg.DagsterInstance, source: str) -> dg.SensorResult:
 
 def mark_loaded(instance: dg.DagsterInstance, *months: str) -> None:
     for month in months:
-        instance.report_runless_asset_event(dg.AssetMaterialization(trips.key, partition=month))
+        instance.report_runless_asset_event(dg.AssetMaterialization(trips, partition=month))
 
 
 def requested(result: dg.SensorResult) -> list[tuple[str, str]]:
@@ -148,7 +148,7 @@ def test_a_published_month_flows_to_the_monitoring_report_with_no_manual_launch(
         resources = platform_resources()
         assert dg.materialize([taxi_zones], instance=instance, resources=resources).success
         for month in ("2021-01", "2021-02"):
-            assert dg.materialize([raw_trips, trips], partition_key=month, instance=instance, resources=resources)
+            assert dg.materialize([trip_months], partition_key=month, instance=instance, resources=resources)
         assert dg.materialize([duration_model], partition_key="2021-01", instance=instance, resources=resources)
         assert dg.materialize([deployed_model], instance=instance, resources=resources).success
         manual = {run.run_id for run in instance.get_runs()}
@@ -170,12 +170,11 @@ def test_a_published_month_flows_to_the_monitoring_report_with_no_manual_launch(
         assert [run.tags["dagster/partition"] for run in loads] == ["2021-03"]
         assert ("default_automation_condition_sensor", "2021-03") in by_sensor
         # 2021-01 and 2021-02 were already loaded: neither the sensor nor the automation loaded them again.
-        assert instance.get_materialized_partitions(raw_trips.key) == {"2021-01", "2021-02", "2021-03"}
+        assert instance.get_materialized_partitions(raw_trips) == {"2021-01", "2021-02", "2021-03"}
         reloaded = [
             run
             for run in runs
-            if run.tags.get("dagster/partition") in ("2021-01", "2021-02")
-            and raw_trips.key in (run.asset_selection or ())
+            if run.tags.get("dagster/partition") in ("2021-01", "2021-02") and raw_trips in (run.asset_selection or ())
         ]
         assert not reloaded
         # Each partition was computed exactly once: no run was requested twice.

@@ -15,7 +15,7 @@ from taxi_assets.defs.batch_monitoring.assets import batch_drift, batch_predicti
 from taxi_assets.defs.model.assets import deployed_model, duration_model
 from taxi_assets.defs.model.profile import reference_profile
 from taxi_assets.defs.resources import Pushgateway
-from taxi_assets.defs.trip_data.assets import raw_trips, taxi_zones, trips
+from taxi_assets.defs.trip_data.assets import taxi_zones, trip_months
 from tests.support.platform import platform_resources
 
 # BentoML fixes its model store once per process: each test stores models in a process (and store) of its own.
@@ -48,7 +48,7 @@ def deployed_january(instance: dg.DagsterInstance) -> dg.DagsterInstance:
     resources = platform_resources()
     assert dg.materialize([taxi_zones], instance=instance, resources=resources)
     for month in ("2021-01", "2021-02", "2023-03"):
-        assert dg.materialize([raw_trips, trips], partition_key=month, instance=instance, resources=resources)
+        assert dg.materialize([trip_months], partition_key=month, instance=instance, resources=resources)
     assert dg.materialize([duration_model], partition_key="2021-01", instance=instance, resources=resources)
     assert dg.materialize([deployed_model], instance=instance, resources=resources)
     profiled = dg.materialize([reference_profile], instance=instance, resources=resources)
@@ -168,7 +168,7 @@ def test_monthly_monitoring_chain(
 
 def test_unreachable_pushgateway_is_logged_not_raised(caplog: pytest.LogCaptureFixture):
     caplog.set_level(logging.INFO)
-    sample = Sample("taxi_batch_rows", "Rows scored", {}, 1.0)
+    sample = Sample("taxi_batch_rows", {}, 1.0)
     # Port 9 (discard) on loopback: nothing listens, the connection is refused at once.
     assert (
         Pushgateway(url="http://127.0.0.1:9", timeout_seconds=2).push(BATCH_JOB, {"month": "2021-01"}, [sample])

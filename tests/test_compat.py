@@ -1,5 +1,6 @@
-"""bento_service/compat.py holds the only private BentoML and prometheus_client uses; these tests fail as soon as
-the upstream code it replaces or relies on is not the code it was written for."""
+"""The two compatibility modules hold the only private framework uses: bento_service/compat.py (BentoML and
+prometheus_client; the service must not import Dagster) and taxi_assets/execution.py (Dagster). These tests fail as
+soon as the upstream code they replace or rely on is not the code they were written for."""
 
 import hashlib
 import inspect
@@ -13,6 +14,7 @@ import yaml
 from prometheus_client import CollectorRegistry, Histogram
 
 from bento_service import compat
+from taxi_assets import execution
 from tests.support.platform import REPO_ROOT
 
 pytestmark = pytest.mark.unit
@@ -65,3 +67,46 @@ def test_the_bulk_observe_equals_one_observe_per_value() -> None:
     assert {k: v for k, v in bulk_samples.items() if k not in created} == {
         k: v for k, v in loop_samples.items() if k not in created
     }
+
+
+# sha256 of Dagster 1.13.27's sources that taxi_assets/execution.py copies or works around.
+UPSTREAM_DAGSTER_SHA256 = {
+    # _InterruptibleInProcessExecutor.execute is this method with interruptible claims.
+    "InProcessExecutor.execute": "bbf6a314f243a1d86cc7d77ee7bdbd9f5cdac793b541c38cb240cf0bc5535b62",
+    # The busy wait: min(0, ...) never sleeps (dagster-io/dagster#20367).
+    "InstanceConcurrencyContext.interval_to_next_pending_claim_check": (
+        "d9b44ab68eb41a99a2991cb72bdd4103cf91dec98fd3f12adf60f03941c1cc37"
+    ),
+    # _InterruptibleClaims.claim checks for a termination, then defers to this.
+    "InstanceConcurrencyContext.claim": "8375daa833c671e54e6ec523809a8e26d6baffd6dbaa01ccfc0d824c06cd7124",
+}
+
+
+def test_the_running_dagster_is_the_pinned_one() -> None:
+    import dagster
+
+    assert dagster.__version__ == execution.DAGSTER_VERSION
+    pyproject = (REPO_ROOT / "pyproject.toml").read_text()
+    pins = dict(re.findall(r'"(dagster(?:-webserver|-dg-cli)?)(==[^"]*)"', pyproject))
+    assert pins == dict.fromkeys(["dagster", "dagster-webserver", "dagster-dg-cli"], f"=={execution.DAGSTER_VERSION}")
+
+
+def test_the_dagster_code_execution_copies_is_unchanged() -> None:
+    from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
+    from dagster._core.executor.in_process import InProcessExecutor
+
+    functions = {
+        "InProcessExecutor.execute": InProcessExecutor.execute,
+        "InstanceConcurrencyContext.interval_to_next_pending_claim_check": (
+            InstanceConcurrencyContext.interval_to_next_pending_claim_check
+        ),
+        "InstanceConcurrencyContext.claim": InstanceConcurrencyContext.claim,
+    }
+    digests = {name: hashlib.sha256(inspect.getsource(f).encode()).hexdigest() for name, f in functions.items()}
+    assert digests == UPSTREAM_DAGSTER_SHA256, "Dagster changed: review taxi_assets/execution.py against it"
+
+
+def test_private_dagster_imports_live_in_the_compatibility_module_only() -> None:
+    for path in sorted((REPO_ROOT / "taxi_assets").rglob("*.py")) + sorted((REPO_ROOT / "bento_service").glob("*.py")):
+        if path.name != "execution.py":
+            assert "dagster._" not in path.read_text(), f"{path.relative_to(REPO_ROOT)} uses Dagster's private API"

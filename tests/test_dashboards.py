@@ -13,7 +13,7 @@ from taxi_assets.defs.batch_monitoring.assets import batch_drift, batch_predicti
 from taxi_assets.defs.dashboards.assets import monitoring_dashboard, online_dashboard
 from taxi_assets.defs.model.assets import deployed_model, duration_model
 from taxi_assets.defs.model.profile import reference_profile
-from taxi_assets.defs.trip_data.assets import raw_trips, taxi_zones, trips
+from taxi_assets.defs.trip_data.assets import taxi_zones, trip_months
 from tests.support.platform import platform_resources
 
 EVIDENTLY_UI = "http://127.0.0.1:8000"
@@ -47,7 +47,7 @@ def test_a_months_report_and_figures_land_in_the_evidently_workspace(
     resources = platform_resources()
     assert dg.materialize([taxi_zones], instance=instance, resources=resources)
     for month in ("2021-01", "2021-02"):
-        assert dg.materialize([raw_trips, trips], partition_key=month, instance=instance, resources=resources)
+        assert dg.materialize([trip_months], partition_key=month, instance=instance, resources=resources)
     assert dg.materialize([duration_model], partition_key="2021-01", instance=instance, resources=resources)
     assert dg.materialize([deployed_model], instance=instance, resources=resources)
     assert dg.materialize([reference_profile], instance=instance, resources=resources)

@@ -1,7 +1,7 @@
 """The loaded Dagster definitions as a reviewed snapshot, and the import contract between pure logic and glue.
 
-An accidental change to the graph (an asset, a dependency, a partitioning, a check, a pool, a job or a sensor)
-fails `test_definitions_match_the_snapshot`; an intended one is recorded with
+An accidental change to the graph (an asset, a dependency, a partitioning, a backfill policy, a check, a pool, a job
+or a sensor) fails `test_definitions_match_the_snapshot`; an intended one is recorded with
 `UPDATE_SNAPSHOTS=1 .venv/bin/pytest tests/test_definitions.py` and shows in review as a diff of
 tests/snapshots/definitions.json.
 """
@@ -39,6 +39,7 @@ def snapshot(definitions: dg.Definitions) -> dict:
         assets[key.to_user_string()] = {
             "group": node.group_name,
             "partitions": _partitions(node.partitions_def),
+            "backfill_policy": None if node.backfill_policy is None else str(node.backfill_policy),
             "deps": sorted(parent.to_user_string() for parent in node.parent_keys),
             "kinds": sorted(node.kinds),
             "pool": assets_def.op.pool,

@@ -18,7 +18,7 @@ from taxi_assets.defs.batch_monitoring.assets import batch_drift, batch_predicti
 from taxi_assets.defs.model.assets import deployed_model, duration_model, model_challenge
 from taxi_assets.defs.model.profile import reference_profile
 from taxi_assets.defs.online_monitoring.sensors import prediction_log_sensor
-from taxi_assets.defs.trip_data.assets import raw_trips, taxi_zones, trips
+from taxi_assets.defs.trip_data.assets import taxi_zones, trip_months
 from tests.support import service_harness
 from tests.support.platform import REPO_ROOT, free_port, platform_resources
 from tests.support.prometheus_harness import dashboard_queries, query, start_prometheus
@@ -103,7 +103,7 @@ def test_served_rides_reach_duckdb_and_prometheus(
     resources = platform_resources()
     assert dg.materialize([taxi_zones], instance=instance, resources=resources)
     for month in ("2021-01", "2022-02"):
-        assert dg.materialize([raw_trips, trips], partition_key=month, instance=instance, resources=resources)
+        assert dg.materialize([trip_months], partition_key=month, instance=instance, resources=resources)
     assert dg.materialize([duration_model], partition_key="2021-01", instance=instance, resources=resources)
     assert dg.materialize([deployed_model, reference_profile], instance=instance, resources=resources)
     # The batch dashboard's figures: one month scored and pushed, and the deployed model challenged on it (the
@@ -113,7 +113,7 @@ def test_served_rides_reach_duckdb_and_prometheus(
     )
     assert dg.materialize([model_challenge], partition_key="2022-02", instance=instance, resources=resources)
     # The month before arrives late: re-running the month adds its month-over-month figures (their panels).
-    assert dg.materialize([raw_trips, trips], partition_key="2022-01", instance=instance, resources=resources)
+    assert dg.materialize([trip_months], partition_key="2022-01", instance=instance, resources=resources)
     assert dg.materialize([batch_drift], partition_key="2022-02", instance=instance, resources=resources)
     job = defs().resolve_job_def("online_monitoring_job")
 

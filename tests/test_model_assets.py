@@ -29,7 +29,7 @@ from taxi_assets.defs.model.assets import (
     quality_gate,
 )
 from taxi_assets.defs.model.sensors import model_promotion_sensor
-from taxi_assets.defs.trip_data.assets import raw_trips, trips
+from taxi_assets.defs.trip_data.assets import trip_months
 from tests.support.platform import REPO_ROOT, platform_resources
 
 # BentoML fixes its model store once per process: each test stores models in a process (and store) of its own.
@@ -42,9 +42,7 @@ GAIN_2023_03 = 0.1294
 
 def load_trips(instance: dg.DagsterInstance, *months: str) -> None:
     for month in months:
-        assert dg.materialize(
-            [raw_trips, trips], partition_key=month, instance=instance, resources=platform_resources()
-        )
+        assert dg.materialize([trip_months], partition_key=month, instance=instance, resources=platform_resources())
 
 
 def materialize(instance: dg.DagsterInstance, asset: dg.AssetsDefinition, config: dict | None = None, **kwargs):

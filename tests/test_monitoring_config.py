@@ -249,6 +249,32 @@ def test_compose_environment_matches_the_settings() -> None:
         assert COMPOSE["services"][name]["environment"]["TAXI_PUSHGATEWAY_URL"] == "http://pushgateway:9091"
 
 
+# Compose's variable interpolation (compose-spec: ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}, …).
+COMPOSE_VARIABLE = re.compile(r"\$\{(?P<name>\w+)(?:(?P<operator>:?[-?+])(?P<argument>[^}]*))?\}")
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN", re.IGNORECASE)
+
+
+@pytest.mark.unit
+def test_compose_has_no_default_password() -> None:
+    """Every secret is a required variable (`${VAR:?message}`: compose stops and says which), listed in
+    .env.example without a value; none has a default or a literal value anywhere in compose.yaml."""
+    text = (REPO_ROOT / "compose.yaml").read_text()
+    required = set()
+    for match in COMPOSE_VARIABLE.finditer(text):
+        if SECRET_NAME.search(match["name"]):
+            assert match["operator"] == ":?" and ".env" in match["argument"], f"{match[0]} is not required"
+            required.add(match["name"])
+    assert required == {"DAGSTER_PG_PASSWORD", "GRAFANA_ADMIN_PASSWORD"}
+    for name, service in COMPOSE["services"].items():
+        for variable, value in service.get("environment", {}).items():
+            if SECRET_NAME.search(variable):
+                match = COMPOSE_VARIABLE.fullmatch(str(value))
+                assert match and match["name"] in required, f"{name}: {variable} is not a required variable"
+    example = (REPO_ROOT / ".env.example").read_text()
+    for variable in required:
+        assert re.search(rf"^# {variable}=$", example, re.MULTILINE), f".env.example does not list {variable}"
+
+
 @pytest.mark.unit
 def test_platform_image_copies_existing_files() -> None:
     dockerfile = (REPO_ROOT / "docker" / "platform.Dockerfile").read_text()
@@ -270,11 +296,20 @@ def test_compose_dagster_instance_is_valid(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 @pytest.mark.unit
+def test_compose_creates_the_dagster_instance_before_the_webserver_and_the_daemon_start() -> None:
+    services = COMPOSE["services"]
+    assert services["dagster-init"]["command"] == ["dagster", "instance", "migrate"]
+    assert services["dagster-init"]["restart"] == "no"
+    for name in ("dagster-webserver", "dagster-daemon"):
+        assert services[name]["depends_on"]["dagster-init"] == {"condition": "service_completed_successfully"}
+
+
+@pytest.mark.unit
 def test_compose_dagster_instance_uses_postgres() -> None:
     config = yaml.safe_load((REPO_ROOT / "docker" / "dagster.yaml").read_text())
     postgres = config["storage"]["postgres"]["postgres_db"]
     environment = COMPOSE["services"]["postgres"]["environment"]
-    for service in ("dagster-webserver", "dagster-daemon"):
+    for service in ("dagster-init", "dagster-webserver", "dagster-daemon"):
         dagster_env = COMPOSE["services"][service]["environment"]
         for field in ("username", "password", "db_name", "hostname"):
             variable = postgres[field]["env"]

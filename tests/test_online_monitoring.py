@@ -2,6 +2,8 @@
 
 import datetime as dt
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -17,13 +19,15 @@ from taxi_assets.core import predlog, profile, warehouse
 from taxi_assets.core.drift import ONLINE_FEATURES
 from taxi_assets.core.model import predict
 from taxi_assets.core.online import online_samples, window_figures
+from taxi_assets.definitions import defs
 from taxi_assets.defs.model.assets import deployed_model, duration_model
 from taxi_assets.defs.model.profile import reference_profile
+from taxi_assets.defs.online_monitoring import sensors
 from taxi_assets.defs.online_monitoring.assets import OnlineDriftConfig, online_drift, prediction_logs
 from taxi_assets.defs.online_monitoring.resources import PredictionLogStore
 from taxi_assets.defs.online_monitoring.sensors import prediction_log_sensor
 from taxi_assets.defs.resources import Pushgateway
-from taxi_assets.defs.trip_data.assets import raw_trips, trips
+from taxi_assets.defs.trip_data.assets import trip_months
 from tests.support.platform import platform_resources
 from tests.support.service_harness import load_rides
 
@@ -145,6 +149,70 @@ def test_sensor_requests_new_days_once_and_never_opens_duckdb(
     assert json.loads(third.cursor)["open"] == []
 
 
+# Another process holding the warehouse open for writing: DuckDB lets one process write a file.
+HOLD_WAREHOUSE = """
+import duckdb, sys
+conn = duckdb.connect(sys.argv[1])
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_sensor_requests_a_failed_day_again_with_backoff_until_it_lands(
+    platform_env: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Three days old: sealed in the store cursor by the first tick, so only the open batch remembers it.
+    day = (dt.datetime.now(UTC) - dt.timedelta(days=3)).replace(hour=12)
+    key = day.date().isoformat()
+    write([prediction("a", day), prediction("b", day)])
+    job = defs().resolve_job_def("online_monitoring_job")
+
+    def run(request: dg.RunRequest) -> dg.ExecuteInProcessResult:
+        tags = {**request.tags, "dagster/run_key": request.run_key}
+        return job.execute_in_process(partition_key=key, instance=instance, tags=tags, raise_on_error=False)
+
+    clock = [dt.datetime.now(UTC).timestamp()]
+    monkeypatch.setattr(sensors.time, "time", lambda: clock[0])
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_WAREHOUSE, str(platform_env / "warehouse.duckdb")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        first = tick(instance, None)
+        assert [r.partition_key for r in first.run_requests] == [key]
+        assert json.loads(first.cursor)["store"]["sealed"] == key
+        assert not run(first.run_requests[0]).success
+
+        # At the next tick: requested again. When that fails too, not before a minute has passed.
+        clock[0] += 30
+        second = tick(instance, first.cursor)
+        assert [r.run_key.rsplit("/", 1)[-1] for r in second.run_requests] == ["retry-1"]
+        assert not run(second.run_requests[0]).success
+        clock[0] += 30
+        assert tick(instance, second.cursor).run_requests == []
+        clock[0] += 31
+        third = tick(instance, second.cursor)
+        assert [r.run_key.rsplit("/", 1)[-1] for r in third.run_requests] == ["retry-2"]
+        assert json.loads(third.cursor)["retries"] == {key: 2}
+    finally:
+        holder.kill()
+        holder.wait()
+
+    run(third.run_requests[0])
+    assert table_counts(key) == (2, 0)
+    clock[0] += 30
+    done = tick(instance, third.cursor)
+    assert done.run_requests == []
+    assert {k: json.loads(done.cursor)[k] for k in ("open", "retries")} == {"open": [], "retries": {}}
+
+
+def test_retry_delays_double_up_to_half_an_hour() -> None:
+    assert [sensors.retry_delay(attempts) for attempts in range(8)] == [0, 60, 120, 240, 480, 960, 1800, 1800]
+
+
 def test_prediction_logs_exactly_once_with_late_feedback_and_a_crash(
     platform_env: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -194,7 +262,7 @@ def deployed(instance: dg.DagsterInstance) -> tuple[dg.DagsterInstance, dict]:
     its reference profile."""
     resources = platform_resources()
     for month in ("2021-01", "2021-02"):
-        assert dg.materialize([raw_trips, trips], partition_key=month, instance=instance, resources=resources)
+        assert dg.materialize([trip_months], partition_key=month, instance=instance, resources=resources)
     assert dg.materialize([duration_model], partition_key="2021-01", instance=instance, resources=resources)
     assert dg.materialize([deployed_model], instance=instance, resources=resources)
     assert dg.materialize([reference_profile], instance=instance, resources=resources)

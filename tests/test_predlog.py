@@ -274,3 +274,74 @@ def test_mongo_client_on_a_closed_port_keeps_serving(tmp_path: Path) -> None:
     assert not writer.ship_once()
     assert writer.stats() == {"appended": 1, "write_failures": 1, "spool_backlog": 1}
     writer.close()
+
+
+# ---- at volume: what the sensor and the ingest do with a large day
+
+
+def test_pending_counts_lines_without_parsing_them(store, monkeypatch: pytest.MonkeyPatch) -> None:
+    writer, reader = store
+    first = [_prediction(i, ts=f"{_today()}T00:00:0{i}.000000+00:00") for i in range(3)]
+    assert writer.append(first)
+    assert writer.append([_prediction(i) for i in range(3, 500)])
+    writer.flush()
+    parsed = []
+    original = json.loads
+    monkeypatch.setattr(json, "loads", lambda line: parsed.append(line) or original(line))
+
+    assert reader.pending(None) == predlog.Pending(500, first[0]["ts"])
+    # One record read per segment (for the oldest time), not one per pending record.
+    assert len(parsed) == 1
+
+
+def test_a_day_of_files_is_staged_as_a_view_not_copied_into_memory(store, tmp_path: Path) -> None:
+    import duckdb
+
+    writer, reader = store
+    assert writer.append([_prediction(i) for i in range(10)] + [predlog.feedback_record("ride-1", 11.0)])
+    writer.flush()
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as conn:
+        reader.stage_day(conn, _today())
+        assert conn.execute(f"SELECT count(*) FROM {predlog.STAGING_TABLE}").fetchone() == (11,)
+        views = conn.execute("SELECT view_name FROM duckdb_views() WHERE temporary AND NOT internal").fetchall()
+        assert views == [(predlog.STAGING_TABLE,)]
+        reader.stage_day(conn, "2022-01-01")  # no files that day: an empty table replaces the view
+        assert conn.execute(f"SELECT count(*) FROM {predlog.STAGING_TABLE}").fetchone() == (0,)
+
+
+def test_a_mongo_day_is_staged_in_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import duckdb
+
+    from taxi_assets.core.predlog import mongo, records
+
+    collection = mongomock.MongoClient().taxi.prediction_logs
+    day = "2024-06-03"
+    collection.insert_many(
+        [{**_prediction(i, ts=f"{day}T08:00:00.000000+00:00"), "_id": str(i), "day": day} for i in range(5)]
+    )
+    sizes = []
+    original = records.stage_batches
+    monkeypatch.setattr(mongo, "STAGE_BATCH", 2)
+    monkeypatch.setattr(
+        mongo, "stage_batches", lambda conn, batches: original(conn, (sizes.append(len(b)) or b for b in batches))
+    )
+    with duckdb.connect() as conn:
+        predlog.MongoLogReader("mongodb://unused", collection_obj=collection).stage_day(conn, day)
+        assert conn.execute(f"SELECT count(*) FROM {predlog.STAGING_TABLE}").fetchone() == (5,)
+    assert sizes == [2, 2, 1]
+
+
+def test_log_times_of_any_offset_are_stored_as_utc(tmp_path: Path) -> None:
+    import duckdb
+
+    from taxi_assets.core.warehouse import PREDICTION_LOG_DAY_SELECTS, PREDICTION_LOG_SCHEMA, replace_partition
+
+    day = "2024-06-03"
+    stamps = [f"{day}T10:00:00.250000+00:00", f"{day}T12:00:00.250000+02:00", f"{day}T10:00:00Z", f"{day}T10:00:00"]
+    with duckdb.connect() as conn:
+        for statement in PREDICTION_LOG_SCHEMA:
+            conn.execute(statement)
+        predlog.records.stage_records(conn, [_prediction(i, ts=ts) for i, ts in enumerate(stamps)])
+        replace_partition(conn, "day", day, PREDICTION_LOG_DAY_SELECTS)
+        stored = [ts for (ts,) in conn.execute("SELECT ts FROM prediction_log ORDER BY id").fetchall()]
+    assert stored == [dt.datetime(2024, 6, 3, 10, 0, 0, 250000)] * 2 + [dt.datetime(2024, 6, 3, 10)] * 2

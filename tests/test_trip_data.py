@@ -12,8 +12,8 @@ import duckdb
 import pytest
 
 from taxi_assets.core.tlc import RAW_COLUMNS
-from taxi_assets.defs.trip_data.assets import raw_trips, taxi_zones, trips
-from tests.support.platform import MANIFEST_ROWS, platform_resources
+from taxi_assets.defs.trip_data.assets import taxi_zones, trip_months
+from tests.support.platform import MANIFEST_ROWS, TLC_DIR, platform_resources
 
 pytestmark = pytest.mark.integration
 
@@ -21,12 +21,16 @@ pytestmark = pytest.mark.integration
 TRIPS_ROWS = {"2021-01": 73908, "2022-01": 59603, "2023-03": 69392}
 
 
-def materialize(
-    instance: dg.DagsterInstance, month: str, assets=(raw_trips, trips), **kwargs
-) -> dg.ExecuteInProcessResult:
+def materialize(instance: dg.DagsterInstance, month: str, assets=(trip_months,), **kwargs) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         list(assets), partition_key=month, instance=instance, resources=platform_resources(), **kwargs
     )
+
+
+def materialization(result: dg.ExecuteInProcessResult, table: str) -> dg.AssetMaterialization:
+    """The one materialization of `table` in a one-month run."""
+    (event,) = [m for m in result.asset_materializations_for_node("trip_months") if m.asset_key.path == [table]]
+    return event
 
 
 def query(path: Path, sql: str, params: dict | None = None) -> list[tuple]:
@@ -55,7 +59,7 @@ def test_months_of_every_year_load_into_one_schema(instance, platform_env):
     for month in TRIPS_ROWS:
         result = materialize(instance, month)
         assert result.success
-        raw_meta = result.asset_materializations_for_node("raw_trips")[0].metadata
+        raw_meta = materialization(result, "raw_trips").metadata
         assert raw_meta["dagster/row_count"].value == MANIFEST_ROWS[month]
         assert 0 < raw_meta["pickups_outside_month_share"].value < 0.001
         assert all(check.passed for check in result.get_asset_check_evaluations())
@@ -140,6 +144,59 @@ def test_a_month_missing_from_the_directory_fails_cleanly(instance, platform_env
     assert not (platform_env / "cache").exists() or not any((platform_env / "cache").iterdir())
 
 
+def sample_month(tlc_dir: Path, month: str, target: Path, rows: int = 300) -> None:
+    """`rows` real rides of `month` as a TLC file at `target`: a valid month that differs from the published one."""
+    source = tlc_dir / f"green_tripdata_{month}.parquet"
+    duckdb.sql(
+        f"COPY (SELECT * FROM read_parquet('{source}') USING SAMPLE {rows} ROWS (reservoir, 7)) "
+        f"TO '{target}' (FORMAT parquet)"
+    )
+
+
+RANGE_TAGS = {"dagster/asset_partition_range_start": "2021-01", "dagster/asset_partition_range_end": "2021-04"}
+
+
+def test_a_range_with_a_missing_and_a_corrupt_month_lands_the_good_months_and_keeps_the_bad_ones(
+    instance, platform_env, tlc_dir, source_dir
+):
+    # 2021-02 holds 300 rides from an earlier load; its file then turns corrupt. 2021-04 was never published.
+    sample_month(tlc_dir, "2021-02", source_dir / "green_tripdata_2021-02.parquet")
+    assert materialize(instance, "2021-02").success
+    previous_trips = month_rows(platform_env, "trips", "2021-02")
+    spoil_truncated(source_dir / "green_tripdata_2021-02.parquet")
+    shutil.copy(tlc_dir / "green_tripdata_2021-03.parquet", source_dir)
+
+    # What a backfill's ranged run executes: the four months in one run.
+    result = dg.materialize(
+        [trip_months], instance=instance, resources=platform_resources(), tags=RANGE_TAGS, raise_on_error=False
+    )
+
+    assert not result.success
+    landed = {(m.asset_key.path[-1], m.partition) for m in result.asset_materializations_for_node("trip_months")}
+    assert landed == {(table, month) for table in ("raw_trips", "trips") for month in ("2021-01", "2021-03")}
+    # One result per check over the run's good months: six checks of each table, each naming both months.
+    checks = result.get_asset_check_evaluations()
+    assert len(checks) == 12 and all(check.passed for check in checks)
+    assert {check.metadata["partitions"].value for check in checks} == {2}
+    (failure,) = result.get_step_failure_events()
+    lines = str(failure.step_failure_data.error).splitlines()
+    assert any(
+        line.startswith("raw_trips[2021-02]: 2021-02: ") and "is not a readable parquet file" in line for line in lines
+    )
+    assert any(line.startswith("raw_trips[2021-04]: 2021-04: no file at") for line in lines)
+    assert any(line.startswith("trips[2021-02]: not attempted") for line in lines)
+    assert "2 of 4 partitions failed" in lines[0]
+    assert [month_rows(platform_env, "raw_trips", month) for month in ("2021-01", "2021-02", "2021-03", "2021-04")] == [
+        MANIFEST_ROWS["2021-01"],
+        300,
+        MANIFEST_ROWS["2021-03"],
+        0,
+    ]
+    assert month_rows(platform_env, "trips", "2021-02") == previous_trips
+    assert month_rows(platform_env, "trips", "2021-01") == TRIPS_ROWS["2021-01"]
+    assert instance.get_materialized_partitions(dg.AssetKey("raw_trips")) == {"2021-01", "2021-02", "2021-03"}
+
+
 @pytest.fixture
 def http_source(source_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """`source_dir` served over HTTP on loopback, as TLC's trip-data address would serve it."""
@@ -155,10 +212,10 @@ def http_source(source_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[s
 
 def test_downloads_are_cached_and_bad_downloads_never_are(instance, platform_env, source_dir, http_source):
     cache = platform_env / "cache"
-    first = materialize(instance, "2021-01", assets=(raw_trips, trips, taxi_zones))
+    first = materialize(instance, "2021-01", assets=(trip_months, taxi_zones))
     assert first.success
     assert sorted(path.name for path in cache.iterdir()) == ["green_tripdata_2021-01.parquet", "taxi_zone_lookup.csv"]
-    assert first.asset_materializations_for_node("raw_trips")[0].metadata["source"].value.startswith(http_source)
+    assert materialization(first, "raw_trips").metadata["source"].value.startswith(http_source)
 
     missing = materialize(instance, "2021-05", raise_on_error=False)
     assert "answered HTTP 404" in str(missing.get_step_failure_events()[0].step_failure_data.error)
@@ -168,6 +225,83 @@ def test_downloads_are_cached_and_bad_downloads_never_are(instance, platform_env
     truncated = materialize(instance, "2021-02", raise_on_error=False)
     assert "is not a readable parquet file" in str(truncated.get_step_failure_events()[0].step_failure_data.error)
     assert sorted(path.name for path in cache.iterdir()) == ["green_tripdata_2021-01.parquet", "taxi_zone_lookup.csv"]
+
+
+def spoil_location_type(path: Path) -> None:
+    """PULocationID as text, as an export through a spreadsheet gives it: the footer and column names pass."""
+    rewrite(path, "'zone ' || PULocationID AS PULocationID")
+
+
+def spoil_timestamp_type(path: Path) -> None:
+    """Pickup times as int64 microseconds, as some writers store timestamps."""
+    rewrite(path, "epoch_us(lpep_pickup_datetime) AS lpep_pickup_datetime")
+
+
+def rewrite(path: Path, replacement: str) -> None:
+    duckdb.sql(f"COPY (SELECT * REPLACE ({replacement}) FROM read_parquet('{path}')) TO '{path}.tmp' (FORMAT parquet)")
+    Path(f"{path}.tmp").replace(path)
+
+
+def publish_another_month(path: Path) -> None:
+    """The 2021-01 file published under another month's name."""
+    shutil.copy(TLC_DIR / "green_tripdata_2021-01.parquet", path)
+
+
+@pytest.mark.parametrize(
+    ("spoil", "message"),
+    [
+        (spoil_location_type, "DuckDB could not load"),
+        (spoil_timestamp_type, "DuckDB could not load"),
+        (spoil_pages, "DuckDB could not load"),
+        (publish_another_month, "holds another month's trips"),
+    ],
+)
+def test_a_download_that_does_not_load_is_never_cached(instance, platform_env, source_dir, http_source, spoil, message):
+    month, cache = "2021-02", platform_env / "cache"
+    served = source_dir / f"green_tripdata_{month}.parquet"
+    shutil.copy(TLC_DIR / served.name, served)
+    spoil(served)
+
+    failed = materialize(instance, month, selection=["raw_trips"], raise_on_error=False)
+
+    error = str(failed.get_step_failure_events()[0].step_failure_data.error)
+    assert month in error and http_source in error and message in error
+    assert not cache.exists() or list(cache.iterdir()) == [], "a file that did not load was cached"
+    # Once the source is fixed, the next run downloads it again and loads it.
+    shutil.copy(TLC_DIR / served.name, served)
+    assert materialize(instance, month, selection=["raw_trips"]).success
+    assert [path.name for path in cache.iterdir()] == [served.name]
+    assert month_rows(platform_env, "raw_trips", month) == MANIFEST_ROWS[month]
+
+
+def test_a_cached_file_that_does_not_load_is_dropped(instance, platform_env, source_dir, http_source):
+    """A bad file cached by an earlier version stays no longer than the run that finds it bad."""
+    cached = platform_env / "cache" / "green_tripdata_2021-01.parquet"
+    cached.parent.mkdir()
+    shutil.copy(source_dir / cached.name, cached)
+    spoil_timestamp_type(cached)
+
+    failed = materialize(instance, "2021-01", selection=["raw_trips"], raise_on_error=False)
+
+    assert "DuckDB could not load" in str(failed.get_step_failure_events()[0].step_failure_data.error)
+    assert not cached.exists()
+    assert materialize(instance, "2021-01", selection=["raw_trips"]).success and cached.exists()
+
+
+def test_another_months_file_fails_the_month_and_keeps_its_rows(instance, platform_env, source_dir):
+    february = source_dir / "green_tripdata_2021-02.parquet"
+    shutil.copy(TLC_DIR / february.name, february)
+    assert materialize(instance, "2021-02").success
+    publish_another_month(february)
+
+    result = materialize(instance, "2021-02", raise_on_error=False)
+
+    assert not result.success
+    (error,) = [str(event.step_failure_data.error) for event in result.get_step_failure_events()]
+    assert f"2021-02: {february} holds another month's trips: 0.0% of its {MANIFEST_ROWS['2021-01']} pickups" in error
+    assert "fall in 2021-02 (most in 2021-01; at least 50% expected)" in error
+    assert month_rows(platform_env, "raw_trips", "2021-02") == MANIFEST_ROWS["2021-02"]
+    assert month_rows(platform_env, "trips", "2021-02") > 0
 
 
 def test_checks_fire_on_doctored_data(instance, platform_env, source_dir):

@@ -1,6 +1,8 @@
-"""The trip-data assets called directly, as functions, with `dg.build_asset_context` and small resources: a
-sample of a real TLC month in a temporary folder and a temporary DuckDB file. Seconds, no Dagster run."""
+"""The trip-data assets' work called directly, as functions (a month of each table; `taxi_zones` with
+`dg.build_asset_context`) on small resources: a sample of a real TLC month in a temporary folder and a temporary
+DuckDB file. Seconds, no Dagster run."""
 
+import logging
 from pathlib import Path
 
 import dagster as dg
@@ -10,7 +12,7 @@ import pytest
 from taxi_assets.core.tlc import TripDataError
 from taxi_assets.core.warehouse import RAW_TRIPS_DDL
 from taxi_assets.defs.resources import Warehouse
-from taxi_assets.defs.trip_data.assets import raw_trips, taxi_zones, trips
+from taxi_assets.defs.trip_data.assets import build_trips_month, load_raw_month, taxi_zones
 from taxi_assets.defs.trip_data.resources import TripDataSource
 
 pytestmark = pytest.mark.unit
@@ -38,11 +40,12 @@ def warehouse(tmp_path: Path) -> Warehouse:
 
 
 def test_raw_trips_loads_the_sample_with_its_checks(source: TripDataSource, warehouse: Warehouse) -> None:
-    result = raw_trips(dg.build_asset_context(partition_key="2021-01"), warehouse=warehouse, trip_data=source)
+    with warehouse.get_connection() as conn:
+        result = load_raw_month(conn, "2021-01", source, logging.getLogger(__name__))
 
     assert result.metadata["dagster/row_count"] == SAMPLE_ROWS
     assert isinstance(result.metadata["pickups_outside_month_share"], float)
-    assert {check.check_name: check.passed for check in result.check_results}["tlc_schema"]
+    assert {check.check_name: check.passed for check in result.checks}["tlc_schema"]
     with warehouse.get_connection() as conn:
         assert conn.execute("SELECT count(*), min(month), max(month) FROM raw_trips").fetchone() == (
             SAMPLE_ROWS,
@@ -63,7 +66,8 @@ def test_trips_keeps_rides_of_one_to_sixty_minutes_and_says_why_others_went(ware
                 {"us": duration * 60e6},
             )
 
-    result = trips(dg.build_asset_context(partition_key="2021-01"), warehouse=warehouse)
+    with warehouse.get_connection() as conn:
+        result = build_trips_month(conn, "2021-01")
 
     assert result.metadata["dagster/row_count"] == 2
     assert result.metadata["rows_dropped"] == 2
@@ -73,10 +77,8 @@ def test_trips_keeps_rides_of_one_to_sixty_minutes_and_says_why_others_went(ware
 
 
 def test_trips_of_a_month_without_raw_rows_fail_naming_the_month(warehouse: Warehouse) -> None:
-    with warehouse.get_connection() as conn:
-        conn.execute(RAW_TRIPS_DDL)
-    with pytest.raises(TripDataError, match="2021-02: raw_trips holds no rows"):
-        trips(dg.build_asset_context(partition_key="2021-02"), warehouse=warehouse)
+    with warehouse.get_connection() as conn, pytest.raises(TripDataError, match="2021-02: raw_trips holds no rows"):
+        build_trips_month(conn, "2021-02")
 
 
 def test_taxi_zones_refuse_a_lookup_with_other_columns(

@@ -9,7 +9,7 @@ import dagster as dg
 import pytest
 import requests
 
-from taxi_assets.defs.trip_data.assets import raw_trips, trips
+from taxi_assets.defs.trip_data.assets import trip_months
 from tests.support.dagster_processes import running_webserver
 from tests.support.platform import platform_resources
 
@@ -49,7 +49,7 @@ def webserver(instance: dg.DagsterInstance, platform_env: Path) -> Iterator[str]
 
 
 def test_the_ui_shows_assets_their_descriptions_lineage_and_metadata(webserver, instance, platform_env):
-    dg.materialize([raw_trips, trips], partition_key="2021-01", instance=instance, resources=platform_resources())
+    dg.materialize([trip_months], partition_key="2021-01", instance=instance, resources=platform_resources())
 
     catalog = render(f"{webserver}/assets", platform_env / "chromium-catalog")
     for asset in ("raw_trips", "trips", "duration_model", "deployed_model", "batch_predictions", "monitoring_report"):

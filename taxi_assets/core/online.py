@@ -16,10 +16,9 @@ import pandas as pd
 
 from taxi_assets.core import drift, profile
 from taxi_assets.core.drift import NUMERICAL, ONLINE_FEATURES, DriftVerdict, FeatureDrift
-from taxi_assets.core.metrics import Sample, outlier_samples, verdict_samples
+from taxi_assets.core.metrics import Sample, outlier_samples, output_samples, verdict_samples
 from taxi_assets.core.model import PREDICTION, TARGET, error_summary
 
-INGEST_JOB = "taxi_ingest"
 ACTUAL = "actual_duration"
 
 
@@ -70,47 +69,20 @@ def window_figures(
 def online_samples(figures: WindowFigures, model_tag: str, validation_rmse: float) -> list[Sample]:
     """Everything the `taxi_online_monitoring` job pushes for one window."""
     samples = [
-        Sample("taxi_online_window_rows", "Predictions in the window", {}, float(figures.rows)),
-        Sample(
-            "taxi_online_feedback_rows", "Predictions in the window with feedback", {}, float(figures.feedback_rows)
-        ),
-        Sample(
-            "taxi_model_validation_rmse",
-            "Validation RMSE of the deployed model, minutes",
-            {"model_tag": model_tag},
-            validation_rmse,
-        ),
+        Sample("taxi_online_window_rows", {}, float(figures.rows)),
+        Sample("taxi_online_feedback_rows", {}, float(figures.feedback_rows)),
+        Sample("taxi_model_validation_rmse", {"model_tag": model_tag}, validation_rmse),
     ]
     if figures.features is not None and figures.prediction is not None:
         samples += verdict_samples("taxi_online", figures.features)
-        samples += [
-            Sample(
-                "taxi_online_prediction_drift_score",
-                "Drift statistic of the predictions over its calibrated threshold (above 1: beyond it)",
-                {"test": figures.prediction.test},
-                figures.prediction.score,
-            ),
-            Sample(
-                "taxi_online_prediction_drifted", "1 if the predictions drifted", {}, float(figures.prediction.drifted)
-            ),
-            Sample(
-                "taxi_online_window_spread",
-                "1 if the window's pickups span a week or more (spread), 0 for a stretch of consecutive rides",
-                {},
-                float(figures.kind == drift.SPREAD),
-            ),
-        ]
+        samples += output_samples("taxi_online", "prediction", figures.prediction)
+        samples.append(Sample("taxi_online_window_spread", {}, float(figures.kind == drift.SPREAD)))
         samples += outlier_samples("taxi_online", figures.outliers)
     if figures.rmse is not None and figures.mae is not None and figures.rmse_bound is not None:
         samples += [
-            Sample("taxi_online_rmse", "RMSE where feedback arrived, minutes", {}, figures.rmse),
-            Sample("taxi_online_mae", "MAE where feedback arrived, minutes", {}, figures.mae),
-            Sample(
-                "taxi_online_rmse_bound",
-                "RMSE an unchanged window of this many feedback rows stays below with probability 99%, minutes",
-                {},
-                figures.rmse_bound,
-            ),
+            Sample("taxi_online_rmse", {}, figures.rmse),
+            Sample("taxi_online_mae", {}, figures.mae),
+            Sample("taxi_online_rmse_bound", {}, figures.rmse_bound),
         ]
     return samples
 
@@ -118,21 +90,9 @@ def online_samples(figures: WindowFigures, model_tag: str, validation_rmse: floa
 def ingest_samples(waiting: int, oldest_age_seconds: float, last_success: float | None) -> list[Sample]:
     """What the sensor pushes as job `taxi_ingest`; the last success is left out until there is one."""
     samples = [
-        Sample("taxi_ingest_records_waiting", "Prediction-log records not yet in DuckDB", {}, float(waiting)),
-        Sample(
-            "taxi_ingest_oldest_pending_age_seconds",
-            "Age of the oldest prediction-log record not yet in DuckDB",
-            {},
-            oldest_age_seconds,
-        ),
+        Sample("taxi_ingest_records_waiting", {}, float(waiting)),
+        Sample("taxi_ingest_oldest_pending_age_seconds", {}, oldest_age_seconds),
     ]
     if last_success is not None:
-        samples.append(
-            Sample(
-                "taxi_ingest_last_success_timestamp_seconds",
-                "Unix time of the last successful prediction_logs materialization",
-                {},
-                last_success,
-            )
-        )
+        samples.append(Sample("taxi_ingest_last_success_timestamp_seconds", {}, last_success))
     return samples

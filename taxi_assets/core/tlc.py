@@ -94,6 +94,30 @@ def validate_trip_file(path: Path, month: str, source: str) -> FileSummary:
     return FileSummary(rows=metadata.num_rows, bytes=path.stat().st_size)
 
 
+# A published month's pickups fall inside it but for a few strays (at most 0.1 % in each month of 2021-2023); a
+# file of another month published under its name has almost none inside. A majority is the line between the two.
+MIN_PICKUPS_IN_MONTH_SHARE = 0.5
+
+# Over a table of one month's rows in the raw_trips schema: pickups inside $month, all rows, the most common month.
+PICKUP_MONTHS_SQL = """
+SELECT count(*) FILTER (WHERE strftime(lpep_pickup_datetime, '%Y-%m') = $month), count(*),
+    mode(strftime(lpep_pickup_datetime, '%Y-%m'))
+FROM {table}
+"""
+
+
+def check_pickups_in_month(month: str, source: str, inside: int, rows: int, most_common: str | None) -> float:
+    """The share of a file's pickups that fall inside `month`; fails, naming month, source and share, when most
+    fall outside (another month's file published under this month's name)."""
+    share = inside / rows if rows else 1.0
+    if share < MIN_PICKUPS_IN_MONTH_SHARE:
+        raise TripDataError(
+            f"{month}: {source} holds another month's trips: {share:.1%} of its {rows} pickups fall in {month} "
+            f"(most in {most_common}; at least {MIN_PICKUPS_IN_MONTH_SHARE:.0%} expected), so it is not loaded"
+        )
+    return share
+
+
 def raw_select_sql(parquet_path: str) -> str:
     """SELECT turning one TLC file into the `raw_trips` schema (month comes first, as parameter $month)."""
     casts = ",\n    ".join(f'CAST("{name}" AS {sql_type}) AS "{name}"' for name, sql_type in RAW_COLUMNS.items())

@@ -6,6 +6,7 @@ default from `taxi_assets.settings`.
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 from collections.abc import Iterable, Iterator
@@ -190,6 +191,39 @@ class Pushgateway(dg.ConfigurableResource):
             return False
         log.info("pushed %d series of %s %s to %s", len(samples), job, grouping_key, gateway)
         return True
+
+    def delete_groups(self, job: str, log: logging.Logger | None = None) -> list[dict[str, str]]:
+        """Delete every group of `job` (all its grouping keys) through the Pushgateway's HTTP API; return the
+        grouping keys deleted. Errors are logged, not raised, as for `push`."""
+        import requests  # the URL may carry credentials: requests turns them into basic auth
+
+        log = log or logger
+        if not self.enabled:
+            return []
+        gateway = settings.redact(self.url)
+        base = self.url.rstrip("/")
+        deleted = []
+        try:
+            answer = requests.get(f"{base}/api/v1/metrics", timeout=self.timeout_seconds)
+            answer.raise_for_status()
+            for group in answer.json()["data"]:
+                labels = dict(group["labels"])
+                if labels.pop("job", None) != job:
+                    continue
+                # Every label as base64 (the Pushgateway's `@base64` form), whatever characters its value holds.
+                path = "/".join(f"{name}@base64/{_base64(value)}" for name, value in [("job", job), *labels.items()])
+                requests.delete(f"{base}/metrics/{path}", timeout=self.timeout_seconds).raise_for_status()
+                deleted.append(labels)
+        except (requests.RequestException, ValueError, KeyError) as error:
+            log.warning("deleting the groups of %s on %s failed: %s", job, gateway, settings.redact(str(error)))
+            return deleted
+        log.info("deleted %d groups of %s from %s: %s", len(deleted), job, gateway, deleted)
+        return deleted
+
+
+def _base64(value: str) -> str:
+    # The Pushgateway reads an empty value as "=" (RFC 4648 URL-safe alphabet, padding kept).
+    return base64.urlsafe_b64encode(value.encode()).decode() or "="
 
 
 def shared_resources() -> dict[str, dg.ConfigurableResource]:

@@ -3,6 +3,7 @@
 Shared by the backfill and UI tests and `bench/`: runs launch as their own processes, exactly as from the UI.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -19,13 +20,32 @@ from tests.support.platform import REPO_ROOT, free_port, wait_http
 
 DAGSTER = REPO_ROOT / ".venv" / "bin" / "dagster"
 WORKSPACE = REPO_ROOT / "workspace.yaml"
+# The instance `make up` runs (SQLite in DAGSTER_HOME) and the one compose runs (PostgreSQL, from DAGSTER_PG_*).
+LOCAL_INSTANCE = REPO_ROOT / "dagster_home" / "dagster.yaml"
+COMPOSE_INSTANCE = REPO_ROOT / "docker" / "dagster.yaml"
+
+
+def prepare_dagster_home(dagster_home: Path, instance: Path | None = None) -> None:
+    """The project's instance settings (`instance`: one of its dagster.yaml files, the local one by default) in
+    `dagster_home`, its storage created before any process can race for it.
+
+    Two processes that create a fresh SQLite instance at once can stamp two alembic heads, after which nothing
+    opens it again: set-up creates it first (`dagster instance migrate`, see scripts/setup.sh), and so does this,
+    in this process (the same storage creation, without a second Python start-up).
+    """
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(instance or LOCAL_INSTANCE, dagster_home / "dagster.yaml")
+    with dg.DagsterInstance.from_config(str(dagster_home)):
+        pass
 
 
 @contextmanager
-def _running(args: list[str], dagster_home: Path, log_path: Path) -> Iterator[subprocess.Popen]:
-    """Start a Dagster process with the project's instance settings; stop it and everything it started."""
-    dagster_home.mkdir(parents=True, exist_ok=True)
-    shutil.copy(REPO_ROOT / "dagster_home" / "dagster.yaml", dagster_home / "dagster.yaml")
+def _running(
+    args: list[str], dagster_home: Path, log_path: Path, instance: Path = LOCAL_INSTANCE
+) -> Iterator[subprocess.Popen]:
+    """Start a Dagster process with the project's instance settings (`instance`: one of the project's
+    dagster.yaml files); stop it and everything it started."""
+    prepare_dagster_home(dagster_home, instance)
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             args,
@@ -38,24 +58,27 @@ def _running(args: list[str], dagster_home: Path, log_path: Path) -> Iterator[su
     try:
         yield process
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
         try:
+            os.killpg(process.pid, signal.SIGTERM)
             process.wait(timeout=20)
+        except ProcessLookupError:  # already gone: a test killed it
+            process.wait()
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
 
 
-def running_daemon(dagster_home: Path, log_path: Path):
+def running_daemon(dagster_home: Path, log_path: Path, instance: Path = LOCAL_INSTANCE):
     """`dagster-daemon run`: the run queue, the backfill daemon and the sensors."""
-    return _running([str(DAGSTER.with_name("dagster-daemon")), "run", "-w", str(WORKSPACE)], dagster_home, log_path)
+    args = [str(DAGSTER.with_name("dagster-daemon")), "run", "-w", str(WORKSPACE)]
+    return _running(args, dagster_home, log_path, instance)
 
 
 @contextmanager
-def running_webserver(dagster_home: Path, log_path: Path) -> Iterator[str]:
+def running_webserver(dagster_home: Path, log_path: Path, instance: Path = LOCAL_INSTANCE) -> Iterator[str]:
     """`dagster-webserver` on a free loopback port; yields its URL once it answers."""
     port = free_port()
     args = [str(DAGSTER.with_name("dagster-webserver")), "-h", "127.0.0.1", "-p", str(port), "-w", str(WORKSPACE)]
-    with _running(args, dagster_home, log_path) as process:
+    with _running(args, dagster_home, log_path, instance) as process:
         url = f"http://127.0.0.1:{port}"
         wait_http(f"{url}/server_info", timeout=90, process=process)
         yield url
@@ -83,6 +106,26 @@ def backfill_from_ui(webserver: str, assets: list[str], partitions: list[str]) -
     return answer["backfillId"]
 
 
+def retry_backfill_from_ui(webserver: str, backfill_id: str) -> str:
+    """The UI's "Re-execute from failure" on a finished backfill: a new backfill of what it did not materialize."""
+    answer = requests.post(
+        f"{webserver}/graphql",
+        json={
+            "query": """mutation($params: ReexecutionParams!) {
+                reexecutePartitionBackfill(reexecutionParams: $params) {
+                    __typename
+                    ... on LaunchBackfillSuccess { backfillId }
+                    ... on PythonError { message }
+                }
+            }""",
+            "variables": {"params": {"parentRunId": backfill_id, "strategy": "FROM_FAILURE"}},
+        },
+        timeout=60,
+    ).json()["data"]["reexecutePartitionBackfill"]
+    assert answer["__typename"] == "LaunchBackfillSuccess", answer
+    return answer["backfillId"]
+
+
 def backfill_from_cli(dagster_home: Path, job: str, partitions: list[str]) -> None:
     """What a user types: `dagster job backfill -j JOB --partitions …`."""
     launched = subprocess.run(
@@ -97,6 +140,20 @@ def backfill_from_cli(dagster_home: Path, job: str, partitions: list[str]) -> No
         raise RuntimeError(f"dagster job backfill failed:\n{launched.stdout[-3000:]}\n{launched.stderr[-3000:]}")
 
 
+def launch_run(dagster_home: Path, job: str, partition: str) -> None:
+    """`dagster job launch` of one partition: queued, then started by the daemon like a run from the UI."""
+    launched = subprocess.run(
+        [str(DAGSTER), "job", "launch", "-w", str(WORKSPACE), "-j", job]
+        + ["--tags", json.dumps({"dagster/partition": partition})],
+        cwd=REPO_ROOT,
+        env={**os.environ, "DAGSTER_HOME": str(dagster_home)},
+        capture_output=True,
+        text=True,
+    )
+    if launched.returncode != 0:
+        raise RuntimeError(f"dagster job launch failed:\n{launched.stdout[-3000:]}\n{launched.stderr[-3000:]}")
+
+
 def wait_for_runs(instance: dg.DagsterInstance, count: int, timeout: float) -> list[dg.DagsterRun]:
     """Wait until `count` runs exist and all have finished; return them."""
     deadline = time.monotonic() + timeout
@@ -107,6 +164,39 @@ def wait_for_runs(instance: dg.DagsterInstance, count: int, timeout: float) -> l
         time.sleep(0.5)
     states = [(run.tags.get("dagster/partition"), run.status.value) for run in instance.get_runs()]
     raise TimeoutError(f"runs not finished after {timeout} s: {states}")
+
+
+def backfill_runs(instance: dg.DagsterInstance, backfill_id: str, count: int, timeout: float) -> list[dg.DagsterRun]:
+    """Wait until backfill `backfill_id` has `count` runs and all have finished; return them."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = instance.get_runs(dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
+        if len(runs) >= count and all(run.is_finished for run in runs):
+            return runs
+        time.sleep(0.5)
+    raise TimeoutError(f"backfill {backfill_id}: {count} finished runs not there after {timeout} s")
+
+
+def settled_backfill(instance: dg.DagsterInstance, backfill_id: str, timeout: float):
+    """Wait until the daemon has closed backfill `backfill_id` (every partition materialized or failed)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        backfill = instance.get_backfill(backfill_id)
+        if backfill.status.value.startswith(("COMPLETED", "FAILED", "CANCELED")):
+            return backfill
+        time.sleep(0.5)
+    raise TimeoutError(f"backfill {backfill_id} still {instance.get_backfill(backfill_id).status} after {timeout} s")
+
+
+def run_partitions(run: dg.DagsterRun, partitions_def: dg.PartitionsDefinition) -> list[str]:
+    """The partitions one run covered: its partition, or every partition of its range."""
+    if "dagster/partition" in run.tags:
+        return [run.tags["dagster/partition"]]
+    return partitions_def.get_partition_keys_in_range(
+        dg.PartitionKeyRange(
+            run.tags["dagster/asset_partition_range_start"], run.tags["dagster/asset_partition_range_end"]
+        )
+    )
 
 
 def step_errors(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[str]:

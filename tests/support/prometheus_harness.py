@@ -154,6 +154,31 @@ def start_prometheus(
         stop_process(process)
 
 
+@contextmanager
+def start_pushgateway(directory: Path) -> Iterator[str]:
+    """A real Pushgateway (Debian's `prometheus-pushgateway`) on a free loopback port; yields its URL. Its log is
+    `directory/pushgateway.log`.
+
+    The only way a test or a benchmark starts one: Debian's build persists to a machine-wide file
+    (/var/lib/prometheus/pushgateway.data) unless told otherwise, so every run would inherit the series of the
+    last one (stale alerts, help-string conflicts). This one keeps its series in memory only.
+    """
+    binary = shutil.which("prometheus-pushgateway")
+    assert binary, "prometheus-pushgateway is not installed: run `make setup`"
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = start_process(
+        [binary, f"--web.listen-address=127.0.0.1:{port}", "--persistence.file="],
+        f"{url}/-/ready",
+        directory / "pushgateway.log",
+    )
+    try:
+        yield url
+    finally:
+        stop_process(process)
+
+
 def _wait_for_first_scrapes(url: str, expected: int, timeout: float = 20.0) -> None:
     """Prometheus hands new targets to the scrapers only every 5 s; queries before that find nothing."""
     deadline = time.monotonic() + timeout

@@ -11,7 +11,8 @@ so a record the service acknowledged survives `kill -9` of the service; fsync fo
 
 Reader cursors are small JSON values: the reader reports what is new after a cursor and hands back the cursor
 covering what it reported, and the caller stores that cursor once it has ingested the reported days.
-`stage_day` hands one UTC day to DuckDB as the temporary table `log_records` (records.RECORD_FIELDS).
+`stage_day` hands one UTC day to DuckDB as the temporary relation `log_records` (records.RECORD_FIELDS): a view over
+the files of the embedded store, a table streamed from MongoDB.
 
 Pure package: no dagster, no bentoml.
 """

@@ -31,6 +31,7 @@ from taxi_assets.core.predlog.records import (
     Pending,
     PredictionBatch,
     Record,
+    drop_staging,
     record_day,
     stage_records,
 )
@@ -265,27 +266,57 @@ class FileLogReader:
         return records
 
     def stage_day(self, conn: DuckDBConnection, day: str) -> None:
-        """The records of `day` as the temporary table `log_records`, parsed by DuckDB itself: ten times faster
-        than record by record in Python. A line that does not parse (a torn or corrupt one, which `read_day`
-        skips too) becomes a row of NULLs, which the ingest's `kind` filter drops."""
-        files = sorted(str(path) for path in (self.root / day).glob("*.jsonl"))
-        if not files:
+        """The records of `day` as the temporary view `log_records` over the day's segment files, parsed by DuckDB
+        itself: ten times faster than record by record in Python. A view, not a table: the ingest's two inserts
+        each stream the files (parsing twice costs less than holding a 20M-record day in memory, which a staged
+        table did: peak RSS grew with the day). A line that does not parse (a torn or corrupt one, which
+        `read_day` skips too) becomes a row of NULLs, which the ingest's `kind` filter drops."""
+        day_dir = self.root / day
+        if not any(day_dir.glob("*.jsonl")):
             stage_records(conn, [])
             return
+        files = _sql_string(str(day_dir / "*.jsonl"))
+        columns = (
+            "{" + ", ".join(f"{_sql_string(name)}: {_sql_string(kind)}" for name, kind in RECORD_FIELDS.items()) + "}"
+        )
+        drop_staging(conn)
         conn.execute(
-            f"CREATE OR REPLACE TEMP TABLE {STAGING_TABLE} AS SELECT * FROM read_json($files, "
-            "format = 'newline_delimited', ignore_errors = true, columns = $columns)",
-            {"files": files, "columns": RECORD_FIELDS},
+            f"CREATE TEMP VIEW {STAGING_TABLE} AS SELECT * FROM read_json({files}, "
+            f"format = 'newline_delimited', ignore_errors = true, columns = {columns})"
         )
 
     def pending(self, cursor: Cursor | None) -> Pending:
+        """Records after `cursor`, counted as complete lines without parsing them (a sensor tick at 20M records a
+        day parsed for minutes), and the oldest one's time, from the first pending record of each segment: a
+        segment is written in stamping order, up to the few milliseconds between a record's stamp and its write."""
         cursor = cursor or {}
         offsets = cursor.get("offsets", {})
         count, oldest = 0, None
-        for day, path, _ in self._segments(cursor.get("sealed")):
-            lines = (line for line, _ in iter_lines(path, offsets.get(self._key(day, path), 0)))
-            for record in parse_lines(lines, path):
-                count += 1
-                if oldest is None or record["ts"] < oldest:
-                    oldest = record["ts"]
+        for day, path, size in self._segments(cursor.get("sealed")):
+            start = offsets.get(self._key(day, path), 0)
+            end = _complete_end(path, start, size) if size > start else start
+            if end <= start:
+                continue
+            count += _count_lines(path, start, end)
+            first = next(parse_lines((line for line, _ in iter_lines(path, start, end)), path), None)
+            if first is not None and (oldest is None or first["ts"] < oldest):
+                oldest = first["ts"]
         return Pending(count, oldest)
+
+
+def _count_lines(path: Path, start: int, end: int) -> int:
+    count = 0
+    with open(path, "rb") as f:
+        f.seek(start)
+        remaining = end - start
+        while remaining > 0:
+            chunk = f.read(min(_READ_CHUNK, remaining))
+            if not chunk:
+                break
+            count += chunk.count(b"\n")
+            remaining -= len(chunk)
+    return count
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"

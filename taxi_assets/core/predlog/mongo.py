@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import itertools
 import logging
 import os
 import threading
@@ -24,13 +25,17 @@ from taxi_assets.core.predlog.records import (
     Record,
     record_day,
     record_key,
-    stage_records,
+    stage_batches,
 )
 
 if TYPE_CHECKING:
     from duckdb import DuckDBPyConnection as DuckDBConnection
 
 log = logging.getLogger(__name__)
+
+# Documents per batch when a day is staged into DuckDB: bounds the reader's memory (a few tens of MB of dicts).
+STAGE_BATCH = 50_000
+_RECORD_PROJECTION = {"_id": 0, "day": 0, "ingested_at": 0}
 
 # MongoDB documents get `ingested_at` from the shipper's clock just before the insert; a reader only advances
 # its cursor to `now - lag`, so a batch committed later than this after being stamped could be missed.
@@ -237,11 +242,14 @@ class MongoLogReader:
         return Changes(days, {"ingested_after": watermark.isoformat()})
 
     def read_day(self, day: str) -> list[Record]:
-        projection = {"_id": 0, "day": 0, "ingested_at": 0}
-        return list(self.collection.find({"day": day}, projection).sort("ts", 1))
+        return list(self.collection.find({"day": day}, _RECORD_PROJECTION).sort("ts", 1))
 
     def stage_day(self, conn: DuckDBConnection, day: str) -> None:
-        stage_records(conn, self.read_day(day))
+        """The day's documents streamed into DuckDB `STAGE_BATCH` at a time, in no particular order (a server-side
+        sort of a 20M-document day would exceed MongoDB's in-memory sort limit): the day is never a list of
+        dicts in memory."""
+        documents = self.collection.find({"day": day}, _RECORD_PROJECTION).batch_size(STAGE_BATCH)
+        stage_batches(conn, iter(lambda: list(itertools.islice(documents, STAGE_BATCH)), []))
 
     def pending(self, cursor: Cursor | None) -> Pending:
         query = self._query(cursor)

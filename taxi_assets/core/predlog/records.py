@@ -8,7 +8,7 @@ import itertools
 import math
 import os
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
@@ -176,14 +176,35 @@ RECORD_FIELDS = {
 STAGING_TABLE = "log_records"
 
 
+def drop_staging(conn: DuckDBConnection) -> None:
+    """Remove this connection's `log_records`, a view or a table (DuckDB replaces neither with the other)."""
+    found = conn.execute(
+        "SELECT 'VIEW' FROM duckdb_views() WHERE view_name = $name AND temporary AND NOT internal "
+        "UNION ALL SELECT 'TABLE' FROM duckdb_tables() WHERE table_name = $name AND temporary",
+        {"name": STAGING_TABLE},
+    ).fetchall()
+    for (kind,) in found:
+        conn.execute(f"DROP {kind} {STAGING_TABLE}")
+
+
 def stage_records(conn: DuckDBConnection, records: Sequence[Record]) -> None:
     """`records` as the temporary table `log_records` (RECORD_FIELDS), through one Arrow table."""
+    stage_batches(conn, [records])
+
+
+def stage_batches(conn: DuckDBConnection, batches: Iterable[Sequence[Record]]) -> None:
+    """Batches of records as the temporary table `log_records` (RECORD_FIELDS), one Arrow table per batch: Python
+    holds one batch of records at a time, DuckDB the day in columns."""
     import pyarrow as pa  # only the Dagster side stages; the service never loads pyarrow for it
 
     arrow_types = {"VARCHAR": pa.string(), "INTEGER": pa.int32(), "DOUBLE": pa.float64()}
-    columns = {
-        name: pa.array([r.get(name) for r in records], arrow_types[kind]) for name, kind in RECORD_FIELDS.items()
-    }
-    conn.register("day_records", pa.table(columns))
-    conn.execute(f"CREATE OR REPLACE TEMP TABLE {STAGING_TABLE} AS SELECT * FROM day_records")
-    conn.unregister("day_records")
+    drop_staging(conn)
+    columns_sql = ", ".join(f'"{name}" {kind}' for name, kind in RECORD_FIELDS.items())
+    conn.execute(f"CREATE TEMP TABLE {STAGING_TABLE} ({columns_sql})")
+    for records in batches:
+        columns = {
+            name: pa.array([r.get(name) for r in records], arrow_types[kind]) for name, kind in RECORD_FIELDS.items()
+        }
+        conn.register("day_records", pa.table(columns))
+        conn.execute(f"INSERT INTO {STAGING_TABLE} SELECT * FROM day_records")
+        conn.unregister("day_records")

@@ -9,7 +9,7 @@ import pandas as pd
 from pydantic import Field
 
 from taxi_assets import settings
-from taxi_assets.core.metrics import CHALLENGE_JOB, challenge_samples
+from taxi_assets.core.metrics import BATCH_JOB, CHALLENGE_JOB, challenge_samples
 from taxi_assets.core.model import (
     BASELINE_RECIPE,
     DEFAULT_RECIPE,
@@ -212,7 +212,10 @@ def _previous_source(model_registry: ModelRegistry, current_source: str | None) 
 
 @dg.asset(deps=[duration_model], kinds={"bentoml"}, group_name="model")
 def deployed_model(
-    context: dg.AssetExecutionContext, config: DeployedModelConfig, model_registry: ModelRegistry
+    context: dg.AssetExecutionContext,
+    config: DeployedModelConfig,
+    model_registry: ModelRegistry,
+    pushgateway: Pushgateway,
 ) -> dg.MaterializeResult:
     """The model that batch scoring and the Bento service use: `taxi_duration_deployed:latest`, a copy of one
     gated `taxi_duration` model (labels: source_tag, training_month, recipe; its validation figures and
@@ -222,7 +225,9 @@ def deployed_model(
     TAXI_PROMOTION_MIN_GAIN), the first deployment (the TAXI_DEPLOYED_MONTH model), or an explicit choice in the
     config (a training month, a source tag, or a rollback to the model deployed before). Refused unless the
     model passed its quality gate on a month after its training month. Each materialization says why (`reason`)
-    and, for a promotion, the figures that justified it.
+    and, for a promotion, the figures that justified it. When it replaces another model, the batch monitoring
+    figures of the previous one (and of its reference month) are deleted from the Pushgateway, so that batch
+    alerts describe this model only.
     """
     history = model_registry.history(DEPLOYED_MODEL)
     current_source = history[0]["labels"]["source_tag"] if history else None
@@ -270,6 +275,13 @@ def deployed_model(
         metadata={**copied, IMPORTANCE_KEY: importance, "reason": reason, "replaced_source_tag": current_source or ""},
     )
     context.log.info(f"deployed {source_tag} as {tag} ({reason}; replaces {current_source})")
+    stale_months = []
+    if current_source != source_tag and pushgateway.enabled:
+        stale_months = sorted(group.get("month", "") for group in pushgateway.delete_groups(BATCH_JOB, context.log))
+        context.log.info(
+            f"{current_source or 'no model'} was deployed before: the batch monitoring figures of months "
+            f"{stale_months} are deleted from the Pushgateway; materialize batch monitoring to monitor {source_tag}"
+        )
     return dg.MaterializeResult(
         metadata={
             "deployed_tag": tag,
@@ -280,6 +292,7 @@ def deployed_model(
             "validation_rmse": float(copied["validation_rmse"]),
             "reason": reason,
             "replaced_source_tag": current_source or "",
+            "stale_batch_months_deleted": len(stale_months),
             **(importance_metadata(importance) if importance else {}),
             **figures,
         }

@@ -40,12 +40,12 @@ def model_promotion_sensor(context: dg.SensorEvaluationContext) -> dg.RunRequest
     if deployed is None:
         return dg.SkipReason("nothing is deployed yet: materialize deployed_model (the first deployment)")
     deployed_source = deployed["source_tag"]
-    months = sorted(instance.get_materialized_partitions(trips.key))
+    months = sorted(instance.get_materialized_partitions(trips))
     if len(months) < 2:
         return dg.SkipReason("a challenge needs two loaded months of trips")
     newest, previous = months[-1], months[-2]
 
-    trips_record = _latest_record(instance, trips.key, newest)
+    trips_record = _latest_record(instance, trips, newest)
     model_record = _latest_record(instance, duration_model.key, previous)
     if model_record is None or model_record.storage_id < trips_record.storage_id:
         return dg.RunRequest(

@@ -12,7 +12,8 @@ import time
 
 import dagster as dg
 
-from taxi_assets.core.online import INGEST_JOB, ingest_samples
+from taxi_assets.core.metrics import INGEST_JOB
+from taxi_assets.core.online import ingest_samples
 from taxi_assets.defs.online_monitoring.assets import prediction_logs
 from taxi_assets.defs.online_monitoring.jobs import online_monitoring_job
 from taxi_assets.defs.online_monitoring.resources import PredictionLogStore
@@ -23,6 +24,15 @@ BATCH_TAG = "taxi/predlog_watermark"
 # Requested batches not yet confirmed by a materialization; past this many (ingest is failing) the two oldest are
 # merged, which keeps the cursor small and only delays the confirmation of the older one.
 MAX_OPEN_BATCHES = 50
+# A day whose requested ingest ended without confirming it (the warehouse was locked, the run was killed) is
+# requested again: at the next tick, then 1, 2, 4 … minutes after each further failed attempt, at most every 30.
+FIRST_BACKOFF_SECONDS = 60.0
+MAX_BACKOFF_SECONDS = 1800.0
+
+
+def retry_delay(attempts: int) -> float:
+    """Seconds to wait after the end of the last failed ingest of a day before requesting it again."""
+    return 0.0 if attempts == 0 else min(FIRST_BACKOFF_SECONDS * 2 ** (attempts - 1), MAX_BACKOFF_SECONDS)
 
 
 def watermark(store_cursor: dict) -> str:
@@ -42,6 +52,45 @@ def _ingested_since(instance: dg.DagsterInstance, day: str, since: float) -> boo
     return run is not None and run.create_timestamp.timestamp() >= since
 
 
+def _last_ingest_run(instance: dg.DagsterInstance, day: str) -> dg.RunRecord | None:
+    records = instance.get_run_records(
+        dg.RunsFilter(job_name=online_monitoring_job.name, tags={"dagster/partition": day}), limit=1
+    )
+    return records[0] if records else None
+
+
+def _retries(
+    instance: dg.DagsterInstance, open_batches: list[dict], attempts: dict[str, int], now: float
+) -> list[dg.RunRequest]:
+    """Requests for the days of open batches whose last ingest ended without confirming them, once their backoff
+    has passed. A day with a run queued or in progress waits for it; `attempts` counts the retries per day."""
+    unconfirmed: dict[str, dict] = {}
+    for batch in open_batches:
+        for day in batch["days"]:
+            if day not in unconfirmed and not _ingested_since(instance, day, batch["at"]):
+                unconfirmed[day] = batch
+    retries = []
+    for day, batch in sorted(unconfirmed.items()):
+        last, tries = _last_ingest_run(instance, day), attempts.get(day, 0)
+        if last is not None and not last.dagster_run.is_finished:
+            continue
+        if last is None or last.create_timestamp.timestamp() < batch["at"] or last.end_time is None:
+            # No run since the request (not created yet, or deleted): give the daemon a backoff period first.
+            due = batch["at"] + retry_delay(tries + 1)
+        else:
+            due = last.end_time + retry_delay(tries)
+        if now < due:
+            continue
+        attempts[day] = attempts.get(day, 0) + 1
+        mark = watermark(batch["cursor"])
+        retries.append(
+            dg.RunRequest(run_key=f"{day}@{mark}/retry-{attempts[day]}", partition_key=day, tags={BATCH_TAG: mark})
+        )
+    for day in set(attempts) - set(unconfirmed):
+        del attempts[day]
+    return retries
+
+
 def _last_success(instance: dg.DagsterInstance) -> float | None:
     records = instance.fetch_materializations(prediction_logs.key, limit=1).records
     return records[0].timestamp if records else None
@@ -56,17 +105,24 @@ def prediction_log_sensor(
     context: dg.SensorEvaluationContext, prediction_log: PredictionLogStore, pushgateway: Pushgateway
 ) -> dg.SensorResult:
     """Requests a `prediction_logs` run (with `online_drift`) for every UTC day with new records in the
-    prediction-log store, keyed by day and store watermark, and pushes the ingest backlog (job `taxi_ingest`).
+    prediction-log store, keyed by day and store watermark, requests again (with backoff) every day whose ingest
+    ended without landing in DuckDB, and pushes the ingest backlog (job `taxi_ingest`).
 
-    Cursor: the store cursor last requested (`store`), the store cursor known to be in DuckDB (`ingested`), and the
-    requested batches not yet confirmed by a materialization (`open`).
+    Cursor: the store cursor last requested (`store`), the store cursor known to be in DuckDB (`ingested`), the
+    requested batches not yet confirmed by a materialization (`open`), and the retries per unconfirmed day
+    (`retries`). A batch stays open until every one of its days is confirmed, however old the day gets.
     """
     state = json.loads(context.cursor) if context.cursor else {}
     ingested, open_batches = state.get("ingested"), state.get("open", [])
+    attempts: dict[str, int] = state.get("retries", {})
     while open_batches and all(
         _ingested_since(context.instance, d, open_batches[0]["at"]) for d in open_batches[0]["days"]
     ):
         ingested = open_batches.pop(0)["cursor"]
+    now = time.time()
+    retries = _retries(context.instance, open_batches, attempts, now)
+    if retries:
+        context.log.warning(f"ingests that did not land are requested again: {[r.run_key for r in retries]}")
 
     reader = prediction_log.reader()
     changes = reader.changes(state.get("store"))
@@ -74,9 +130,14 @@ def prediction_log_sensor(
     if skipped := sorted(set(changes.days) - set(days)):
         context.log.warning(f"log days outside the prediction_logs partitions are not ingested: {skipped}")
     mark = watermark(changes.cursor)
-    run_requests = [dg.RunRequest(run_key=f"{day}@{mark}", partition_key=day, tags={BATCH_TAG: mark}) for day in days]
+    retried = {request.partition_key for request in retries}
+    run_requests = retries + [
+        dg.RunRequest(run_key=f"{day}@{mark}", partition_key=day, tags={BATCH_TAG: mark})
+        for day in days
+        if day not in retried
+    ]
     if days:
-        open_batches = [*open_batches, {"at": time.time(), "days": days, "cursor": changes.cursor}]
+        open_batches = [*open_batches, {"at": now, "days": days, "cursor": changes.cursor}]
     if len(open_batches) > MAX_OPEN_BATCHES:
         older, newer, *rest = open_batches
         open_batches = [{**newer, "days": sorted(set(older["days"]) | set(newer["days"]))}, *rest]
@@ -88,5 +149,5 @@ def prediction_log_sensor(
     pushgateway.push(
         INGEST_JOB, {}, ingest_samples(pending.count, oldest_age, _last_success(context.instance)), context.log
     )
-    cursor = {"store": changes.cursor, "ingested": ingested, "open": open_batches}
+    cursor = {"store": changes.cursor, "ingested": ingested, "open": open_batches, "retries": attempts}
     return dg.SensorResult(run_requests=run_requests, cursor=json.dumps(cursor, separators=(",", ":")))

@@ -14,7 +14,10 @@ CHECK_DESCRIPTIONS = {
     "location_ids_in_range": f"PULocationID and DOLocationID lie in 1..{MAX_LOCATION_ID} (ERROR).",
     "no_negative_distance": "trip_distance is never negative (ERROR).",
     "few_negative_fares": f"At most {TOLERATED_SHARE:.0%} of fares are negative, as refunds are (WARN).",
-    "pickups_in_month": f"At most {TOLERATED_SHARE:.0%} of pickups fall outside the partition's month (WARN).",
+    "pickups_in_month": (
+        f"At most {TOLERATED_SHARE:.0%} of pickups fall outside the partition's month (WARN); a file with most of them "
+        "outside is another month's and is not loaded at all."
+    ),
 }
 _SEVERITY = {"few_negative_fares": dg.AssetCheckSeverity.WARN, "pickups_in_month": dg.AssetCheckSeverity.WARN}
 

@@ -8,6 +8,9 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -28,11 +31,19 @@ _CHUNK = 1 << 20
 _PROGRESS_EVERY_SECONDS = 2.0
 
 
+@dataclass(frozen=True)
+class TripFile:
+    path: Path
+    source: str
+    summary: FileSummary
+
+
 class TripDataSource(dg.ConfigurableResource):
     """TLC green-taxi trip files and the zone lookup, from a URL template or a local directory.
 
-    Downloads land in `cache_dir` only once they have been checked, so the cache never keeps a bad file;
-    local files are read in place.
+    A download reaches `cache_dir` only once the caller has loaded it, and a cached file the caller finds bad
+    (`TripDataError`) is dropped, so the cache never keeps a file that failed: once the source is fixed, the next
+    run downloads it again. Local files are read in place.
     """
 
     url_template: str = Field(
@@ -46,39 +57,54 @@ class TripDataSource(dg.ConfigurableResource):
     def _template(self) -> str:
         return settings.resolve(self.url_template)
 
-    def trip_file(self, month: str, log: logging.Logger) -> tuple[Path, str, FileSummary]:
-        """The checked local file for `month`, with where it came from."""
+    @contextmanager
+    def trip_file(self, month: str, log: logging.Logger) -> Iterator[TripFile]:
+        """The checked local file for `month`, with where it came from, for the body of the `with` to load; a
+        download is cached only when that body succeeds."""
         location = source_location(self._template, month)
         if not is_remote(location):
             path = local_path(location)
             if not path.is_file():
                 raise TripDataError(f"{month}: no file at {path}")
-            return path, location, validate_trip_file(path, month, location)
+            yield TripFile(path, location, validate_trip_file(path, month, location))
+            return
+        with self._through_cache(location, Path(location).name, month, log) as path:
+            yield TripFile(path, location, validate_trip_file(path, month, location))
 
-        cached = Path(settings.resolve(self.cache_dir)) / Path(location).name
-        if cached.is_file():
-            log.info(f"{month}: using cached {cached}")
-            return cached, location, validate_trip_file(cached, month, location)
-        partial = self._download(location, month, log)
-        try:
-            summary = validate_trip_file(partial, month, location)
-        except TripDataError:
-            partial.unlink(missing_ok=True)
-            raise
-        os.replace(partial, cached)
-        return cached, location, summary
-
-    def zone_lookup(self, log: logging.Logger) -> tuple[Path, str]:
+    @contextmanager
+    def zone_lookup(self, log: logging.Logger) -> Iterator[tuple[Path, str]]:
+        """The zone lookup CSV and where it came from; a download is cached only when the body succeeds."""
         location = settings.resolve(self.zone_lookup_url) or self._default_zone_lookup()
         if not is_remote(location):
             path = local_path(location)
             if not path.is_file():
                 raise TripDataError(f"zone lookup: no file at {path}")
-            return path, location
-        cached = Path(settings.resolve(self.cache_dir)) / "taxi_zone_lookup.csv"
-        if not cached.is_file():
-            os.replace(self._download(location, "zone lookup", log), cached)
-        return cached, location
+            yield path, location
+            return
+        with self._through_cache(location, "taxi_zone_lookup.csv", "zone lookup", log) as path:
+            yield path, location
+
+    @contextmanager
+    def _through_cache(self, url: str, name: str, what: str, log: logging.Logger) -> Iterator[Path]:
+        """`url` as a local file: the cached copy, or a download kept in the cache only if the body succeeds."""
+        cached = Path(settings.resolve(self.cache_dir)) / name
+        if cached.is_file():
+            log.info(f"{what}: using cached {cached}")
+            try:
+                yield cached
+            except TripDataError:
+                # The file's own fault (not, say, a locked warehouse): the next run fetches it again.
+                cached.unlink(missing_ok=True)
+                log.warning(f"{what}: dropped {cached} from the cache")
+                raise
+            return
+        partial = self._download(url, what, log)
+        try:
+            yield partial
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        os.replace(partial, cached)
 
     def _default_zone_lookup(self) -> str:
         if "{month}" not in self._template:
@@ -88,7 +114,8 @@ class TripDataSource(dg.ConfigurableResource):
         return settings.TLC_ZONE_LOOKUP_URL
 
     def _download(self, url: str, what: str, log: logging.Logger) -> Path:
-        """Stream `url` into a temporary file in the cache folder, logging progress; the caller renames it."""
+        """Stream `url` into a temporary file in the cache folder, logging progress; the caller renames it into
+        the cache or deletes it."""
         cache = Path(settings.resolve(self.cache_dir))
         cache.mkdir(parents=True, exist_ok=True)
         handle, name = tempfile.mkstemp(dir=cache, prefix=".partial-", suffix=".download")

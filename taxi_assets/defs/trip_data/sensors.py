@@ -38,7 +38,7 @@ def new_month_sensor(context: dg.SensorEvaluationContext, trip_data: TripDataSou
     waits for a first month to be loaded by hand (a backfill of the months wanted), so that a fresh platform never
     starts downloading years of data on its own.
     """
-    loaded = context.instance.get_materialized_partitions(trips.key)
+    loaded = context.instance.get_materialized_partitions(trips)
     month = next_month(loaded)
     if month is None:
         why = "no month of trips loaded yet" if not loaded else f"{max(loaded)} is the newest month there can be"
@@ -57,7 +57,7 @@ def new_month_sensor(context: dg.SensorEvaluationContext, trip_data: TripDataSou
     request = dg.RunRequest(
         run_key=f"{month}@{version}",
         partition_key=month,
-        asset_selection=[raw_trips.key, trips.key],
+        asset_selection=[raw_trips, trips],
         tags={"taxi/source": location},
     )
     return dg.SensorResult(run_requests=[request])
