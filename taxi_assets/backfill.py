@@ -130,7 +130,10 @@ query($id: String!) {
     ... on PartitionBackfill {
       status
       error { message }
-      runs { runId status tags { key value } }
+      runs {
+        runId status tags { key value } assetSelection { path }
+        assetMaterializations { partition assetKey { path } }
+      }
     }
     ... on PythonError { message }
     ... on BackfillNotFoundError { message }
@@ -212,19 +215,31 @@ def launch(server: Webserver, assets: list[str], keys: list[str]) -> str:
 
 @dataclass
 class Progress:
-    """Each partition's state from the backfill's runs: a run covers one partition (tag `dagster/partition`) or a
-    range of them (single-run backfills tag its first and last partition)."""
+    """Each partition's state from the backfill's runs. A run covers one partition (tag `dagster/partition`) or a
+    range of them (a backfill policy's runs tag their first and last partition): within a range, a partition whose
+    every asset of the run is materialized has succeeded, whatever becomes of the rest of the run."""
 
     keys: list[str]
 
     def states(self, runs: Iterable[dict]) -> dict[str, str]:
         per_partition: dict[str, list[str]] = {key: [] for key in self.keys}
         for run in runs:
-            tags = {tag["key"]: tag["value"] for tag in run["tags"]}
-            state = _STATE.get(run["status"], run["status"].lower())
-            for key in self.covered(tags):
+            for key, state in self.run_states(run).items():
                 per_partition.setdefault(key, []).append(state)
         return {key: self.combine(states) for key, states in per_partition.items()}
+
+    def run_states(self, run: dict) -> dict[str, str]:
+        """The state of each partition `run` covers."""
+        state = _STATE.get(run["status"], run["status"].lower())
+        covered = self.covered({tag["key"]: tag["value"] for tag in run["tags"]})
+        if state in ("succeeded", "queued"):
+            return dict.fromkeys(covered, state)
+        assets = {"/".join(key["path"]) for key in run.get("assetSelection") or []}
+        materialized: dict[str, set[str]] = {}
+        for event in run.get("assetMaterializations") or []:
+            materialized.setdefault(event["partition"], set()).add("/".join(event["assetKey"]["path"]))
+        done = {key for key in covered if assets and assets <= materialized.get(key, set())}
+        return {key: "succeeded" if key in done else state for key in covered}
 
     def covered(self, tags: dict[str, str]) -> list[str]:
         if "dagster/partition" in tags:
@@ -288,19 +303,25 @@ def watch(server: Webserver, backfill_id: str, keys: list[str], poll: float, out
     )
     if backfill.get("error"):
         print(f"  backfill error: {backfill['error']['message'].strip()}", file=out)
-    failed_runs: dict[str, list[str]] = {}
+    failed_runs: dict[str, list[tuple[str, bool]]] = {}
     for run in runs:
         if run["status"] == "FAILURE":
-            tags = {tag["key"]: tag["value"] for tag in run["tags"]}
-            for key in progress.covered(tags):
-                failed_runs.setdefault(key, []).append(run["runId"])
+            run_states = progress.run_states(run)
+            for key, state in run_states.items():
+                if state == "failed":
+                    failed_runs.setdefault(key, []).append((run["runId"], len(run_states) > 1))
+    errors: dict[str, list[str]] = {}
     for key, state in states.items():
         if state == "succeeded":
             continue
         print(f"FAILED {key}: {state}" if state != "queued" else f"FAILED {key}: never ran", file=out)
-        for run_id in failed_runs.get(key, []):
-            for error in run_errors(server, run_id):
-                print(f"  run {run_id[:8]}: {error.splitlines()[0][:500]}", file=out)
+        for run_id, ranged in failed_runs.get(key, []):
+            if run_id not in errors:
+                errors[run_id] = [line for error in run_errors(server, run_id) for line in error.splitlines()]
+            # A run over a range fails with one line per failed partition: those naming this one.
+            lines = [line for line in errors[run_id] if key in line] if ranged else errors[run_id][:1]
+            for line in lines or errors[run_id][:1]:
+                print(f"  run {run_id[:8]}: {line.strip()[:500]}", file=out)
     return 0 if all(state == "succeeded" for state in states.values()) else EXIT_FAILED
 
 
