@@ -1,8 +1,16 @@
-# The two commands: `make up` runs the platform, `make test` runs the tests. Both set themselves up first.
-.PHONY: up test test-fast setup lint
+# `make up` starts the platform in the background, `make down` stops it, `make test` runs the tests. They set
+# themselves up first.
+.PHONY: up down demo test test-fast setup lint
 
 up: setup
 	./scripts/up.sh
+
+down:
+	./scripts/down.sh
+
+# The whole loop on embedded defaults: platform, months, model, traffic with drift, ingest, reports (<= 5 min).
+demo: setup
+	./scripts/demo.sh
 
 test: setup
 	.venv/bin/ruff check .

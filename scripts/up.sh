@@ -1,59 +1,147 @@
 #!/usr/bin/env bash
-# Runs the platform on embedded defaults, all on loopback:
+# Starts the platform in the background on embedded defaults, all on loopback (ports are settings):
 #   Dagster UI + daemon  http://127.0.0.1:3000   (DAGSTER_HOME=dagster_home)
 #   Pushgateway          http://127.0.0.1:9091
 #   Prometheus           http://127.0.0.1:9090
-#   Bento service        http://127.0.0.1:3001   (once `deployed_model` has been materialized)
-# Stops everything it started on Ctrl-C.
+#   Bento service        http://127.0.0.1:3001   (once a model is deployed)
+#   Evidently UI         http://127.0.0.1:8000   (reports and dashboards of the local Evidently workspace)
+# Returns once the Dagster UI answers, printing where everything is. Each process runs in a session of its own,
+# its pid in $TAXI_RUN_DIR (data/run) and its log in $TAXI_LOGS_DIR (data/logs); `make down` (scripts/down.sh)
+# stops them all. Ctrl-C while starting stops what was started. `--foreground` stays attached instead, and
+# Ctrl-C then stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
+foreground=false
+[ "${1:-}" = "--foreground" ] && foreground=true
 
+# .env fills in what the environment does not set.
 if [ -f .env ]; then
-  set -a
-  # shellcheck disable=SC1091
-  source .env
-  set +a
+  while IFS='=' read -r key value; do
+    [ -n "${!key+x}" ] && continue
+    value="${value%\"}"
+    value="${value#\"}"
+    export "$key=$value"
+  done < <(grep -E '^[A-Za-z_][A-Za-z0-9_]*=' .env)
 fi
+pushgateway_url_given=${TAXI_PUSHGATEWAY_URL+given}
+# Every setting (ports, folders) from taxi_assets/settings.py, the one place that names them.
+eval "$(.venv/bin/python -m taxi_assets.settings --shell)"
 export DAGSTER_HOME="${DAGSTER_HOME:-$root/dagster_home}"
+export BENTOML_HOME
+if [ -z "$pushgateway_url_given" ]; then
+  export TAXI_PUSHGATEWAY_URL="http://127.0.0.1:$TAXI_PUSHGATEWAY_PORT"
+fi
+run=$TAXI_RUN_DIR
+logs=$TAXI_LOGS_DIR
+mkdir -p "$run" "$logs" "$DAGSTER_HOME"
 # The daemon and the webserver start together below: the instance they share must exist before either does.
 ./scripts/init_dagster_home.sh
-export TAXI_PUSHGATEWAY_URL="${TAXI_PUSHGATEWAY_URL-http://127.0.0.1:9091}"
-mkdir -p data/logs
 
-children=()
-cleanup() {
-  for pid in "${children[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+for pidfile in "$run"/*.pid; do
+  [ -e "$pidfile" ] || continue
+  if kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    echo "up: already running ($(basename "$pidfile" .pid), pid $(cat "$pidfile")): \`make down\` first" >&2
+    exit 1
+  fi
+  rm -f "$pidfile"
+done
+
+port_in_use() {
+  .venv/bin/python -c "import socket,sys; s=socket.socket(); sys.exit(0 if s.connect_ex(('127.0.0.1', $1)) == 0 else 1)"
 }
-trap cleanup EXIT INT TERM
+for port in "$DAGSTER_PORT" "$TAXI_SERVICE_PORT" "$TAXI_PROMETHEUS_PORT" "$TAXI_PUSHGATEWAY_PORT" "$TAXI_EVIDENTLY_PORT"; do
+  if port_in_use "$port"; then
+    echo "up: port $port is in use by another process; set its port in .env (see .env.example)" >&2
+    exit 1
+  fi
+done
+
+started=false
+on_interrupt() {
+  trap - INT TERM
+  echo
+  echo "up: interrupted: stopping what was started"
+  ./scripts/down.sh
+  exit 130
+}
+trap on_interrupt INT TERM
 
 start() {
   local name=$1
   shift
-  echo "up: starting $name (log: data/logs/$name.log)"
-  "$@" >"data/logs/$name.log" 2>&1 &
-  children+=($!)
+  echo "up: starting $name (log: $logs/$name.log)"
+  setsid "$@" >"$logs/$name.log" 2>&1 < /dev/null &
+  echo $! >"$run/$name.pid"
 }
 
 if command -v prometheus-pushgateway >/dev/null; then
-  # Debian's build persists to a machine-wide file by default; this platform's series live under data/.
-  start pushgateway prometheus-pushgateway --web.listen-address=127.0.0.1:9091 \
-    --persistence.file=data/pushgateway.data
+  # Debian's build persists to a machine-wide file by default; this platform's series live under the run folder.
+  start pushgateway prometheus-pushgateway --web.listen-address="127.0.0.1:$TAXI_PUSHGATEWAY_PORT" \
+    --persistence.file="$run/pushgateway.data"
 fi
 if command -v prometheus >/dev/null; then
-  start prometheus prometheus --config.file=monitoring/prometheus/prometheus.yml \
-    --storage.tsdb.path=data/prometheus --web.listen-address=127.0.0.1:9090
+  # The repository's config and rules, with loopback targets on the configured ports.
+  mkdir -p "$run/prometheus/targets"
+  cp monitoring/prometheus/prometheus.yml monitoring/prometheus/alerts.yml "$run/prometheus/"
+  echo "- targets: [127.0.0.1:$TAXI_SERVICE_PORT]" >"$run/prometheus/targets/bento.yml"
+  echo "- targets: [127.0.0.1:$TAXI_PUSHGATEWAY_PORT]" >"$run/prometheus/targets/pushgateway.yml"
+  start prometheus prometheus --config.file="$run/prometheus/prometheus.yml" \
+    --storage.tsdb.path="$run/prometheus/data" --web.listen-address="127.0.0.1:$TAXI_PROMETHEUS_PORT"
 fi
 
-export BENTOML_HOME="${BENTOML_HOME:-$root/data/bentoml}"
 # The service serves the deployed model: on a fresh machine it waits until Dagster has deployed one.
-start bento bash -c 'until .venv/bin/bentoml models get taxi_duration_deployed:latest >/dev/null 2>&1; do
-    echo "waiting for a deployed model: materialize deployed_model in the Dagster UI"; sleep 10; done
-  exec .venv/bin/bentoml serve bento_service.service:TaxiDuration'
+# (A look at the store's folder, `name/latest` or `name/version`: cheaper than a `bentoml models get` every time.)
+model_path="$BENTOML_HOME/models/${TAXI_MODEL_TAG%%:*}/${TAXI_MODEL_TAG#*:}"
+start bento bash -c 'until [ -e "$1" ]; do
+    echo "waiting for a deployed model ($1): materialize deployed_model in the Dagster UI"; sleep 5; done
+  exec .venv/bin/bentoml serve bento_service.service:TaxiDuration --host 127.0.0.1 --port "$2"' \
+  bento "$model_path" "$TAXI_SERVICE_PORT"
+
+# Evidently's UI over the local workspace the monitoring assets write: reports and dashboards (DO_NOT_TRACK: no
+# usage telemetry from a local platform).
+mkdir -p "$TAXI_EVIDENTLY_WORKSPACE"
+start evidently-ui env DO_NOT_TRACK=1 .venv/bin/evidently ui --workspace "$TAXI_EVIDENTLY_WORKSPACE" \
+  --host 127.0.0.1 --port "$TAXI_EVIDENTLY_PORT"
 
 # The daemon runs the run queue, sensors, automation and backfills; the webserver is the UI. Both load
 # workspace.yaml, as compose does.
 start dagster-daemon .venv/bin/dagster-daemon run -w workspace.yaml
-echo "up: Dagster UI on http://127.0.0.1:${DAGSTER_PORT:-3000} (Ctrl-C stops everything)"
-.venv/bin/dagster-webserver -h 127.0.0.1 -p "${DAGSTER_PORT:-3000}" -w workspace.yaml
+start dagster-webserver .venv/bin/dagster-webserver -h 127.0.0.1 -p "$DAGSTER_PORT" -w workspace.yaml
+
+echo "up: waiting for the Dagster UI"
+for _ in $(seq 300); do
+  if .venv/bin/python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$DAGSTER_PORT/server_info', timeout=1)" 2>/dev/null; then
+    started=true
+    break
+  fi
+  if ! kill -0 "$(cat "$run/dagster-webserver.pid")" 2>/dev/null; then
+    echo "up: the Dagster webserver exited: see $logs/dagster-webserver.log" >&2
+    ./scripts/down.sh
+    exit 1
+  fi
+  sleep 1
+done
+if [ "$started" != true ]; then
+  echo "up: the Dagster UI did not answer within 300 s: see $logs/dagster-webserver.log" >&2
+  ./scripts/down.sh
+  exit 1
+fi
+
+cat <<EOF
+up: the platform is running (automation: $TAXI_AUTOMATION)
+  Dagster UI      http://127.0.0.1:$DAGSTER_PORT
+  Bento service   http://127.0.0.1:$TAXI_SERVICE_PORT   (Swagger UI at /, once a model is deployed)
+  Evidently UI    http://127.0.0.1:$TAXI_EVIDENTLY_PORT   (monthly reports, dashboards by month and window)
+  Prometheus      http://127.0.0.1:$TAXI_PROMETHEUS_PORT   (Alerts tab: the alert rules and their state)
+  Pushgateway     http://127.0.0.1:$TAXI_PUSHGATEWAY_PORT
+  logs            $logs/*.log
+  stop            make down
+EOF
+
+if [ "$foreground" = true ]; then
+  trap './scripts/down.sh; exit 0' INT TERM
+  echo "up: in the foreground: Ctrl-C stops everything"
+  while true; do sleep 3600 & wait $!; done
+fi
+trap - INT TERM

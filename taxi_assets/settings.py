@@ -109,6 +109,42 @@ SETTINGS: dict[str, Setting] = {
     "pushgateway_url": _setting(
         "TAXI_PUSHGATEWAY_URL", "", "Prometheus Pushgateway; empty: nothing is pushed (the run log says so)"
     ),
+    "dagster_port": _setting("DAGSTER_PORT", "3000", "Port of the Dagster UI under `make up`", integer=True),
+    "prometheus_port": _setting("TAXI_PROMETHEUS_PORT", "9090", "Port of Prometheus under `make up`", integer=True),
+    "pushgateway_port": _setting(
+        "TAXI_PUSHGATEWAY_PORT",
+        "9091",
+        "Port of the Pushgateway under `make up` (it sets TAXI_PUSHGATEWAY_URL)",
+        integer=True,
+    ),
+    "evidently_workspace": _setting(
+        "TAXI_EVIDENTLY_WORKSPACE",
+        "data/evidently",
+        "Local Evidently workspace: each month's report and figures, each online window's figures, dashboards",
+        path=True,
+    ),
+    "evidently_port": _setting(
+        "TAXI_EVIDENTLY_PORT", "8000", "Port of the Evidently UI under `make up` (reports link to it)", integer=True
+    ),
+    "run_dir": _setting(
+        "TAXI_RUN_DIR", "data/run", "What `make up` keeps while running: pid files, Prometheus' data", path=True
+    ),
+    "logs_dir": _setting("TAXI_LOGS_DIR", "data/logs", "Logs of the processes `make up` starts", path=True),
+    "automation": _setting(
+        "TAXI_AUTOMATION",
+        "on",
+        "on: the new-month sensor and the automation condition sensor start running with the daemon; off: they "
+        "start stopped (a toggle in the UI's Automation tab overrides either)",
+    ),
+    "new_month_check_seconds": _setting(
+        "TAXI_NEW_MONTH_CHECK_SECONDS",
+        "3600",
+        "How often the trip-data source is checked for the next month",
+        integer=True,
+    ),
+    "automation_check_seconds": _setting(
+        "TAXI_AUTOMATION_CHECK_SECONDS", "30", "How often the assets' automation conditions are evaluated", integer=True
+    ),
 }
 
 
@@ -168,6 +204,27 @@ class Settings:
     service_port: int
     service_workers: int
     pushgateway_url: str
+    dagster_port: int
+    prometheus_port: int
+    pushgateway_port: int
+    evidently_workspace: str
+    evidently_port: int
+    run_dir: str
+    logs_dir: str
+    automation: str
+    new_month_check_seconds: int
+    automation_check_seconds: int
+
+    @property
+    def evidently_url(self) -> str:
+        """Where `make up` serves the Evidently UI: the links of reports and dashboards."""
+        return f"http://127.0.0.1:{self.evidently_port}"
+
+    @property
+    def automation_on(self) -> bool:
+        if self.automation not in ("on", "off"):
+            raise ValueError(f"TAXI_AUTOMATION must be on or off, got {self.automation!r}")
+        return self.automation == "on"
 
 
 def load(environ: Mapping[str, str] | None = None) -> Settings:
@@ -180,3 +237,22 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
 def current() -> Settings:
     """The settings of this process, read on first use."""
     return load()
+
+
+def shell_assignments(environ: Mapping[str, str] | None = None) -> str:
+    """Every setting as a shell assignment (`NAME='value'`), resolved: how scripts/*.sh read their configuration
+    from this one place. Variables set in the environment keep their values."""
+    import shlex
+
+    current = load(environ)
+    return "\n".join(
+        f"{setting.env}={shlex.quote(str(getattr(current, field)))}" for field, setting in SETTINGS.items()
+    )
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["--shell"]:
+        sys.exit("usage: python -m taxi_assets.settings --shell")
+    print(shell_assignments())

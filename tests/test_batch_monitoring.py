@@ -132,7 +132,7 @@ def test_monthly_monitoring_chain(
 
     html = Path(report["path"]).read_text()
     assert Path(report["path"]) == platform_env / "reports" / "monitoring_report_2023-03.html"
-    assert report["url"] == Path(report["path"]).resolve().as_uri()
+    assert report["url"].startswith("http://127.0.0.1:8000/projects/")  # its page in the Evidently UI
     assert "<html" in html and html.rstrip().endswith("</html>") and "Drift in column" in html
     # The report shows the alarms' verdicts, feature by feature.
     for feature in BATCH_FEATURES:

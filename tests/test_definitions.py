@@ -44,7 +44,9 @@ def snapshot(definitions: dg.Definitions) -> dict:
             "kinds": sorted(node.kinds),
             "pool": assets_def.op.pool,
             "resources": sorted(assets_def.required_resource_keys),
-            "automation_condition": None if node.automation_condition is None else node.automation_condition.name,
+            "automation_condition": None
+            if node.automation_condition is None
+            else node.automation_condition.get_label() or node.automation_condition.name,
             "checks": sorted(
                 f"{spec.name}{' (blocking)' if spec.blocking else ''}"
                 for spec in assets_def.check_specs
@@ -126,6 +128,8 @@ def _imported_modules(path: Path) -> set[str]:
         # Pure logic: shared by the Dagster side, the service and the tools.
         ("taxi_assets/core", ("dagster", "bentoml", "taxi_assets.defs")),
         ("taxi_assets/settings.py", ("dagster", "bentoml", "taxi_assets.defs")),
+        # Command-line clients of the service: no orchestrator, no service framework.
+        ("taxi_assets/replay.py", ("dagster", "bentoml", "taxi_assets.defs")),
         # The service: a lean image with neither the orchestrator nor the report library.
         ("bento_service", ("dagster", "evidently", "taxi_assets.defs", "duckdb")),
     ],

@@ -91,7 +91,8 @@ def test_tests_and_benchmarks_start_a_pushgateway_only_through_the_harness() -> 
             starters.append(path.relative_to(REPO_ROOT).as_posix())
     assert starters == ["tests/support/prometheus_harness.py"]
     up = (REPO_ROOT / "scripts" / "up.sh").read_text()
-    assert re.search(r"prometheus-pushgateway [^\n]*\\\n\s*--persistence\.file=data/", up), "make up: own file"
+    # make up keeps its file in the run folder ($TAXI_RUN_DIR, data/run by default)
+    assert re.search(r"prometheus-pushgateway [^\n]*\\\n\s*--persistence\.file=\"\$run/", up), "make up: own file"
 
 
 @pytest.mark.e2e

@@ -6,6 +6,8 @@ Pure logic: no Dagster here, so the rules are unit-tested on their own and share
 from __future__ import annotations
 
 import re
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,3 +153,34 @@ SELECT
 FROM raw_trips
 WHERE month = $month
 """
+
+
+# TLC's CloudFront answers 403 (not 404) for a month it has not published.
+_NOT_PUBLISHED = (403, 404)
+
+
+def published_version(location: str, timeout: float = 10.0) -> str | None:
+    """A short fingerprint of the file at `location` when it exists (size and modification time, or the HTTP
+    ETag / Last-Modified and length), None when it does not. Only metadata is read: an HTTP HEAD or a stat.
+
+    A changed file gets a new fingerprint, so a month re-published (or still being copied when first seen) is
+    loaded again. Network failures other than "not there" raise OSError: the caller cannot tell.
+    """
+    if not is_remote(location):
+        path = local_path(location)
+        if not path.is_file():
+            return None
+        stat = path.stat()
+        return f"{stat.st_size}-{stat.st_mtime_ns}"
+    request = urllib.request.Request(location, method="HEAD")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            headers = response.headers
+    except urllib.error.HTTPError as error:
+        if error.code in _NOT_PUBLISHED:
+            return None
+        raise OSError(f"{location} answered HTTP {error.code} {error.reason}") from error
+    except urllib.error.URLError as error:
+        raise OSError(f"could not reach {location} ({error.reason})") from error
+    tag = headers.get("ETag") or headers.get("Last-Modified") or ""
+    return f"{headers.get('Content-Length', '')}-{tag.strip(chr(34))}"

@@ -30,16 +30,44 @@ UNSET = ("TAXI_PUSHGATEWAY_URL", "TAXI_ZONE_LOOKUP_URL")
 
 
 def platform_environment(folder: Path, tlc_dir: Path = TLC_DIR) -> dict[str, str]:
-    """Every store under `folder` and the trip-data source at the local TLC mirror."""
+    """Every store under `folder`, the trip-data source at the local TLC mirror, and automation off."""
     return {
         "TAXI_DUCKDB_PATH": str(folder / "warehouse.duckdb"),
         "TAXI_TRIP_DATA_URL": str(tlc_dir),
         "TAXI_CACHE_DIR": str(folder / "cache"),
         "TAXI_REPORTS_DIR": str(folder / "reports"),
+        "TAXI_EVIDENTLY_WORKSPACE": str(folder / "evidently"),
         "TAXI_PREDLOG_URI": str(folder / "prediction_logs"),
         "BENTOML_HOME": str(folder / "bentoml"),
         "DAGSTER_HOME": str(folder / "dagster_home"),
+        # A test's daemon runs only what the test launches; tests of the automation switch it on.
+        "TAXI_AUTOMATION": "off",
     }
+
+
+MAKE_UP_PORTS = (
+    "DAGSTER_PORT",
+    "TAXI_SERVICE_PORT",
+    "TAXI_PROMETHEUS_PORT",
+    "TAXI_PUSHGATEWAY_PORT",
+    "TAXI_EVIDENTLY_PORT",
+)
+
+
+def make_up_environment(
+    folder: Path, tlc_dir: Path = TLC_DIR, **overrides: str
+) -> tuple[dict[str, str], dict[str, int]]:
+    """The environment of a `make up` (or `make demo`) of its own under `folder`, on free ports; and the ports."""
+    ports = {name: free_port() for name in MAKE_UP_PORTS}
+    env = {
+        **{name: value for name, value in os.environ.items() if not name.startswith(("TAXI_", "DAGSTER_", "BENTOML"))},
+        **platform_environment(folder, tlc_dir),
+        **{name: str(port) for name, port in ports.items()},
+        "TAXI_RUN_DIR": str(folder / "run"),
+        "TAXI_LOGS_DIR": str(folder / "logs"),
+        **overrides,
+    }
+    return env, ports
 
 
 def enter_platform_environment(folder: Path) -> None:

@@ -21,6 +21,7 @@ from taxi_assets.core.metrics import BATCH_JOB, batch_samples
 from taxi_assets.core.model import PREDICTION, error_summary
 from taxi_assets.core.scoring import TRIP_COLUMNS, score_trips, stored_predictions
 from taxi_assets.core.warehouse import BATCH_PREDICTIONS_DDL, DRIFT_METRICS_DDL, replace_partition
+from taxi_assets.defs.automation import MISSING_OR_DEPS_UPDATED
 from taxi_assets.defs.batch_monitoring.resources import MonitoringReports
 from taxi_assets.defs.model.assets import IMPORTANCE_KEY, deployed_model
 from taxi_assets.defs.model.profile import reference_profile
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     pool=DUCKDB_POOL,
     kinds={"duckdb", "sklearn"},
     group_name="monitoring",
+    automation_condition=MISSING_OR_DEPS_UPDATED,
 )
 def batch_predictions(
     context: dg.AssetExecutionContext, warehouse: Warehouse, model_registry: ModelRegistry
@@ -91,6 +93,7 @@ def _previous_month(month: str) -> str:
             deps=[batch_predictions, taxi_zones, reference_profile],
             kinds={"duckdb", "prometheus"},
             group_name="monitoring",
+            automation_condition=MISSING_OR_DEPS_UPDATED,
             description=(
                 "Drift and prediction quality of the month against the deployed model's reference profile (drifted "
                 "since training) and against the month before (month over month), with effect sizes, drifted "
@@ -106,6 +109,7 @@ def _previous_month(month: str) -> str:
             deps=["drift_metrics"],
             kinds={"evidently", "html"},
             group_name="monitoring",
+            automation_condition=MISSING_OR_DEPS_UPDATED,
             skippable=True,
             description=(
                 "Evidently HTML report of the month against the training month, showing the alarms' verdicts per "
@@ -218,8 +222,7 @@ def _report(
     snapshot = build_snapshot(report_frame(current), report_frame(reference), verdicts)
     html = snapshot.get_html_str(as_iframe=False)
     html = html.replace("<body>", "<body>" + verdict_html(figures, month, reference_month), 1)
-    report = reports.path(f"monitoring_report_{month}.html")
-    report.write_text(html, encoding="utf-8")
+    report, url = reports.publish(month, snapshot, html)
     since = figures.since_training
     summary = (
         f"**{month}** vs {reference_month}: {since.drifted_count} of {len(since.features)} features drifted since "
@@ -231,7 +234,7 @@ def _report(
         asset_key="monitoring_report",
         metadata={
             "path": dg.MetadataValue.path(str(report)),
-            "url": dg.MetadataValue.url(report.resolve().as_uri()),
+            "url": dg.MetadataValue.url(url),
             "size_bytes": report.stat().st_size,
             "summary": dg.MetadataValue.md(summary),
         },

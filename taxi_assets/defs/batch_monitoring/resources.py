@@ -1,4 +1,5 @@
-"""Where the monitoring reports are written: the folder the `monitoring_report` asset links to."""
+"""Where the monitoring reports go: HTML files in the reports folder, and the local Evidently workspace that `make
+up` serves with `evidently ui` (the page `monitoring_report` links to, and the dashboards)."""
 
 from pathlib import Path
 
@@ -6,13 +7,16 @@ import dagster as dg
 from pydantic import Field
 
 from taxi_assets import settings
+from taxi_assets.core.evidently_workspace import MonitoringWorkspace
 from taxi_assets.defs.resources import configured
 
 
 class MonitoringReports(dg.ConfigurableResource):
-    """The folder of the Evidently HTML reports, one file per month."""
+    """The folder of the Evidently HTML reports (one file per month) and the Evidently workspace."""
 
     directory: str = Field(description="Folder of the HTML reports (relative: to the repository root)")
+    evidently_workspace: str = Field(description="Local Evidently workspace (relative: to the repository root)")
+    evidently_url: str = Field(description="Where the Evidently UI serves that workspace: the links' base")
 
     def path(self, name: str) -> Path:
         """Where report `name` goes; the folder is created on first use."""
@@ -20,7 +24,26 @@ class MonitoringReports(dg.ConfigurableResource):
         folder.mkdir(parents=True, exist_ok=True)
         return folder / name
 
+    def workspace(self) -> MonitoringWorkspace:
+        return MonitoringWorkspace(settings.resolve(self.evidently_workspace), self.evidently_url)
+
+    def publish(self, month: str, snapshot, html: str) -> tuple[Path, str]:
+        """The month's report as an HTML file and as a snapshot of the Evidently workspace; the file and the URL of
+        the snapshot's page in the Evidently UI."""
+        report = self.path(f"monitoring_report_{month}.html")
+        report.write_text(html, encoding="utf-8")
+        return report, self.workspace().publish_month_report(month, snapshot)
+
 
 @dg.definitions
 def resources() -> dg.Definitions:
-    return dg.Definitions(resources={"reports": MonitoringReports(directory=configured("reports_dir"))})
+    return dg.Definitions(
+        resources={
+            "reports": MonitoringReports(
+                directory=configured("reports_dir"),
+                evidently_workspace=configured("evidently_workspace"),
+                # Derived from the port setting; a URL, never a secret.
+                evidently_url=settings.current().evidently_url,
+            )
+        }
+    )

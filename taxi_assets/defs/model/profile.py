@@ -8,12 +8,20 @@ from taxi_assets.core import profile
 from taxi_assets.core.drift import DEFAULT_WINDOW, ONLINE_FEATURES, SPREAD, WINDOW_KINDS, threshold
 from taxi_assets.core.model import PREDICTION
 from taxi_assets.core.scoring import score_trips
+from taxi_assets.defs.automation import missing_or_deps_updated
 from taxi_assets.defs.model.assets import deployed_model
 from taxi_assets.defs.resources import DUCKDB_POOL, ModelRegistry, Warehouse
 from taxi_assets.defs.trip_data.assets import trips
 
 
-@dg.asset(deps=[deployed_model, trips], pool=DUCKDB_POOL, kinds={"duckdb", "numpy"}, group_name="model")
+@dg.asset(
+    deps=[deployed_model, trips],
+    pool=DUCKDB_POOL,
+    kinds={"duckdb", "numpy"},
+    group_name="model",
+    # Recomputed for each deployed model; a new month of trips does not change it.
+    automation_condition=missing_or_deps_updated(ignore=dg.AssetSelection.assets("trips")),
+)
 def reference_profile(
     context: dg.AssetExecutionContext, warehouse: Warehouse, model_registry: ModelRegistry
 ) -> dg.MaterializeResult:

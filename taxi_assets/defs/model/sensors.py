@@ -11,6 +11,7 @@ The sensor reads only the Dagster instance: no DuckDB, no model store.
 import dagster as dg
 
 from taxi_assets import settings
+from taxi_assets.defs.automation import AUTOMATION_STATUS
 from taxi_assets.defs.model.assets import duration_model, model_challenge
 from taxi_assets.defs.model.jobs import deploy_job, duration_model_job, model_challenge_job
 from taxi_assets.defs.model.promotion import DEPLOYED_MODEL_ASSET, latest_metadata, promotion_decision
@@ -27,7 +28,7 @@ def _latest_record(instance: dg.DagsterInstance, key: dg.AssetKey, partition: st
 @dg.sensor(
     jobs=[duration_model_job, model_challenge_job, deploy_job],
     minimum_interval_seconds=60,
-    default_status=dg.DefaultSensorStatus.RUNNING,
+    default_status=AUTOMATION_STATUS,
 )
 def model_promotion_sensor(context: dg.SensorEvaluationContext) -> dg.RunRequest | dg.SkipReason:
     """Requests, one step at a time: `duration_model` of the month before the newest loaded month (once that

@@ -16,6 +16,7 @@ from taxi_assets.core.tlc import (
     raw_select_sql,
 )
 from taxi_assets.core.warehouse import RAW_TRIPS_DDL, TRIPS_DDL, replace_partition
+from taxi_assets.defs.automation import MISSING_OR_DEPS_UPDATED
 from taxi_assets.defs.partitions import (
     PartitionResult,
     materialize_partitions,
@@ -141,6 +142,7 @@ def build_trips_month(conn: duckdb.DuckDBPyConnection, month: str) -> PartitionR
             "RMSE reproduces exactly.",
             kinds={"duckdb"},
             group_name="trip_data",
+            automation_condition=MISSING_OR_DEPS_UPDATED,
         ),
     ],
     check_specs=[
@@ -166,7 +168,12 @@ def trip_months(context: dg.AssetExecutionContext, warehouse: Warehouse, trip_da
         )
 
 
-@dg.asset(pool=DUCKDB_POOL, kinds={"duckdb", "csv"}, group_name="trip_data")
+@dg.asset(
+    pool=DUCKDB_POOL,
+    kinds={"duckdb", "csv"},
+    group_name="trip_data",
+    automation_condition=MISSING_OR_DEPS_UPDATED,
+)
 def taxi_zones(
     context: dg.AssetExecutionContext, warehouse: Warehouse, trip_data: TripDataSource
 ) -> dg.MaterializeResult:

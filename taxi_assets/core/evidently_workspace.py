@@ -1,0 +1,209 @@
+"""The monitoring in a local Evidently workspace (TAXI_EVIDENTLY_WORKSPACE, `data/evidently`), served by `evidently
+ui` under `make up`: dashboards where Grafana cannot be installed.
+
+Two projects, each with its dashboard:
+
+* "Taxi monitoring: months": every month's Evidently report (its page is what `monitoring_report` links to) and
+  the month's figures: share of drifted features, drift score per feature, RMSE against the deployed model's
+  validation RMSE, the challenger's gain. Each month's snapshots carry the first day of the month as their
+  timestamp, so the dashboard's time axis is the month.
+* "Taxi monitoring: online windows": each online window's figures when they are computed (drift share, RMSE).
+
+The figures are the platform's own (those pushed to Prometheus), logged as one-row datasets whose columns are
+the figures and summarised by Evidently's `MeanValue`: the dashboard plots the same numbers as the alerts, and
+`evidently ui` needs nothing of this project to show them. Publishing a month again replaces its snapshots, so a
+re-materialized month is one point, not two.
+
+Pure logic: no Dagster, no BentoML.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+if TYPE_CHECKING:
+    from evidently.core.report import Snapshot
+
+MONTHS_PROJECT = "Taxi monitoring: months"
+WINDOWS_PROJECT = "Taxi monitoring: online windows"
+MONTHS_DESCRIPTION = "Monthly batch monitoring: drift, error and retraining, one point per month"
+WINDOWS_DESCRIPTION = "Online monitoring: drift and error over the latest windows, one point per computation"
+FIGURES = "figures"
+REPORT = "report"
+
+
+@dataclasses.dataclass(frozen=True)
+class Series:
+    legend: str
+    figure: str  # the figure's column in the figures snapshots
+
+
+@dataclasses.dataclass(frozen=True)
+class Panel:
+    title: str
+    subtitle: str
+    series: tuple[Series, ...]
+    plot: str = "line"  # line | bar
+    size: str = "half"  # half | full
+
+
+def _panels_for(features: Sequence[str]) -> tuple[Panel, ...]:
+    return (
+        Panel(
+            "Share of drifted features",
+            "features whose drift alarm is on, by month",
+            (Series("share drifted", "drift_share"),),
+            plot="bar",
+        ),
+        Panel(
+            "RMSE by month",
+            "minutes: the deployed model on the month, and on its validation month",
+            (Series("RMSE", "rmse"), Series("validation RMSE", "validation_rmse")),
+        ),
+        Panel(
+            "Drift score per feature",
+            "each feature's test statistic over its calibrated threshold, against the training month: above 1 "
+            "means drifted (with a large enough effect)",
+            tuple(Series(feature, f"drift_score/{feature}") for feature in features),
+            size="full",
+        ),
+        Panel(
+            "Challenger gain",
+            "relative RMSE gain of the newest retrained model over the deployed one (promotion at the minimum)",
+            (Series("gain", "challenger_gain"), Series("minimum for promotion", "challenger_min_gain")),
+            plot="bar",
+        ),
+    )
+
+
+def _window_panels(windows: Sequence[str]) -> tuple[Panel, ...]:
+    return (
+        Panel(
+            "Drift share per window",
+            "share of drifted features in each online window, as computed",
+            tuple(Series(window, f"{window}/drift_share") for window in windows),
+        ),
+        Panel(
+            "RMSE per window",
+            "minutes, over the window's rides with feedback",
+            tuple(Series(window, f"{window}/rmse") for window in windows),
+        ),
+        Panel(
+            "Feedback rows per window",
+            "rides of the window whose actual duration has arrived",
+            tuple(Series(window, f"{window}/feedback_rows") for window in windows),
+            plot="bar",
+        ),
+    )
+
+
+def month_timestamp(month: str) -> dt.datetime:
+    return dt.datetime.strptime(f"{month}-01", "%Y-%m-%d")
+
+
+def figures_snapshot(figures: Mapping[str, float], name: str, timestamp: dt.datetime, tags: Sequence[str]) -> Snapshot:
+    """A snapshot of one row whose columns are `figures`: `MeanValue` of each is the figure itself."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import MeanValue
+
+    values = {key: float(value) for key, value in figures.items() if value is not None and math.isfinite(value)}
+    frame = pd.DataFrame([values])
+    dataset = Dataset.from_pandas(frame, data_definition=DataDefinition(numerical_columns=list(values)))
+    return Report([MeanValue(column=column) for column in values]).run(
+        dataset, None, name=name, timestamp=timestamp, tags=[FIGURES, *tags]
+    )
+
+
+class MonitoringWorkspace:
+    """The local Evidently workspace at `path`, with the platform's two projects and their dashboards."""
+
+    def __init__(self, path: str | Path, ui_url: str) -> None:
+        from evidently.ui.workspace import Workspace
+
+        Path(path).mkdir(parents=True, exist_ok=True)
+        self.workspace = Workspace(str(path))
+        self.ui_url = ui_url.rstrip("/")
+
+    def project_id(self, name: str, description: str) -> str:
+        for project in self.workspace.search_project(name):
+            return str(project.id)
+        return str(self.workspace.create_project(name, description=description).id)
+
+    def show(self, project_id: str, panels: Sequence[Panel]) -> None:
+        """Make the project's dashboard exactly `panels` (written only when it differs)."""
+        from evidently.sdk.models import DashboardModel, DashboardTabModel, PanelMetric
+        from evidently.sdk.panels import DashboardPanelPlot
+
+        current = self.workspace.get_dashboard(project_id)
+        wanted = [(panel.title, panel.subtitle, tuple((s.legend, s.figure) for s in panel.series)) for panel in panels]
+        have = [
+            (p.title, p.subtitle, tuple((v.legend, v.metric_labels.get("column")) for v in p.values))
+            for p in current.panels
+        ]
+        if wanted == have:
+            return
+        plots = [
+            DashboardPanelPlot(
+                title=panel.title,
+                subtitle=panel.subtitle,
+                size=panel.size,
+                values=[
+                    PanelMetric(legend=s.legend, tags=[FIGURES], metric="MeanValue", metric_labels={"column": s.figure})
+                    for s in panel.series
+                ],
+                plot_params={"plot_type": panel.plot},
+            )
+            for panel in panels
+        ]
+        tab = DashboardTabModel(title="Monitoring", panels=[plot.id for plot in plots])
+        self.workspace.save_dashboard(project_id, DashboardModel(tabs=[tab], panels=plots))
+
+    def replace(self, project_id: str, snapshot: Snapshot) -> str:
+        """Add `snapshot`, first deleting the project's snapshots of the same name; its id."""
+        name = snapshot.get_name()
+        for snapshot_id in self.workspace.list_runs(project_id):
+            stored = self.workspace.get_run(project_id, snapshot_id)
+            if stored is not None and stored.name == name:
+                self.workspace.delete_run(project_id, snapshot_id)
+        return str(self.workspace.add_run(project_id, snapshot).id)
+
+    def url(self, project_id: str, snapshot_id: str | None = None) -> str:
+        """The Evidently UI's page of a snapshot (or of the project's dashboard)."""
+        page = f"/projects/{project_id}" + (f"/reports/{snapshot_id}" if snapshot_id else "")
+        return self.ui_url + page
+
+    # The platform's two uses.
+
+    def publish_month_report(self, month: str, snapshot: Snapshot) -> str:
+        """The month's Evidently report in the months project; the URL of its page."""
+        project = self.project_id(MONTHS_PROJECT, MONTHS_DESCRIPTION)
+        snapshot.set_name(f"monitoring_report {month}")
+        # Evidently 0.7 takes a snapshot's timestamp and tags only in Report.run(); the report is built elsewhere
+        # (evidently_report.build_snapshot), so they are set here. The dashboard's time axis is the month.
+        snapshot._timestamp = month_timestamp(month)
+        snapshot._tags = [*snapshot._tags, REPORT, f"month={month}"]
+        return self.url(project, self.replace(project, snapshot))
+
+    def publish_month_figures(self, month: str, figures: Mapping[str, float], features: Sequence[str]) -> str:
+        """The month's figures (drift_share, rmse, validation_rmse, drift_score/<feature>, challenger_gain, …) and
+        the months dashboard; the dashboard's URL."""
+        project = self.project_id(MONTHS_PROJECT, MONTHS_DESCRIPTION)
+        self.show(project, _panels_for(features))
+        self.replace(project, figures_snapshot(figures, f"figures {month}", month_timestamp(month), [f"month={month}"]))
+        return self.url(project)
+
+    def publish_window_figures(self, windows: Mapping[str, Mapping[str, float]], at: dt.datetime) -> str:
+        """Each online window's figures (drift_share, rmse, rows, feedback_rows), as computed at `at`, as one
+        snapshot (columns `<window>/<figure>`); the dashboard's URL. Every computation is a point."""
+        project = self.project_id(WINDOWS_PROJECT, WINDOWS_DESCRIPTION)
+        self.show(project, _window_panels(sorted(windows)))
+        figures = {f"{window}/{name}": value for window, values in windows.items() for name, value in values.items()}
+        self.replace(project, figures_snapshot(figures, f"figures {at.isoformat(timespec='seconds')}", at, []))
+        return self.url(project)

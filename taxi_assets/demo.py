@@ -1,0 +1,298 @@
+"""The whole loop in one command (`make demo`): on a running platform (`make up`), load months, train and deploy
+a model, replay real traffic and then a drift scenario against the service, let the sensors ingest it and the
+automation score and report the months, then print where to look.
+
+Every step goes through the platform as a user's would: backfills and runs through the Dagster webserver's
+GraphQL API (they show in the UI), traffic through the service's HTTP API (`taxi-replay`), figures through the
+Pushgateway and Prometheus. What runs by itself is left to run by itself: the batch scoring, drift and reports of
+the loaded months (declarative automation), the ingest of the prediction log and the online windows (the
+prediction-log sensor), the challenge of the deployed model (the promotion sensor).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+
+from taxi_assets import replay, settings
+from taxi_assets.backfill import FINISHED_RUN, BackfillError, Webserver, partitions, workspace
+
+LAUNCH_RUN = """
+mutation($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+    ... on InvalidSubsetError { message }
+    ... on PipelineNotFoundError { message }
+  }
+}
+"""
+
+RUN_STATUS = """
+query($runId: ID!) { runOrError(runId: $runId) { ... on Run { status } } }
+"""
+
+MATERIALIZED = """
+query($path: [String!]!, $partitions: [String!]) {
+  assetOrError(assetKey: {path: $path}) {
+    ... on Asset { assetMaterializations(partitions: $partitions, limit: 1000) { partition timestamp } }
+  }
+}
+"""
+
+METADATA = """
+query($path: [String!]!, $partitions: [String!]) {
+  assetOrError(assetKey: {path: $path}) {
+    ... on Asset {
+      assetMaterializations(partitions: $partitions, limit: 100) {
+        timestamp
+        metadataEntries {
+          label
+          ... on TextMetadataEntry { text }
+          ... on FloatMetadataEntry { floatValue }
+          ... on IntMetadataEntry { intValue }
+        }
+      }
+    }
+  }
+}
+"""
+
+DEFAULT_MONTHS = "2021-01..2021-02"
+
+
+class Demo:
+    def __init__(self, options: argparse.Namespace) -> None:
+        current = settings.current()
+        self.options = options
+        self.server = Webserver(f"http://127.0.0.1:{current.dagster_port}")
+        self.service = f"http://127.0.0.1:{current.service_port}"
+        self.prometheus = f"http://127.0.0.1:{current.prometheus_port}"
+        self.pushgateway = f"http://127.0.0.1:{current.pushgateway_port}"
+        self.evidently = current.evidently_url
+        self.started = time.monotonic()
+        self.since = time.time()
+
+    def say(self, text: str) -> None:
+        print(f"[{time.monotonic() - self.started:5.0f} s] demo: {text}", flush=True)
+
+    def wait(self, what: str, done: Callable[[], bool], timeout: float, every: float = 2.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not done():
+            if time.monotonic() > deadline:
+                raise BackfillError(f"{what}: not done after {timeout:.0f} s")
+            time.sleep(every)
+
+    def run_job(self, job: str, partition_keys: list[str] | None = None, run_config: dict | None = None) -> None:
+        """One run of `job` per partition (or one run), launched at once and followed to the end. Runs rather than a
+        backfill: the backfill daemon looks at new backfills every 30 s, the run queue every second."""
+        location, repository = self.location_of(job)
+        runs: dict[str, str] = {}
+        for key in partition_keys or [""]:
+            params = {
+                "selector": {"jobName": job, "repositoryName": repository, "repositoryLocationName": location},
+                "runConfigData": run_config or {},
+                "executionMetadata": {"tags": [{"key": "dagster/partition", "value": key}] if key else []},
+            }
+            answer = self.server.query(LAUNCH_RUN, {"params": params})["launchRun"]
+            if answer["__typename"] != "LaunchRunSuccess":
+                raise BackfillError(f"{job} {key} was not launched: {answer}")
+            runs[key] = answer["run"]["runId"]
+        label = f"{job}[{', '.join(partition_keys)}]" if partition_keys else job
+        self.say(f"{label}: {self.server.url}/runs")
+        shown: dict[str, str] = {}
+
+        def finished() -> bool:
+            states = {
+                key: self.server.query(RUN_STATUS, {"runId": run_id})["runOrError"]["status"]
+                for key, run_id in runs.items()
+            }
+            changed = {key: state for key, state in states.items() if shown.get(key) != state}
+            if changed:
+                self.say(
+                    "; ".join(f"{job}{f'[{key}]' if key else ''} {state.lower()}" for key, state in changed.items())
+                )
+                shown.update(changed)
+            return all(state in FINISHED_RUN for state in states.values())
+
+        self.wait(label, finished, timeout=900, every=1.0)
+        failed = [key or job for key, state in shown.items() if state != "SUCCESS"]
+        if failed:
+            raise BackfillError(f"{label}: failed for {', '.join(failed)}; see {self.server.url}/runs")
+
+    def location_of(self, job: str) -> tuple[str, str]:
+        for entry in workspace(self.server):
+            if (entry["locationOrLoadError"] or {}).get("__typename") == "PythonError":
+                raise BackfillError(f"code location {entry['name']} does not load: {entry['locationOrLoadError']}")
+            for repository in (entry["locationOrLoadError"] or {}).get("repositories", []):
+                if job in {pipeline["name"] for pipeline in repository["pipelines"]}:
+                    return entry["name"], repository["name"]
+        raise BackfillError(f"no job {job} in the workspace")
+
+    def materialized_since(self, asset: str, since: float, partition_keys: list[str] | None = None) -> set[str]:
+        """Partitions of `asset` ("" for an unpartitioned one) materialized since the unix time `since`."""
+        answer = self.server.query(MATERIALIZED, {"path": asset.split("/"), "partitions": partition_keys})
+        events = (answer["assetOrError"] or {}).get("assetMaterializations", [])
+        return {event["partition"] or "" for event in events if float(event["timestamp"]) / 1000 >= since}
+
+    def latest(self, asset: str, partition: str | None = None) -> float:
+        """Unix time of the latest materialization of `asset` (of `partition`), 0 when there is none."""
+        answer = self.server.query(MATERIALIZED, {"path": [asset], "partitions": [partition] if partition else None})
+        events = (answer["assetOrError"] or {}).get("assetMaterializations", [])
+        return max((float(event["timestamp"]) / 1000 for event in events), default=0.0)
+
+    def metadata(self, asset: str, partition: str) -> dict:
+        """The text and number metadata of the latest materialization of `asset`'s `partition`."""
+        answer = self.server.query(METADATA, {"path": [asset], "partitions": [partition]})
+        events = (answer["assetOrError"] or {}).get("assetMaterializations", [])
+        if not events:
+            return {}
+        latest = max(events, key=lambda event: float(event["timestamp"]))
+        return {
+            entry["label"]: entry.get("text", entry.get("floatValue", entry.get("intValue")))
+            for entry in latest["metadataEntries"]
+        }
+
+    def prometheus_page(self, page: str) -> str:
+        """Debian's Prometheus 2 serves its pages under /classic; newer ones at the root."""
+        try:
+            with urllib.request.urlopen(f"{self.prometheus}/classic/{page}", timeout=2):
+                return f"{self.prometheus}/classic/{page}"
+        except (urllib.error.URLError, OSError):
+            return f"{self.prometheus}/{page}"
+
+    def ingest_backlog(self, since: float) -> float | None:
+        """Prediction-log records not yet in DuckDB, as the prediction-log sensor last pushed them to the
+        Pushgateway, if it pushed after the unix time `since`."""
+        try:
+            with urllib.request.urlopen(f"{self.pushgateway}/metrics", timeout=5) as response:
+                text = response.read().decode()
+        except (urllib.error.URLError, OSError):
+            return None
+        values = {}
+        for line in text.splitlines():
+            if line.startswith(("taxi_ingest_records_waiting", 'push_time_seconds{instance="",job="taxi_ingest"}')):
+                name, _, value = line.rpartition(" ")
+                values[name.split("{")[0]] = float(value)
+        if values.get("push_time_seconds", 0.0) < since:
+            return None
+        return values.get("taxi_ingest_records_waiting")
+
+    def service_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.service}/readyz", timeout=2) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def replay(self, label: str, arguments: list[str]) -> None:
+        self.say(f"replay: {label}")
+        common = ["--url", self.service, "--rate", str(self.options.rate), "--speed", "600", "--id-prefix"]
+        status = replay.main([*arguments, "--limit", str(self.options.rides), *common, f"demo-{label.split()[0]}"])
+        if status != 0:
+            raise BackfillError(f"the replay ended with status {status}")
+
+    def run(self) -> int:
+        months = partitions(self.options.months)
+        newest = self.options.drift_month
+        loaded = sorted({*months, newest})
+        self.say(f"the platform at {self.server.url}; months {', '.join(loaded)}")
+        self.server.query("query { version }")  # fails early, and clearly, when nothing runs
+
+        self.say(f"loading the trips of {', '.join(loaded)}")
+        self.run_job("trip_data_job", loaded)
+        self.say(f"training on {months[0]} (validated on the next loaded month)")
+        self.run_job("duration_model_job", months[:1])
+        self.say(f"deploying the model of {months[0]}")
+        self.run_job("deploy_job", run_config={"ops": {"deployed_model": {"config": {"training_month": months[0]}}}})
+        self.say(
+            "from here on, what happens runs by itself: every loaded month is scored, drift-checked and reported; "
+            f"the retraining loop trains on {loaded[-2]} and challenges the deployed model on {newest}"
+        )
+        self.say("the service picks up the deployed model (make up started it waiting for one)")
+        self.wait("the Bento service", self.service_ready, timeout=180)
+
+        self.replay(f"normal traffic: rides of {months[-1]}", ["--month", months[-1]])
+        self.replay(
+            f"drift scenario: rides of {newest}, distances x{self.options.distance_scale}",
+            ["--month", newest, "--distance-scale", str(self.options.distance_scale)],
+        )
+
+        replayed = time.time()
+        self.say("waiting for the prediction-log sensor to ingest the traffic (it ticks every 30 s)")
+        self.wait("the ingest", lambda: self.ingest_backlog(replayed) == 0, timeout=300)
+        self.say("ingested; waiting for the online and monthly figures, reports, dashboards and the challenge")
+        pending = {
+            "online windows (online_drift)": lambda: self.latest("online_drift") >= replayed,
+            "online dashboard (online_dashboard, at most once a minute)": lambda: (
+                self.latest("online_dashboard") > max(self.latest("online_drift"), replayed)
+            ),
+            f"monthly reports of {', '.join(loaded)} (monitoring_report)": lambda: (
+                set(loaded) <= self.materialized_since("monitoring_report", self.since, loaded)
+            ),
+            f"challenge of the deployed model on {newest} (model_challenge)": lambda: (
+                self.latest("model_challenge", newest) >= self.since
+            ),
+            "months dashboard, with the challenge (monitoring_dashboard)": lambda: (
+                set(loaded) <= self.materialized_since("monitoring_dashboard", self.since, loaded)
+                and self.latest("monitoring_dashboard", newest) > max(self.latest("model_challenge", newest), 1.0)
+            ),
+        }
+
+        def all_done() -> bool:
+            for what, done in list(pending.items()):
+                if done():
+                    self.say(f"done: {what}")
+                    del pending[what]
+            return not pending
+
+        self.wait("the automation", all_done, timeout=900)
+        challenge = self.metadata("model_challenge", newest)
+        elapsed = time.monotonic() - self.started
+        print(
+            f"""
+demo: done in {elapsed // 60:.0f} min {elapsed % 60:.0f} s.
+demo: challenge on {newest}: the model retrained on {challenge.get("challenger_month", "?")} has a gain of \
+{float(challenge.get("gain", float("nan"))):.1%} over the deployed one; promotion: {challenge.get("promotion", "?")}
+Where to look:
+  Dagster            {self.server.url}/assets  (lineage: Global asset lineage; runs: {self.server.url}/runs;
+                     what ran by itself: {self.server.url}/automation)
+  Bento service      {self.service}/  (Swagger UI; /metrics)
+  Evidently UI       {self.evidently}  (monthly reports and the dashboards by month and by online window)
+  Prometheus alerts  {self.prometheus_page("alerts")}  (drift alerts after the drift scenario)
+  Prometheus graph   {self.prometheus_page("graph")}?g0.expr=taxi_online_rmse  (online RMSE per window)
+  stop everything    make down""",
+            flush=True,
+        )
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = argparse.ArgumentParser(prog="python -m taxi_assets.demo", description=__doc__.split("\n\n")[0])
+    arguments.add_argument(
+        "--months", default=DEFAULT_MONTHS, help="months to load; the model trains on the first, the second is normal"
+    )
+    arguments.add_argument("--rides", type=int, default=6000, help="rides per replay phase")
+    arguments.add_argument("--rate", default="max", help="rides per second, or max")
+    arguments.add_argument(
+        "--drift-month", default="2023-03", help="the newest month: loaded, challenged, and replayed as the drift"
+    )
+    arguments.add_argument("--distance-scale", type=float, default=1.5, help="drift scenario: distance factor")
+    try:
+        return Demo(arguments.parse_args(argv)).run()
+    except BackfillError as error:
+        print(f"demo: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ndemo: interrupted; the platform keeps running (make down stops it)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""Pages as a user sees them: headless Chromium renders a URL (scripts run, their requests answered) into its DOM
+or a PNG."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+]
+
+
+def _chromium() -> str:
+    chromium = shutil.which("chromium")
+    assert chromium, "chromium is not installed: run `make setup`"
+    return chromium
+
+
+def dom(url: str, profile: Path, budget_ms: int = 20000) -> str:
+    """The page's DOM once its scripts have run for `budget_ms` of virtual time."""
+    page = subprocess.run(
+        [_chromium(), *FLAGS, f"--virtual-time-budget={budget_ms}", f"--user-data-dir={profile}", "--dump-dom", url],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+    )
+    return page.stdout
+
+
+def screenshot(url: str, path: Path, profile: Path, size: str = "1440,900", budget_ms: int = 20000) -> Path:
+    """A PNG of the page as rendered in a `size` window."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [_chromium(), *FLAGS, f"--virtual-time-budget={budget_ms}", f"--user-data-dir={profile}"]
+        + [f"--window-size={size}", f"--screenshot={path}", url],
+        capture_output=True,
+        timeout=180,
+        check=True,
+    )
+    return path

@@ -1,0 +1,223 @@
+"""The platform runs itself: a month published at the trip-data source is loaded by the new-month sensor and
+flows through scoring, drift and the report by the assets' automation conditions, with a real daemon."""
+
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from taxi_assets import settings
+from taxi_assets.core.tlc import published_version
+from taxi_assets.defs.model.assets import deployed_model, duration_model
+from taxi_assets.defs.trip_data.assets import raw_trips, taxi_zones, trip_months, trips
+from taxi_assets.defs.trip_data.resources import TripDataSource
+from taxi_assets.defs.trip_data.sensors import new_month_sensor
+from tests.support.dagster_processes import running_daemon, step_errors
+from tests.support.platform import REPO_ROOT, platform_resources
+
+
+def tick(instance: dg.DagsterInstance, source: str) -> dg.SensorResult:
+    context = dg.build_sensor_context(
+        instance=instance, resources={"trip_data": TripDataSource(url_template=source, cache_dir="unused")}
+    )
+    return new_month_sensor(context)
+
+
+def mark_loaded(instance: dg.DagsterInstance, *months: str) -> None:
+    for month in months:
+        instance.report_runless_asset_event(dg.AssetMaterialization(trips, partition=month))
+
+
+def requested(result: dg.SensorResult) -> list[tuple[str, str]]:
+    return [(request.partition_key, request.run_key) for request in result.run_requests or []]
+
+
+@pytest.mark.integration
+def test_the_month_after_the_newest_is_requested_once_it_is_published(
+    instance: dg.DagsterInstance, tmp_path: Path, tlc_dir: Path
+) -> None:
+    source = tmp_path / "source"
+    source.mkdir()
+    # An empty warehouse: nothing is checked, nothing downloaded.
+    assert requested(tick(instance, str(source))) == []
+
+    mark_loaded(instance, "2021-01", "2022-01")
+    assert requested(tick(instance, str(source))) == []  # 2022-02 is not published yet
+    (source / "green_tripdata_2021-02.parquet").symlink_to(tlc_dir / "green_tripdata_2021-02.parquet")
+    assert requested(tick(instance, str(source))) == []  # an older month appearing is no new month
+    shutil.copy(tlc_dir / "green_tripdata_2022-02.parquet", source / "green_tripdata_2022-02.parquet")
+    ((month, run_key),) = requested(tick(instance, str(source)))
+    assert month == "2022-02" and run_key.startswith("2022-02@")
+    # Until it is loaded the same key comes back (Dagster skips a key it has seen); a changed file gets a new one.
+    assert requested(tick(instance, str(source))) == [(month, run_key)]
+    os.utime(source / "green_tripdata_2022-02.parquet", ns=(0, 10**18))
+    ((_, changed_key),) = requested(tick(instance, str(source)))
+    assert changed_key != run_key
+    # Loaded: the sensor moves on to 2022-03, and never asks for 2022-02 again.
+    mark_loaded(instance, "2022-02")
+    assert requested(tick(instance, str(source))) == []
+    shutil.copy(tlc_dir / "green_tripdata_2022-03.parquet", source / "green_tripdata_2022-03.parquet")
+    assert [m for m, _ in requested(tick(instance, str(source)))] == ["2022-03"]
+
+
+class _TlcLike(http.server.SimpleHTTPRequestHandler):
+    """Files of a folder over HTTP, and 403 for a missing one, as TLC's CloudFront answers."""
+
+    def send_error(self, code, message=None, explain=None):
+        super().send_error(403 if code == 404 else code, message, explain)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http_source(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    folder = tmp_path / "published"
+    folder.mkdir()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *args: _TlcLike(*args, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/green_tripdata_{{month}}.parquet", folder
+    server.shutdown()
+
+
+@pytest.mark.integration
+def test_a_remote_source_is_checked_with_a_head_request(
+    instance: dg.DagsterInstance, http_source: tuple[str, Path], tlc_dir: Path
+) -> None:
+    template, folder = http_source
+    assert published_version(template.format(month="2021-02")) is None  # TLC's 403
+    mark_loaded(instance, "2021-01")
+    assert requested(tick(instance, template)) == []
+    shutil.copy(tlc_dir / "green_tripdata_2021-02.parquet", folder / "green_tripdata_2021-02.parquet")
+    ((month, run_key),) = requested(tick(instance, template))
+    size = (folder / "green_tripdata_2021-02.parquet").stat().st_size
+    assert month == "2021-02" and run_key.startswith(f"2021-02@{size}-")
+    # A source that cannot be reached is a skipped tick with a warning, not a failed sensor.
+    unreachable = tick(instance, "http://127.0.0.1:9/green_tripdata_{month}.parquet")
+    assert requested(unreachable) == [] and "unreachable" in unreachable.skip_reason.skip_message
+
+
+def wait_for(instance: dg.DagsterInstance, key: dg.AssetKey, month: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if month in instance.get_materialized_partitions(key):
+            return
+        failed = [run for run in instance.get_runs() if run.status == dg.DagsterRunStatus.FAILURE]
+        assert not failed, {run.run_id: step_errors(instance, run) for run in failed}
+        time.sleep(1)
+    runs = [(run.tags.get("dagster/partition"), run.asset_selection, run.status.value) for run in instance.get_runs()]
+    raise TimeoutError(f"{key.to_user_string()}[{month}] not materialized within {timeout} s; runs: {runs}")
+
+
+# BentoML fixes its model store once per process: the test deploys a model in a process of its own.
+@pytest.mark.e2e
+@pytest.mark.forked
+@pytest.mark.timeout(900)
+def test_a_published_month_flows_to_the_monitoring_report_with_no_manual_launch(
+    platform_env: Path, tlc_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started = time.monotonic()
+    source = platform_env / "source"
+    source.mkdir()
+    for name in ("green_tripdata_2021-01.parquet", "green_tripdata_2021-02.parquet", "taxi_zone_lookup.csv"):
+        (source / name).symlink_to(tlc_dir / name)
+    monkeypatch.setenv("TAXI_TRIP_DATA_URL", str(source))
+    monkeypatch.setenv("TAXI_AUTOMATION", "on")
+    # The retraining loop challenges the deployed model on each new month but waits for approval: a promotion
+    # would re-score every month (tested by the model's own tests), not what this test counts.
+    monkeypatch.setenv("TAXI_PROMOTION", "manual")
+    monkeypatch.setenv("TAXI_NEW_MONTH_CHECK_SECONDS", "2")
+    monkeypatch.setenv("TAXI_AUTOMATION_CHECK_SECONDS", "2")
+    settings.current.cache_clear()
+    dagster_home = platform_env / "dagster_home"
+    shutil.copy(REPO_ROOT / "dagster_home" / "dagster.yaml", dagster_home / "dagster.yaml")
+
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        # What a user has done by hand before: two months loaded, a model trained on the first (validated on the
+        # second) and deployed.
+        resources = platform_resources()
+        assert dg.materialize([taxi_zones], instance=instance, resources=resources).success
+        for month in ("2021-01", "2021-02"):
+            assert dg.materialize([trip_months], partition_key=month, instance=instance, resources=resources)
+        assert dg.materialize([duration_model], partition_key="2021-01", instance=instance, resources=resources)
+        assert dg.materialize([deployed_model], instance=instance, resources=resources).success
+        manual = {run.run_id for run in instance.get_runs()}
+
+        with running_daemon(dagster_home, platform_env / "daemon.log"):
+            # The months already loaded are scored and reported by themselves, then TLC "publishes" 2021-03, which
+            # is loaded, scored, reported, and the deployed model challenged on it (the retraining loop).
+            for month in ("2021-01", "2021-02"):
+                wait_for(instance, dg.AssetKey("monitoring_report"), month, timeout=240)
+            (source / "green_tripdata_2021-03.parquet").symlink_to(tlc_dir / "green_tripdata_2021-03.parquet")
+            wait_for(instance, dg.AssetKey("monitoring_report"), "2021-03", timeout=240)
+            wait_for(instance, dg.AssetKey("model_challenge"), "2021-03", timeout=240)
+            time.sleep(5)  # a few more sensor ticks: nothing is requested twice
+
+        runs = [run for run in instance.get_runs() if run.run_id not in manual]
+        by_sensor = {(run.tags.get("dagster/sensor_name"), run.tags.get("dagster/partition")): run for run in runs}
+        assert all(run.tags.get("dagster/sensor_name") for run in runs), "every run was started by a sensor"
+        loads = [run for run in runs if run.tags.get("dagster/sensor_name") == "new_month_sensor"]
+        assert [run.tags["dagster/partition"] for run in loads] == ["2021-03"]
+        assert ("default_automation_condition_sensor", "2021-03") in by_sensor
+        # 2021-01 and 2021-02 were already loaded: neither the sensor nor the automation loaded them again.
+        assert instance.get_materialized_partitions(raw_trips) == {"2021-01", "2021-02", "2021-03"}
+        reloaded = [
+            run
+            for run in runs
+            if run.tags.get("dagster/partition") in ("2021-01", "2021-02") and raw_trips in (run.asset_selection or ())
+        ]
+        assert not reloaded
+        # Each partition was computed exactly once: no run was requested twice.
+        materialized = [
+            (record.asset_key.to_user_string(), record.partition_key)
+            for asset in ("raw_trips", "trips", "batch_predictions", "drift_metrics", "monitoring_report")
+            for record in instance.fetch_materializations(dg.AssetKey(asset), limit=100).records
+        ]
+        assert sorted(materialized) == sorted(
+            (asset, month)
+            for asset in ("raw_trips", "trips", "batch_predictions", "drift_metrics", "monitoring_report")
+            for month in ("2021-01", "2021-02", "2021-03")
+        )
+    assert time.monotonic() - started < 480
+
+
+STATUSES = """
+import json
+from taxi_assets.definitions import defs
+print(json.dumps({s.name: s.default_status.value for s in defs().sensors if s.name != "prediction_log_sensor"}))
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("value", "status"), [("on", "RUNNING"), ("off", "STOPPED")])
+def test_taxi_automation_sets_how_both_automation_sensors_start(value: str, status: str) -> None:
+    loaded = subprocess.run(
+        [sys.executable, "-c", STATUSES],
+        env={**os.environ, "TAXI_AUTOMATION": value},
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    assert json.loads(loaded.stdout) == {
+        "default_automation_condition_sensor": status,
+        "model_promotion_sensor": status,
+        "new_month_sensor": status,
+    }
+
+
+@pytest.mark.unit
+def test_a_misspelt_automation_switch_is_refused() -> None:
+    with pytest.raises(ValueError, match="TAXI_AUTOMATION must be on or off"):
+        assert settings.load({"TAXI_AUTOMATION": "yes"}).automation_on

@@ -1,0 +1,91 @@
+"""`python -m taxi_assets.backfill`: launches a backfill through a real webserver, follows every partition as a real
+daemon runs it, and names the failed partitions with their errors."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from taxi_assets.backfill import BackfillError, Progress, partitions
+from tests.support.dagster_processes import running_daemon, running_webserver
+from tests.support.platform import MANIFEST_ROWS, REPO_ROOT
+
+
+@pytest.mark.e2e
+def test_a_backfill_is_followed_to_the_end_and_failed_months_are_named(platform_env: Path) -> None:
+    dagster_home = platform_env / "dagster_home"
+    with (
+        running_webserver(dagster_home, platform_env / "webserver.log") as webserver,
+        running_daemon(dagster_home, platform_env / "daemon.log"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "taxi_assets.backfill", "trip_data_job", "2021-02..2021-04", "--url", webserver]
+            + ["--poll", "0.5"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    lines = done.stdout.splitlines()
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert lines[0].startswith("backfill ") and "trip_data_job (raw_trips, trips) for 3 partitions" in lines[0]
+    # Progress: each month is seen succeeding or failing along the way.
+    progress = "\n".join(lines[1:])
+    for month, state in (("2021-02", "succeeded"), ("2021-03", "succeeded"), ("2021-04", "failed")):
+        assert f"{month} {state}" in progress
+    assert "2 succeeded, 1 failed" in progress
+    (failed,) = [line for line in lines if line.startswith("FAILED")]
+    assert failed == "FAILED 2021-04: failed"
+    error = lines[lines.index(failed) + 1]
+    assert "raw_trips" in error and "2021-04: no file at" in error
+    with duckdb.connect(str(platform_env / "warehouse.duckdb"), read_only=True) as conn:
+        loaded = dict(conn.execute("SELECT month, count(*) FROM raw_trips GROUP BY month").fetchall())
+    assert loaded == {month: MANIFEST_ROWS[month] for month in ("2021-02", "2021-03")}
+
+
+@pytest.mark.unit
+def test_month_ranges_and_lists() -> None:
+    assert partitions("2021-11..2022-02,2023-01") == ["2021-11", "2021-12", "2022-01", "2022-02", "2023-01"]
+    assert partitions("2021-01,2021-01") == ["2021-01"]
+    with pytest.raises(BackfillError, match="ends before it starts"):
+        partitions("2021-03..2021-01")
+
+
+@pytest.mark.unit
+def test_a_partition_is_as_far_as_its_least_advanced_run() -> None:
+    keys = ["2021-01", "2021-02", "2021-03"]
+    runs = [
+        {"status": "SUCCESS", "tags": [{"key": "dagster/partition", "value": "2021-01"}]},
+        {"status": "STARTED", "tags": [{"key": "dagster/partition", "value": "2021-01"}]},
+        # a single run over a range of partitions
+        {
+            "status": "FAILURE",
+            "tags": [
+                {"key": "dagster/asset_partition_range_start", "value": "2021-02"},
+                {"key": "dagster/asset_partition_range_end", "value": "2021-03"},
+            ],
+        },
+    ]
+    assert Progress(keys).states(runs) == {"2021-01": "running", "2021-02": "failed", "2021-03": "failed"}
+    assert Progress(keys).states([]) == dict.fromkeys(keys, "queued")
+    # Within a failed run over a range, the months whose every asset was materialized have succeeded.
+    ranged = {
+        **runs[2],
+        "assetSelection": [{"path": ["raw_trips"]}, {"path": ["trips"]}],
+        "assetMaterializations": [
+            {"partition": "2021-02", "assetKey": {"path": ["raw_trips"]}},
+            {"partition": "2021-02", "assetKey": {"path": ["trips"]}},
+            {"partition": "2021-03", "assetKey": {"path": ["raw_trips"]}},
+        ],
+    }
+    assert Progress(keys).states([ranged]) == {"2021-01": "queued", "2021-02": "succeeded", "2021-03": "failed"}
+
+
+@pytest.mark.unit
+def test_no_webserver_is_a_clear_error(capsys: pytest.CaptureFixture) -> None:
+    from taxi_assets.backfill import main
+
+    assert main(["trip_data_job", "2021-01", "--url", "http://127.0.0.1:9"]) == 2
+    assert "no Dagster webserver at http://127.0.0.1:9" in capsys.readouterr().err

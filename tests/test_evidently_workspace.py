@@ -1,0 +1,84 @@
+"""The local Evidently workspace: months and windows published as snapshots with their dashboards, a month
+published twice being one point."""
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from taxi_assets.core.evidently_workspace import MONTHS_PROJECT, WINDOWS_PROJECT, MonitoringWorkspace
+
+pytestmark = pytest.mark.unit
+
+FEATURES = ["trip_distance", "pickup_hour"]
+
+
+def month_figures(i: int) -> dict[str, float]:
+    return {
+        "drift_share": 0.5 * i,
+        "rmse": 5.5 + i,
+        "validation_rmse": 5.4,
+        "drift_score/trip_distance": 0.1 * i,
+        "drift_score/pickup_hour": 0.0,
+        "challenger_gain": float("nan"),  # no challenge that month: no point
+    }
+
+
+def runs(workspace: MonitoringWorkspace, project: str) -> list:
+    """(id, stored snapshot) of every run of `project`."""
+    (found,) = workspace.workspace.search_project(project)
+    return [(run, workspace.workspace.get_run(found.id, run)) for run in workspace.workspace.list_runs(found.id)]
+
+
+def test_months_are_points_on_a_dashboard_and_a_month_republished_is_one_point(tmp_path: Path) -> None:
+    workspace = MonitoringWorkspace(tmp_path / "evidently", "http://127.0.0.1:8000")
+    for i, month in enumerate(["2021-01", "2021-02", "2021-01"]):
+        url = workspace.publish_month_figures(month, month_figures(i), FEATURES)
+    stored = [run for _, run in runs(workspace, MONTHS_PROJECT)]
+    assert sorted(run.name for run in stored) == ["figures 2021-01", "figures 2021-02"]
+    assert {run.name: run.timestamp for run in stored}["figures 2021-02"] == dt.datetime(2021, 2, 1)
+    (project,) = workspace.workspace.search_project(MONTHS_PROJECT)
+    assert url == f"http://127.0.0.1:8000/projects/{project.id}"
+    dashboard = workspace.workspace.get_dashboard(project.id)
+    titles = [panel.title for panel in dashboard.panels]
+    assert titles == ["Share of drifted features", "RMSE by month", "Drift score per feature", "Challenger gain"]
+    per_feature = dashboard.panels[2]
+    assert [value.metric_labels["column"] for value in per_feature.values] == [f"drift_score/{f}" for f in FEATURES]
+    # The republished 2021-01 carries the newer figures; the NaN gain is left out, not plotted as zero.
+    (january,) = [run for run in stored if run.name == "figures 2021-01"]
+    values = sorted(result.value for result in january.metric_results.values())
+    assert values == sorted(value for key, value in month_figures(2).items() if key != "challenger_gain")
+
+
+def test_a_month_report_gets_its_page_and_the_month_as_its_time(tmp_path: Path) -> None:
+    from evidently import Report
+    from evidently.presets import DataDriftPreset
+
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({"trip_distance": rng.exponential(2, 300), "pickup_hour": rng.integers(0, 24, 300)})
+    snapshot = Report([DataDriftPreset()]).run(frame, frame.sample(frac=1, random_state=2))
+    workspace = MonitoringWorkspace(tmp_path / "evidently", "http://127.0.0.1:8000")
+    url = workspace.publish_month_report("2022-02", snapshot)
+    ((snapshot_id, stored),) = runs(workspace, MONTHS_PROJECT)
+    (project,) = workspace.workspace.search_project(MONTHS_PROJECT)
+    assert url == f"http://127.0.0.1:8000/projects/{project.id}/reports/{snapshot_id}"
+    assert stored.name == "monitoring_report 2022-02" and stored.timestamp == dt.datetime(2022, 2, 1)
+    assert {"report", "month=2022-02"} <= set(stored.tags)
+
+
+def test_windows_are_series_of_their_own(tmp_path: Path) -> None:
+    workspace = MonitoringWorkspace(tmp_path / "evidently", "http://127.0.0.1:8000")
+    figures = {"drift_share": 0.25, "rmse": 6.1, "rows": 1000, "feedback_rows": 700}
+    for minute in (0, 1):
+        at = dt.datetime(2026, 11, 30, 12, minute)
+        workspace.publish_window_figures({"last_5000": figures, "hour": {"rows": 0, "feedback_rows": 0}}, at)
+    stored = [run for _, run in runs(workspace, WINDOWS_PROJECT)]
+    assert sorted(run.timestamp.minute for run in stored) == [0, 1]  # one point per computation
+    (project,) = workspace.workspace.search_project(WINDOWS_PROJECT)
+    (drift, *_) = workspace.workspace.get_dashboard(project.id).panels
+    assert [(value.legend, value.metric_labels["column"]) for value in drift.values] == [
+        ("hour", "hour/drift_share"),
+        ("last_5000", "last_5000/drift_share"),
+    ]

@@ -1,0 +1,107 @@
+"""`make up` starts every process of the platform in the background and returns; `make down` stops all of them and
+everything they started, leaving no process and no listening port; Ctrl-C while `make up` starts stops what it
+started."""
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from tests.support import service_harness
+from tests.support.platform import REPO_ROOT, make_up_environment
+
+pytestmark = pytest.mark.e2e
+
+NAMES = {"pushgateway", "prometheus", "bento", "evidently-ui", "dagster-daemon", "dagster-webserver"}
+
+
+def listening(port: int) -> bool:
+    return any(conn.laddr.port == port and conn.status == psutil.CONN_LISTEN for conn in psutil.net_connections("tcp"))
+
+
+def tree(pid_files: list[Path]) -> list[psutil.Process]:
+    processes = []
+    for pid_file in pid_files:
+        parent = psutil.Process(int(pid_file.read_text()))
+        processes += [parent, *parent.children(recursive=True)]
+    return processes
+
+
+def gone(processes: list[psutil.Process]) -> list[str]:
+    alive = []
+    for process in processes:
+        try:
+            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                alive.append(f"{process.pid} {' '.join(process.cmdline())[:120]}")
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def test_make_down_stops_everything_make_up_started(tmp_path: Path, tlc_dir: Path) -> None:
+    env, ports = make_up_environment(tmp_path, tlc_dir)
+    service_harness.save_deployed_model(tmp_path / "bentoml")  # so that the service starts too
+    up = subprocess.run(["make", "-s", "up"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=400)
+    processes = []
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert f"Dagster UI      http://127.0.0.1:{ports['DAGSTER_PORT']}" in up.stdout
+        pid_files = sorted((tmp_path / "run").glob("*.pid"))
+        assert {path.stem for path in pid_files} == NAMES
+        processes = tree(pid_files)
+        assert requests.get(f"http://127.0.0.1:{ports['DAGSTER_PORT']}/server_info", timeout=10).ok
+        prometheus = f"http://127.0.0.1:{ports['TAXI_PROMETHEUS_PORT']}"
+        service_harness_url = f"http://127.0.0.1:{ports['TAXI_SERVICE_PORT']}/readyz"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(service_harness_url, timeout=1).ok:
+                    break
+            except requests.RequestException:
+                time.sleep(1)
+        else:
+            pytest.fail(f"the service did not start: {(tmp_path / 'logs' / 'bento.log').read_text()[-2000:]}")
+        assert requests.get(f"{prometheus}/-/ready", timeout=10).ok
+        assert requests.get(f"http://127.0.0.1:{ports['TAXI_EVIDENTLY_PORT']}/api/projects", timeout=10).ok
+        targets = requests.get(f"{prometheus}/api/v1/targets", timeout=10).json()["data"]["activeTargets"]
+        assert {target["labels"]["instance"] for target in targets} == {
+            f"127.0.0.1:{ports['TAXI_SERVICE_PORT']}",
+            f"127.0.0.1:{ports['TAXI_PUSHGATEWAY_PORT']}",
+        }
+        processes = tree(pid_files)  # now with the service's workers
+        assert len(processes) > len(NAMES)
+
+        again = subprocess.run(["make", "-s", "up"], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+        assert again.returncode != 0 and "already running" in again.stderr
+    finally:
+        down = subprocess.run(["make", "-s", "down"], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert not gone(processes), "still running after make down"
+    assert not [port for port in ports.values() if listening(port)]
+    assert not list((tmp_path / "run").glob("*.pid"))
+    assert (
+        "nothing is running"
+        in subprocess.run(["make", "-s", "down"], cwd=REPO_ROOT, env=env, capture_output=True, text=True).stdout
+    )
+
+
+def test_ctrl_c_while_make_up_starts_stops_what_it_started(tmp_path: Path, tlc_dir: Path) -> None:
+    env, ports = make_up_environment(tmp_path, tlc_dir)
+    up = subprocess.Popen(
+        ["./scripts/up.sh"], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    run = tmp_path / "run"
+    deadline = time.monotonic() + 60
+    while not (run / "dagster-webserver.pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    processes = tree(sorted(run.glob("*.pid")))
+    up.send_signal(signal.SIGINT)
+    output, _ = up.communicate(timeout=60)
+    assert up.returncode == 130, output
+    assert "interrupted: stopping what was started" in output
+    assert not gone(processes)
+    assert not [port for port in ports.values() if listening(port)]

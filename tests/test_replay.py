@@ -1,0 +1,205 @@
+"""`taxi-replay` against a real `bentoml serve`: its summary is what the service logged and the ingest stored, 4xx
+answers are counted with their reasons, and Ctrl-C stops it cleanly with a summary."""
+
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from taxi_assets import replay
+from taxi_assets.core import predlog
+from taxi_assets.defs.online_monitoring.assets import prediction_logs
+from tests.support import service_harness as harness
+from tests.support.platform import REPO_ROOT, free_port, platform_resources
+
+TAXI_REPLAY = REPO_ROOT / ".venv" / "bin" / "taxi-replay"
+GOOD_ROWS, BAD_LOCATION_ROWS, NEGATIVE_DURATION_ROWS = 300, 3, 2
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory, tlc_dir: Path) -> Iterator[tuple[str, Path]]:
+    work = tmp_path_factory.mktemp("replay-service")
+    harness.save_deployed_model(work / "bentoml")
+    port = free_port()
+    process = harness.serve(work / "bentoml", work / "logs", port, work / "serve.log")
+    yield f"http://127.0.0.1:{port}", work / "logs"
+    harness.stop(process)
+
+
+def source_with_faults(folder: Path, tlc_dir: Path) -> Path:
+    """2022-02 as TLC publishes it, cut to a few hundred real rows, plus rows the service must refuse: location 0
+    (a 400 for the prediction) and a drop-off before the pickup (a 400 for the feedback)."""
+    table = pq.read_table(tlc_dir / "green_tripdata_2022-02.parquet").slice(0, GOOD_ROWS + 10)
+    table = table.filter(pc.field("lpep_dropoff_datetime") > pc.field("lpep_pickup_datetime")).slice(0, GOOD_ROWS)
+    bad_location = table.slice(0, BAD_LOCATION_ROWS)
+    bad_location = bad_location.set_column(
+        bad_location.schema.get_field_index("PULocationID"), "PULocationID", pa.array([0] * BAD_LOCATION_ROWS)
+    )
+    backwards = table.slice(10, NEGATIVE_DURATION_ROWS)
+    pickup, dropoff = backwards["lpep_pickup_datetime"], backwards["lpep_dropoff_datetime"]
+    backwards = backwards.set_column(
+        backwards.schema.get_field_index("lpep_pickup_datetime"), "lpep_pickup_datetime", dropoff
+    )
+    backwards = backwards.set_column(
+        backwards.schema.get_field_index("lpep_dropoff_datetime"), "lpep_dropoff_datetime", pickup
+    )
+    folder.mkdir()
+    pq.write_table(pa.concat_tables([table, bad_location, backwards]), folder / "green_tripdata_2022-02.parquet")
+    return folder
+
+
+def logged(logs: Path, prefix: str) -> tuple[dict[str, dict], dict[str, float]]:
+    """The service's log records of one replay: predictions and feedback by ride id."""
+    reader = predlog.FileLogReader(logs)
+    records = [record for day in sorted(p.name for p in logs.iterdir()) for record in reader.read_day(day)]
+    mine = [record for record in records if record["id"].startswith(prefix)]
+    predictions = {record["id"]: record for record in mine if record["kind"] == "prediction"}
+    feedback = {record["id"]: record["actual_duration"] for record in mine if record["kind"] == "feedback"}
+    return predictions, feedback
+
+
+@pytest.mark.service
+def test_the_summary_is_what_the_service_logged_and_the_ingest_stored(
+    service: tuple[str, Path], tmp_path: Path, tlc_dir: Path, platform_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, logs = service
+    source = source_with_faults(tmp_path / "tlc", tlc_dir)
+    summary_path = tmp_path / "summary.json"
+    done = subprocess.run(
+        [str(TAXI_REPLAY), "--url", url, "--source", str(source), "--month", "2022-02", "--rate", "max"]
+        + ["--speed", "inf", "--all-rides", "--id-prefix", "t1", "--summary-json", str(summary_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(summary_path.read_text())
+    rides = GOOD_ROWS + BAD_LOCATION_ROWS + NEGATIVE_DURATION_ROWS
+    predicted = GOOD_ROWS + NEGATIVE_DURATION_ROWS
+    assert summary["predict"] | {"reasons": None, "latency_ms": None, "per_second": None} == {
+        "sent": rides,
+        "2xx": predicted,
+        "4xx": BAD_LOCATION_ROWS,
+        "5xx": 0,
+        "no_answer": 0,
+        "reasons": None,
+        "latency_ms": None,
+        "per_second": None,
+    }
+    ((reason, count),) = summary["predict"]["reasons"].items()
+    assert count == BAD_LOCATION_ROWS and reason.startswith("400: PULocationID")
+    assert (summary["feedback"]["sent"], summary["feedback"]["2xx"], summary["feedback"]["4xx"]) == (
+        predicted,
+        GOOD_ROWS,
+        NEGATIVE_DURATION_ROWS,
+    )
+    ((reason, count),) = summary["feedback"]["reasons"].items()
+    assert count == NEGATIVE_DURATION_ROWS and reason.startswith("400: actual_duration")
+    assert set(summary["predict"]["latency_ms"]) == {"p50", "p90", "p99", "max"}
+    assert "/predict: sent 305, 2xx 302, 4xx 3" in done.stdout
+
+    predictions, feedback = logged(logs, "t1-")
+    assert len(predictions) == summary["predict"]["2xx"] and len(feedback) == summary["feedback"]["2xx"]
+    first = pq.read_table(source / "green_tripdata_2022-02.parquet").slice(0, 1).to_pylist()[0]
+    ride = predictions["t1-2022-02-0"]
+    assert (ride["PULocationID"], ride["DOLocationID"], ride["trip_distance"]) == (
+        first["PULocationID"],
+        first["DOLocationID"],
+        first["trip_distance"],
+    )
+    assert ride["pickup_datetime"] == first["lpep_pickup_datetime"].isoformat()
+    expected = (first["lpep_dropoff_datetime"] - first["lpep_pickup_datetime"]).total_seconds() / 60
+    assert feedback["t1-2022-02-0"] == pytest.approx(expected, abs=1e-5)
+
+    # The ingest stores exactly what the replay counted.
+    monkeypatch.setenv("TAXI_PREDLOG_URI", str(logs))
+    resources = platform_resources()
+    for day in sorted(p.name for p in logs.iterdir()):
+        assert dg.materialize([prediction_logs], partition_key=day, resources=resources).success
+    with resources["warehouse"].get_connection() as conn:
+        stored = conn.execute(
+            "SELECT count(*), count(actual_duration) FROM online_predictions WHERE id LIKE 't1-%'"
+        ).fetchone()
+    assert stored == (summary["predict"]["2xx"], summary["feedback"]["2xx"])
+
+
+@pytest.mark.service
+def test_ctrl_c_stops_the_replay_with_a_summary_and_no_traceback(
+    service: tuple[str, Path], tmp_path: Path, tlc_dir: Path
+) -> None:
+    url, logs = service
+    summary_path = tmp_path / "summary.json"
+    process = subprocess.Popen(
+        [str(TAXI_REPLAY), "--url", url, "--source", str(tlc_dir), "--month", "2022-02", "--rate", "40"]
+        + ["--speed", "60", "--id-prefix", "t2", "--summary-json", str(summary_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while len(logged(logs, "t2-")[0]) < 40 and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    stopped = time.monotonic()
+    stdout, stderr = process.communicate(timeout=30)
+    assert time.monotonic() - stopped < replay.DRAIN_SECONDS + 3
+    assert process.returncode == replay.INTERRUPTED_EXIT_STATUS, stderr
+    assert "Traceback" not in stderr and "(interrupted)" in stdout
+    summary = json.loads(summary_path.read_text())
+    assert summary["interrupted"] and 40 <= summary["predict"]["sent"] < summary["rides"]
+    # Rides take minutes, a second of replay is a minute of the month: most feedback was not yet due.
+    assert summary["feedback"]["not_sent"] > 0
+    predictions, feedback = logged(logs, "t2-")
+    assert len(predictions) == summary["predict"]["2xx"] and len(feedback) == summary["feedback"]["2xx"]
+
+
+@pytest.mark.unit
+def test_scenarios_mix_months_on_one_timeline_and_distort_only_what_is_sent(tlc_dir: Path) -> None:
+    plain = replay.load_rides(["2021-01", "2022-02"], str(tlc_dir), "unused", all_rides=False, raw=False)
+    shifted = replay.load_rides(
+        ["2021-01", "2022-02"], str(tlc_dir), "unused", False, False, replay.Scenario(distance_scale=2, hour_shift=3)
+    )
+    assert set(plain["month"]) == {"2021-01", "2022-02"} and plain["offset_s"].is_monotonic_increasing
+    assert plain["duration_min"].between(1, 60).all()
+    # Interleaved: both months appear within the first hour of the timeline.
+    assert set(plain.loc[plain["offset_s"] < 3600, "month"]) == {"2021-01", "2022-02"}
+    assert (shifted["trip_distance"] == plain["trip_distance"] * 2).all()
+    assert ((shifted[replay.PICKUP] - plain[replay.PICKUP]).dt.total_seconds() == 3 * 3600).all()
+    assert (shifted["duration_min"] == plain["duration_min"]).all() and (shifted["offset_s"] == plain["offset_s"]).all()
+    sent = replay.Replay("http://unused", shifted, "r", rate=None, speed=60)
+    body = replay.ride_payload(sent.ride(0), sent.ride_id(sent.ride(0)), raw=False)
+    assert body["id"] == f"r-{shifted['month'].iat[0]}-{shifted['row'].iat[0]}"
+    assert body["pickup_datetime"] == shifted[replay.PICKUP].iat[0].isoformat()
+    raw_rides = replay.Replay(
+        "http://unused", replay.load_rides(["2022-02"], str(tlc_dir), "", False, True), "r", None, 60
+    )
+    raw = replay.ride_payload(raw_rides.ride(0), "r", raw=True)
+    assert set(raw) == {"id", *replay.RAW_COLUMNS} and isinstance(raw["PULocationID"], int)
+    json.dumps(raw, allow_nan=False)  # missing values are nulls, timestamps strings
+
+
+@pytest.mark.unit
+def test_refusals_are_grouped_by_field_and_message_without_the_values() -> None:
+    body = json.dumps(
+        {
+            "error": "1 validation error for RideIODescriptor",
+            "detail": [{"loc": ["trip_distance"], "msg": "Input should be less than 500", "type": "less_than"}],
+        }
+    )
+    assert replay.reason(400, body) == "400: trip_distance: Input should be less than 500"
+    assert replay.reason(415, "not json") == "415: not json"
+
+
+@pytest.mark.unit
+def test_a_missing_month_is_named_and_nothing_is_sent(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert replay.main(["--source", str(tmp_path), "--month", "2021-04"]) == 2
+    assert f"2021-04: no file at {tmp_path}" in capsys.readouterr().err
