@@ -1,5 +1,5 @@
 """Roll the deployed model back to the one deployed before it, as a run of `deploy_job` in the Dagster instance
-of DAGSTER_HOME (the UI lists it with the other deployments):
+of DAGSTER_HOME (`dagster_home/` when unset, as under `make up`; the UI lists it with the other deployments):
 
     python -m taxi_assets.rollback
 
@@ -7,12 +7,21 @@ Same as materializing `deployed_model` with config `rollback: true`. A model rol
 again automatically.
 """
 
+import argparse
+import os
 import sys
 
 import dagster as dg
 
+from taxi_assets.settings import PROJECT_ROOT
 
-def main() -> int:
+
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(
+        prog="python -m taxi_assets.rollback",
+        description="Deploy the model deployed before the current one again (a run of deploy_job).",
+    ).parse_args(argv)
+    os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / "dagster_home"))
     from taxi_assets.definitions import defs
 
     with dg.DagsterInstance.get() as instance:

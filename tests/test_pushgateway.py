@@ -2,6 +2,7 @@
 no series left over from another run of the tests."""
 
 import re
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -107,6 +108,30 @@ def test_the_harness_gateway_leaves_no_state_behind(tmp_path: Path) -> None:
     assert after == before, f"{MACHINE_WIDE_FILE} was written"
     with start_pushgateway(tmp_path / "second") as url:
         assert requests.get(f"{url}/api/v1/metrics", timeout=5).json()["data"] == []
+
+
+@pytest.mark.e2e
+def test_a_killed_pushgateway_fails_pushes_quickly_and_a_restarted_one_takes_them_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    job, grouping_key, samples = every_push()[0]
+    with start_pushgateway(tmp_path / "first") as url:
+        gateway = Pushgateway(url=url, timeout_seconds=2)
+        assert gateway.push(job, grouping_key, samples)
+        address = url.removeprefix("http://")
+        (process,) = [p for p in psutil.process_iter(["cmdline"]) if address in str(p.info["cmdline"])]
+        process.kill()
+        process.wait(10)
+
+        started = time.monotonic()
+        assert gateway.push(job, grouping_key, samples) is False  # the run goes on; the figures wait for the next push
+        assert time.monotonic() - started < 5
+        assert "failed" in caplog.text
+        port = int(address.rsplit(":", 1)[1])
+    with start_pushgateway(tmp_path / "second", port=port) as restarted:
+        assert restarted == url
+        assert gateway.push(job, grouping_key, samples)  # the same resource, no state left from the failure
+        assert [group["month"] for group in groups(url)] == [grouping_key["month"]]
 
 
 def groups(url: str) -> list[dict[str, str]]:

@@ -155,9 +155,9 @@ def start_prometheus(
 
 
 @contextmanager
-def start_pushgateway(directory: Path) -> Iterator[str]:
-    """A real Pushgateway (Debian's `prometheus-pushgateway`) on a free loopback port; yields its URL. Its log is
-    `directory/pushgateway.log`.
+def start_pushgateway(directory: Path, port: int | None = None) -> Iterator[str]:
+    """A real Pushgateway (Debian's `prometheus-pushgateway`) on `port` or a free loopback port; yields its URL. Its
+    log is `directory/pushgateway.log`.
 
     The only way a test or a benchmark starts one: Debian's build persists to a machine-wide file
     (/var/lib/prometheus/pushgateway.data) unless told otherwise, so every run would inherit the series of the
@@ -166,7 +166,7 @@ def start_pushgateway(directory: Path) -> Iterator[str]:
     binary = shutil.which("prometheus-pushgateway")
     assert binary, "prometheus-pushgateway is not installed: run `make setup`"
     directory.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     process = start_process(
         [binary, f"--web.listen-address=127.0.0.1:{port}", "--persistence.file="],
