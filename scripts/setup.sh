@@ -9,6 +9,7 @@ command -v prometheus >/dev/null || packages+=(prometheus)
 command -v promtool >/dev/null || packages+=(prometheus)
 command -v prometheus-pushgateway >/dev/null || packages+=(prometheus-pushgateway)
 command -v chromium >/dev/null || packages+=(chromium)  # the UI tests render Dagster's pages headless
+command -v wrk >/dev/null || packages+=(wrk)  # bench/bench_service.py loads the service with it
 # The compose instance keeps Dagster's storage in PostgreSQL; a test runs a throwaway cluster of its own with the
 # server binaries (initdb, postgres) under /usr/lib/postgresql/<version>/bin.
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || packages+=(postgresql)
