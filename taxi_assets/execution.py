@@ -10,7 +10,12 @@ works around changes, or when another Dagster is installed.
   unmerged), so a blocked run burns a core, and it only looks at a
   SIGTERM/SIGINT once the step has its slot: a run waiting behind a wedged slot could not even be stopped. Here a
   blocked step sleeps until its next claim attempt, in slices of at most `INTERRUPT_CHECK_SECONDS`, and a
-  termination received meanwhile ends the run at once.
+  termination received meanwhile ends the run at once. And a blocked step whose pool has a free slot that nobody
+  was given is given it: Dagster 1.13 registers a waiting step in two statements (`has_unassigned_slots`, then
+  `add_pending_step` with `should_assign` from the first), and hands a freed slot to the waiting steps only when it
+  is freed (`free_concurrency_slot_for_step` → `assign_pending_steps`). A slot freed between the two statements is
+  given to no one, and the step waits forever beside a free slot: seen in a 10-month backfill whose third run
+  waited 11 minutes with the `duckdb` slot free and the other two runs finished.
 * `LocalRunLauncher` (named in dagster.yaml): Dagster's default launcher, whose run workers are processes on the
   daemon's machine, plus the health check that run monitoring needs to fail a run whose worker died (kill -9, OOM
   kill, power cut). The default launcher has none: the code server that started a worker notices its death only
@@ -56,7 +61,17 @@ class _InterruptibleClaims(InstanceConcurrencyContext):
         # "interrupted" failure (or as canceled, when the UI asked for it) and frees its pending claim on exit.
         if check_captured_interrupt():
             raise DagsterExecutionInterruptedError(f"terminated while {step_key} waited for a {concurrency_key} slot")
-        return super().claim(concurrency_key, step_key, step_priority)
+        checks = self._pending_claim_counts[step_key]
+        if super().claim(concurrency_key, step_key, step_priority):
+            return True
+        if self._pending_claim_counts[step_key] > checks:  # the storage was asked, and said blocked
+            storage = self._instance.event_log_storage
+            if storage.has_unassigned_slots(concurrency_key):
+                # Dagster's own hand-out (highest priority, then oldest, first); the slot rows stay the semaphore,
+                # so two processes repairing at once cannot put two steps in one slot.
+                storage.assign_pending_steps([concurrency_key])
+                self._pending_timeouts[step_key] = time.time()  # claim again at the next check
+        return False
 
     def interval_to_next_pending_claim_check(self) -> float:
         if not self.has_pending_claims():

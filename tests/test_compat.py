@@ -5,9 +5,11 @@ soon as the upstream code they replace or rely on is not the code they were writ
 import hashlib
 import inspect
 import re
+import time
 from pathlib import Path
 
 import bentoml
+import dagster as dg
 import numpy as np
 import pytest
 import yaml
@@ -17,12 +19,11 @@ from bento_service import compat
 from taxi_assets import execution
 from tests.support.platform import REPO_ROOT
 
-pytestmark = pytest.mark.unit
-
 # sha256 of BentoML 1.4.40's `TimeoutMiddleware.__call__` source, which compat._timeout_middleware_call copies.
 UPSTREAM_TIMEOUT_CALL_SHA256 = "fd8b9e3da28ed2b44cfd508d641617e049fcd4986138197ce7bb227332505896"
 
 
+@pytest.mark.unit
 def test_the_running_bentoml_is_the_pinned_one() -> None:
     assert bentoml.__version__ == compat.BENTOML_VERSION
     pyproject = (REPO_ROOT / "pyproject.toml").read_text()
@@ -33,6 +34,7 @@ def test_the_running_bentoml_is_the_pinned_one() -> None:
     ]
 
 
+@pytest.mark.unit
 def test_the_replaced_timeout_middleware_is_unchanged_upstream() -> None:
     source = inspect.getsource(compat.UPSTREAM_TIMEOUT_CALL)
     assert hashlib.sha256(source.encode()).hexdigest() == UPSTREAM_TIMEOUT_CALL_SHA256, (
@@ -45,6 +47,7 @@ def test_the_replaced_timeout_middleware_is_unchanged_upstream() -> None:
     assert "timer.cancel()" in replaced and "timer.cancel()" not in source
 
 
+@pytest.mark.unit
 def test_the_bulk_observe_equals_one_observe_per_value() -> None:
     values = np.random.default_rng(1).uniform(0, 100, 1000)
     values[:5] = [2, 5, 90, 0, 1e9]  # on bucket bounds, zero, beyond the last finite bound
@@ -79,9 +82,14 @@ UPSTREAM_DAGSTER_SHA256 = {
     ),
     # _InterruptibleClaims.claim checks for a termination, then defers to this.
     "InstanceConcurrencyContext.claim": "8375daa833c671e54e6ec523809a8e26d6baffd6dbaa01ccfc0d824c06cd7124",
+    # The race the claim repairs (registered unassigned beside a free slot), and the two calls the repair makes.
+    "SqlEventLogStorage.claim_concurrency_slot": "cbfe2436f7e3b1e6da78e385c187c1b88c2e998a0d5f80ff6a54dee3efd5e03b",
+    "SqlEventLogStorage.has_unassigned_slots": "3b97c6f524a3c80f0c31b3bba76b28bf4f519ce582237d78b087e2a6c745e43e",
+    "SqlEventLogStorage.assign_pending_steps": "d7d5d9f84bd42141b2fb47c7b1d651eceba5c1f6f87d2583291ba95965456188",
 }
 
 
+@pytest.mark.unit
 def test_the_running_dagster_is_the_pinned_one() -> None:
     import dagster
 
@@ -91,9 +99,11 @@ def test_the_running_dagster_is_the_pinned_one() -> None:
     assert pins == dict.fromkeys(["dagster", "dagster-webserver", "dagster-dg-cli"], f"=={execution.DAGSTER_VERSION}")
 
 
+@pytest.mark.unit
 def test_the_dagster_code_execution_copies_is_unchanged() -> None:
     from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
     from dagster._core.executor.in_process import InProcessExecutor
+    from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
 
     functions = {
         "InProcessExecutor.execute": InProcessExecutor.execute,
@@ -101,12 +111,61 @@ def test_the_dagster_code_execution_copies_is_unchanged() -> None:
             InstanceConcurrencyContext.interval_to_next_pending_claim_check
         ),
         "InstanceConcurrencyContext.claim": InstanceConcurrencyContext.claim,
+        **{
+            f"SqlEventLogStorage.{name}": getattr(SqlEventLogStorage, name)
+            for name in ("claim_concurrency_slot", "has_unassigned_slots", "assign_pending_steps")
+        },
     }
     digests = {name: hashlib.sha256(inspect.getsource(f).encode()).hexdigest() for name, f in functions.items()}
     assert digests == UPSTREAM_DAGSTER_SHA256, "Dagster changed: review taxi_assets/execution.py against it"
 
 
+@pytest.mark.unit
 def test_private_dagster_imports_live_in_the_compatibility_module_only() -> None:
     for path in sorted((REPO_ROOT / "taxi_assets").rglob("*.py")) + sorted((REPO_ROOT / "bento_service").glob("*.py")):
         if path.name != "execution.py":
             assert "dagster._" not in path.read_text(), f"{path.relative_to(REPO_ROOT)} uses Dagster's private API"
+
+
+def _orphaned_waiter(instance: dg.DagsterInstance) -> dg.DagsterRun:
+    """The race in Dagster 1.13's claim: the pool's one slot is free, and a waiting step was registered unassigned
+    (it found the slot taken, and the slot was freed before it registered)."""
+    storage = instance.event_log_storage
+    storage.set_concurrency_slots("duckdb", 1)
+    run = instance.create_run_for_job(dg.GraphDefinition("waiter").to_job())
+    storage.add_pending_step(concurrency_key="duckdb", run_id=run.run_id, step_key="trip_months", should_assign=False)
+    assert storage.has_unassigned_slots("duckdb")
+    return run
+
+
+def _claims_within(claims, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if claims.claim("duckdb", "trip_months"):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.integration
+def test_dagster_still_leaves_a_step_waiting_beside_a_free_slot(tmp_path: Path) -> None:
+    """The defect the workaround is for: when this fails, Dagster fixed it and the repair in
+    `_InterruptibleClaims.claim` can go."""
+    from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
+
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        run = _orphaned_waiter(instance)
+        with InstanceConcurrencyContext(instance, run) as claims:
+            assert not _claims_within(claims, 4.0)
+
+
+@pytest.mark.integration
+def test_a_step_waiting_beside_a_free_slot_gets_it(tmp_path: Path) -> None:
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        run = _orphaned_waiter(instance)
+        with execution._InterruptibleClaims(instance, run) as claims:
+            assert _claims_within(claims, 4.0)
+            # It holds the one slot now: another run's step waits, and is not given a slot that does not exist.
+            other = instance.create_run_for_job(dg.GraphDefinition("other").to_job())
+            with execution._InterruptibleClaims(instance, other) as waiting:
+                assert not _claims_within(waiting, 2.0)
