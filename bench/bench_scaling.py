@@ -145,29 +145,12 @@ def online_setup(folder: Path, rows: int) -> dict:
     enter_platform_environment(folder)
     import dagster as dg
 
-    from taxi_assets.defs.model.assets import deployed_model, duration_model
-    from taxi_assets.defs.model.profile import reference_profile
     from taxi_assets.defs.online_monitoring.assets import prediction_logs
-    from taxi_assets.defs.trip_data.assets import trip_months
-    from tests.support.platform import platform_resources
+    from tests.support.platform import deploy_seed_model, platform_resources
 
     resources = platform_resources()
-    seed = {"config": {"recipe": "seed"}}
     with dg.instance_for_test() as instance:
-        for month in ("2021-01", "2021-02"):
-            assert dg.materialize([trip_months], partition_key=month, instance=instance, resources=resources)
-        assert dg.materialize(
-            [duration_model],
-            partition_key="2021-01",
-            instance=instance,
-            resources=resources,
-            run_config={"ops": {"duration_model": seed}},
-        )
-        assert dg.materialize(
-            [deployed_model], instance=instance, resources=resources, run_config={"ops": {"deployed_model": seed}}
-        )
-        assert dg.materialize([reference_profile], instance=instance, resources=resources)
-        tag = resources["model_registry"].load_deployed()[1]["tag"]
+        tag = deploy_seed_model(instance, resources)
         _write_predictions(folder / "prediction_logs", rows * 5 // 4, tag)
         assert dg.materialize([prediction_logs], partition_key=DAY, instance=instance, resources=resources)
     return {"model_tag": tag}
@@ -227,28 +210,13 @@ def batch_setup(folder: Path, rows: int) -> dict:
     os.environ["TAXI_TRIP_DATA_URL"] = str(source)
     import dagster as dg
 
-    from taxi_assets.defs.model.assets import deployed_model, duration_model
-    from taxi_assets.defs.model.profile import reference_profile
     from taxi_assets.defs.trip_data.assets import taxi_zones, trip_months
-    from tests.support.platform import platform_resources
+    from tests.support.platform import deploy_seed_model, platform_resources
 
     resources = platform_resources()
-    seed = {"config": {"recipe": "seed"}}
     with dg.instance_for_test() as instance:
         assert dg.materialize([taxi_zones], instance=instance, resources=resources)
-        for month in (REFERENCE, "2021-02"):
-            assert dg.materialize([trip_months], partition_key=month, instance=instance, resources=resources)
-        assert dg.materialize(
-            [duration_model],
-            partition_key=REFERENCE,
-            instance=instance,
-            resources=resources,
-            run_config={"ops": {"duration_model": seed}},
-        )
-        assert dg.materialize(
-            [deployed_model], instance=instance, resources=resources, run_config={"ops": {"deployed_model": seed}}
-        )
-        assert dg.materialize([reference_profile], instance=instance, resources=resources)
+        deploy_seed_model(instance, resources, REFERENCE)
         started = time.perf_counter()
         assert dg.materialize([trip_months], partition_key=BIG_MONTH, instance=instance, resources=resources)
         loaded = time.perf_counter() - started

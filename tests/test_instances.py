@@ -15,10 +15,7 @@ import yaml
 
 from taxi_assets import settings
 from taxi_assets.core import predlog
-from taxi_assets.defs.model.assets import deployed_model, duration_model
-from taxi_assets.defs.model.profile import reference_profile
 from taxi_assets.defs.online_monitoring.assets import OnlineDriftConfig
-from taxi_assets.defs.trip_data.assets import trip_months
 from tests.support.dagster_processes import (
     COMPOSE_INSTANCE,
     LOCAL_INSTANCE,
@@ -28,12 +25,11 @@ from tests.support.dagster_processes import (
     running_webserver,
     step_errors,
 )
-from tests.support.platform import MANIFEST_ROWS, platform_resources
+from tests.support.platform import MANIFEST_ROWS, deploy_seed_model, platform_resources
 from tests.support.postgres import running_postgres
 
 TABLES = [dg.AssetKey("raw_trips"), dg.AssetKey("trips")]
 PREDICTIONS, FEEDBACK = 200, 50
-SEED = {"config": {"recipe": "seed"}}  # the quick recipe: the model is not what is under test here
 WINDOW = OnlineDriftConfig().last_n  # the sensor's runs use the default window
 SENSOR = "prediction_log_sensor"
 
@@ -79,21 +75,7 @@ def test_the_docker_launcher_instance_is_the_compose_one_with_runs_in_containers
 def deploy_a_model_and_log_predictions(instance: dg.DagsterInstance) -> str:
     """What the platform holds before the daemon starts: a deployed model and a day of served predictions, some
     with their actual duration."""
-    resources = platform_resources()
-    for month in ("2021-01", "2021-02"):  # a model is validated on the month after its training month
-        assert dg.materialize([trip_months], partition_key=month, instance=instance, resources=resources)
-    assert dg.materialize(
-        [duration_model],
-        partition_key="2021-01",
-        instance=instance,
-        resources=resources,
-        run_config={"ops": {"duration_model": SEED}},
-    )
-    assert dg.materialize(
-        [deployed_model], instance=instance, resources=resources, run_config={"ops": {"deployed_model": SEED}}
-    )
-    assert dg.materialize([reference_profile], instance=instance, resources=resources)
-    tag = resources["model_registry"].load_deployed()[1]["tag"]
+    tag = deploy_seed_model(instance, platform_resources())
     now = dt.datetime.now(dt.timezone.utc)
     records = []
     for i in range(PREDICTIONS):

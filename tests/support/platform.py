@@ -86,6 +86,34 @@ def platform_resources() -> dict:
     return {name: resource.process_config_and_initialize() for name, resource in defs().resources.items()}
 
 
+def deploy_seed_model(instance, resources: dict, month: str = "2021-01") -> str:
+    """The model of `month` deployed with its reference profile, in `instance`: the month and the next one loaded
+    (a model is validated on the month after its training month), the quick `seed` recipe (when the model is not
+    what is under test). Returns the deployed model's tag."""
+    import dagster as dg
+
+    from taxi_assets.defs.model.assets import deployed_model, duration_model
+    from taxi_assets.defs.model.profile import reference_profile
+    from taxi_assets.defs.partitions import monthly_partitions
+    from taxi_assets.defs.trip_data.assets import trip_months
+
+    seed = {"config": {"recipe": "seed"}}
+    for loaded in (month, monthly_partitions.get_next_partition_key(month)):
+        assert dg.materialize([trip_months], partition_key=loaded, instance=instance, resources=resources)
+    assert dg.materialize(
+        [duration_model],
+        partition_key=month,
+        instance=instance,
+        resources=resources,
+        run_config={"ops": {"duration_model": seed}},
+    )
+    assert dg.materialize(
+        [deployed_model], instance=instance, resources=resources, run_config={"ops": {"deployed_model": seed}}
+    )
+    assert dg.materialize([reference_profile], instance=instance, resources=resources)
+    return resources["model_registry"].load_deployed()[1]["tag"]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
