@@ -154,19 +154,27 @@ def metric_rows(figures: BatchFigures) -> list[MetricRow]:
     return [MetricRow(row.metric, row.column_or_segment, float(row.value)) for row in out]
 
 
-def verdict_table(figures: BatchFigures) -> str:
-    """Markdown table of the verdicts, since training and month over month, with effects and importance ranks."""
+def _verdict_rows(figures: BatchFigures) -> list[tuple[FeatureDrift, FeatureDrift | None, int | str]]:
+    """Each feature's verdict since training, its month-over-month verdict (None: the month before is not loaded)
+    and its importance rank ('' when it did not drift): the rows of the metadata table and of the report's."""
     mom = {f.feature: f for f in figures.month_over_month.features} if figures.month_over_month else {}
     ranks = {feature.feature: rank for rank, (feature, _, _) in enumerate(figures.ranking, start=1)}
+    return [
+        (f, mom.get(f.feature), ranks.get(f.feature, ""))
+        for f in (*figures.since_training.features, figures.prediction, figures.target)
+    ]
+
+
+def verdict_table(figures: BatchFigures) -> str:
+    """Markdown table of the verdicts, since training and month over month, with effects and importance ranks."""
     lines = [
         "| feature | test | statistic / threshold | effect | drifted since training | rank | month over month |",
         "|---|---|---:|---:|---|---:|---|",
     ]
-    for f in (*figures.since_training.features, figures.prediction, figures.target):
-        other = mom.get(f.feature)
+    for f, other, rank in _verdict_rows(figures):
         lines.append(
             f"| {f.feature} | {f.test} | {f.statistic:.3g} / {f.threshold:.3g} | {f.effect_name} {f.effect:.3f} | "
-            f"{'**yes**' if f.drifted else 'no'} | {ranks.get(f.feature, '')} | "
+            f"{'**yes**' if f.drifted else 'no'} | {rank} | "
             f"{('**yes**' if other.drifted else 'no') + f' ({other.effect:.3f})' if other else ''} |"
         )
     return "\n".join(lines)
@@ -179,15 +187,12 @@ def month_start_seconds(month: str) -> float:
 
 def verdict_html(figures: BatchFigures, month: str, reference_month: str) -> str:
     """The verdict table as an HTML block for the top of the Evidently page: the alarms' own verdicts."""
-    mom = {f.feature: f for f in figures.month_over_month.features} if figures.month_over_month else {}
-    ranks = {feature.feature: rank for rank, (feature, _, _) in enumerate(figures.ranking, start=1)}
     cells = []
-    for f in (*figures.since_training.features, figures.prediction, figures.target):
-        other = mom.get(f.feature)
+    for f, other, rank in _verdict_rows(figures):
         cells.append(
             f"<tr data-feature='{f.feature}' data-drifted='{int(f.drifted)}'><td>{f.feature}</td><td>{f.test}</td>"
             f"<td>{f.statistic:.3g} / {f.threshold:.3g}</td><td>{f.effect_name} {f.effect:.3f}</td>"
-            f"<td>{'DRIFTED' if f.drifted else 'no'}</td><td>{ranks.get(f.feature, '')}</td>"
+            f"<td>{'DRIFTED' if f.drifted else 'no'}</td><td>{rank}</td>"
             f"<td>{('DRIFTED' if other.drifted else 'no') if other else 'n/a'}</td></tr>"
         )
     since = figures.since_training
