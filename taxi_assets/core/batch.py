@@ -154,7 +154,7 @@ def metric_rows(figures: BatchFigures) -> list[MetricRow]:
     return [MetricRow(row.metric, row.column_or_segment, float(row.value)) for row in out]
 
 
-def _verdict_rows(figures: BatchFigures) -> list[tuple[FeatureDrift, FeatureDrift | None, int | str]]:
+def _table_rows(figures: BatchFigures) -> list[tuple[FeatureDrift, FeatureDrift | None, int | str]]:
     """Each feature's verdict since training, its month-over-month verdict (None: the month before is not loaded)
     and its importance rank ('' when it did not drift): the rows of the metadata table and of the report's."""
     mom = {f.feature: f for f in figures.month_over_month.features} if figures.month_over_month else {}
@@ -171,7 +171,7 @@ def verdict_table(figures: BatchFigures) -> str:
         "| feature | test | statistic / threshold | effect | drifted since training | rank | month over month |",
         "|---|---|---:|---:|---|---:|---|",
     ]
-    for f, other, rank in _verdict_rows(figures):
+    for f, other, rank in _table_rows(figures):
         lines.append(
             f"| {f.feature} | {f.test} | {f.statistic:.3g} / {f.threshold:.3g} | {f.effect_name} {f.effect:.3f} | "
             f"{'**yes**' if f.drifted else 'no'} | {rank} | "
@@ -188,7 +188,7 @@ def month_start_seconds(month: str) -> float:
 def verdict_html(figures: BatchFigures, month: str, reference_month: str) -> str:
     """The verdict table as an HTML block for the top of the Evidently page: the alarms' own verdicts."""
     cells = []
-    for f, other, rank in _verdict_rows(figures):
+    for f, other, rank in _table_rows(figures):
         cells.append(
             f"<tr data-feature='{f.feature}' data-drifted='{int(f.drifted)}'><td>{f.feature}</td><td>{f.test}</td>"
             f"<td>{f.statistic:.3g} / {f.threshold:.3g}</td><td>{f.effect_name} {f.effect:.3f}</td>"
