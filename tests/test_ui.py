@@ -53,7 +53,7 @@ def test_resource_details_name_deployment_variables_and_never_show_their_secrets
     monkeypatch.setenv("TAXI_PREDLOG_URI", f"mongodb://monitor:{secret}@127.0.0.1:9/taxi")
     monkeypatch.setenv("TAXI_PUSHGATEWAY_URL", f"http://push:{secret}@127.0.0.1:9")
     with running_webserver(platform_env / "dagster_home", platform_env / "webserver.log") as url:
-        selector = {"repositoryLocationName": "taxi_assets.definitions", "repositoryName": "__repository__"}
+        selector = {"repositoryLocationName": "taxi_assets", "repositoryName": "__repository__"}
         answer = requests.post(
             f"{url}/graphql", json={"query": RESOURCE_DETAILS, "variables": {"selector": selector}}, timeout=60
         )
