@@ -493,7 +493,8 @@ def serve_bento_metrics(port: int) -> tuple[ThreadingHTTPServer, Callable[[], No
         Histogram(name, "", registry=registry)
         for name in ("taxi_predicted_duration_minutes", "taxi_input_trip_distance_miles", "taxi_input_pickup_hour")
     ]
-    Counter("taxi_predlog_write_failures", "", registry=registry)
+    for name in ("taxi_predlog_write_failures", "taxi_model_swaps", "taxi_model_refusals"):
+        Counter(name, "", registry=registry)
     Gauge("taxi_predlog_spool_backlog", "", registry=registry).set(0)
     in_progress.labels("/predict", "taxi_duration", "v1", "TaxiDuration").set(0)
 
