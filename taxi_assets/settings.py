@@ -143,7 +143,10 @@ SETTINGS: dict[str, Setting] = {
         integer=True,
     ),
     "automation_check_seconds": _setting(
-        "TAXI_AUTOMATION_CHECK_SECONDS", "30", "How often the assets' automation conditions are evaluated", integer=True
+        "TAXI_AUTOMATION_CHECK_SECONDS",
+        "30",
+        "How often the assets' automation conditions and the retraining loop's promotion sensor are evaluated",
+        integer=True,
     ),
 }
 

@@ -1,6 +1,7 @@
 """`python -m taxi_assets.backfill`: launches a backfill through a real webserver, follows every partition as a real
 daemon runs it, and names the failed partitions with their errors."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ import duckdb
 import pytest
 
 from taxi_assets.backfill import BackfillError, Progress, partitions
+from tests.support import chromium
 from tests.support.dagster_processes import running_daemon, running_webserver
 from tests.support.platform import MANIFEST_ROWS, REPO_ROOT
 
@@ -27,6 +29,10 @@ def test_a_backfill_is_followed_to_the_end_and_failed_months_are_named(platform_
             capture_output=True,
             text=True,
             timeout=300,
+        )
+        backfill_id = re.search(r"^backfill (\w+):", done.stdout, re.MULTILINE).group(1)
+        chromium.readme_screenshot(
+            "partition_backfill", f"{webserver}/runs/b/{backfill_id}", platform_env, size="1440,600", budget_ms=60000
         )
     lines = done.stdout.splitlines()
     assert done.returncode == 1, done.stdout + done.stderr

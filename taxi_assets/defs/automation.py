@@ -60,6 +60,9 @@ automation_condition_sensor = dg.AutomationConditionSensorDefinition(
     target=dg.AssetSelection.all(),
     default_status=AUTOMATION_STATUS,
     minimum_interval_seconds=_CURRENT.automation_check_seconds,
+    # Runs, not backfills: a request for several months as a backfill waits for the backfill daemon's next 30 s
+    # pass, at every step of the chain (trips -> scores -> drift and report -> dashboard: 30 s each, measured).
+    emit_backfills=False,
     description="Evaluates the assets' automation conditions (taxi_assets/defs/automation.py) and requests the "
     "runs they call for.",
 )

@@ -1,9 +1,14 @@
 """Pages as a user sees them: headless Chromium renders a URL (scripts run, their requests answered) into its DOM
 or a PNG."""
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
+
+from tests.support.platform import REPO_ROOT
+
+README_SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
 
 FLAGS = [
     "--headless",
@@ -46,4 +51,12 @@ def screenshot(url: str, path: Path, profile: Path, size: str = "1440,900", budg
         timeout=180,
         check=True,
     )
+    return path
+
+
+def readme_screenshot(name: str, url: str, folder: Path, **kwargs) -> Path:
+    """The page as a PNG in `folder`, or in docs/screenshots (the README's) with UPDATE_SCREENSHOTS=1."""
+    target = README_SCREENSHOTS if os.getenv("UPDATE_SCREENSHOTS") else folder / "screenshots"
+    path = screenshot(url, target / f"{name}.png", folder / f"chromium-{name}", **kwargs)
+    assert 10_000 < path.stat().st_size < 1 << 20, f"{path}: {path.stat().st_size} bytes"
     return path

@@ -27,7 +27,8 @@ def _latest_record(instance: dg.DagsterInstance, key: dg.AssetKey, partition: st
 
 @dg.sensor(
     jobs=[duration_model_job, model_challenge_job, deploy_job],
-    minimum_interval_seconds=60,
+    # A tick costs a few instance queries, and the loop takes one step per tick: the automation's interval.
+    minimum_interval_seconds=settings.current().automation_check_seconds,
     default_status=AUTOMATION_STATUS,
 )
 def model_promotion_sensor(context: dg.SensorEvaluationContext) -> dg.RunRequest | dg.SkipReason:
