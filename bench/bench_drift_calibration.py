@@ -1,13 +1,16 @@
-"""False-alarm and detection rates of the drift and RMSE alarms on the real TLC months (prints tables; not a test).
+"""False-alarm and detection rates of the online alarms on the real TLC months, on days the calibration never saw,
+per evaluation and per day as a user lives with them (prints tables; not a test).
 
-    .venv/bin/python bench/bench_drift_calibration.py [--windows 200] [--size 5000] [--seed 7] [--skip-evidently]
+    .venv/bin/python bench/bench_drift_calibration.py [--months 2021-01 2022-01 2023-01 2023-03] [--size 5000]
 
-Reference: the `hgb` model trained on 2022-01, its profile (validation month 2022-02). For each scenario, `--windows`
-windows of `--size` rides, random (distinct rides of the month) and consecutive (rides in pickup order): the share of
-windows whose dataset verdict is "drifted", with the calibrated tests (ours) and with Evidently 0.7's defaults
-(Wasserstein/Jensen-Shannon at 0.1, dataset drift at half the features; `taxi_assets.core.evidently_defaults`).
-Then: the per-feature false-alarm rates, the window-size sweep behind `DEFAULT_WINDOW`, the batch table (every month
-against the 2021-01 model's profile, and month over month), and the online RMSE bound.
+Protocol (tests/support/alarm_days.py): for each reference month, the `hgb_te` model trained on it; its days in
+blocks of 7, a profile built from alternate blocks (and the validation month) and evaluated on the others, both
+ways round. Unchanged days: the sliding `last_<size>` window evaluated every 1,000 rides plus every clock hour, an
+alarm only when two consecutive evaluations agree (what `taxi_online_alarm` pushes); a day counts when any alarm
+(dataset, prediction, RMSE, outlier share) was raised that day. The month after the validation month is evaluated
+against the whole month's profile. Detection: scenarios applied to the held-out days, predictions re-made; the share
+of full windows alarmed (sliding windows of consecutive rides, confirmed; random rides, one evaluation) and the delay
+in rides from a change starting mid-block to the first confirmed alarm. Then the batch table (month level).
 """
 
 import argparse
@@ -22,170 +25,109 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from taxi_assets.core import drift, profile  # noqa: E402
-from taxi_assets.core.drift import BATCH_FEATURES, DEFAULT_WINDOW, ONLINE_FEATURES  # noqa: E402
-from taxi_assets.core.evidently_defaults import dataset_drift  # noqa: E402
+from taxi_assets.core.drift import BATCH_FEATURES, DEFAULT_WINDOW  # noqa: E402
 from taxi_assets.core.model import PREDICTION, TARGET  # noqa: E402
-from tests.support.drift_data import (  # noqa: E402
-    MONTHS,
-    consecutive_windows,
-    next_month,
-    random_windows,
-    scored,
-)
+from tests.support import alarm_days  # noqa: E402
+from tests.support.drift_data import MONTHS, next_month, scored  # noqa: E402
 
-REFERENCE = "2022-01"
-ADJACENT = "2022-02"
-OLD_MODEL = "2021-01"
-# Evidently's view of the online features: zones as categories, distance and hour as numbers.
-EVIDENTLY_TYPES = {
-    name: (drift.CATEGORICAL if kind == drift.CATEGORICAL else drift.NUMERICAL)
-    for name, kind in ONLINE_FEATURES.items()
+REFERENCE_MONTHS = ["2021-01", "2022-01", "2023-01", "2023-03"]
+SCENARIOS = {
+    "distance x1.05": "dataset",
+    "distance x1.10": "dataset",
+    "distance x1.25": "dataset",
+    "pickups +1 h": "dataset",
+    "busiest zone 20% to second": "dataset",
+    "durations x1.10": "rmse",
 }
-# The fixed rule the RMSE alert used before the calibrated bound.
-OLD_RMSE_FACTOR = 1.25
-MOM_PAIRS = [
-    (a, b) for a, b in zip(MONTHS, MONTHS[1:], strict=False) if next_month(a) == b
-]  # ordinary month-over-month pairs
+OLD_MODEL = "2021-01"
+MOM_PAIRS = [(a, b) for a, b in zip(MONTHS, MONTHS[1:], strict=False) if next_month(a) == b]
 
 
-def build(model_month: str) -> dict:
-    started = time.perf_counter()
-    built = profile.build_profile(
-        scored(model_month, model_month),
-        scored(next_month(model_month), model_month),
-        model_tag=f"hgb-{model_month}",
-        reference_month=model_month,
-        validation_month=next_month(model_month),
-    )
-    print(f"profile of the {model_month} model built in {time.perf_counter() - started:.1f} s")
-    return built
-
-
-def evidently_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "PULocationID": frame["PULocationID"],
-            "DOLocationID": frame["DOLocationID"],
-            "trip_distance": drift.clean("trip_distance", frame["trip_distance"].to_numpy()),
-            "pickup_hour": frame["pickup_datetime"].dt.hour,
-        }
-    )
-
-
-class Scenario:
-    """Windows of one month, possibly altered: ours and Evidently's dataset verdict per window."""
-
-    def __init__(self, name: str, frame: pd.DataFrame, rows: np.ndarray):
-        self.name, self.frame, self.rows = name, frame.reset_index(drop=True), rows
-
-
-def windows_of(frame: pd.DataFrame, kind: str, size: int, count: int, rng: np.random.Generator) -> np.ndarray:
-    frame_rows = len(frame)
-    if kind == "random":
-        return random_windows(rng, frame_rows, size, count)
-    return consecutive_windows(rng, frame_rows, size, count)
-
-
-def ours(prof: dict, arrays, frame: pd.DataFrame, rows: np.ndarray, features=ONLINE_FEATURES) -> list:
-    rides = drift.encode(arrays, frame, features)
-    return drift.window_verdicts(prof, arrays, rides, "online", features, rows)
-
-
-def evidently(reference: pd.DataFrame, frame: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
-    current = evidently_frame(frame)
-    return np.array([dataset_drift(reference, current.iloc[window], EVIDENTLY_TYPES).dataset_drift for window in rows])
-
-
-def shifted_distance(frame: pd.DataFrame, factor: float) -> pd.DataFrame:
-    return frame.assign(trip_distance=frame["trip_distance"] * factor)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--windows", type=int, default=200)
-    parser.add_argument("--size", type=int, default=DEFAULT_WINDOW)
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--skip-evidently", action="store_true", help="leave out the Evidently-defaults column")
-    args = parser.parse_args()
-    rng = np.random.default_rng(args.seed)
-
-    prof = build(REFERENCE)
-    arrays = profile.arrays(prof)
-    reference = scored(REFERENCE, REFERENCE)
-    adjacent = scored(ADJACENT, REFERENCE)
-    evidently_reference = evidently_frame(reference)
-    evening = reference[reference["pickup_datetime"].dt.hour.between(17, 19)].reset_index(drop=True)
-    later = reference.assign(pickup_datetime=reference["pickup_datetime"] + pd.Timedelta(hours=1))
-
-    cases: list[tuple[str, str, pd.DataFrame]] = [
-        ("unchanged: same month", "false alarm", reference),
-        ("unchanged: adjacent month 2022-02", "false alarm", adjacent),
-        ("unchanged: 2022-03 (not calibrated on)", "false alarm", scored("2022-03", REFERENCE)),
-        ("trip_distance x1.05", "detection", shifted_distance(reference, 1.05)),
-        ("trip_distance x1.10", "detection", shifted_distance(reference, 1.10)),
-        ("trip_distance x1.25", "detection", shifted_distance(reference, 1.25)),
-        ("rides of 17:00-20:00 only", "detection", evening),
-        ("pickups shifted +1 h", "detection", later),
-    ]
-    print(f"\nDataset verdict, online features {list(ONLINE_FEATURES)}, {args.windows} windows of {args.size} rides")
+def unchanged_days(months: list[str], size: int) -> None:
+    print(f"\nUnchanged traffic, held-out days (window last_{size} every {alarm_days.STEP} rides + hour windows)")
     print(
-        f"{'scenario':38s} {'rate':12s} "
-        + " ".join(f"{title:>12s}" for title in ("ours random", "ours consec", "evid random", "evid consec"))
+        f"{'month':10s} {'evals':>6s} {'dataset':>8s} {'predict':>8s} {'rmse':>8s} {'outlier':>8s} {'days':>6s}"
+        f" {'days w/ alarm':>14s}"
     )
-    per_feature: dict[str, dict[str, list]] = {}
-    for name, rate, frame in cases:
-        row = []
-        for kind in ("random", "consecutive"):
-            rows = windows_of(frame, kind, args.size, args.windows, rng)
-            verdicts = ours(prof, arrays, frame, rows)
-            row.append(np.mean([v.dataset_drift for v in verdicts]))
-            if rate == "false alarm":
-                per_feature.setdefault(name, {})[kind] = verdicts
-        for kind in ("random", "consecutive"):
-            if args.skip_evidently:
-                row.append(float("nan"))
-                continue
-            rows = windows_of(frame, kind, args.size, args.windows, rng)
-            row.append(evidently(evidently_reference, frame, rows).mean())
-        print(f"{name:38s} {rate:12s} " + " ".join(f"{value:12.1%}" for value in row))
-
-    print("\nPer-feature false-alarm rates (ours)")
-    features = list(ONLINE_FEATURES)
-    print(f"{'windows':52s} " + " ".join(f"{name:>14s}" for name in features))
-    for name, kinds in per_feature.items():
-        for kind, verdicts in kinds.items():
-            rates = [np.mean([v.feature(f).drifted for v in verdicts]) for f in features]
-            print(f"{name + ', ' + kind:52s} " + " ".join(f"{rate:14.1%}" for rate in rates))
-
-    print("\nWindow size sweep (ours): dataset false alarms on the same month and detection of trip_distance x1.10")
-    print(f"{'size':>6s} {'FA random':>10s} {'FA consec':>10s} {'x1.10 random':>13s} {'x1.10 consec':>13s}")
-    longer = shifted_distance(reference, 1.10)
-    for size in (500, 1000, 2000, 3000, 4000, 5000):
-        figures = []
-        for frame in (reference, longer):
-            for kind in ("random", "consecutive"):
-                rows = windows_of(frame, kind, size, args.windows, rng)
-                figures.append(np.mean([v.dataset_drift for v in ours(prof, arrays, frame, rows)]))
-        print(f"{size:6d} {figures[0]:10.1%} {figures[1]:10.1%} {figures[2]:13.1%} {figures[3]:13.1%}")
-
-    prediction_verdicts(prof, arrays, reference, adjacent, args, rng)
-    batch_table()
-    rmse_table(prof, args, rng)
+    for month in months:
+        parts = []
+        for fold in (0, 1):
+            prof, held = alarm_days.held_out(month, fold)
+            parts.append(alarm_days.stream_alarms(prof, held, alarm_days.segments_of(held), size))
+        row(month + " held", alarm_days.Evaluations.concat(parts))
+        after = next_month(next_month(month))
+        if after in MONTHS:
+            frame = scored(after, month)
+            row(f"{after} (m+2)", alarm_days.stream_alarms(alarm_days.whole(month), frame, [(0, len(frame))], size))
 
 
-def prediction_verdicts(prof, arrays, reference, adjacent, args, rng) -> None:
-    print("\nPrediction drift (ours, alpha 1%): share of windows flagged")
-    for name, frame in (("same month", reference), ("adjacent month", adjacent)):
-        row = []
-        for kind in ("random", "consecutive"):
-            rows = windows_of(frame, kind, args.size, args.windows, rng)
-            verdicts = ours(prof, arrays, frame, rows, {PREDICTION: drift.NUMERICAL})
-            row.append(np.mean([v.dataset_drift for v in verdicts]))
-        print(f"  {name:16s} random {row[0]:6.1%}   consecutive {row[1]:6.1%}")
+def row(label: str, evaluations: alarm_days.Evaluations) -> None:
+    rates = [float(getattr(evaluations, name).mean()) for name in ("dataset", "prediction", "rmse", "outliers")]
+    days = len(set(evaluations.day))
+    print(
+        f"{label:16s} {len(evaluations.day):6d} "
+        + " ".join(f"{r:8.2%}" for r in rates)
+        + f" {days:6d} {evaluations.day_share():14.1%}"
+    )
+
+
+def detection(months: list[str], sizes: list[int], rng: np.random.Generator) -> None:
+    print(
+        "\nDetection on held-out days: confirmed alarms in full sliding windows (consecutive rides), one evaluation"
+        " of random windows, median delay (rides) from a change starting mid-block"
+    )
+    print(
+        f"{'scenario':28s} {'month':8s} "
+        + " ".join(f"{'consec ' + str(s):>12s} {'random ' + str(s):>12s} {'delay ' + str(s):>11s}" for s in sizes)
+    )
+    for scenario, alarm in SCENARIOS.items():
+        for month in months:
+            cells = []
+            for size in sizes:
+                consecutive, spread, delays = [], [], []
+                for fold in (0, 1):
+                    prof, held = alarm_days.held_out(month, fold)
+                    changed = alarm_days.altered(held, month, scenario)
+                    segments = alarm_days.segments_of(held)
+                    slide = alarm_days.confirmed(
+                        alarm_days.evaluate(prof, changed, alarm_days.sliding(segments, size)),
+                        alarm_days.previous_sliding(segments, size),
+                    )
+                    consecutive.append(getattr(slide, alarm))
+                    random_rows = rng.integers(0, len(changed), (100, size))
+                    spread.append(getattr(alarm_days.evaluate(prof, changed, list(random_rows)), alarm))
+                    delays += delay(prof, held, changed, segments, size, alarm)
+                found = [d for d in delays if d is not None]
+                cells.append(
+                    f"{np.mean(np.concatenate(consecutive)):12.1%} {np.mean(np.concatenate(spread)):12.1%} "
+                    + (f"{np.median(found):11,.0f}" if found else f"{'never':>11s}")
+                    + ("" if len(found) == len(delays) else "*")
+                )
+            print(f"{scenario:28s} {month:8s} " + " ".join(cells))
+    print("(* some changes were not detected before their block ended; the median is over those detected)")
+
+
+def delay(prof, held, changed, segments, size, alarm) -> list[int | None]:
+    """Per block: rides from a change starting mid-block to the first confirmed alarm, or None."""
+    delays = []
+    for start, end in segments:
+        if end - start < 2 * size:
+            continue
+        middle = (start + end) // 2
+        frame = pd.concat([held.iloc[:middle], changed.iloc[middle:]], ignore_index=True)
+        segment = [(start, end)]
+        evaluations = alarm_days.confirmed(
+            alarm_days.evaluate(prof, frame, alarm_days.sliding(segment, size)),
+            alarm_days.previous_sliding(segment, size),
+        )
+        ends = np.arange(start + size, end + 1, alarm_days.STEP)
+        hits = np.flatnonzero(getattr(evaluations, alarm) & (ends > middle))
+        delays.append(int(ends[hits[0]] - middle) if len(hits) else None)
+    return delays
 
 
 def batch_table() -> None:
-    prof = build(OLD_MODEL)
+    prof = alarm_days.whole(OLD_MODEL)
     arrays = profile.arrays(prof)
     columns = [*BATCH_FEATURES, PREDICTION, TARGET]
 
@@ -197,63 +139,34 @@ def batch_table() -> None:
     print("\nBatch: effect sizes (* = drifted; KS distance for numbers, Jensen-Shannon for zones and hours)")
     print(f"min effects {drift.BATCH_MIN_EFFECT}")
     print(f"{'month vs ' + OLD_MODEL + ' profile':22s} {'':6s} {header}")
+    outputs = {PREDICTION: "numerical", TARGET: "numerical"}
     for month in MONTHS:
         frame = scored(month, OLD_MODEL)
         verdict = drift.assess(prof, arrays, frame, "batch", BATCH_FEATURES, month=True)
-        outputs = drift.assess(prof, arrays, frame, "batch", {PREDICTION: "numerical", TARGET: "numerical"}, month=True)
-        print(line(month, verdict, list(outputs.features)))
+        print(line(month, verdict, list(drift.assess(prof, arrays, frame, "batch", outputs, month=True).features)))
     print(f"{'month over month':22s} {'':6s} {header}")
     for previous, month in MOM_PAIRS:
         before = profile.arrays(profile.describe(scored(previous, OLD_MODEL)))
         frame = scored(month, OLD_MODEL)
         verdict = drift.assess(prof, before, frame, "batch", BATCH_FEATURES, month=True)
-        outputs = drift.assess(prof, before, frame, "batch", {PREDICTION: "numerical", TARGET: "numerical"}, month=True)
-        print(line(f"{previous} -> {month}", verdict, list(outputs.features)))
+        extra = list(drift.assess(prof, before, frame, "batch", outputs, month=True).features)
+        print(line(f"{previous} -> {month}", verdict, extra))
 
 
-def rmse_table(prof, args, rng) -> None:
-    print("\nOnline RMSE bound: share of windows above it (ours) and above 1.25 x validation RMSE (before)")
-    old = build(OLD_MODEL)
-
-    def slower(frame: pd.DataFrame, factor: float) -> pd.DataFrame:
-        return frame.assign(**{TARGET: frame[TARGET] * factor})
-
-    validation = scored(ADJACENT, REFERENCE)
-    cases = [
-        (f"{REFERENCE} model on {ADJACENT} (its validation month)", prof, validation),
-        (f"{REFERENCE} model on 2022-03", prof, scored("2022-03", REFERENCE)),
-        (f"{OLD_MODEL} model on 2021-02 (its validation month)", old, scored("2021-02", OLD_MODEL)),
-        (f"{OLD_MODEL} model on 2021-03", old, scored("2021-03", OLD_MODEL)),
-        *(
-            (f"{OLD_MODEL} model on {m}", old, scored(m, OLD_MODEL))
-            for m in ("2023-01", "2023-02", "2023-03", "2023-04")
-        ),
-        (f"{REFERENCE} model, {ADJACENT} rides 10% slower", prof, slower(validation, 1.10)),
-        (f"{REFERENCE} model, {ADJACENT} rides 20% slower", prof, slower(validation, 1.20)),
-        (
-            f"{REFERENCE} model, {ADJACENT} predictions +1 min",
-            prof,
-            validation.assign(prediction=validation[PREDICTION] + 1),
-        ),
-    ]
-    print(
-        f"{'case':52s} {'rmse':>6s} {'bound r/c':>12s} {'ours rnd':>9s} {'ours cons':>9s} {'1.25x rnd':>9s} "
-        f"{'1.25x cons':>10s}"
-    )
-    for name, model_profile, frame in cases:
-        errors = (frame[PREDICTION] - frame[TARGET]).to_numpy()
-        bounds = {kind: profile.rmse_bound(model_profile, args.size, kind) for kind in drift.WINDOW_KINDS}
-        old_bound = OLD_RMSE_FACTOR * model_profile["residuals"]["rmse"]
-        figures = []
-        for ours_rule in (True, False):
-            for kind in ("random", "consecutive"):
-                rows = windows_of(frame, kind, args.size, args.windows, rng)
-                rmse = np.sqrt((errors[rows] ** 2).mean(axis=1))
-                span = drift.SPREAD if kind == "random" else drift.CONSECUTIVE
-                figures.append((rmse > (bounds[span] if ours_rule else old_bound)).mean())
-        total = float(np.sqrt((errors**2).mean()))
-        bound_text = f"{bounds[drift.SPREAD]:.2f}/{bounds[drift.CONSECUTIVE]:.2f}"
-        print(f"{name:52s} {total:6.2f} {bound_text:>12s} " + " ".join(f"{f:9.1%}" for f in figures))
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--months", nargs="+", default=REFERENCE_MONTHS)
+    parser.add_argument("--size", type=int, default=DEFAULT_WINDOW)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 2000, 5000])
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--skip-batch", action="store_true")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    unchanged_days(args.months, args.size)
+    detection(args.months, args.sizes, np.random.default_rng(args.seed))
+    if not args.skip_batch:
+        batch_table()
+    print(f"\n{time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":

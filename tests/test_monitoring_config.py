@@ -392,6 +392,13 @@ PUSHED = [
             "taxi_online_prediction_drift_score": [{"test": "ks"}],
             "taxi_online_prediction_drifted": [{}],
             "taxi_online_window_spread": [{}],
+            "taxi_online_window_sufficient": [{}],
+            "taxi_online_alarm": [
+                {"alarm": "dataset"},
+                {"alarm": "prediction"},
+                {"alarm": "rmse"},
+                {"alarm": "outliers"},
+            ],
             "taxi_online_outlier_share": [{"rule": "any"}],
             "taxi_online_rmse": [{}],
             "taxi_online_mae": [{}],
@@ -456,10 +463,12 @@ def test_pushed_series_are_what_the_code_pushes() -> None:
         ranking=[(feature, 1.0, 1.3)],
         weights_from="permutation_importance",
     )
-    window = WindowFigures("last_5000", 2000, 500, "consecutive", verdict, feature, 5.0, 4.0, 6.0, {"any": 0.0})
+    window = WindowFigures(
+        "last_5000", 2000, 500, "consecutive", verdict, feature, 5.0, 4.0, 6.0, {"any": 0.0}, {"dataset": True}
+    )
     produced = {
         "taxi_batch_monitoring": batch_samples(figures, 0.0),
-        "taxi_online_monitoring": online_samples(window, "taxi_duration_deployed:v1", 5.0),
+        "taxi_online_monitoring": online_samples(window, window, "taxi_duration_deployed:v1", 5.0),
     }
     for job, _, metrics in PUSHED:
         if job not in produced:

@@ -61,7 +61,7 @@ def every_push() -> list[tuple[str, dict[str, str], list[Sample]]]:
     return [
         (BATCH_JOB, {"month": "2021-02"}, batch_samples(figures, 1.6e9)),
         (BATCH_JOB, {"month": "2021-03"}, batch_samples(figures, 1.61e9)),
-        (ONLINE_JOB, {"window": "last_1000"}, online_samples(window, "taxi_duration_deployed:v1", 5.9)),
+        (ONLINE_JOB, {"window": "last_1000"}, online_samples(window, window, "taxi_duration_deployed:v1", 5.9)),
         (INGEST_JOB, {}, ingest_samples(12, 30.0, 1.7e9)),
         (CHALLENGE_JOB, {}, challenge_samples("2021-03", "taxi_duration:a", "taxi_duration:b", 6.0, 5.5, 0.08, 0.05)),
     ]

@@ -48,7 +48,6 @@ before by KS distances up to 0.033 and Jensen-Shannon distances up to 0.053 (zon
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -56,19 +55,25 @@ import numpy as np
 import pandas as pd
 
 from taxi_assets.core.model import PREDICTION, TARGET
+from taxi_assets.core.timeslots import SLOTS, epoch_hours, slot_hours, slot_of, time_span
 
 NUMERICAL = "numerical"
 CATEGORICAL = "categorical"
 TIME = "time"
 
 # ---- Settings (documented defaults; the profile records the values it was calibrated with) ----
-# False-alarm budget of a window's dataset verdict, split evenly (Bonferroni) over the features of the verdict.
-DATASET_ALPHA = 0.05
+# False-alarm budget of one evaluation's dataset verdict, split evenly (Bonferroni) over the features of the
+# verdict. A user lives with a window evaluated every 1,000 rides and every hour, about 26 evaluations a day, and
+# judges the alarms per day (at most 5% of ordinary days with any alarm): the budget of one evaluation is a share
+# of the day's, spent once more by requiring two consecutive evaluations to agree (`online.confirmed`).
+DATASET_ALPHA = 0.005
 # False-alarm budget of the prediction-drift verdict and of the online RMSE bound, each on its own.
-PREDICTION_ALPHA = 0.01
-RMSE_ALPHA = 0.01
+PREDICTION_ALPHA = 0.002
+RMSE_ALPHA = 0.002
 # Window sizes the thresholds and the RMSE bound are calibrated at, and resampled windows per size and kind.
 CALIBRATION_SIZES = (100, 200, 500, 1000, 2000, 5000)
+# A window of fewer rides is "insufficient data": too few for the smallest calibrated test, judged neither way.
+MIN_WINDOW_ROWS = CALIBRATION_SIZES[0]
 CALIBRATION_WINDOWS = 1000
 # The default size of the online `last_<n>` window: the smallest calibrated size at which a 10% longer trip
 # distance is detected in >= 90% of windows of consecutive rides, as the service's windows are (2,000 suffices for
@@ -81,13 +86,18 @@ NUMERIC_BINS = 100
 MIN_EXPECTED = 5.0
 # Each (weekday/weekend, hour) slot's distributions are shrunk towards the whole reference by this many rides.
 SLOT_SHRINKAGE = 50.0
-# The share of the earliest and of the latest pickups left out of a window's time span.
-SPAN_TRIM = 0.002
 # Window kinds, each with its own thresholds: rides spread over at least a week (random rides, a month) vary less
 # than a stretch of consecutive rides, which carries the weather and events of its day.
 SPREAD, CONSECUTIVE = "spread", "consecutive"
 WINDOW_KINDS = (SPREAD, CONSECUTIVE)
 SPREAD_HOURS = 7 * 24.0
+# A window's verdict also needs an effect beyond ordinary month-to-month change: the profile's floors are
+# FLOOR_MARGIN times the largest effect between consecutive months in the warehouse (the model serves the month
+# after its validation month, two months from its training month: up to 1.4x the one-month change on the real
+# months), and at least ONLINE_MIN_EFFECT, the largest one-month change of the ten real months (distance KS 0.022,
+# zones JS 0.050, hours JS 0.052; bench/bench_drift_calibration.py prints the table).
+FLOOR_MARGIN = 1.5
+ONLINE_MIN_EFFECT = {NUMERICAL: 0.025, CATEGORICAL: 0.05, TIME: 0.05}
 # A month drifts only by an effect at least this large (the batch verdicts; measured on ordinary month pairs).
 BATCH_MIN_EFFECT = {NUMERICAL: 0.05, CATEGORICAL: 0.1, TIME: 0.07}
 # A green-taxi ride of at most 60 minutes cannot cover more miles than this; larger odometer values are glitches,
@@ -110,27 +120,6 @@ BATCH_FEATURES: dict[str, str] = {
 # Model output and actual duration: profiled like features, judged on their own.
 OUTPUTS: dict[str, str] = {PREDICTION: NUMERICAL, TARGET: NUMERICAL}
 PROFILED: dict[str, str] = {**BATCH_FEATURES, **OUTPUTS}
-
-# (weekday/weekend) x hour of day.
-SLOTS = 48
-
-
-@functools.cache
-def _holidays() -> np.ndarray:
-    """US federal holidays 2000-2040 as days since the epoch: New York rides on them like on a Sunday."""
-    from pandas.tseries.holiday import USFederalHolidayCalendar
-
-    days = USFederalHolidayCalendar().holidays("2000-01-01", "2040-12-31").to_numpy("datetime64[D]")
-    return days.astype("int64")
-
-
-def slot_of(pickup: np.ndarray) -> np.ndarray:
-    """The (weekday/weekend-or-holiday, hour) slot 0..47 of datetime64 pickups."""
-    hours = pickup.astype("datetime64[h]").astype("int64")
-    days = hours // 24
-    # 1970-01-01 was a Thursday: weekday = (days + 3) % 7 with Monday = 0.
-    rest_day = ((days + 3) % 7 >= 5) | np.isin(days, _holidays())
-    return rest_day * 24 + hours % 24
 
 
 def clean(name: str, values: np.ndarray) -> np.ndarray:
@@ -221,6 +210,17 @@ class Scores:
     shift: np.ndarray
     rows: np.ndarray
     second_effect: np.ndarray  # numerical: the Wasserstein distance in reference stds; else the total variation
+    testable: np.ndarray  # False where the test has nothing to compare (no rows; every zone pooled into one cell)
+
+
+# The mean KS distance of n rides drawn from the reference itself is about KS_NOISE / sqrt(n) (Kolmogorov).
+KS_NOISE = 0.87
+
+
+def debiased(distance: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """An effect size with the part sampling noise alone produces taken out (in squares): 0 for a window that
+    differs from the reference by no more than chance."""
+    return np.sqrt(np.maximum(distance**2 - noise, 0.0))
 
 
 def numerical_scores(observed: np.ndarray, expected: np.ndarray, feature: FeatureReference) -> Scores:
@@ -233,7 +233,7 @@ def numerical_scores(observed: np.ndarray, expected: np.ndarray, feature: Featur
     shift = (shares * (below + expected / 2)).sum(axis=1) - 0.5
     steps = np.diff(feature.support)
     wasserstein = (np.abs(gap) * steps).sum(axis=1) / max(feature.std, 1e-3)
-    return Scores(ks * np.sqrt(n), ks, shift, n, wasserstein)
+    return Scores(ks * np.sqrt(n), debiased(ks, KS_NOISE**2 / np.maximum(n, 1.0)), shift, n, wasserstein, n > 0)
 
 
 def categorical_scores(observed: np.ndarray, expected: np.ndarray) -> Scores:
@@ -251,9 +251,11 @@ def categorical_scores(observed: np.ndarray, expected: np.ndarray) -> Scores:
     # The effect sizes on the same pooled cells, so sampling noise over ~250 rare zones does not inflate them.
     pooled_shares = np.column_stack([np.where(kept, shares, 0.0), pooled_observed / np.maximum(n, 1.0)])
     pooled_reference = np.column_stack([np.where(kept, expected, 0.0), pooled_expected / np.maximum(n, 1.0)])
-    js = _jensen_shannon(pooled_shares, pooled_reference)
+    # Sampling noise alone gives a Jensen-Shannon divergence of about df / (8 n): taken out, so that the effect of a
+    # window of 500 rides and of a month mean the same thing and can meet the same floor.
+    js = debiased(_jensen_shannon(pooled_shares, pooled_reference), np.maximum(df, 0) / (8 * np.maximum(n, 1.0)))
     total_variation = np.abs(pooled_shares - pooled_reference).sum(axis=1) / 2
-    return Scores(z, js, np.zeros(len(n)), n, total_variation)
+    return Scores(z, js, np.zeros(len(n)), n, total_variation, df > 0)
 
 
 @dataclass(frozen=True)
@@ -269,30 +271,6 @@ class TimeReference:
         rate = np.where(hours > 0, counts / np.maximum(hours, 1e-9), 0.0)
         # A slot the reference never saw gets the average rate, not zero (which no ride could match).
         return cls(np.where(hours > 0, rate, rate[hours > 0].mean() if (hours > 0).any() else 1.0))
-
-
-def slot_hours(start: float, end: float) -> np.ndarray:
-    """Hours of each slot inside [start, end] (hours since the epoch), partial hours pro rata."""
-    first, last = int(np.floor(start)), int(np.floor(end))
-    hours = np.arange(first, last + 1)
-    covered = np.minimum(hours + 1, end) - np.maximum(hours, start)
-    if len(hours) == 1 and end == start:
-        covered = np.ones(1)
-    slots = slot_of(hours.astype("datetime64[h]"))
-    return np.bincount(slots, weights=np.maximum(covered, 0.0), minlength=SLOTS)
-
-
-def time_span(pickup_hours: np.ndarray) -> tuple[float, float]:
-    """[first, last] pickup of a window in hours since the epoch, the `SPAN_TRIM` extremes left out."""
-    pickup_hours = pickup_hours[np.isfinite(pickup_hours)]
-    if len(pickup_hours) == 0:
-        return 0.0, 0.0
-    low, high = np.quantile(pickup_hours, [SPAN_TRIM, 1 - SPAN_TRIM], method="nearest")
-    return float(low), float(high)
-
-
-def epoch_hours(pickup: np.ndarray) -> np.ndarray:
-    return pickup.astype("datetime64[s]").astype("int64") / 3600.0
 
 
 # A window's slot coverage is laid out hour by hour: spans longer than this are capped to their last stretch of
@@ -399,6 +377,10 @@ class FeatureDrift:
     drifted: bool
     wasserstein: float = 0.0
     shift: float = 0.0
+    # The effect the change must reach to matter (ordinary month-to-month variation), and whether the window was
+    # large enough to be judged at all: an insufficient window is neither drifted nor quiet.
+    floor: float = 0.0
+    sufficient: bool = True
 
     @property
     def score(self) -> float:
@@ -425,6 +407,11 @@ class DriftVerdict:
     def dataset_drift(self) -> bool:
         return self.drifted_count > 0
 
+    @property
+    def sufficient(self) -> bool:
+        """False when the window is too small for any of its tests ("insufficient data", not "no drift")."""
+        return any(feature.sufficient for feature in self.features)
+
     def feature(self, name: str) -> FeatureDrift:
         return next(feature for feature in self.features if feature.feature == name)
 
@@ -447,10 +434,13 @@ def judge(
     threshold: float,
     min_effect: float = 0.0,
     window: int = 0,
+    min_rows: int = 1,
 ) -> FeatureDrift:
-    """The verdict of window `window` of `scores`: statistic beyond the threshold and effect at least `min_effect`."""
+    """The verdict of window `window` of `scores`: significant (statistic beyond the threshold) and large enough to
+    matter (effect at least `min_effect`); windows under `min_rows` rows are insufficient, not judged."""
     statistic, effect = float(scores.statistic[window]), float(scores.effect[window])
     rows = int(scores.rows[window])
+    sufficient = bool(rows >= min_rows and scores.testable[window])
     return FeatureDrift(
         feature=name,
         kind=kind,
@@ -460,9 +450,11 @@ def judge(
         effect_name=EFFECT_NAMES[kind],
         effect=effect,
         rows=rows,
-        drifted=bool(rows > 0 and statistic > threshold and effect >= min_effect),
+        drifted=bool(sufficient and statistic > threshold and effect >= min_effect),
         wasserstein=float(scores.second_effect[window]) if kind == NUMERICAL else 0.0,
         shift=float(scores.shift[window]),
+        floor=min_effect,
+        sufficient=sufficient,
     )
 
 
@@ -503,9 +495,11 @@ def window_verdicts(
     month: bool = False,
 ) -> list[DriftVerdict]:
     """The verdict on each window (row numbers `rows` of `rides`, shape (windows, n); all rides when None) against
-    `reference`, with the thresholds of profile `thresholds` for `verdict_set` and each window's kind and size; a
-    `month` also needs effects of at least BATCH_MIN_EFFECT."""
+    `reference`, with the thresholds of profile `thresholds` for `verdict_set` and each window's kind and size. A
+    window also needs an effect of at least the profile's floor (ordinary month-to-month change) and at least
+    MIN_WINDOW_ROWS rides; a `month` needs effects of at least BATCH_MIN_EFFECT."""
     rows = np.arange(len(rides))[None, :] if rows is None else np.atleast_2d(rows)
+    floors = thresholds.get("floors", {})
     kinds = [window_kind(rides.hours[window]) for window in rows]
     per_feature = []
     for name, kind in features.items():
@@ -517,8 +511,9 @@ def window_verdicts(
                     kind,
                     scores,
                     threshold(thresholds, verdict_set, kinds[window], name, float(scores.rows[window])),
-                    BATCH_MIN_EFFECT[kind] if month else 0.0,
+                    BATCH_MIN_EFFECT[kind] if month else floors.get(name, 0.0),
                     window,
+                    1 if month else MIN_WINDOW_ROWS,
                 )
                 for window in range(len(rows))
             ]

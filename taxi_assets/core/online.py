@@ -8,7 +8,7 @@ and each kind has its own thresholds and RMSE bound.
 
 import datetime as dt
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,10 @@ from taxi_assets.core.metrics import Sample, outlier_samples, output_samples, ve
 from taxi_assets.core.model import PREDICTION, TARGET, error_summary
 
 ACTUAL = "actual_duration"
+# What the online monitoring alarms on, and how many rides the `last_<n>` window slides between two evaluations
+# that must agree before an alarm is raised.
+ALARMS = ("dataset", "prediction", "rmse", "outliers")
+ALARM_STEP = 1000
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,12 @@ class WindowFigures:
     mae: float | None
     rmse_bound: float | None
     outliers: dict[str, float]
+    # This evaluation's verdicts (`ALARMS`); an alarm is raised only when the evaluation before agrees (`confirmed`).
+    verdicts: dict[str, bool] = field(default_factory=dict)
+
+    @property
+    def sufficient(self) -> bool:
+        return self.rows >= drift.MIN_WINDOW_ROWS
 
 
 def last_complete_hour(as_of: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
@@ -57,23 +67,77 @@ def window_figures(
     prediction = drift.assess(prof, reference, rides, "online", {PREDICTION: NUMERICAL}).feature(PREDICTION)
     outliers = profile.outlier_shares(rides, prof)
     error = (rides[PREDICTION] - rides[TARGET]).dropna() if TARGET in rides else pd.Series(dtype="float64")
+    flagged = profile.outlier_flags(rides, prof).any(axis=1).mean()
     if error.empty:
-        return WindowFigures(window, len(current), 0, kind, features, prediction, None, None, None, outliers)
+        verdicts = alarms(prof, features, prediction, len(current), kind, None, 0, flagged)
+        return WindowFigures(window, len(current), 0, kind, features, prediction, None, None, None, outliers, verdicts)
     summary = error_summary(error.to_numpy(np.float64))
     bound = profile.rmse_bound(prof, summary.rows, kind)
+    verdicts = alarms(prof, features, prediction, len(current), kind, summary.rmse, summary.rows, flagged)
     return WindowFigures(
-        window, len(current), summary.rows, kind, features, prediction, summary.rmse, summary.mae, bound, outliers
+        window,
+        len(current),
+        summary.rows,
+        kind,
+        features,
+        prediction,
+        summary.rmse,
+        summary.mae,
+        bound,
+        outliers,
+        verdicts,
     )
 
 
-def online_samples(figures: WindowFigures, model_tag: str, validation_rmse: float) -> list[Sample]:
-    """Everything the `taxi_online_monitoring` job pushes for one window."""
+def confirmed(current: WindowFigures, previous: WindowFigures) -> dict[str, bool]:
+    """The alarms a user sees: each verdict of this evaluation that the evaluation before it also reached (the
+    window `ALARM_STEP` rides earlier, or the hour before). Two agreeing evaluations cut the false alarms of a
+    window evaluated all day long to the day budget (bench/bench_drift_calibration.py); the price is a delay of
+    one step."""
+    return {name: bool(current.verdicts.get(name) and previous.verdicts.get(name)) for name in ALARMS}
+
+
+def alarms(
+    prof: Mapping[str, Any],
+    features: DriftVerdict,
+    prediction: FeatureDrift,
+    rows: int,
+    kind: str,
+    rmse: float | None,
+    feedback_rows: int,
+    outlier_share: float,
+) -> dict[str, bool]:
+    """The verdicts of one evaluation of a window: dataset drift, prediction drift, RMSE beyond its bound, outlier
+    share beyond its threshold. A window under MIN_WINDOW_ROWS rides (feedback rows for the RMSE) raises none."""
+    enough = rows >= drift.MIN_WINDOW_ROWS
+    return {
+        "dataset": features.dataset_drift,
+        "prediction": prediction.drifted,
+        "rmse": bool(
+            rmse is not None
+            and feedback_rows >= drift.MIN_WINDOW_ROWS
+            and rmse > profile.rmse_bound(prof, feedback_rows, kind)
+        ),
+        "outliers": bool(enough and outlier_share > profile.outlier_threshold(prof, rows, kind)),
+    }
+
+
+def online_samples(
+    figures: WindowFigures, previous: WindowFigures, model_tag: str, validation_rmse: float
+) -> list[Sample]:
+    """Everything the `taxi_online_monitoring` job pushes for one window; `previous` is its evaluation one step
+    before. A window under MIN_WINDOW_ROWS rides pushes `taxi_online_window_sufficient` 0 and no verdicts."""
     samples = [
         Sample("taxi_online_window_rows", {}, float(figures.rows)),
         Sample("taxi_online_feedback_rows", {}, float(figures.feedback_rows)),
         Sample("taxi_model_validation_rmse", {"model_tag": model_tag}, validation_rmse),
+        Sample("taxi_online_window_sufficient", {}, float(figures.sufficient)),
     ]
-    if figures.features is not None and figures.prediction is not None:
+    if figures.sufficient:
+        samples += [
+            Sample("taxi_online_alarm", {"alarm": name}, float(on)) for name, on in confirmed(figures, previous).items()
+        ]
+    if figures.sufficient and figures.features is not None and figures.prediction is not None:
         samples += verdict_samples("taxi_online", figures.features)
         samples += output_samples("taxi_online", "prediction", figures.prediction)
         samples.append(Sample("taxi_online_window_spread", {}, float(figures.kind == drift.SPREAD)))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from statistics import NormalDist
 from typing import Any
 
 import duckdb
@@ -45,19 +46,20 @@ from taxi_assets.core.drift import (
     ReferenceArrays,
     TimeReference,
     clean,
-    epoch_hours,
     feature_reference,
-    slot_hours,
-    slot_of,
-    time_span,
 )
 from taxi_assets.core.model import PREDICTION, TARGET
+from taxi_assets.core.timeslots import day_slot_hours, slot_of
 from taxi_assets.core.warehouse import REFERENCE_PROFILE_DDL
 
-PROFILE_VERSION = 1
+PROFILE_VERSION = 2
 RANDOM_SEED = 20220101
 # Plausible-range quantile for the outlier counts, and the duration beyond which a zero-distance ride is suspect.
 OUTLIER_QUANTILE = 0.999
+# The outlier-share alarm: a window's share of rides flagged by any outlier rule, against the (1 - OUTLIER_ALPHA)
+# quantile of that share over held-out windows of its size and kind.
+OUTLIERS = "outlier_share"
+OUTLIER_ALPHA = 0.002
 LONG_DURATION_QUANTILE = 0.9
 
 # The verdict sets the thresholds are calibrated for: their features and each feature's false-alarm budget.
@@ -123,72 +125,198 @@ def arrays(profile: Mapping[str, Any]) -> ReferenceArrays:
     return ReferenceArrays(features, TimeReference.from_profile(profile))
 
 
-# ---- calibration: the statistics of windows drawn from the reference itself ----
+# ---- calibration: statistics of windows of days the statistics they are compared with never saw ----
+#
+# Rides of one day share its weather and events, so windows are drawn from whole days the compared description
+# was not built from, and consecutive windows do not overlap (overlapping ones would let one day set a quantile):
+# - the training month cross-fitted: its days in blocks of BLOCK_DAYS, alternate blocks in two folds; windows of
+#   one fold against the description of the other, both ways round (day-to-day variation);
+# - the validation month and any earlier months, against the whole training month's description (ordinary
+#   month-to-month change, which the model was validated on: no alarm). Decision measured by
+#   bench/bench_drift_calibration.py: without these months every month after the training month alarms.
+# Few non-overlapping windows of thousands of rides exist in a month (about 12 of 5,000), too few for a tail
+# quantile, so a threshold is the (1 - alpha) quantile of a normal fitted to the pooled statistics (their mean and
+# standard deviation, smooth in the window size), never the largest value of one bad day.
+
+BLOCK_DAYS = 7
+SPREAD_WINDOWS = 200
+MIN_CALIBRATION_WINDOWS = 5
 
 
-def _window_rows(rng: np.random.Generator, total: int, size: int, windows: int, kind: str) -> np.ndarray:
-    """Row numbers of `windows` windows of `size` rows: random rows (with replacement) for `spread`, or consecutive
-    rows starting at evenly spaced points, so that every stretch of the month is represented once."""
-    if kind == CONSECUTIVE:
-        starts = np.linspace(0, total - size, windows).astype("int64")
-        return starts[:, None] + np.arange(size)
-    return rng.integers(0, total, (windows, size))
+def day_blocks(pickup: np.ndarray) -> np.ndarray:
+    """Block of BLOCK_DAYS days of the month of each (New York wall-clock) pickup: 0 for days 1-7, 1 for 8-14..."""
+    return (pd.DatetimeIndex(pickup).day.to_numpy() - 1) // BLOCK_DAYS
+
+
+def _windows(rng: np.random.Generator, blocks: np.ndarray, size: int, kind: str) -> np.ndarray:
+    """Row numbers of windows of `size` rides of a frame sorted by pickup whose rows fall in `blocks`: random rides
+    for `spread`, non-overlapping stretches inside one block for `consecutive`."""
+    if kind != CONSECUTIVE:
+        return rng.integers(0, len(blocks), (SPREAD_WINDOWS, size))
+    starts = []
+    for block in np.unique(blocks):
+        inside = np.flatnonzero(blocks == block)
+        starts.append(inside[0] + np.arange(0, len(inside) - size + 1, size))
+    starts = np.concatenate(starts) if starts else np.zeros(0, dtype="int64")
+    return starts[:, None] + np.arange(size)
+
+
+def _sources(described: Mapping[str, Any], frames: list[pd.DataFrame]) -> list[tuple[ReferenceArrays, pd.DataFrame]]:
+    """(description, held-out rides) pairs: the training month (`frames[0]`) cross-fitted, the other months
+    against the whole training month."""
+    training = frames[0]
+    blocks = day_blocks(training["pickup_datetime"].to_numpy("datetime64[ns]"))
+    sources = []
+    for fold in (0, 1):
+        held = blocks % 2 == fold
+        if held.all() or not held.any():
+            continue
+        part = describe(training[~held].reset_index(drop=True), PROFILED)
+        sources.append((arrays(part), training[held].reset_index(drop=True)))
+    whole = arrays(described)
+    sources += [(whole, frame) for frame in frames[1:]]
+    return sources
+
+
+def fitted_quantiles(sizes: tuple[int, ...], samples: list[np.ndarray], alpha: float) -> list[float]:
+    """The (1 - alpha) quantile of a normal per window size, whose mean and standard deviation are smooth in the
+    size: each a quadratic in sqrt(size) fitted (weighted by the windows each size has) to the samples' means and
+    standard deviations. Large sizes have few non-overlapping windows; the smaller sizes lend them strength."""
+    root = np.sqrt(np.asarray(sizes, dtype="float64"))
+    means = np.array([np.mean(values) for values in samples])
+    stds = np.array([np.std(values, ddof=1) for values in samples])
+    weights = np.sqrt([len(values) for values in samples]) / np.maximum(stds, 1e-6)
+    degree = min(2, len(sizes) - 1)
+    mean = np.polyval(np.polyfit(root, means, degree, w=weights), root)
+    std = np.maximum(np.polyval(np.polyfit(root, stds, degree, w=weights), root), stds.min())
+    # An unchanged window of more rides strays at least as far (its days' own character adds up): never a lower
+    # threshold for a larger size.
+    return np.maximum.accumulate(mean + NormalDist().inv_cdf(1 - alpha) * std).tolist()
 
 
 def calibrate(
-    reference: ReferenceArrays,
+    described: Mapping[str, Any],
     frames: list[pd.DataFrame],
     sizes: tuple[int, ...] = CALIBRATION_SIZES,
-    windows: int = CALIBRATION_WINDOWS,
     seed: int = RANDOM_SEED,
 ) -> dict[str, Any]:
-    """Thresholds per verdict set, window kind, feature and window size: the (1 - alpha) quantile of the statistic
-    over random windows (kind `spread`) and over consecutive windows (`frames` sorted by pickup), the largest over
-    `frames` (the reference month and the month after it: ordinary month-to-month change is no alarm)."""
+    """Thresholds per verdict set, window kind, feature and window size, and the outlier-share thresholds, from
+    windows of held-out days (see above). `frames`: the training month, then the validation month and any earlier
+    months, each sorted by pickup with the PROFILED columns."""
     rng = np.random.default_rng(seed)
-    sizes = tuple(size for size in sizes if all(size <= len(frame) for frame in frames))
-    thresholds: dict[str, Any] = {
-        verdict_set: {kind: {name: [0.0] * len(sizes) for name in alphas} for kind in WINDOW_KINDS}
-        for verdict_set, alphas in VERDICT_SETS.items()
-    }
-    for frame in frames:
+    pooled: dict[tuple[str, int, str], list[np.ndarray]] = {}
+    for reference, frame in _sources(described, frames):
         rides = drift.encode(reference, frame, PROFILED)
-        for index, size in enumerate(sizes):
+        blocks = day_blocks(frame["pickup_datetime"].to_numpy("datetime64[ns]"))
+        flagged = outlier_flags(frame, described).any(axis=1).to_numpy()
+        for size in sizes:
+            if size > len(frame):
+                continue
             for kind in WINDOW_KINDS:
-                rows = _window_rows(rng, len(frame), size, windows, kind)
+                rows = _windows(rng, blocks, size, kind)
+                if not len(rows):
+                    continue
                 for name in PROFILED:
                     statistic = drift.feature_scores(reference, rides, name, rows).statistic
-                    for verdict_set, alphas in VERDICT_SETS.items():
-                        if name in alphas:
-                            table = thresholds[verdict_set][kind][name]
-                            table[index] = max(table[index], float(np.quantile(statistic, 1 - alphas[name])))
-    return {"sizes": list(sizes), "windows": windows, "seed": seed, "alphas": VERDICT_SETS, "sets": thresholds}
+                    pooled.setdefault((kind, size, name), []).append(statistic)
+                pooled.setdefault((kind, size, OUTLIERS), []).append(flagged[rows].mean(axis=1))
+    counts = {
+        size: min(sum(len(v) for v in pooled.get((kind, size, TARGET), [])) for kind in WINDOW_KINDS) for size in sizes
+    }
+    sizes = tuple(size for size in sizes if counts[size] >= MIN_CALIBRATION_WINDOWS)
+    if not sizes:
+        raise ValueError("too few rides to calibrate a window of the smallest size on held-out days")
+
+    def table(kind: str, name: str, alpha: float) -> list[float]:
+        return fitted_quantiles(sizes, [np.concatenate(pooled[(kind, size, name)]) for size in sizes], alpha)
+
+    return {
+        "sizes": list(sizes),
+        "windows": {str(size): counts[size] for size in sizes},
+        "block_days": BLOCK_DAYS,
+        "seed": seed,
+        "alphas": VERDICT_SETS,
+        "sets": {
+            verdict_set: {
+                kind: {name: table(kind, name, alpha) for name, alpha in alphas.items()} for kind in WINDOW_KINDS
+            }
+            for verdict_set, alphas in VERDICT_SETS.items()
+        },
+        OUTLIERS: {kind: table(kind, OUTLIERS, OUTLIER_ALPHA) for kind in WINDOW_KINDS},
+    }
+
+
+# Months before the training month the profile pools into its calibration and floors, where the warehouse has them.
+EARLIER_MONTHS = 2
+
+
+def earlier_months(month: str) -> list[str]:
+    """The EARLIER_MONTHS months before `month` (YYYY-MM), the closest first."""
+    period = pd.Period(month, freq="M")
+    return [str(period - back) for back in range(1, EARLIER_MONTHS + 1)]
+
+
+def effect_floors(months: list[pd.DataFrame]) -> dict[str, float]:
+    """Per feature, the effect a window must reach to matter: FLOOR_MARGIN times the largest effect between two
+    consecutive months of `months` (in calendar order), and at least ONLINE_MIN_EFFECT: a change that large
+    happens from one month to the next without anything being wrong."""
+    largest = dict.fromkeys(PROFILED, 0.0)
+    for before, after in zip(months, months[1:], strict=False):
+        reference = arrays(describe(before, PROFILED))
+        rides = drift.encode(reference, after, PROFILED)
+        for name in PROFILED:
+            largest[name] = max(largest[name], float(drift.feature_scores(reference, rides, name).effect[0]))
+    return {
+        name: max(drift.ONLINE_MIN_EFFECT[PROFILED[name]], drift.FLOOR_MARGIN * effect)
+        for name, effect in largest.items()
+    }
 
 
 def rmse_bounds(
     errors: np.ndarray,
+    days: np.ndarray,
     sizes: tuple[int, ...] = CALIBRATION_SIZES,
     windows: int = CALIBRATION_WINDOWS,
     alpha: float = RMSE_ALPHA,
     seed: int = RANDOM_SEED,
 ) -> dict[str, Any]:
-    """Per window kind and size, the (1 - alpha) quantile of the RMSE of windows of validation residuals
-    (`errors` in pickup order): random ones for `spread`, consecutive ones for `consecutive`."""
+    """Per window kind and size, the (1 - alpha) quantile of the RMSE of windows of validation residuals (`errors`
+    in pickup order, `days` their day) resampled by whole days, since a day's errors go together (its weather,
+    its traffic): `spread` windows draw their rides from the month's days drawn with replacement, `consecutive`
+    ones are the rides of days drawn with replacement, one after the other."""
     rng = np.random.default_rng(seed + 1)
     squared = np.asarray(errors, dtype="float64") ** 2
+    _, first, count = np.unique(days, return_index=True, return_counts=True)
     sizes = tuple(size for size in sizes if size <= len(squared))
+
+    def spread(size: int) -> np.ndarray:
+        drawn = rng.integers(0, len(first), (windows, len(first)))
+        weights = np.stack([np.bincount(row, minlength=len(first)) for row in drawn]) * count
+        day = np.stack([rng.choice(len(first), size, p=w / w.sum()) for w in weights])
+        return first[day] + (rng.random(day.shape) * count[day]).astype("int64")
+
+    def consecutive(size: int) -> np.ndarray:
+        rows = []
+        for _ in range(windows):
+            window: list[np.ndarray] = []
+            while sum(len(part) for part in window) < size:
+                day = rng.integers(0, len(first))
+                window.append(np.arange(first[day], first[day] + count[day]))
+            rows.append(np.concatenate(window)[:size])
+        return np.stack(rows)
+
     bounds = {
         kind: [
             float(
                 np.quantile(
-                    np.sqrt(squared[_window_rows(rng, len(squared), size, windows, kind)].mean(axis=1)), 1 - alpha
+                    np.sqrt(squared[(consecutive if kind == CONSECUTIVE else spread)(size)].mean(axis=1)), 1 - alpha
                 )
             )
             for size in sizes
         ]
         for kind in WINDOW_KINDS
     }
-    return {"sizes": list(sizes), "bounds": bounds, "alpha": alpha, "windows": windows}
+    return {"sizes": list(sizes), "bounds": bounds, "alpha": alpha, "windows": windows, "resampled": "days"}
 
 
 def _outlier_limits(frame: pd.DataFrame) -> dict[str, float]:
@@ -209,7 +337,6 @@ def describe(reference: pd.DataFrame, features: Mapping[str, str] = PROFILED) ->
     frame = reference.sort_values("pickup_datetime", kind="stable").reset_index(drop=True)
     pickup = frame["pickup_datetime"].to_numpy("datetime64[ns]")
     slots = slot_of(pickup)
-    start, end = time_span(epoch_hours(pickup))
     described: dict[str, Any] = {}
     for name, kind in features.items():
         if kind == TIME:
@@ -223,7 +350,7 @@ def describe(reference: pd.DataFrame, features: Mapping[str, str] = PROFILED) ->
         "rows": len(frame),
         "slots": {
             "counts": np.bincount(slots, minlength=SLOTS).astype(int).tolist(),
-            "hours": slot_hours(start, end).tolist(),
+            "hours": day_slot_hours(pickup).tolist(),
         },
         "features": described,
     }
@@ -240,36 +367,42 @@ def build_profile(
     model_tag: str,
     reference_month: str,
     validation_month: str,
+    earlier: list[pd.DataFrame] = (),
     sizes: tuple[int, ...] = CALIBRATION_SIZES,
     windows: int = CALIBRATION_WINDOWS,
     seed: int = RANDOM_SEED,
 ) -> dict[str, Any]:
     """The profile of a model, JSON-ready: its scored reference rides (pickup_datetime, the PROFILED columns)
-    described, thresholds calibrated on windows of them and of the validation month (the same columns, scored by
-    the same model), and the validation residuals."""
+    described; thresholds calibrated on held-out days of them, of the validation month and of `earlier` months
+    (consecutive months before the training month, oldest first; the same columns, scored by the same model);
+    effect floors from the change between consecutive months; the validation residuals' RMSE bounds."""
     if reference.empty:
         raise ValueError(f"the reference month {reference_month} has no rides")
     if validation.empty:
         raise ValueError(f"the validation month {validation_month} has no rides")
+    ordered = [
+        month.sort_values("pickup_datetime", kind="stable").reset_index(drop=True)
+        for month in (*earlier, reference, validation)
+    ]
+    training, later = ordered[len(earlier)], ordered[len(earlier) + 1]
     profile = {
         "model_tag": model_tag,
         "reference_month": reference_month,
         "validation_month": validation_month,
-        **describe(reference),
+        **describe(training),
     }
-    frames = [
-        month.sort_values("pickup_datetime", kind="stable").reset_index(drop=True) for month in (reference, validation)
-    ]
-    profile["thresholds"] = calibrate(arrays(profile), frames, sizes, windows, seed)
-    ordered = frames[1]
-    errors = (ordered[PREDICTION] - ordered[TARGET]).to_numpy("float64")
-    errors = errors[np.isfinite(errors)]
+    profile["thresholds"] = calibrate(profile, [training, later, *ordered[: len(earlier)]], sizes, seed)
+    profile["floors"] = effect_floors(ordered)
+    errors = (later[PREDICTION] - later[TARGET]).to_numpy("float64")
+    known = np.isfinite(errors)
+    days = later["pickup_datetime"].to_numpy("datetime64[D]")[known]
+    errors = errors[known]
     profile["residuals"] = {
         "rows": len(errors),
         "rmse": float(np.sqrt(np.mean(errors**2))),
         "mean_error": float(np.mean(errors)),
         "quantiles": {f"p{q:g}": float(np.quantile(errors, q / 100)) for q in (1, 5, 25, 50, 75, 95, 99)},
-        "rmse_bound": rmse_bounds(errors, sizes, windows, seed=seed),
+        "rmse_bound": rmse_bounds(errors, days, sizes, windows, seed=seed),
     }
     return profile
 
@@ -279,6 +412,13 @@ def rmse_bound(profile: Mapping[str, Any], rows: float, kind: str) -> float:
     `drift.window_kind`) stays below with probability 1 - RMSE_ALPHA."""
     table = profile["residuals"]["rmse_bound"]
     return drift.interpolate_threshold(table["sizes"], table["bounds"][kind], rows)
+
+
+def outlier_threshold(profile: Mapping[str, Any], rows: float, kind: str) -> float:
+    """The share of outlier rides an unchanged window of `rows` rides of kind `kind` stays below with probability
+    1 - OUTLIER_ALPHA."""
+    table = profile["thresholds"]
+    return drift.interpolate_threshold(table["sizes"], table[OUTLIERS][kind], rows)
 
 
 # ---- outliers: rides outside the reference's plausible ranges ----

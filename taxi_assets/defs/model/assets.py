@@ -72,16 +72,33 @@ def loaded_month_before(conn: duckdb.DuckDBPyConnection, month: str) -> str | No
     return conn.execute("SELECT max(month) FROM trips WHERE month < $month", {"month": month}).fetchone()[0]
 
 
-def quality_gate(metrics: dict, baseline_rmse: float) -> dg.AssetCheckResult:
-    """Pass when every prediction is a number and the RMSE is no worse than the seed recipe's on the same rows."""
+def quality_gate(
+    metrics: dict, baseline_rmse: float, training_month: str = "", validation_month: str = ""
+) -> dg.AssetCheckResult:
+    """Pass when every prediction is a number, the RMSE is no worse than the seed recipe's on the same rows, and the
+    validation month is the month after the training month (months apart, the profile's thresholds and RMSE bound
+    would count every month's change between them as ordinary: a gap is refused, with the month to load)."""
+    following = monthly_partitions.get_next_partition_key(training_month) if training_month else validation_month
+    reasons = []
+    if metrics["nan_predictions"]:
+        reasons.append(f"{metrics['nan_predictions']} predictions are not numbers")
+    if metrics["rmse"] > baseline_rmse:
+        reasons.append(f"RMSE {metrics['rmse']:.3f} is worse than the seed recipe's {baseline_rmse:.3f}")
+    if validation_month != following:
+        reasons.append(
+            f"validated on {validation_month}, not on {following}, the month after {training_month}: "
+            f"materialize trips[{following}] and retrain"
+        )
     return dg.AssetCheckResult(
         check_name=GATE_CHECK,
-        passed=metrics["nan_predictions"] == 0 and metrics["rmse"] <= baseline_rmse,
+        passed=not reasons,
         severity=dg.AssetCheckSeverity.ERROR,
+        description="; ".join(reasons) or "passed",
         metadata={
             "rmse": metrics["rmse"],
             "seed_rmse": baseline_rmse,
             "nan_predictions": metrics["nan_predictions"],
+            "validation_month": validation_month,
         },
     )
 
@@ -144,7 +161,7 @@ def duration_model(
     metrics = evaluate(pipeline, validation)
     baseline = pipeline if config.recipe == BASELINE_RECIPE else train(training, BASELINE_RECIPE)
     baseline_rmse = evaluate(baseline, validation)["rmse"]
-    gate = quality_gate(metrics, baseline_rmse)
+    gate = quality_gate(metrics, baseline_rmse, month, validation_month)
     started = time.perf_counter()
     importance = permutation_importance(pipeline, validation)
     importance_seconds = time.perf_counter() - started
@@ -193,10 +210,15 @@ def _deployable(model_registry: ModelRegistry, source_tag: str) -> dict:
             metadata={"source_tag": source_tag, "validation_rmse": metadata.get("validation_rmse")},
         )
     validation_month, training_month = metadata.get("validation_month"), labels["training_month"]
-    if not validation_month or validation_month <= training_month:
+    if validation_month != monthly_partitions.get_next_partition_key(training_month):
         raise dg.Failure(
-            f"{source_tag} was validated on {validation_month}, not on a month after its training month "
-            f"{training_month}: in-sample figures; retrain it with duration_model[{training_month}]",
+            f"{source_tag} was validated on {validation_month}, not on {training_month}'s next month: "
+            + (
+                "in-sample figures"
+                if not validation_month or validation_month <= training_month
+                else "its drift thresholds and RMSE bound would count the change of every month between as ordinary"
+            )
+            + f"; load trips for the month after {training_month} and retrain it with duration_model[{training_month}]",
             metadata={"source_tag": source_tag},
         )
     return source

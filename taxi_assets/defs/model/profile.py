@@ -28,8 +28,11 @@ def reference_profile(
     """The deployed model's reference profile (DuckDB table `reference_profile`, one JSON row per model tag).
 
     Its training month scored by the model, described per feature and (weekday/weekend, hour) slot; drift thresholds
-    per window size and kind, calibrated on resampled windows of the training and validation months; the RMSE bound
-    per window size from the validation month's residuals (out of sample); plausible ranges for the outlier counts.
+    per window size and kind, calibrated on windows of days the compared statistics never saw (the training month
+    cross-fitted over blocks of days, non-overlapping consecutive windows; the validation month); the RMSE bound
+    per window size from the validation month's residuals resampled by days (out of sample); effect floors from
+    the change between consecutive months (the two months before the training month too, where `trips` has them);
+    plausible ranges for the outlier counts and the outlier-share thresholds.
     Batch and online monitoring read it instead of re-reading the reference rows. Recomputed whenever the deployed
     model changes (it depends on `deployed_model`).
     """
@@ -39,6 +42,13 @@ def reference_profile(
     with warehouse.get_connection() as conn:
         reference = score_trips(conn, reference_month, pipeline, model["tag"])
         validation = score_trips(conn, validation_month, pipeline, model["tag"])
+        # Consecutive months before the training month widen the calibration and the effect floors.
+        earlier = []
+        for month in profile.earlier_months(reference_month):
+            frame = score_trips(conn, month, pipeline, model["tag"])
+            if frame.empty:
+                break
+            earlier.insert(0, frame)
     if reference.empty:
         raise dg.Failure(f"trips holds no rows of the training month {reference_month}; materialize trips first")
     if validation.empty:
@@ -51,6 +61,7 @@ def reference_profile(
         model_tag=model["tag"],
         reference_month=reference_month,
         validation_month=validation_month,
+        earlier=earlier,
     )
     with warehouse.get_connection() as conn:
         profile.save(conn, built)
@@ -70,7 +81,9 @@ def reference_profile(
             f"rmse_bound_{DEFAULT_WINDOW}_spread": profile.rmse_bound(built, DEFAULT_WINDOW, SPREAD),
             f"rmse_bound_{DEFAULT_WINDOW}_consecutive": profile.rmse_bound(built, DEFAULT_WINDOW, "consecutive"),
             f"thresholds_at_{DEFAULT_WINDOW}": dg.MetadataValue.md("\n".join(lines)),
-            "calibration_windows": built["thresholds"]["windows"],
+            "calibration_windows": dg.MetadataValue.json(built["thresholds"]["windows"]),
+            "earlier_months": len(earlier),
+            **{f"effect_floor/{name}": built["floors"][name] for name in [*ONLINE_FEATURES, PREDICTION]},
             "calibration_sizes": ", ".join(str(size) for size in built["thresholds"]["sizes"]),
             "outlier_limits": dg.MetadataValue.json(
                 {k: v for k, v in built["outliers"].items() if k != "reference_shares"}

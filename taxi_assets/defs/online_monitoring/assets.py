@@ -13,9 +13,9 @@ import pandas as pd
 from pydantic import Field
 
 from taxi_assets.core import profile
-from taxi_assets.core.drift import DEFAULT_WINDOW
+from taxi_assets.core.drift import CALIBRATION_SIZES, DEFAULT_WINDOW
 from taxi_assets.core.metrics import ONLINE_JOB
-from taxi_assets.core.online import last_complete_hour, online_samples, window_figures
+from taxi_assets.core.online import ALARM_STEP, confirmed, last_complete_hour, online_samples, window_figures
 from taxi_assets.core.warehouse import PREDICTION_LOG_DAY_SELECTS, PREDICTION_LOG_SCHEMA, replace_partition
 from taxi_assets.defs.model.profile import reference_profile
 from taxi_assets.defs.online_monitoring.resources import PredictionLogStore
@@ -63,28 +63,33 @@ def prediction_logs(
 class OnlineDriftConfig(dg.Config):
     last_n: int = Field(
         DEFAULT_WINDOW,
-        gt=0,
+        ge=CALIBRATION_SIZES[0],
+        le=CALIBRATION_SIZES[-1],
         description=(
-            f"Size of the `last_<n>` window (dashboards show last_{DEFAULT_WINDOW}): the smallest size at which the "
-            "calibrated tests catch a 10% longer trip distance in >= 90% of windows (bench_drift_calibration)."
+            f"Size of the `last_<n>` window (dashboards show last_{DEFAULT_WINDOW}), between the smallest and the "
+            "largest calibrated size: beyond the largest no threshold was measured (bench_drift_calibration)."
         ),
     )
     as_of: str = Field("", description="ISO time whose last complete UTC hour is the `hour` window; empty: now.")
 
 
-def recent_predictions(conn: duckdb.DuckDBPyConnection, model_tag: str, n: int) -> pd.DataFrame:
+def recent_predictions(conn: duckdb.DuckDBPyConnection, model_tag: str, n: int, skip: int = 0) -> pd.DataFrame:
+    """The last `n` predictions of `model_tag` before the newest `skip` ones."""
     return conn.execute(
-        "SELECT * FROM online_predictions WHERE model_tag = $tag ORDER BY ts DESC, id LIMIT $n",
-        {"tag": model_tag, "n": n},
+        "SELECT * FROM online_predictions WHERE model_tag = $tag ORDER BY ts DESC, id LIMIT $n OFFSET $skip",
+        {"tag": model_tag, "n": n, "skip": skip},
     ).df()
 
 
 def hour_predictions(
     conn: duckdb.DuckDBPyConnection, model_tag: str, start: dt.datetime, end: dt.datetime
 ) -> pd.DataFrame:
+    """Predictions of `model_tag` logged in [start, end): the newest CALIBRATION_SIZES[-1] of them in a busier hour
+    (no threshold was measured beyond that size)."""
     return conn.execute(
-        "SELECT * FROM online_predictions WHERE model_tag = $tag AND ts >= $start AND ts < $end",
-        {"tag": model_tag, "start": start, "end": end},
+        "SELECT * FROM online_predictions WHERE model_tag = $tag AND ts >= $start AND ts < $end "
+        "ORDER BY ts DESC, id LIMIT $n",
+        {"tag": model_tag, "start": start, "end": end, "n": CALIBRATION_SIZES[-1]},
     ).df()
 
 
@@ -120,9 +125,16 @@ def online_drift(
     with warehouse.get_connection() as conn:
         if not conn.execute("SELECT 1 FROM duckdb_views() WHERE view_name = 'online_predictions'").fetchall():
             raise dg.Failure("DuckDB has no prediction log yet; materialize prediction_logs first")
+        # Each window with its evaluation one step before, which must agree before an alarm is raised.
         windows = {
-            f"last_{config.last_n}": recent_predictions(conn, model["tag"], config.last_n),
-            "hour": hour_predictions(conn, model["tag"], start, end),
+            f"last_{config.last_n}": (
+                recent_predictions(conn, model["tag"], config.last_n),
+                recent_predictions(conn, model["tag"], config.last_n, ALARM_STEP),
+            ),
+            "hour": (
+                hour_predictions(conn, model["tag"], start, end),
+                hour_predictions(conn, model["tag"], start - dt.timedelta(hours=1), start),
+            ),
         }
         prof = profile.load(conn, model["tag"])
     if prof is None:
@@ -135,12 +147,17 @@ def online_drift(
         "validation_rmse": float(model["validation_rmse"]),
         "hour_window": f"{start:%Y-%m-%d %H:%M} to {end:%H:%M} UTC",
     }
-    for name, current in windows.items():
+    for name, (current, before) in windows.items():
         figures = window_figures(name, current, prof, reference)
-        samples = online_samples(figures, model["tag"], float(model["validation_rmse"]))
+        previous = window_figures(name, before, prof, reference)
+        samples = online_samples(figures, previous, model["tag"], float(model["validation_rmse"]))
         pushed = pushgateway.push(ONLINE_JOB, {"window": name}, samples, context.log)
         metadata |= {f"{name}/rows": figures.rows, f"{name}/feedback_rows": figures.feedback_rows}
         metadata[f"{name}/pushed_to_pushgateway"] = pushed
+        if not figures.sufficient:
+            metadata[f"{name}/verdict"] = f"insufficient data: {figures.rows} rides, fewer than {CALIBRATION_SIZES[0]}"
+            continue
+        metadata[f"{name}/alarms"] = ", ".join(a for a, on in confirmed(figures, previous).items() if on) or "none"
         if figures.features is not None and figures.prediction is not None:
             metadata |= {
                 f"{name}/kind": figures.kind,
@@ -151,6 +168,7 @@ def online_drift(
                 f"{name}/prediction_drift_score": figures.prediction.score,
                 **{f"{name}/drift_score/{f.feature}": f.score for f in figures.features.features},
                 **{f"{name}/drift_effect/{f.feature}": f.effect for f in figures.features.features},
+                **{f"{name}/effect_floor/{f.feature}": f.floor for f in figures.features.features},
                 **{f"{name}/outlier_share/{rule}": share for rule, share in figures.outliers.items()},
             }
         if figures.rmse is not None:

@@ -1,0 +1,95 @@
+"""Pickup times as the drift tests see them: (rest day, hour) slots in New York time, true elapsed hours, the time
+span a window covers, and the hours of each slot inside it.
+
+TLC pickups (and the service's `pickup_datetime`) are New York wall-clock times without a zone. Slots are read off
+the wall clock, since riders live by it; spans and hours are counted in elapsed time (UTC), so the spring-forward
+night has 23 hours and the fall-back night 25, and a window over either meets the hours that really passed.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pandas as pd
+
+ZONE = "America/New_York"
+# (weekday/weekend) x hour of day.
+SLOTS = 48
+# The share of the earliest and of the latest pickups left out of a window's time span.
+SPAN_TRIM = 0.002
+# A pickup this many hours away from the rest of its window, at either end, is a stray (a wrong clock, a ride logged
+# days late): it is left out of the span at any window size, up to `STRAY_SHARE` of the window.
+STRAY_GAP_HOURS = 24.0
+STRAY_SHARE = 0.01
+
+
+@functools.cache
+def _holidays() -> np.ndarray:
+    """US federal holidays 2000-2040 as days since the epoch: New York rides on them like on a Sunday."""
+    from pandas.tseries.holiday import USFederalHolidayCalendar
+
+    days = USFederalHolidayCalendar().holidays("2000-01-01", "2040-12-31").to_numpy("datetime64[D]")
+    return days.astype("int64")
+
+
+def slot_of(local: np.ndarray) -> np.ndarray:
+    """The (weekday/weekend-or-holiday, hour) slot 0..47 of datetime64 New York wall-clock times."""
+    hours = local.astype("datetime64[h]").astype("int64")
+    days = hours // 24
+    # 1970-01-01 was a Thursday: weekday = (days + 3) % 7 with Monday = 0.
+    rest_day = ((days + 3) % 7 >= 5) | np.isin(days, _holidays())
+    return rest_day * 24 + hours % 24
+
+
+def epoch_hours(local: np.ndarray) -> np.ndarray:
+    """Elapsed hours since the epoch (UTC) of New York wall-clock times: the hour the clock skips in spring does not
+    exist (a time inside it moves forward), an hour the clock repeats in autumn counts twice (read as daylight time)."""
+    index = pd.DatetimeIndex(np.asarray(local, dtype="datetime64[ns]"))
+    utc = index.tz_localize(ZONE, ambiguous=np.ones(len(index), dtype=bool), nonexistent="shift_forward")
+    return utc.asi8 / 3.6e12
+
+
+def _local_slots_of_hours(hours: np.ndarray) -> np.ndarray:
+    """Slot of each elapsed hour (hours since the epoch, UTC) on the New York wall clock."""
+    utc = pd.DatetimeIndex(hours.astype("datetime64[h]")).tz_localize("UTC")
+    return slot_of(utc.tz_convert(ZONE).tz_localize(None).to_numpy("datetime64[ns]"))
+
+
+def slot_hours(start: float, end: float) -> np.ndarray:
+    """Elapsed hours of each slot inside [start, end] (hours since the epoch), partial hours pro rata."""
+    first, last = int(np.floor(start)), int(np.floor(end))
+    hours = np.arange(first, last + 1)
+    covered = np.minimum(hours + 1, end) - np.maximum(hours, start)
+    if len(hours) == 1 and end == start:
+        covered = np.ones(1)
+    return np.bincount(_local_slots_of_hours(hours), weights=np.maximum(covered, 0.0), minlength=SLOTS)
+
+
+def day_slot_hours(local: np.ndarray) -> np.ndarray:
+    """Hours of each slot over the whole New York days that `local` times fall on: what a reference made of whole
+    days (a month, or some of its days) covers."""
+    days = np.unique(np.asarray(local, dtype="datetime64[D]"))
+    if len(days) == 0:
+        return np.zeros(SLOTS)
+    starts = epoch_hours(days.astype("datetime64[ns]"))
+    ends = epoch_hours((days + 1).astype("datetime64[ns]"))
+    return sum((slot_hours(start, end) for start, end in zip(starts, ends, strict=True)), np.zeros(SLOTS))
+
+
+def time_span(pickup_hours: np.ndarray) -> tuple[float, float]:
+    """[first, last] pickup of a window in elapsed hours: the `SPAN_TRIM` extremes and strays left out."""
+    hours = np.sort(pickup_hours[np.isfinite(pickup_hours)])
+    if len(hours) == 0:
+        return 0.0, 0.0
+    low, high = np.quantile(hours, [SPAN_TRIM, 1 - SPAN_TRIM], method="nearest")
+    most = max(1, int(STRAY_SHARE * len(hours)))
+    gaps = np.diff(hours)
+    if len(gaps):
+        head = np.flatnonzero(gaps[:most] > STRAY_GAP_HOURS)
+        tail = np.flatnonzero(gaps[::-1][:most] > STRAY_GAP_HOURS)
+        if len(head) and len(hours) > 2 * most:
+            low = max(low, hours[head[-1] + 1])
+        if len(tail) and len(hours) > 2 * most:
+            high = min(high, hours[len(hours) - 2 - tail[-1]])
+    return float(low), float(high)
