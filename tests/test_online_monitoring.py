@@ -360,14 +360,23 @@ def test_window_figures_judge_windows_against_the_profile() -> None:
     assert quiet.rmse == pytest.approx(float(np.sqrt(((window.prediction - window.duration) ** 2).mean())))
     assert quiet.rmse < quiet.rmse_bound
 
-    names = {sample.name for sample in online_samples(longer, "stand-in", 5.0)}
+    names = {sample.name for sample in online_samples(longer, quiet, "stand-in", 5.0)}
     assert {"taxi_online_rmse_bound", "taxi_online_prediction_drifted", "taxi_online_feature_drift_effect"} <= names
-    assert not {
-        sample.name for sample in online_samples(window_figures("hour", window.head(0), prof, arrays), "t", 5.0)
-    } & {
-        "taxi_online_dataset_drift",
-        "taxi_online_rmse",
+    # An alarm needs the evaluation before to agree: a drifted window after a quiet one is not yet an alarm.
+    alarm = {
+        s.labels["alarm"]: s.value for s in online_samples(longer, longer, "t", 5.0) if s.name == "taxi_online_alarm"
     }
+    assert alarm["dataset"] == 1.0
+    alarm = {
+        s.labels["alarm"]: s.value for s in online_samples(longer, quiet, "t", 5.0) if s.name == "taxi_online_alarm"
+    }
+    assert alarm["dataset"] == 0.0
+    # Too few rides for any test: "insufficient data", no verdict either way.
+    for few in (window.head(0), window.head(50)):
+        figures = window_figures("hour", few, prof, arrays)
+        samples = {sample.name: sample.value for sample in online_samples(figures, figures, "t", 5.0)}
+        assert samples["taxi_online_window_sufficient"] == 0.0
+        assert not set(samples) & {"taxi_online_dataset_drift", "taxi_online_feature_drifted", "taxi_online_alarm"}
 
 
 def day_rows(day: str) -> list[tuple]:
