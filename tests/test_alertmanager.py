@@ -482,3 +482,40 @@ def test_an_unreachable_alertmanager_skips_the_tick_and_forgets_nothing(instance
     # A skipped tick keeps its cursor: the known alert is neither dropped nor recorded as resolved.
     assert isinstance(result, dg.SkipReason), result
     assert "Alertmanager at http://127.0.0.1:9 could not be read" in result.skip_message
+
+
+@pytest.mark.e2e
+def test_alertmanager_ui_shows_the_alerts_grouped(tmp_path: Path) -> None:
+    """The README's screenshot of Alertmanager's UI (UPDATE_SCREENSHOTS=1 writes docs/screenshots/alertmanager.png):
+    every rule's alert as it fires, grouped by alert and window or month, one of them silenced."""
+    from tests.support.chromium import dom, readme_screenshot
+
+    rules = {rule["alert"]: rule for rule in alert_rules()}
+    with start_alert_receiver(tmp_path / "receiver") as (receiver, _):
+        config = write_alertmanager_config(tmp_path / "am", receiver)
+        with start_alertmanager(tmp_path / "am", config) as url:
+            cases = [case for case in ROUTE_CASES if case["alert"] in rules and case["alert"] != "TaxiScrapeTargetDown"]
+            body = [
+                {
+                    "labels": {"alertname": case["alert"], **case["labels"]},
+                    "annotations": {"runbook_url": rules[case["alert"]]["annotations"]["runbook_url"]},
+                }
+                for case in cases
+            ]
+            requests.post(f"{url}/api/v2/alerts", json=body, timeout=5).raise_for_status()
+            silence = amtool(
+                "silence", "add", "alertname=TaxiChallengerBeatsDeployedModel", "--duration=2h",
+                "--comment=promotion under review", "--author=on-call", f"--alertmanager.url={url}",
+            )  # fmt: skip
+            assert silence.returncode == 0, silence.stderr
+            wait_for(
+                "the posted alerts, one silenced",
+                lambda: (
+                    len(listed(url)) == len(cases)
+                    and listed(url)["TaxiChallengerBeatsDeployedModel 2023-03"]["status"]["silencedBy"]
+                ),
+            )
+            page = dom(f"{url}/#/alerts", tmp_path / "chromium-dom")
+            # The UI hides silenced alerts by default: the silence keeps the page to what needs someone.
+            assert "TaxiOnlineRmseAboveBound" in page and "TaxiChallengerBeatsDeployedModel" not in page
+            readme_screenshot("alertmanager", f"{url}/#/alerts", tmp_path, size="1440,1100")
