@@ -485,37 +485,40 @@ def test_an_unreachable_alertmanager_skips_the_tick_and_forgets_nothing(instance
 
 
 @pytest.mark.e2e
-def test_alertmanager_ui_shows_the_alerts_grouped(tmp_path: Path) -> None:
-    """The README's screenshot of Alertmanager's UI (UPDATE_SCREENSHOTS=1 writes docs/screenshots/alertmanager.png):
-    every rule's alert as it fires, grouped by alert and window or month, one of them silenced."""
+def test_an_assets_page_shows_its_alarm_history(platform_env: Path) -> None:
+    """The README's screenshot of an asset's alarm history in the Dagster UI (UPDATE_SCREENSHOTS=1 writes
+    docs/screenshots/alarm_history.png): alerts posted to a real Alertmanager, recorded by alerts_sensor on
+    drift_metrics and its months, one of them resolved, as the webserver shows them."""
     from tests.support.chromium import dom, readme_screenshot
+    from tests.support.dagster_processes import prepare_dagster_home, running_webserver
 
-    rules = {rule["alert"]: rule for rule in alert_rules()}
-    with start_alert_receiver(tmp_path / "receiver") as (receiver, _):
-        config = write_alertmanager_config(tmp_path / "am", receiver)
-        with start_alertmanager(tmp_path / "am", config) as url:
-            cases = [case for case in ROUTE_CASES if case["alert"] in rules and case["alert"] != "TaxiScrapeTargetDown"]
-            body = [
-                {
-                    "labels": {"alertname": case["alert"], **case["labels"]},
-                    "annotations": {"runbook_url": rules[case["alert"]]["annotations"]["runbook_url"]},
-                }
-                for case in cases
-            ]
-            requests.post(f"{url}/api/v2/alerts", json=body, timeout=5).raise_for_status()
-            silence = amtool(
-                "silence", "add", "alertname=TaxiChallengerBeatsDeployedModel", "--duration=2h",
-                "--comment=promotion under review", "--author=on-call", f"--alertmanager.url={url}",
-            )  # fmt: skip
-            assert silence.returncode == 0, silence.stderr
-            wait_for(
-                "the posted alerts, one silenced",
-                lambda: (
-                    len(listed(url)) == len(cases)
-                    and listed(url)["TaxiChallengerBeatsDeployedModel 2023-03"]["status"]["silencedBy"]
-                ),
-            )
-            page = dom(f"{url}/#/alerts", tmp_path / "chromium-dom")
-            # The UI hides silenced alerts by default: the silence keeps the page to what needs someone.
-            assert "TaxiOnlineRmseAboveBound" in page and "TaxiChallengerBeatsDeployedModel" not in page
-            readme_screenshot("alertmanager", f"{url}/#/alerts", tmp_path, size="1440,1100")
+    dagster_home = platform_env / "dagster_home"
+    prepare_dagster_home(dagster_home)
+    rule = {rule["alert"]: rule for rule in alert_rules()}["TaxiBatchDatasetDrift"]
+
+    def batch_alert(month: str, ends: str | None = None) -> dict:
+        annotations = {name: value.replace("{{ $labels.month }}", month) for name, value in rule["annotations"].items()}
+        labels = {"alertname": "TaxiBatchDatasetDrift", "severity": "warning", "job": BATCH_JOB, "month": month}
+        return {"labels": labels, "annotations": annotations, **({"endsAt": ends} if ends else {})}
+
+    with (
+        start_alert_receiver(platform_env / "receiver") as (receiver, _),
+        dg.DagsterInstance.from_config(str(dagster_home)) as instance,
+    ):
+        config = write_alertmanager_config(platform_env / "am", receiver)
+        with start_alertmanager(platform_env / "am", config) as url:
+            alertmanager = Alertmanager(url=url, restart_grace_seconds=0)
+            post = [batch_alert("2023-03"), batch_alert("2023-04")]
+            requests.post(f"{url}/api/v2/alerts", json=post, timeout=5).raise_for_status()
+            wait_for("two alerts", lambda: len(listed(url)) == 2)
+            first = tick(instance, alertmanager, None)
+            ended = [batch_alert("2023-03", ends="2000-01-01T00:00:00Z")]  # resolved (the figure came back)
+            requests.post(f"{url}/api/v2/alerts", json=ended, timeout=5).raise_for_status()
+            wait_for("the resolution", lambda: len(listed(url)) == 1)
+            second = tick(instance, alertmanager, first.cursor)
+        assert len(first.asset_events) == 2 and len(second.asset_events) == 1
+
+        with running_webserver(dagster_home, platform_env / "webserver.log") as webserver:
+            page = f"{webserver}/assets/drift_metrics?view=events"
+            assert "TaxiBatchDatasetDrift resolved" in dom(page, platform_env / "chromium-dom", budget_ms=60000)
+            readme_screenshot("alarm_history", page, platform_env, size="1440,900", budget_ms=60000)

@@ -38,10 +38,10 @@ def _metadata_value(name: str, value: object) -> dg.MetadataValue:
     if isinstance(value, dict):
         return dg.MetadataValue.json(value)
     if isinstance(value, float):
-        return dg.MetadataValue.float(value)
+        return dg.MetadataValue.timestamp(value) if name.endswith("_at") else dg.MetadataValue.float(value)
     if name.endswith("_url") and isinstance(value, str):
-        # Runbook links in alerts.yml are repository paths; the UI shows them as the file on this machine.
-        return dg.MetadataValue.url(value) if "://" in value else dg.MetadataValue.path(settings.resolve(value))
+        # Runbook links in alerts.yml are paths in this repository (docs/runbooks.md#section).
+        return dg.MetadataValue.url(value) if "://" in value else dg.MetadataValue.path(value)
     return dg.MetadataValue.text(str(value))
 
 
