@@ -5,6 +5,7 @@ on the asset it is about, tested against real Prometheus, Pushgateway and Alertm
 import functools
 import json
 import re
+import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -75,6 +76,23 @@ def test_every_alert_rule_has_a_route_case_with_its_severity() -> None:
 def test_amtool_accepts_the_config() -> None:
     result = amtool("check-config", "alertmanager.yml")
     assert result.returncode == 0 and "SUCCESS" in result.stdout, result.stdout + result.stderr
+
+
+@pytest.mark.e2e
+def test_the_readmes_slack_email_and_pagerduty_receivers_are_valid_config(tmp_path: Path) -> None:
+    """The README's example of receivers that reach a person, put in place of the repository's: amtool accepts it."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    [block] = [b for b in re.findall(r"```yaml\n(.*?)```", readme, re.DOTALL) if "pagerduty_configs" in b]
+    receivers = yaml.safe_load(textwrap.dedent(block))["receivers"]
+    config = yaml.safe_load((ALERTMANAGER_DIR / "alertmanager.yml").read_text())
+    assert {r["name"] for r in receivers} == {r["name"] for r in config["receivers"]}
+    text = yaml.safe_dump({**config, "receivers": receivers})
+    for secret in set(re.findall(r"/etc/alertmanager/[\w.]+", text)):  # the secret files it names
+        (tmp_path / Path(secret).name).write_text("secret\n")
+        text = text.replace(secret, str(tmp_path / Path(secret).name))
+    (tmp_path / "alertmanager.yml").write_text(text)
+    result = amtool("check-config", str(tmp_path / "alertmanager.yml"))
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.e2e
