@@ -540,3 +540,43 @@ def test_an_assets_page_shows_its_alarm_history(platform_env: Path) -> None:
             page = f"{webserver}/assets/drift_metrics?view=events"
             assert "TaxiBatchDatasetDrift resolved" in dom(page, platform_env / "chromium-dom", budget_ms=60000)
             readme_screenshot("alarm_history", page, platform_env, size="1440,900", budget_ms=60000)
+
+
+@pytest.mark.e2e
+def test_an_alerts_run_follows_the_switch_and_a_silenced_alert_requests_none(
+    tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    instance.report_runless_asset_event(dg.AssetMaterialization("trips", partition="2023-03"))
+    rmse = {"alertname": "TaxiOnlineRmseAboveBound", "severity": "warning", "job": ONLINE_JOB}
+    annotations = {"asset": "online_drift", "summary": "Online RMSE above its bound"}
+    with start_alert_receiver(tmp_path / "receiver") as (receiver, _):
+        config = write_alertmanager_config(tmp_path / "am", receiver)
+        with start_alertmanager(tmp_path / "am", config) as url:
+            body = [
+                {"labels": {**rmse, "window": window}, "annotations": annotations} for window in ("last_5000", "hour")
+            ]
+            requests.post(f"{url}/api/v2/alerts", json=body, timeout=5).raise_for_status()
+            silence = amtool(
+                "silence", "add", "alertname=TaxiOnlineRmseAboveBound", "window=hour", "--duration=1h",
+                "--comment=known", "--author=test", f"--alertmanager.url={url}",
+            )  # fmt: skip
+            assert silence.returncode == 0, silence.stderr
+            wait_for(
+                "the hour window's alert silenced",
+                lambda: listed(url).get("TaxiOnlineRmseAboveBound hour", {}).get("status", {}).get("silencedBy"),
+            )
+            alertmanager = Alertmanager(url=url, restart_grace_seconds=0)
+
+            monkeypatch.setenv("TAXI_ALERT_RUNS", "off")
+            settings.current.cache_clear()
+            off = tick(instance, alertmanager, None)
+            assert len(off.asset_events) == 2 and off.run_requests == []  # recorded, nothing requested
+
+            monkeypatch.setenv("TAXI_ALERT_RUNS", "on")
+            settings.current.cache_clear()
+            on = tick(instance, alertmanager, None)
+    settings.current.cache_clear()
+    [request] = on.run_requests  # the silenced hour window requests nothing
+    assert (request.job_name, request.partition_key) == ("model_challenge_job", "2023-03")
+    [last_5000] = [e for e in on.asset_events if e.metadata["labels"].value["window"] == "last_5000"]
+    assert request.run_key.startswith(f"alert {last_5000.metadata['fingerprint'].value}@")
