@@ -146,6 +146,26 @@ def test_every_run_an_alert_requests_is_a_job_of_its_sensor_and_the_alert_exists
 
 
 @pytest.mark.unit
+def test_the_receivers_address_holds_under_make_up_and_compose() -> None:
+    """alertmanager.yml posts to 127.0.0.1 on the alert receiver's default port: `make up` rewrites exactly that
+    address to TAXI_ALERT_RECEIVER_PORT, and compose runs the receiver in Alertmanager's network namespace."""
+    config = yaml.safe_load((ALERTMANAGER_DIR / "alertmanager.yml").read_text())
+    default_port = settings.SETTINGS["alert_receiver_port"].default
+    address = f"http://127.0.0.1:{default_port}/"
+    urls = [hook["url"] for r in config["receivers"] for hook in r.get("webhook_configs", [])]
+    assert urls and all(url.startswith(address) for url in urls), urls
+    up = (REPO_ROOT / "scripts" / "up.sh").read_text()
+    assert (
+        f'sed "s#{address}#http://127.0.0.1:$TAXI_ALERT_RECEIVER_PORT/#" monitoring/alertmanager/alertmanager.yml' in up
+    )
+    compose = yaml.safe_load((REPO_ROOT / "compose.yaml").read_text())["services"]
+    assert compose["alert-receiver"]["network_mode"] == "service:alertmanager"
+    assert "./monitoring/alertmanager:/etc/alertmanager:ro" in compose["alertmanager"]["volumes"]
+    assert "--cluster.listen-address=" in compose["alertmanager"]["command"]
+    assert compose["alertmanager"]["ports"] == ["127.0.0.1:9093:9093"]
+
+
+@pytest.mark.unit
 def test_the_pushed_jobs_are_those_a_pushgateway_outage_inhibits() -> None:
     config = yaml.safe_load((ALERTMANAGER_DIR / "alertmanager.yml").read_text())
     [rule] = [rule for rule in config["inhibit_rules"] if 'job="pushgateway"' in rule["source_matchers"]]
