@@ -21,7 +21,7 @@ from taxi_assets.core.metrics import BATCH_JOB, CHALLENGE_JOB, HELP, INGEST_JOB,
 from taxi_assets.defs.alerts.resources import Alertmanager
 from taxi_assets.defs.alerts.sensors import alerts_sensor
 from taxi_assets.defs.resources import Pushgateway
-from tests.support.platform import REPO_ROOT
+from tests.support.platform import REPO_ROOT, free_port
 from tests.support.prometheus_harness import (
     ALERTMANAGER_DIR,
     PROMETHEUS_DIR,
@@ -262,6 +262,20 @@ def test_the_alert_receiver_appends_notifications_and_refuses_what_is_not_one(tm
         [line] = notifications.read_text().splitlines()
         assert json.loads(line)["route"] == "actionable" and json.loads(line)["groupLabels"] == {"alertname": "X"}
         assert requests.get(url, timeout=5).json()["notifications"][0]["status"] == "firing"
+
+
+@pytest.mark.e2e
+def test_a_notification_sent_while_the_receiver_is_down_arrives_once_it_is_back(tmp_path: Path) -> None:
+    port = free_port()
+    config = write_alertmanager_config(tmp_path / "am", f"http://127.0.0.1:{port}")
+    with start_alertmanager(tmp_path / "am", config) as url:
+        post_alerts(url, [{"alertname": "TaxiBentoHighErrorRate", "severity": "critical", "service_name": "taxi"}])
+        log = tmp_path / "am" / "alertmanager.log"
+        wait_for("a failed delivery", lambda: "Notify attempt failed" in log.read_text(), timeout=20)
+        with start_alert_receiver(tmp_path / "receiver", port=port) as (_, notification_file):
+            [notification] = wait_for("the late notification", lambda: notifications(notification_file), timeout=30)
+    assert notification["groupLabels"] == {"alertname": "TaxiBentoHighErrorRate"}
+    assert notification["receiver"] == "actionable" and notification["status"] == "firing"
 
 
 def post_alerts(alertmanager: str, label_sets: list[dict[str, str]]) -> None:

@@ -275,11 +275,11 @@ def start_alertmanager(directory: Path, config: Path) -> Iterator[str]:
 
 
 @contextmanager
-def start_alert_receiver(directory: Path) -> Iterator[tuple[str, Path]]:
-    """The platform's alert receiver (`python -m taxi_assets.alert_receiver`, as `make up` runs it) on a free
-    loopback port; yields its URL and the JSON-lines file it appends to."""
+def start_alert_receiver(directory: Path, port: int | None = None) -> Iterator[tuple[str, Path]]:
+    """The platform's alert receiver (`python -m taxi_assets.alert_receiver`, as `make up` runs it) on `port` or a
+    free loopback port; yields its URL and the JSON-lines file it appends to."""
     directory.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     notifications = directory / "notifications.jsonl"
     command = [sys.executable, "-m", "taxi_assets.alert_receiver", "--port", str(port), "--file", str(notifications)]
