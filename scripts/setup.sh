@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Everything a run needs on a fresh Debian/Ubuntu machine: Prometheus, the Pushgateway, Chromium and PostgreSQL from
+# Everything a run needs on a fresh Debian/Ubuntu machine: Prometheus, the Pushgateway, Alertmanager, Chromium and PostgreSQL from
 # the distribution, and the project in a virtualenv. Safe to run again: it only does what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +8,9 @@ packages=()
 command -v prometheus >/dev/null || packages+=(prometheus)
 command -v promtool >/dev/null || packages+=(prometheus)
 command -v prometheus-pushgateway >/dev/null || packages+=(prometheus-pushgateway)
+# Alert routing, grouping, silences and inhibition; amtool checks its config and routes in the suite.
+command -v prometheus-alertmanager >/dev/null || packages+=(prometheus-alertmanager)
+command -v amtool >/dev/null || packages+=(prometheus-alertmanager)
 command -v chromium >/dev/null || packages+=(chromium)  # the UI tests render Dagster's pages headless
 command -v wrk >/dev/null || packages+=(wrk)  # bench/bench_service.py loads the service with it
 # The compose instance keeps Dagster's storage in PostgreSQL; a test runs a throwaway cluster of its own with the

@@ -3,6 +3,7 @@
 #   Dagster UI + daemon  http://127.0.0.1:3000   (DAGSTER_HOME=dagster_home)
 #   Pushgateway          http://127.0.0.1:9091
 #   Prometheus           http://127.0.0.1:9090
+#   Alertmanager         http://127.0.0.1:9093   (notifications appended to data/alerts/notifications.jsonl)
 #   Bento service        http://127.0.0.1:3001   (once a model is deployed)
 #   Evidently UI         http://127.0.0.1:8000   (reports and dashboards of the local Evidently workspace)
 # Returns once the Dagster UI answers, printing where everything is. Each process runs in a session of its own,
@@ -25,12 +26,16 @@ if [ -f .env ]; then
   done < <(grep -E '^[A-Za-z_][A-Za-z0-9_]*=' .env)
 fi
 pushgateway_url_given=${TAXI_PUSHGATEWAY_URL+given}
+alertmanager_url_given=${TAXI_ALERTMANAGER_URL+given}
 # Every setting (ports, folders) from taxi_assets/settings.py, the one place that names them.
 eval "$(.venv/bin/python -m taxi_assets.settings --shell)"
 export DAGSTER_HOME="${DAGSTER_HOME:-$root/dagster_home}"
 export BENTOML_HOME
 if [ -z "$pushgateway_url_given" ]; then
   export TAXI_PUSHGATEWAY_URL="http://127.0.0.1:$TAXI_PUSHGATEWAY_PORT"
+fi
+if [ -z "$alertmanager_url_given" ] && command -v prometheus-alertmanager >/dev/null; then
+  export TAXI_ALERTMANAGER_URL="http://127.0.0.1:$TAXI_ALERTMANAGER_PORT"
 fi
 run=$TAXI_RUN_DIR
 logs=$TAXI_LOGS_DIR
@@ -50,7 +55,8 @@ done
 port_in_use() {
   .venv/bin/python -c "import socket,sys; s=socket.socket(); sys.exit(0 if s.connect_ex(('127.0.0.1', $1)) == 0 else 1)"
 }
-for port in "$DAGSTER_PORT" "$TAXI_SERVICE_PORT" "$TAXI_PROMETHEUS_PORT" "$TAXI_PUSHGATEWAY_PORT" "$TAXI_EVIDENTLY_PORT"; do
+for port in "$DAGSTER_PORT" "$TAXI_SERVICE_PORT" "$TAXI_PROMETHEUS_PORT" "$TAXI_PUSHGATEWAY_PORT" "$TAXI_EVIDENTLY_PORT" \
+  "$TAXI_ALERTMANAGER_PORT" "$TAXI_ALERT_RECEIVER_PORT"; do
   if port_in_use "$port"; then
     echo "up: port $port is in use by another process; set its port in .env (see .env.example)" >&2
     exit 1
@@ -86,8 +92,23 @@ if command -v prometheus >/dev/null; then
   cp monitoring/prometheus/prometheus.yml monitoring/prometheus/alerts.yml "$run/prometheus/"
   echo "- targets: [127.0.0.1:$TAXI_SERVICE_PORT]" >"$run/prometheus/targets/bento.yml"
   echo "- targets: [127.0.0.1:$TAXI_PUSHGATEWAY_PORT]" >"$run/prometheus/targets/pushgateway.yml"
+  echo "- targets: [127.0.0.1:$TAXI_ALERTMANAGER_PORT]" >"$run/prometheus/targets/alertmanager.yml"
   start prometheus prometheus --config.file="$run/prometheus/prometheus.yml" \
     --storage.tsdb.path="$run/prometheus/data" --web.listen-address="127.0.0.1:$TAXI_PROMETHEUS_PORT"
+fi
+
+# Alertmanager (routing, grouping, silences, inhibition) with the repository's config, its silences and
+# notification log under the run folder, clustering off (one instance, nothing listening beyond loopback); it posts
+# to the alert receiver, which appends every notification to $TAXI_ALERT_NOTIFICATIONS.
+if command -v prometheus-alertmanager >/dev/null; then
+  mkdir -p "$run/alertmanager"
+  sed "s#http://127.0.0.1:9095/#http://127.0.0.1:$TAXI_ALERT_RECEIVER_PORT/#" monitoring/alertmanager/alertmanager.yml \
+    >"$run/alertmanager/alertmanager.yml"
+  start alert-receiver .venv/bin/python -m taxi_assets.alert_receiver --port "$TAXI_ALERT_RECEIVER_PORT" \
+    --file "$TAXI_ALERT_NOTIFICATIONS"
+  start alertmanager prometheus-alertmanager --config.file="$run/alertmanager/alertmanager.yml" \
+    --storage.path="$run/alertmanager/data" --web.listen-address="127.0.0.1:$TAXI_ALERTMANAGER_PORT" \
+    --web.external-url="http://127.0.0.1:$TAXI_ALERTMANAGER_PORT" --cluster.listen-address=
 fi
 
 # The service serves the deployed model: on a fresh machine it waits until Dagster has deployed one.
@@ -135,6 +156,7 @@ up: the platform is running (automation: $TAXI_AUTOMATION)
   Evidently UI    http://127.0.0.1:$TAXI_EVIDENTLY_PORT   (monthly reports, dashboards by month and window)
   Prometheus      http://127.0.0.1:$TAXI_PROMETHEUS_PORT   (Alerts tab: the alert rules and their state)
   Pushgateway     http://127.0.0.1:$TAXI_PUSHGATEWAY_PORT
+  Alertmanager    http://127.0.0.1:$TAXI_ALERTMANAGER_PORT   (grouped alerts, silences; notifications: $TAXI_ALERT_NOTIFICATIONS)
   logs            $logs/*.log
   stop            make down
 EOF

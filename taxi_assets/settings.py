@@ -109,6 +109,25 @@ SETTINGS: dict[str, Setting] = {
     "pushgateway_url": _setting(
         "TAXI_PUSHGATEWAY_URL", "", "Prometheus Pushgateway; empty: nothing is pushed (the run log says so)"
     ),
+    "alertmanager_url": _setting(
+        "TAXI_ALERTMANAGER_URL",
+        "",
+        "Alertmanager whose alerts alerts_sensor records on the assets they concern; empty: nothing is read (the "
+        "sensor says so)",
+    ),
+    "alert_runs": _setting(
+        "TAXI_ALERT_RUNS",
+        "on",
+        "on: an alert whose runbook names a run requests it when it starts (the online RMSE alarm: model_challenge "
+        "on the newest month); off: alarms are only recorded",
+        choices=("on", "off"),
+    ),
+    "alert_notifications": _setting(
+        "TAXI_ALERT_NOTIFICATIONS",
+        "data/alerts/notifications.jsonl",
+        "Where the alert receiver of `make up` appends every notification Alertmanager sends it (one JSON a line)",
+        path=True,
+    ),
     "dagster_port": _setting("DAGSTER_PORT", "3000", "Port of the Dagster UI under `make up`", integer=True),
     "prometheus_port": _setting("TAXI_PROMETHEUS_PORT", "9090", "Port of Prometheus under `make up`", integer=True),
     "pushgateway_port": _setting(
@@ -116,6 +135,15 @@ SETTINGS: dict[str, Setting] = {
         "9091",
         "Port of the Pushgateway under `make up` (it sets TAXI_PUSHGATEWAY_URL)",
         integer=True,
+    ),
+    "alertmanager_port": _setting(
+        "TAXI_ALERTMANAGER_PORT",
+        "9093",
+        "Port of Alertmanager under `make up` (it sets TAXI_ALERTMANAGER_URL)",
+        integer=True,
+    ),
+    "alert_receiver_port": _setting(
+        "TAXI_ALERT_RECEIVER_PORT", "9095", "Port of the alert receiver Alertmanager posts to", integer=True
     ),
     "evidently_workspace": _setting(
         "TAXI_EVIDENTLY_WORKSPACE",
@@ -127,7 +155,10 @@ SETTINGS: dict[str, Setting] = {
         "TAXI_EVIDENTLY_PORT", "8000", "Port of the Evidently UI under `make up` (reports link to it)", integer=True
     ),
     "run_dir": _setting(
-        "TAXI_RUN_DIR", "data/run", "What `make up` keeps while running: pid files, Prometheus' data", path=True
+        "TAXI_RUN_DIR",
+        "data/run",
+        "What `make up` keeps while running: pid files, Prometheus', the Pushgateway's and Alertmanager's data",
+        path=True,
     ),
     "logs_dir": _setting("TAXI_LOGS_DIR", "data/logs", "Logs of the processes `make up` starts", path=True),
     "automation": _setting(
@@ -207,9 +238,14 @@ class Settings:
     service_port: int
     service_workers: int
     pushgateway_url: str
+    alertmanager_url: str
+    alert_runs: str
+    alert_notifications: str
     dagster_port: int
     prometheus_port: int
     pushgateway_port: int
+    alertmanager_port: int
+    alert_receiver_port: int
     evidently_workspace: str
     evidently_port: int
     run_dir: str

@@ -95,7 +95,9 @@ def test_deployment_settings_reach_resources_as_variable_names(monkeypatch: pyte
     secret_uri = "mongodb://monitor:s3cret-pw@mongo.example:27017/taxi"
     monkeypatch.setenv("TAXI_PREDLOG_URI", secret_uri)
     monkeypatch.setenv("TAXI_PUSHGATEWAY_URL", "http://push:s3cret-pw@gateway.example:9091")
+    monkeypatch.setenv("TAXI_ALERTMANAGER_URL", "http://alerts:s3cret-pw@alertmanager.example:9093")
     resources = snapshot(defs())["resources"]
+    assert resources["alertmanager"]["url"] == "env:TAXI_ALERTMANAGER_URL"
     assert resources["prediction_log"]["uri"] == "env:TAXI_PREDLOG_URI"
     assert resources["pushgateway"]["url"] == "env:TAXI_PUSHGATEWAY_URL"
     assert "s3cret-pw" not in json.dumps(resources)
@@ -130,6 +132,7 @@ def _imported_modules(path: Path) -> set[str]:
         ("taxi_assets/settings.py", ("dagster", "bentoml", "taxi_assets.defs")),
         # Command-line clients of the service: no orchestrator, no service framework.
         ("taxi_assets/replay.py", ("dagster", "bentoml", "taxi_assets.defs")),
+        ("taxi_assets/alert_receiver.py", ("dagster", "bentoml", "taxi_assets.defs")),
         # The service: a lean image with neither the orchestrator nor the report library.
         ("bento_service", ("dagster", "evidently", "taxi_assets.defs", "duckdb")),
     ],

@@ -16,7 +16,16 @@ from tests.support.platform import REPO_ROOT, make_up_environment
 
 pytestmark = pytest.mark.e2e
 
-NAMES = {"pushgateway", "prometheus", "bento", "evidently-ui", "dagster-daemon", "dagster-webserver"}
+NAMES = {
+    "pushgateway",
+    "prometheus",
+    "alertmanager",
+    "alert-receiver",
+    "bento",
+    "evidently-ui",
+    "dagster-daemon",
+    "dagster-webserver",
+}
 
 
 def listening(port: int) -> bool:
@@ -66,6 +75,22 @@ def test_make_down_stops_everything_make_up_started(tmp_path: Path, tlc_dir: Pat
         else:
             pytest.fail(f"the service did not start: {(tmp_path / 'logs' / 'bento.log').read_text()[-2000:]}")
         assert requests.get(f"{prometheus}/-/ready", timeout=10).ok
+        # Alertmanager: in the summary, ready, and where Prometheus sends its alerts.
+        alertmanager = f"http://127.0.0.1:{ports['TAXI_ALERTMANAGER_PORT']}"
+        assert f"Alertmanager    {alertmanager}" in up.stdout
+        assert requests.get(f"{alertmanager}/-/ready", timeout=10).ok
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            managers = requests.get(f"{prometheus}/api/v1/alertmanagers", timeout=10).json()["data"]
+            if managers["activeAlertmanagers"]:
+                break
+            time.sleep(1)
+        assert [m["url"] for m in managers["activeAlertmanagers"]] == [f"{alertmanager}/api/v2/alerts"]
+        # Its receivers post to the alert receiver of this platform, which answers.
+        receiver = f"http://127.0.0.1:{ports['TAXI_ALERT_RECEIVER_PORT']}"
+        assert requests.get(receiver, timeout=10).json()["file"] == str(tmp_path / "alerts" / "notifications.jsonl")
+        status = requests.get(f"{alertmanager}/api/v2/status", timeout=10).json()
+        assert f"{receiver}/actionable" in status["config"]["original"]
         assert requests.get(f"http://127.0.0.1:{ports['TAXI_EVIDENTLY_PORT']}/api/projects", timeout=10).ok
         targets = requests.get(f"{prometheus}/api/v1/targets", timeout=10).json()["data"]["activeTargets"]
         assert {target["labels"]["instance"] for target in targets} == {

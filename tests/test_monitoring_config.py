@@ -204,6 +204,8 @@ def test_compose_services_and_mounted_files_exist() -> None:
         "prometheus",
         "pushgateway",
         "grafana",
+        "alertmanager",
+        "alert-receiver",
     }
     assert expected <= services.keys()
     for name, service in services.items():
@@ -247,6 +249,7 @@ def test_compose_environment_matches_the_settings() -> None:
             assert COMPOSE["services"][name]["environment"][variable] == bento[variable], f"{name}: {variable}"
     for name in ("dagster-webserver", "dagster-daemon"):
         assert COMPOSE["services"][name]["environment"]["TAXI_PUSHGATEWAY_URL"] == "http://pushgateway:9091"
+        assert COMPOSE["services"][name]["environment"]["TAXI_ALERTMANAGER_URL"] == "http://alertmanager:9093"
 
 
 # Compose's variable interpolation (compose-spec: ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}, …).

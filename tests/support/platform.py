@@ -26,7 +26,7 @@ MANIFEST_ROWS = {
 }
 
 # Settings whose embedded default (TLC's address, or nothing pushed) must not leak in from the caller's shell.
-UNSET = ("TAXI_PUSHGATEWAY_URL", "TAXI_ZONE_LOOKUP_URL")
+UNSET = ("TAXI_PUSHGATEWAY_URL", "TAXI_ALERTMANAGER_URL", "TAXI_ZONE_LOOKUP_URL")
 
 
 def platform_environment(folder: Path, tlc_dir: Path = TLC_DIR) -> dict[str, str]:
@@ -51,6 +51,8 @@ MAKE_UP_PORTS = (
     "TAXI_PROMETHEUS_PORT",
     "TAXI_PUSHGATEWAY_PORT",
     "TAXI_EVIDENTLY_PORT",
+    "TAXI_ALERTMANAGER_PORT",
+    "TAXI_ALERT_RECEIVER_PORT",
 )
 
 
@@ -65,6 +67,7 @@ def make_up_environment(
         **{name: str(port) for name, port in ports.items()},
         "TAXI_RUN_DIR": str(folder / "run"),
         "TAXI_LOGS_DIR": str(folder / "logs"),
+        "TAXI_ALERT_NOTIFICATIONS": str(folder / "alerts" / "notifications.jsonl"),
         **overrides,
     }
     return env, ports

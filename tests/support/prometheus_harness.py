@@ -1,4 +1,4 @@
-"""Run the repo's Prometheus config and Grafana panel queries against real processes.
+"""Run the repo's Prometheus and Alertmanager configs and Grafana panel queries against real processes.
 
 Used by test_monitoring_config.py and by the end-to-end test, which replays traffic and then asserts that
 every panel query of `dashboard_queries()` returns at least one series from `start_prometheus()`.
@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +22,9 @@ from tests.support.platform import REPO_ROOT, free_port, start_process, stop_pro
 
 PROMETHEUS_DIR = REPO_ROOT / "monitoring" / "prometheus"
 DASHBOARD_DIR = REPO_ROOT / "monitoring" / "grafana" / "dashboards"
+ALERTMANAGER_DIR = REPO_ROOT / "monitoring" / "alertmanager"
+# Where alertmanager.yml's receivers post (the alert receiver of `make up` on its default port).
+RECEIVER_ADDRESS = "http://127.0.0.1:9095/"
 
 
 @dataclass(frozen=True)
@@ -104,20 +108,39 @@ def metric_names(expr: str) -> set[str]:
     return {name for name in names if name.lower() not in _PROMQL_KEYWORDS}
 
 
-def write_config(directory: Path, bento: str | None, pushgateway: str | None, scrape_interval: str = "1s") -> Path:
-    """The repo's prometheus.yml and alert rules in `directory`, scraping the given host:port targets."""
+def _write_targets(directory: Path, sd_configs: list[dict], target: str | None) -> None:
+    for sd_config in sd_configs:
+        for sd_file in sd_config["files"]:
+            path = directory / sd_file
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(yaml.safe_dump([{"targets": [target] if target else []}]))
+
+
+def write_config(
+    directory: Path,
+    bento: str | None,
+    pushgateway: str | None,
+    scrape_interval: str = "1s",
+    alertmanager: str | None = None,
+    rule_for: str | None = None,
+) -> Path:
+    """The repo's prometheus.yml and alert rules in `directory`, scraping the given host:port targets and sending
+    alerts to `alertmanager` (host:port). `rule_for` replaces every rule's `for` (a test of what happens after an
+    alert fires need not wait the rule's 15 minutes; promtool tests the durations)."""
     config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
     config["global"].update(scrape_interval=scrape_interval, evaluation_interval=scrape_interval)
     for rule_file in config["rule_files"]:
-        shutil.copy(PROMETHEUS_DIR / rule_file, directory / rule_file)
+        rules = yaml.safe_load((PROMETHEUS_DIR / rule_file).read_text())
+        for group in rules["groups"]:
+            for rule in group["rules"]:
+                if rule_for is not None and "alert" in rule:
+                    rule["for"] = rule_for
+        (directory / rule_file).write_text(yaml.safe_dump(rules, sort_keys=False))
     targets = {"bento": bento, "pushgateway": pushgateway}
     for job in config["scrape_configs"]:
-        for sd_config in job["file_sd_configs"]:
-            for sd_file in sd_config["files"]:
-                path = directory / sd_file
-                path.parent.mkdir(parents=True, exist_ok=True)
-                target = targets[job["job_name"]]
-                path.write_text(yaml.safe_dump([{"targets": [target] if target else []}]))
+        _write_targets(directory, job["file_sd_configs"], targets[job["job_name"]])
+    for alertmanager_config in config["alerting"]["alertmanagers"]:
+        _write_targets(directory, alertmanager_config["file_sd_configs"], alertmanager)
     config_path = directory / "prometheus.yml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     return config_path
@@ -125,16 +148,22 @@ def write_config(directory: Path, bento: str | None, pushgateway: str | None, sc
 
 @contextmanager
 def start_prometheus(
-    directory: Path, bento: str | None = None, pushgateway: str | None = None, scrape_interval: str = "1s"
+    directory: Path,
+    bento: str | None = None,
+    pushgateway: str | None = None,
+    scrape_interval: str = "1s",
+    alertmanager: str | None = None,
+    rule_for: str | None = None,
 ) -> Iterator[str]:
     """A real Prometheus on a free loopback port running the repo's config and rules; yields its URL.
 
-    `bento` and `pushgateway` are host:port targets (None leaves that job without targets).
+    `bento`, `pushgateway` and `alertmanager` are host:port targets (None leaves that job without targets);
+    `rule_for` as for `write_config`.
     """
     binary = shutil.which("prometheus")
     assert binary, "prometheus is not installed: run `make setup`"
     directory.mkdir(parents=True, exist_ok=True)
-    config_path = write_config(directory, bento, pushgateway, scrape_interval)
+    config_path = write_config(directory, bento, pushgateway, scrape_interval, alertmanager, rule_for)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     process: subprocess.Popen = start_process(
@@ -197,3 +226,71 @@ def query(url: str, expr: str) -> list[dict]:
     if body.get("status") != "success":
         raise ValueError(f"{expr!r}: {body.get('error', response.text)}")
     return body["data"]["result"]
+
+
+def write_alertmanager_config(
+    directory: Path, receiver: str, group_wait: str = "1s", group_interval: str = "1s"
+) -> Path:
+    """The repo's alertmanager.yml in `directory`, its receivers posting to `receiver` (a base URL) instead of
+    127.0.0.1:9095, and its grouping timers shortened (the routes, grouping and inhibition stay the repo's)."""
+    config = yaml.safe_load((ALERTMANAGER_DIR / "alertmanager.yml").read_text())
+    for route in [config["route"], *config["route"].get("routes", [])]:
+        for timer, value in (("group_wait", group_wait), ("group_interval", group_interval)):
+            if timer in route:
+                route[timer] = value
+    for receiver_config in config["receivers"]:
+        for webhook in receiver_config.get("webhook_configs", []):
+            assert webhook["url"].startswith(RECEIVER_ADDRESS), webhook["url"]
+            webhook["url"] = receiver.rstrip("/") + "/" + webhook["url"].removeprefix(RECEIVER_ADDRESS)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "alertmanager.yml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+@contextmanager
+def start_alertmanager(directory: Path, config: Path) -> Iterator[str]:
+    """A real Alertmanager (Debian's `prometheus-alertmanager`) on a free loopback port with `config`, its state in
+    `directory`, clustering off; yields its URL."""
+    binary = shutil.which("prometheus-alertmanager")
+    assert binary, "prometheus-alertmanager is not installed: run `make setup`"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = start_process(
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.path={directory / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            f"--web.external-url={url}",
+            "--cluster.listen-address=",
+        ],
+        f"{url}/-/ready",
+        directory / "alertmanager.log",
+    )
+    try:
+        yield url
+    finally:
+        stop_process(process)
+
+
+@contextmanager
+def start_alert_receiver(directory: Path, port: int | None = None) -> Iterator[tuple[str, Path]]:
+    """The platform's alert receiver (`python -m taxi_assets.alert_receiver`, as `make up` runs it) on `port` or a
+    free loopback port; yields its URL and the JSON-lines file it appends to."""
+    directory.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    notifications = directory / "notifications.jsonl"
+    command = [sys.executable, "-m", "taxi_assets.alert_receiver", "--port", str(port), "--file", str(notifications)]
+    process = start_process(command, f"{url}/", directory / "alert_receiver.log")
+    try:
+        yield url, notifications
+    finally:
+        stop_process(process)
+
+
+def amtool(*args: str) -> subprocess.CompletedProcess:
+    binary = shutil.which("amtool")
+    assert binary, "amtool is not installed: run `make setup`"
+    return subprocess.run([binary, *args], cwd=ALERTMANAGER_DIR, capture_output=True, text=True, timeout=60)
