@@ -91,13 +91,15 @@ SLOT_SHRINKAGE = 50.0
 SPREAD, CONSECUTIVE = "spread", "consecutive"
 WINDOW_KINDS = (SPREAD, CONSECUTIVE)
 SPREAD_HOURS = 7 * 24.0
-# A window's verdict also needs an effect beyond ordinary month-to-month change: the profile's floors are
-# FLOOR_MARGIN times the largest effect between consecutive months in the warehouse (the model serves the month
-# after its validation month, two months from its training month: up to 1.4x the one-month change on the real
-# months), and at least ONLINE_MIN_EFFECT, the largest one-month change of the ten real months (distance KS 0.022,
-# zones JS 0.050, hours JS 0.052; bench/bench_drift_calibration.py prints the table).
+# A window's verdict also needs an effect beyond ordinary change: the profile's floors are FLOOR_MARGIN times the
+# largest effect between consecutive months in the warehouse (the model serves the month after its validation
+# month, two months from its training month: up to 1.4x the one-month change on the real months), and at least
+# ONLINE_MIN_EFFECT. Those minimums are measured on the ten real months (bench/bench_drift_calibration.py): the
+# largest one-month change of a distance is a KS distance of 0.022; single days (a snowstorm, a holiday, an
+# inauguration) move the pickup hours of a 5,000-ride window by Jensen-Shannon distances up to 0.07 and its zones
+# up to 0.073 on held-out days, which is weather, not drift.
 FLOOR_MARGIN = 1.5
-ONLINE_MIN_EFFECT = {NUMERICAL: 0.025, CATEGORICAL: 0.05, TIME: 0.05}
+ONLINE_MIN_EFFECT = {NUMERICAL: 0.025, CATEGORICAL: 0.08, TIME: 0.07}
 # A month drifts only by an effect at least this large (the batch verdicts; measured on ordinary month pairs).
 BATCH_MIN_EFFECT = {NUMERICAL: 0.05, CATEGORICAL: 0.1, TIME: 0.07}
 # A green-taxi ride of at most 60 minutes cannot cover more miles than this; larger odometer values are glitches,

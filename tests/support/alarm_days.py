@@ -104,20 +104,30 @@ def segments_of(frame: pd.DataFrame) -> list[tuple[int, int]]:
     return list(zip(bounds, bounds[1:], strict=False))
 
 
+def month_rides(month: str, model_month: str) -> pd.DataFrame:
+    """The rides of `month` scored by the `model_month` model, stray pickups of other months left out."""
+    frame = scored(month, model_month)
+    return frame[frame["pickup_datetime"].dt.strftime("%Y-%m") == month].reset_index(drop=True)
+
+
+def fold_of(frame: pd.DataFrame, fold: int) -> np.ndarray:
+    return profile.day_blocks(frame["pickup_datetime"].to_numpy("datetime64[ns]")) % 2 == fold
+
+
 @functools.cache
-def held_out(month: str, fold: int) -> tuple[dict, pd.DataFrame]:
-    """The profile of the `month` model built without the days of `fold`, and those days' scored rides."""
-    frame = scored(month, month)
-    frame = frame[frame["pickup_datetime"].dt.strftime("%Y-%m") == month].reset_index(drop=True)
-    held = profile.day_blocks(frame["pickup_datetime"].to_numpy("datetime64[ns]")) % 2 == fold
+def held_out(month: str, fold: int) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """The profile of the `month` model built without the days of `fold` of its training month and of its
+    validation month (the RMSE bound from the other days' residuals), and those held-out days of both months."""
+    training, validation = month_rides(month, month), month_rides(next_month(month), month)
+    held, held_validation = fold_of(training, fold), fold_of(validation, fold)
     built = profile.build_profile(
-        frame[~held],
-        scored(next_month(month), month),
+        training[~held],
+        validation[~held_validation],
         model_tag=f"hgb-{month}-{fold}",
         reference_month=month,
         validation_month=next_month(month),
     )
-    return built, frame[held].reset_index(drop=True)
+    return built, training[held].reset_index(drop=True), validation[held_validation].reset_index(drop=True)
 
 
 @functools.cache
@@ -177,11 +187,11 @@ def previous_hours(frame: pd.DataFrame) -> np.ndarray:
     return np.array([position.get(key - pd.Timedelta(hours=1), -1) for key in keys], dtype="int64")
 
 
-def stream_alarms(prof: dict, frame: pd.DataFrame, segments: list[tuple[int, int]], size: int) -> Evaluations:
+def stream_alarms(
+    prof: dict, frame: pd.DataFrame, segments: list[tuple[int, int]], size: int, *, split: bool = False
+) -> Evaluations | tuple[Evaluations, Evaluations]:
     """The alarms a user sees on a stream: the sliding window and every clock hour, each confirmed by the
-    evaluation before it (`online.confirmed`)."""
-    slide = evaluate(prof, frame, sliding(segments, size))
-    hour = evaluate(prof, frame, hours(frame))
-    return Evaluations.concat(
-        [confirmed(slide, previous_sliding(segments, size)), confirmed(hour, previous_hours(frame))]
-    )
+    evaluation before it (`online.confirmed`); with `split`, the two apart."""
+    slide = confirmed(evaluate(prof, frame, sliding(segments, size)), previous_sliding(segments, size))
+    hour = confirmed(evaluate(prof, frame, hours(frame)), previous_hours(frame))
+    return (slide, hour) if split else Evaluations.concat([slide, hour])
