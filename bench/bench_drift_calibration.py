@@ -70,7 +70,11 @@ def row(label: str, evaluations: alarm_days.Evaluations, parts: dict | None = No
     days = len(set(evaluations.day))
     split = ""
     if parts:
-        split = "  (" + ", ".join(f"{kind} {value.day_share():.1%}" for kind, value in parts.items()) + ")"
+        split = (
+            "  (days / evaluations with an alarm: "
+            + ", ".join(f"{kind} {value.day_share():.1%} / {value.any.mean():.2%}" for kind, value in parts.items())
+            + ")"
+        )
     print(
         f"{label:22s} {len(evaluations.day):6d} "
         + " ".join(f"{r:8.2%}" for r in rates)

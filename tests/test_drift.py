@@ -140,7 +140,6 @@ def month_report():
         reference_month="2021-01",
         validation_month="2021-02",
         sizes=(5000,),
-        windows=200,
     )
     figures = month_figures(scored_month("2023-03"), prof, profile.arrays(prof), scored_month("2023-02"), "2023-02")
     rows = metric_rows(figures)

@@ -349,7 +349,6 @@ def test_window_figures_judge_windows_against_the_profile() -> None:
         reference_month="2021-01",
         validation_month="2021-02",
         sizes=(1000,),
-        windows=200,
     )
     arrays = profile.arrays(prof)
     window = reference.sample(1000, random_state=2)

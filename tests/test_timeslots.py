@@ -22,7 +22,7 @@ def test_the_spring_forward_night_has_23_hours_and_the_fall_back_night_25():
     # The hours covered on the spring-forward night are slotted on the wall clock: no 2 a.m. hour exists.
     hours = timeslots.slot_hours(*spring)
     assert hours.sum() == pytest.approx(23.0)
-    assert hours[24 + 2] == 0.0 and hours[24 + 3] == 1.0  # a Sunday: rest-day slots
+    assert hours[3 * 24 + 2] == 0.0 and hours[3 * 24 + 3] == 1.0  # a Sunday
     # A whole day of a reference counts its real hours too.
     assert timeslots.day_slot_hours(local("2023-03-12 10:00")).sum() == pytest.approx(23.0)
 

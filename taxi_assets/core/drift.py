@@ -70,11 +70,10 @@ DATASET_ALPHA = 0.005
 # False-alarm budget of the prediction-drift verdict and of the online RMSE bound, each on its own.
 PREDICTION_ALPHA = 0.002
 RMSE_ALPHA = 0.002
-# Window sizes the thresholds and the RMSE bound are calibrated at, and resampled windows per size and kind.
+# Window sizes the thresholds and the RMSE bound are calibrated at.
 CALIBRATION_SIZES = (100, 200, 500, 1000, 2000, 5000)
 # A window of fewer rides is "insufficient data": too few for the smallest calibrated test, judged neither way.
 MIN_WINDOW_ROWS = CALIBRATION_SIZES[0]
-CALIBRATION_WINDOWS = 1000
 # The default size of the online `last_<n>` window: the smallest calibrated size at which a 10% longer trip
 # distance is detected in >= 90% of windows of consecutive rides, as the service's windows are (2,000 suffices for
 # random rides: 94%; consecutive ones only reach 18% there, as a day's distances vary more than that).
@@ -364,6 +363,16 @@ def threshold(profile: Mapping, verdict_set: str, kind: str, feature: str, rows:
     return interpolate_threshold(table["sizes"], table["sets"][verdict_set][kind][feature], rows)
 
 
+def effect_floor(profile: Mapping, kind: str, feature: str, rows: float) -> float:
+    """The effect a window of `rows` rides of kind `kind` must reach to matter: the profile's floor for `feature`
+    (ordinary month-to-month change) on top of the typical effect of an unchanged window of that size and kind (the
+    character of its own days), added in squares as independent variations are."""
+    day = interpolate_threshold(
+        profile["thresholds"]["sizes"], profile["thresholds"]["day_effects"][kind][feature], rows
+    )
+    return float(np.hypot(profile["floors"][feature], day))
+
+
 @dataclass(frozen=True)
 class FeatureDrift:
     """The verdict on one feature of one window or month, with its statistic, threshold and effect sizes."""
@@ -501,7 +510,6 @@ def window_verdicts(
     window also needs an effect of at least the profile's floor (ordinary month-to-month change) and at least
     MIN_WINDOW_ROWS rides; a `month` needs effects of at least BATCH_MIN_EFFECT."""
     rows = np.arange(len(rides))[None, :] if rows is None else np.atleast_2d(rows)
-    floors = thresholds.get("floors", {})
     kinds = [window_kind(rides.hours[window]) for window in rows]
     per_feature = []
     for name, kind in features.items():
@@ -513,7 +521,9 @@ def window_verdicts(
                     kind,
                     scores,
                     threshold(thresholds, verdict_set, kinds[window], name, float(scores.rows[window])),
-                    BATCH_MIN_EFFECT[kind] if month else floors.get(name, 0.0),
+                    BATCH_MIN_EFFECT[kind]
+                    if month
+                    else effect_floor(thresholds, kinds[window], name, float(scores.rows[window])),
                     window,
                     1 if month else MIN_WINDOW_ROWS,
                 )

@@ -3,13 +3,16 @@ of any size may stray from it.
 
 Computed once per deployed model, stored as JSON (DuckDB table `reference_profile`, keyed by model tag), read by
 the batch and the online monitoring instead of the reference rows:
-- per feature (`taxi_assets.core.drift.PROFILED`): cell counts per (weekday/weekend, hour) slot, on quantile bins
+- per feature (`taxi_assets.core.drift.PROFILED`): cell counts per (day type, hour) slot, on quantile bins
   for numerical features and per category for zones, with bin representatives and the standard deviation;
 - the reference's rides and hours per slot (the time-aware windows);
-- thresholds per window size: the (1 - alpha) quantile of each feature's statistic over `CALIBRATION_WINDOWS`
-  windows of the reference, random and consecutive (the larger of the two), for the online and the batch verdicts;
+- thresholds per window size and kind (spread or consecutive), for the online and the batch verdicts, calibrated
+  on windows of days the compared description never saw (see "calibration" below), and the outlier-share
+  thresholds;
+- effect floors per feature: ordinary month-to-month change, which a window must exceed to matter, and the
+  typical effect of an unchanged window of held-out days;
 - the validation residuals (the month after training, out of sample): RMSE, quantiles and the RMSE bound per
-  window size, the (1 - RMSE_ALPHA) quantile of the RMSE of resampled windows of residuals;
+  window size and kind, cross-fitted over blocks of days;
 - plausible ranges for the outlier counts: the reference's 99.9th percentiles of distance and implied speed.
 
 Pure: numpy and pandas only; `save`/`load` take a DuckDB connection.
@@ -30,7 +33,6 @@ from taxi_assets.core import drift
 from taxi_assets.core.drift import (
     BATCH_FEATURES,
     CALIBRATION_SIZES,
-    CALIBRATION_WINDOWS,
     CATEGORICAL,
     CONSECUTIVE,
     DATASET_ALPHA,
@@ -205,6 +207,7 @@ def calibrate(
     months, each sorted by pickup with the PROFILED columns."""
     rng = np.random.default_rng(seed)
     pooled: dict[tuple[str, int, str], list[np.ndarray]] = {}
+    effects: dict[tuple[str, int, str], list[np.ndarray]] = {}
     for reference, frame in _sources(frames):
         rides = drift.encode(reference, frame, PROFILED)
         blocks = day_blocks(frame["pickup_datetime"].to_numpy("datetime64[ns]"))
@@ -217,8 +220,9 @@ def calibrate(
                 if not len(rows):
                     continue
                 for name in PROFILED:
-                    statistic = drift.feature_scores(reference, rides, name, rows).statistic
-                    pooled.setdefault((kind, size, name), []).append(statistic)
+                    scores = drift.feature_scores(reference, rides, name, rows)
+                    pooled.setdefault((kind, size, name), []).append(scores.statistic)
+                    effects.setdefault((kind, size, name), []).append(scores.effect)
                 pooled.setdefault((kind, size, OUTLIERS), []).append(flagged[rows].mean(axis=1))
     counts = {
         size: min(sum(len(v) for v in pooled.get((kind, size, TARGET), [])) for kind in WINDOW_KINDS) for size in sizes
@@ -243,6 +247,15 @@ def calibrate(
             for verdict_set, alphas in VERDICT_SETS.items()
         },
         OUTLIERS: {kind: table(kind, OUTLIERS, OUTLIER_ALPHA) for kind in WINDOW_KINDS},
+        # The typical effect of an unchanged window of held-out days (its days' own character): the floors add
+        # the month-to-month change on top of it (`drift.effect_floor`).
+        "day_effects": {
+            kind: {
+                name: [float(np.median(np.concatenate(effects[(kind, size, name)]))) for size in sizes]
+                for name in PROFILED
+            }
+            for kind in WINDOW_KINDS
+        },
     }
 
 
@@ -274,53 +287,49 @@ def effect_floors(months: list[pd.DataFrame]) -> dict[str, float]:
 
 def rmse_bounds(
     errors: np.ndarray,
-    days: np.ndarray,
+    pickup: np.ndarray,
     sizes: tuple[int, ...] = CALIBRATION_SIZES,
-    windows: int = CALIBRATION_WINDOWS,
     alpha: float = RMSE_ALPHA,
     seed: int = RANDOM_SEED,
 ) -> dict[str, Any]:
-    """Per window kind and size, the (1 - alpha) quantile of the RMSE of windows of validation residuals (`errors`
-    in pickup order, `days` their day) resampled by whole days, since a day's errors go together (its weather,
-    its traffic): `spread` windows draw their rides from the month's days drawn with replacement, `consecutive`
-    ones are stretches of rides of days drawn with replacement."""
+    """Per window kind and size, the RMSE an unchanged window of validation residuals (`errors` in pickup order,
+    `pickup` their times) stays below with probability 1 - alpha. Errors go together by day and by week (weather,
+    road works), so the bound is cross-fitted like the drift thresholds: the validation month's blocks of days in
+    two folds; the RMSE of each window of one fold (non-overlapping stretches inside a block, or random rides) over
+    the RMSE of the other fold; a normal fitted to those ratios (smooth in the size) gives the (1 - alpha) ratio,
+    times the whole month's RMSE."""
     rng = np.random.default_rng(seed + 1)
     squared = np.asarray(errors, dtype="float64") ** 2
-    _, first, count = np.unique(days, return_index=True, return_counts=True)
-    sizes = tuple(size for size in sizes if size <= len(squared))
-
-    def spread(size: int) -> np.ndarray:
-        drawn = rng.integers(0, len(first), (windows, len(first)))
-        weights = np.stack([np.bincount(row, minlength=len(first)) for row in drawn]) * count
-        day = np.stack([rng.choice(len(first), size, p=w / w.sum()) for w in weights])
-        return first[day] + (rng.random(day.shape) * count[day]).astype("int64")
-
-    def consecutive(size: int) -> np.ndarray:
-        # A stretch of a month made of days drawn with replacement: it starts at a random ride of a random day
-        # (any hour: an evening window meets evening errors) and runs on into the next drawn days.
-        rows = []
-        for _ in range(windows):
-            day = rng.integers(0, len(first))
-            offset = rng.integers(0, count[day])
-            window = [np.arange(first[day] + offset, first[day] + count[day])]
-            while sum(len(part) for part in window) < size:
-                day = rng.integers(0, len(first))
-                window.append(np.arange(first[day], first[day] + count[day]))
-            rows.append(np.concatenate(window)[:size])
-        return np.stack(rows)
-
+    blocks = day_blocks(np.asarray(pickup, dtype="datetime64[ns]"))
+    _, rank = np.unique(blocks, return_inverse=True)
+    ratios: dict[tuple[str, int], list[np.ndarray]] = {}
+    for fold in (0, 1):
+        held = rank % 2 == fold
+        if held.all() or not held.any():
+            continue
+        base = np.sqrt(squared[~held].mean())
+        for size in sizes:
+            for kind in WINDOW_KINDS:
+                rows = _windows(rng, blocks[held], size, kind) if size <= held.sum() else np.zeros((0, size), int)
+                if len(rows):
+                    ratio = np.sqrt(squared[held][rows].mean(axis=1)) / base
+                    ratios.setdefault((kind, size), []).append(ratio)
+    sizes = tuple(
+        size
+        for size in sizes
+        if all(sum(map(len, ratios.get((kind, size), []))) >= MIN_CALIBRATION_WINDOWS for kind in WINDOW_KINDS)
+    )
+    if not sizes:
+        raise ValueError("too few validation rides to bound the RMSE of a window of the smallest size")
+    rmse = float(np.sqrt(squared.mean()))
     bounds = {
         kind: [
-            float(
-                np.quantile(
-                    np.sqrt(squared[(consecutive if kind == CONSECUTIVE else spread)(size)].mean(axis=1)), 1 - alpha
-                )
-            )
-            for size in sizes
+            rmse * ratio
+            for ratio in fitted_quantiles(sizes, [np.concatenate(ratios[(kind, size)]) for size in sizes], alpha)
         ]
         for kind in WINDOW_KINDS
     }
-    return {"sizes": list(sizes), "bounds": bounds, "alpha": alpha, "windows": windows, "resampled": "days"}
+    return {"sizes": list(sizes), "bounds": bounds, "alpha": alpha, "resampled": "blocks of days, cross-fitted"}
 
 
 def _outlier_limits(frame: pd.DataFrame) -> dict[str, float]:
@@ -373,7 +382,6 @@ def build_profile(
     validation_month: str,
     earlier: list[pd.DataFrame] = (),
     sizes: tuple[int, ...] = CALIBRATION_SIZES,
-    windows: int = CALIBRATION_WINDOWS,
     seed: int = RANDOM_SEED,
 ) -> dict[str, Any]:
     """The profile of a model, JSON-ready: its scored reference rides (pickup_datetime, the PROFILED columns)
@@ -399,14 +407,14 @@ def build_profile(
     profile["floors"] = effect_floors(ordered)
     errors = (later[PREDICTION] - later[TARGET]).to_numpy("float64")
     known = np.isfinite(errors)
-    days = later["pickup_datetime"].to_numpy("datetime64[D]")[known]
+    pickup = later["pickup_datetime"].to_numpy("datetime64[ns]")[known]
     errors = errors[known]
     profile["residuals"] = {
         "rows": len(errors),
         "rmse": float(np.sqrt(np.mean(errors**2))),
         "mean_error": float(np.mean(errors)),
         "quantiles": {f"p{q:g}": float(np.quantile(errors, q / 100)) for q in (1, 5, 25, 50, 75, 95, 99)},
-        "rmse_bound": rmse_bounds(errors, days, sizes, windows, seed=seed),
+        "rmse_bound": rmse_bounds(errors, pickup, sizes, seed=seed),
     }
     return profile
 

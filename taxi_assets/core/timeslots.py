@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 ZONE = "America/New_York"
-# (weekday/weekend) x hour of day.
-SLOTS = 48
+# (Monday-Thursday, Friday, Saturday, Sunday/holiday) x hour of day.
+SLOTS = 96
 # The share of the earliest and of the latest pickups left out of a window's time span.
 SPAN_TRIM = 0.002
 # A pickup this many hours away from the rest of its window, at either end, is a stray (a wrong clock, a ride logged
@@ -34,12 +34,14 @@ def _holidays() -> np.ndarray:
 
 
 def slot_of(local: np.ndarray) -> np.ndarray:
-    """The (weekday/weekend-or-holiday, hour) slot 0..47 of datetime64 New York wall-clock times."""
+    """The (day type, hour) slot 0..95 of datetime64 New York wall-clock times. Day types: Monday to Thursday,
+    Friday, Saturday, Sunday or a federal holiday; a Saturday night is not a Sunday night, nor a Friday a Monday."""
     hours = local.astype("datetime64[h]").astype("int64")
     days = hours // 24
     # 1970-01-01 was a Thursday: weekday = (days + 3) % 7 with Monday = 0.
-    rest_day = ((days + 3) % 7 >= 5) | np.isin(days, _holidays())
-    return rest_day * 24 + hours % 24
+    weekday = (days + 3) % 7
+    day_type = np.select([np.isin(days, _holidays()) | (weekday == 6), weekday == 5, weekday == 4], [3, 2, 1], 0)
+    return day_type * 24 + hours % 24
 
 
 def epoch_hours(local: np.ndarray) -> np.ndarray:
