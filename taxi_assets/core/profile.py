@@ -180,7 +180,9 @@ def _sources(frames: list[pd.DataFrame]) -> list[tuple[ReferenceArrays, pd.DataF
     return sources
 
 
-def fitted_quantiles(sizes: tuple[int, ...], samples: list[np.ndarray], alpha: float) -> list[float]:
+def fitted_quantiles(
+    sizes: tuple[int, ...], samples: list[np.ndarray], alpha: float, *, growing: bool = True
+) -> list[float]:
     """The (1 - alpha) quantile of a normal per window size, whose mean and standard deviation are smooth in the
     size: each a quadratic in sqrt(size) fitted (weighted by the windows each size has) to the samples' means and
     standard deviations. Large sizes have few non-overlapping windows; the smaller sizes lend them strength."""
@@ -191,9 +193,10 @@ def fitted_quantiles(sizes: tuple[int, ...], samples: list[np.ndarray], alpha: f
     degree = min(2, len(sizes) - 1)
     mean = np.polyval(np.polyfit(root, means, degree, w=weights), root)
     std = np.maximum(np.polyval(np.polyfit(root, stds, degree, w=weights), root), stds.min())
-    # An unchanged window of more rides strays at least as far (its days' own character adds up): never a lower
-    # threshold for a larger size.
-    return np.maximum.accumulate(mean + NormalDist().inv_cdf(1 - alpha) * std).tolist()
+    quantiles = mean + NormalDist().inv_cdf(1 - alpha) * std
+    # A drift statistic of an unchanged window of more rides strays at least as far (its days' own character adds
+    # up): `growing` never gives a larger size a lower threshold. (An RMSE ratio shrinks with the size instead.)
+    return (np.maximum.accumulate(quantiles) if growing else quantiles).tolist()
 
 
 def calibrate(
@@ -325,7 +328,9 @@ def rmse_bounds(
     bounds = {
         kind: [
             rmse * ratio
-            for ratio in fitted_quantiles(sizes, [np.concatenate(ratios[(kind, size)]) for size in sizes], alpha)
+            for ratio in fitted_quantiles(
+                sizes, [np.concatenate(ratios[(kind, size)]) for size in sizes], alpha, growing=False
+            )
         ]
         for kind in WINDOW_KINDS
     }
