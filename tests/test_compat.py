@@ -169,3 +169,67 @@ def test_a_step_waiting_beside_a_free_slot_gets_it(tmp_path: Path) -> None:
             other = instance.create_run_for_job(dg.GraphDefinition("other").to_job())
             with execution._InterruptibleClaims(instance, other) as waiting:
                 assert not _claims_within(waiting, 2.0)
+
+
+def _holder(instance: dg.DagsterInstance, tags: dict[str, str]) -> dg.DagsterRun:
+    """A started run holding the pool's one slot, its process as `tags` say."""
+    storage = instance.event_log_storage
+    storage.set_concurrency_slots("duckdb", 1)
+    run = instance.create_run_for_job(dg.GraphDefinition("holder").to_job(), tags=tags)
+    instance.handle_run_event(run.run_id, dg.DagsterEvent(dg.DagsterEventType.RUN_START.value, job_name="holder"))
+    assert storage.claim_concurrency_slot("duckdb", run.run_id, "trip_months").is_claimed
+    return instance.get_run_by_id(run.run_id)
+
+
+def _dead_process_tags(host: str) -> dict[str, str]:
+    """Tags of a process that has ended (a real one, started and waited for)."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    started = psutil.Process(child.pid).create_time()
+    child.wait()
+    return {
+        execution.WORKER_HOST_TAG: host,
+        execution.WORKER_PID_TAG: str(child.pid),
+        **{execution.WORKER_STARTED_TAG: f"{started:.3f}"},
+    }
+
+
+@pytest.mark.integration
+def test_a_step_waiting_behind_a_dead_holder_on_this_host_fails_it_and_takes_its_slot(tmp_path: Path) -> None:
+    import socket
+
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        dead = _holder(instance, _dead_process_tags(socket.gethostname()))
+        waiter = instance.create_run_for_job(dg.GraphDefinition("waiter").to_job())
+        with execution._InterruptibleClaims(instance, waiter) as claims:
+            assert _claims_within(claims, 4.0)
+        assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
+        (failure,) = instance.all_logs(dead.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+        assert "is gone" in failure.message and waiter.run_id in failure.message, failure.message
+
+
+@pytest.mark.integration
+def test_a_live_holder_and_a_holder_on_another_host_keep_their_slot(tmp_path: Path) -> None:
+    import socket
+
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        launcher = execution.LocalRunLauncher()
+        launcher.register_instance(instance)
+        for tags in (execution.worker_tags(), _dead_process_tags("another-host")):
+            storage = instance.event_log_storage
+            holder = _holder(instance, tags)
+            waiter = instance.create_run_for_job(dg.GraphDefinition("waiter").to_job())
+            with execution._InterruptibleClaims(instance, waiter) as claims:
+                assert not _claims_within(claims, 3.0)
+            assert instance.get_run_by_id(holder.run_id).status == dg.DagsterRunStatus.STARTED
+            assert storage.get_concurrency_info("duckdb").active_run_ids == {holder.run_id}
+            # Run monitoring leaves both running: one lives, the other is for its own host to check.
+            assert launcher.check_run_worker_health(holder).status.value == "RUNNING"
+            storage.free_concurrency_slots_for_run(holder.run_id)
+        dead_here = _holder(instance, _dead_process_tags(socket.gethostname()))
+        health = launcher.check_run_worker_health(dead_here)
+        assert health.status.value == "FAILED" and "is gone" in health.msg
