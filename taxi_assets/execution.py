@@ -275,8 +275,10 @@ def executor(init_context: dg.InitExecutorContext) -> _InterruptibleInProcessExe
 class LocalRunLauncher(dg.DefaultRunLauncher):
     """Dagster's default launcher, whose run workers the monitoring daemon can check: a dead worker fails its run.
 
-    The daemon launches every run (the run queue), each as a process on its own machine, which it records in the
-    tag `taxi/worker_host`; a run started elsewhere (`dagster asset materialize` in a terminal) is left alone.
+    The daemon launches queued runs as processes on its own machine, and records that machine in the tag
+    `taxi/worker_host` at once (the executor adds the process's pid and start time once it runs). Run monitoring
+    checks every started run, so a run executed from a terminal on this machine is checked too; a run on another
+    machine is left to run monitoring there.
     """
 
     def launch_run(self, context: LaunchRunContext) -> None:
