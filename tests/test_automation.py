@@ -14,10 +14,13 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import requests
 
 from taxi_assets import settings
 from taxi_assets.core.tlc import published_version
+from taxi_assets.defs import automation
 from taxi_assets.defs.model.assets import deployed_model, duration_model
+from taxi_assets.defs.resources import Pushgateway
 from taxi_assets.defs.trip_data.assets import raw_trips, taxi_zones, trip_months, trips
 from taxi_assets.defs.trip_data.resources import TripDataSource
 from taxi_assets.defs.trip_data.sensors import new_month_sensor
@@ -221,3 +224,80 @@ def test_taxi_automation_sets_how_both_automation_sensors_start(value: str, stat
 def test_a_misspelt_automation_switch_is_refused() -> None:
     with pytest.raises(ValueError, match="TAXI_AUTOMATION must be on or off"):
         assert settings.load({"TAXI_AUTOMATION": "yes"}).automation_on
+
+
+def pushed(pushgateway: str, job: str) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = requests.get(f"{pushgateway}/metrics", timeout=5).text
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.labels.get("job") == job and sample.name.startswith("taxi_")
+    }
+
+
+def automated_zone_run(instance: dg.DagsterInstance, tags: dict[str, str] | None = None) -> dg.DagsterRun:
+    """taxi_zones materialized as the automation condition sensor's run would be (or its retry, by `tags`)."""
+    result = dg.materialize(
+        [taxi_zones],
+        instance=instance,
+        resources=platform_resources(),
+        tags={"dagster/sensor_name": "default_automation_condition_sensor", **(tags or {})},
+        raise_on_error=False,
+    )
+    return result.dagster_run
+
+
+@pytest.mark.integration
+def test_a_failed_automated_run_is_retried_with_backoff_then_given_up_with_an_alert_metric(
+    instance: dg.DagsterInstance, platform_env: Path, tlc_dir: Path, pushgateway: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TAXI_ZONE_LOOKUP_URL", str(platform_env / "missing" / "taxi_zone_lookup.csv"))
+    resources = {"pushgateway": Pushgateway(url=pushgateway)}
+    failed = automated_zone_run(instance)
+    assert failed.status == dg.DagsterRunStatus.FAILURE
+    ended = instance.get_run_record_by_id(failed.run_id).end_time
+    (failure,) = automation.failed_automations(instance, time.time())
+    assert failure.assets == (taxi_zones.key,) and failure.retries == 0
+    assert failure.due == pytest.approx(ended + automation.RETRY_DELAYS_SECONDS[0])
+    # Not before its delay: the tick says when, and counts it as retrying.
+    result = automation.automation_retry_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+    assert not result.run_requests and "retry 1 in" in result.skip_reason.skip_message
+    assert "taxi_zones" in result.skip_reason.skip_message
+    assert pushed(pushgateway, "taxi_automation") == {
+        "taxi_automation_failed_for_good": 0.0,
+        "taxi_automation_retrying": 1.0,
+    }
+
+    # Each retry that fails waits longer, up to the last; then the partition is failed for good.
+    for number, delay in enumerate(automation.RETRY_DELAYS_SECONDS, start=1):
+        (failure,) = automation.failed_automations(instance, time.time())
+        assert automation.retry_requests([failure], failure.due - 1) == []
+        (request,) = automation.retry_requests([failure], failure.due)
+        assert request.asset_selection == [taxi_zones.key] and request.tags == {
+            automation.RETRY_NUMBER_TAG: str(number),
+            automation.RETRY_OF_TAG: failed.run_id,
+        }
+        retried = automated_zone_run(instance, {"dagster/sensor_name": automation.RETRY_SENSOR, **request.tags})
+        ended = instance.get_run_record_by_id(retried.run_id).end_time
+        if number < len(automation.RETRY_DELAYS_SECONDS):
+            (failure,) = automation.failed_automations(instance, time.time())
+            assert failure.due == pytest.approx(ended + automation.RETRY_DELAYS_SECONDS[number])
+            assert automation.RETRY_DELAYS_SECONDS[number] > delay
+    (given_up,) = automation.failed_automations(instance, time.time())
+    assert given_up.due is None and automation.retry_requests([given_up], time.time() + 10**6) == []
+    result = automation.automation_retry_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+    assert "failed for good after 3 retries: taxi_zones" in result.skip_reason.skip_message
+    assert pushed(pushgateway, "taxi_automation")["taxi_automation_failed_for_good"] == 1.0
+
+    # Fixed by hand: nothing failed any more, and the metric says so.
+    monkeypatch.setenv("TAXI_ZONE_LOOKUP_URL", str(tlc_dir / "taxi_zone_lookup.csv"))
+    assert dg.materialize([taxi_zones], instance=instance, resources=platform_resources()).success
+    assert automation.failed_automations(instance, time.time()) == []
+    automation.automation_retry_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+    assert pushed(pushgateway, "taxi_automation") == {
+        "taxi_automation_failed_for_good": 0.0,
+        "taxi_automation_retrying": 0.0,
+    }
