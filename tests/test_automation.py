@@ -301,3 +301,63 @@ def test_a_failed_automated_run_is_retried_with_backoff_then_given_up_with_an_al
         "taxi_automation_failed_for_good": 0.0,
         "taxi_automation_retrying": 0.0,
     }
+
+
+@pytest.mark.e2e
+@pytest.mark.forked
+@pytest.mark.timeout(900)
+def test_a_zone_lookup_that_failed_once_is_retried_and_every_months_chain_completes_without_a_click(
+    platform_env: Path, tlc_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started = time.monotonic()
+    source = platform_env / "source"
+    source.mkdir()
+    for name in ("green_tripdata_2021-01.parquet", "green_tripdata_2021-02.parquet"):
+        (source / name).symlink_to(tlc_dir / name)
+    # No zone lookup next to the trip files yet: the download "fails" (as TLC's did once).
+    monkeypatch.setenv("TAXI_TRIP_DATA_URL", str(source))
+    monkeypatch.setenv("TAXI_AUTOMATION", "on")
+    monkeypatch.setenv("TAXI_PROMOTION", "manual")
+    monkeypatch.setenv("TAXI_AUTOMATION_CHECK_SECONDS", "2")
+    settings.current.cache_clear()
+    dagster_home = platform_env / "dagster_home"
+    shutil.copy(REPO_ROOT / "dagster_home" / "dagster.yaml", dagster_home / "dagster.yaml")
+    months = ("2021-01", "2021-02")
+
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        resources = platform_resources()
+        for month in months:
+            assert dg.materialize([trip_months], partition_key=month, instance=instance, resources=resources)
+        assert dg.materialize([duration_model], partition_key="2021-01", instance=instance, resources=resources)
+        assert dg.materialize([deployed_model], instance=instance, resources=resources).success
+        manual = {run.run_id for run in instance.get_runs()}
+
+        with running_daemon(dagster_home, platform_env / "daemon.log"):
+
+            def zone_runs() -> list[dg.DagsterRun]:
+                return [run for run in instance.get_runs() if taxi_zones.key in (run.asset_selection or ())]
+
+            deadline = time.monotonic() + 180
+            while not any(run.status == dg.DagsterRunStatus.FAILURE for run in zone_runs()):
+                assert time.monotonic() < deadline, "the automation never tried taxi_zones"
+                time.sleep(1)
+            (source / "taxi_zone_lookup.csv").symlink_to(tlc_dir / "taxi_zone_lookup.csv")
+            fixed_at = time.monotonic()
+            deadline = time.monotonic() + 300
+            chain = ("drift_metrics", "monitoring_report", "monitoring_dashboard")
+            while not all(set(months) <= instance.get_materialized_partitions(dg.AssetKey(asset)) for asset in chain):
+                assert time.monotonic() < deadline, {
+                    asset: instance.get_materialized_partitions(dg.AssetKey(asset)) for asset in chain
+                }
+                time.sleep(1)
+            print(f"\nzone lookup back -> every month's chain complete {time.monotonic() - fixed_at:.1f} s later")
+
+        runs = [run for run in instance.get_runs() if run.run_id not in manual]
+        assert all(run.tags.get("dagster/sensor_name") for run in runs), "every run was started by a sensor"
+        failed, retried = sorted(zone_runs(), key=lambda run: run.tags.get(automation.RETRY_NUMBER_TAG, "0"))
+        assert failed.status == dg.DagsterRunStatus.FAILURE and "dagster/sensor_name" in failed.tags
+        assert retried.status == dg.DagsterRunStatus.SUCCESS
+        assert retried.tags[automation.RETRY_NUMBER_TAG] == "1"
+        assert retried.tags[automation.RETRY_OF_TAG] == failed.run_id
+        assert retried.tags["dagster/sensor_name"] == automation.RETRY_SENSOR
+    assert time.monotonic() - started < 420
