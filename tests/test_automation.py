@@ -25,7 +25,7 @@ from taxi_assets.defs.trip_data.assets import raw_trips, taxi_zones, trip_months
 from taxi_assets.defs.trip_data.resources import TripDataSource
 from taxi_assets.defs.trip_data.sensors import new_month_sensor
 from tests.support.dagster_processes import running_daemon, step_errors
-from tests.support.platform import REPO_ROOT, platform_resources
+from tests.support.platform import REPO_ROOT, deploy_seed_model, platform_resources
 
 
 def tick(instance: dg.DagsterInstance, source: str) -> dg.SensorResult:
@@ -325,11 +325,8 @@ def test_a_zone_lookup_that_failed_once_is_retried_and_every_months_chain_comple
     months = ("2021-01", "2021-02")
 
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
-        resources = platform_resources()
-        for month in months:
-            assert dg.materialize([trip_months], partition_key=month, instance=instance, resources=resources)
-        assert dg.materialize([duration_model], partition_key="2021-01", instance=instance, resources=resources)
-        assert dg.materialize([deployed_model], instance=instance, resources=resources).success
+        # Loaded, trained and deployed by hand (the quick seed model), as a user does first.
+        deploy_seed_model(instance, platform_resources(), months[0])
         manual = {run.run_id for run in instance.get_runs()}
 
         with running_daemon(dagster_home, platform_env / "daemon.log"):
@@ -350,7 +347,10 @@ def test_a_zone_lookup_that_failed_once_is_retried_and_every_months_chain_comple
                     asset: instance.get_materialized_partitions(dg.AssetKey(asset)) for asset in chain
                 }
                 time.sleep(1)
-            print(f"\nzone lookup back -> every month's chain complete {time.monotonic() - fixed_at:.1f} s later")
+            recovered = time.monotonic() - fixed_at
+            # (a forked test's output is not shown: the figure goes to the daemon's log folder)
+            (platform_env / "recovery.txt").write_text(f"{recovered:.1f}")
+            print(f"\nzone lookup back -> every month's chain complete {recovered:.1f} s later")
 
         runs = [run for run in instance.get_runs() if run.run_id not in manual]
         assert all(run.tags.get("dagster/sensor_name") for run in runs), "every run was started by a sensor"
