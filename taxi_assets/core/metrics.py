@@ -78,6 +78,8 @@ HELP: dict[str, str] = {
     "taxi_model_promotion_min_gain": "Relative RMSE gain at which a challenger is promoted (TAXI_PROMOTION_MIN_GAIN)",
     "taxi_automation_failed_for_good": "Automated runs that failed and whose retries are exhausted",
     "taxi_automation_retrying": "Automated runs that failed and wait for their next retry",
+    "taxi_platform_process_up": "1 while a process make up started lives and answers its health check",
+    "taxi_platform_process_restarts": "Times the supervisor restarted a process make up started (dead or wedged)",
 }
 
 
