@@ -88,7 +88,8 @@ class Watched:
     restarts: int = 0
     failed_checks: int = 0
     state: str = "up"
-    reason: str = ""
+    problem: str = ""  # why it is not up, now
+    restarted_because: str = ""  # why it was last restarted
 
 
 def alive(pid: int | None) -> bool:
@@ -144,7 +145,7 @@ class Supervisor:
         (self.run_dir / f"{watched.name}.pid").write_text(f"{process.pid}\n")
         watched.pid, watched.started, watched.failed_checks = process.pid, time.time(), 0
         watched.restarts += 1
-        watched.state, watched.reason = "restarted", why
+        watched.state, watched.problem, watched.restarted_because = "restarted", "", why
         self.say(f"{watched.name}: {why}: started again as pid {process.pid} (restart {watched.restarts})")
 
     def check(self, watched: Watched) -> None:
@@ -160,10 +161,10 @@ class Supervisor:
             return
         problem = healthy(watched.name, url, self.current)
         if problem is None:
-            watched.failed_checks, watched.state = 0, "up"
+            watched.failed_checks, watched.state, watched.problem = 0, "up", ""
             return
         watched.failed_checks += 1
-        watched.state, watched.reason = "not answering", problem
+        watched.state, watched.problem = "not answering", problem
         self.say(f"{watched.name}: {problem} (check {watched.failed_checks} of {WEDGED_AFTER_CHECKS})")
         if watched.failed_checks >= WEDGED_AFTER_CHECKS:
             stop_session(pid)
@@ -218,9 +219,11 @@ def print_status(run_dir: Path) -> int:
         print(f"supervisor: no status yet ({path})")
         return 1
     for name, watched in sorted(json.loads(path.read_text()).items()):
-        why = f": {watched['reason']}" if watched["state"] != "up" and watched["reason"] else ""
-        restarts = f", restarted {watched['restarts']}x" if watched["restarts"] else ""
-        print(f"  {name:<18} {watched['state']} (pid {watched['pid']}{restarts}){why}")
+        problem = f": {watched['problem']}" if watched["problem"] else ""
+        restarts = (
+            f", restarted {watched['restarts']}x, last: {watched['restarted_because']}" if watched["restarts"] else ""
+        )
+        print(f"  {name:<18} {watched['state']}{problem} (pid {watched['pid']}{restarts})")
     return 0
 
 
