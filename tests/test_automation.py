@@ -214,6 +214,7 @@ def test_taxi_automation_sets_how_both_automation_sensors_start(value: str, stat
     )
     assert loaded.returncode == 0, loaded.stderr
     assert json.loads(loaded.stdout) == {
+        "automation_retry_sensor": status,
         "default_automation_condition_sensor": status,
         "model_promotion_sensor": status,
         "new_month_sensor": status,
