@@ -21,6 +21,7 @@ from collections.abc import Callable
 from taxi_assets import replay, settings
 from taxi_assets.backfill import FINISHED_RUN, BackfillError, Webserver, partitions, workspace
 from taxi_assets.defs.automation import RETRIED_SENSORS, RETRY_DELAYS_SECONDS, RETRY_NUMBER_TAG
+from taxi_assets.defs.online_monitoring.sensors import prediction_log_sensor
 
 # An asset partition a wait needs: (asset, partition), partition None for an unpartitioned asset.
 Need = tuple[str, "str | None"]
@@ -176,8 +177,10 @@ class Demo:
         if run["status"] != "FAILURE":
             return line, False
         tags = {tag["key"]: tag["value"] for tag in run["tags"]}
-        retries = int(tags.get(RETRY_NUMBER_TAG, "0"))
-        for_good = tags.get("dagster/sensor_name") not in RETRIED_SENSORS or retries >= len(RETRY_DELAYS_SECONDS)
+        sensor, retries = tags.get("dagster/sensor_name"), int(tags.get(RETRY_NUMBER_TAG, "0"))
+        if sensor == prediction_log_sensor.name:  # it requests a failed ingest again, with backoff, until it lands
+            return f"{line} (the prediction-log sensor retries it): {self.run_error(run['runId'])}", False
+        for_good = sensor not in RETRIED_SENSORS or retries >= len(RETRY_DELAYS_SECONDS)
         retry = "no retry left" if for_good else f"retry {retries + 1} of {len(RETRY_DELAYS_SECONDS)} to come"
         return f"{line} ({retry}): {self.run_error(run['runId'])}", for_good
 
