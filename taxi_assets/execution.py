@@ -23,7 +23,8 @@ works around changes, or when another Dagster is installed.
   Once the run has failed, run monitoring's `free_slots_after_run_end_seconds` gives its slot back.
 * Every run the executor executes, whoever started it (the daemon, `dagster asset materialize` or `dagster job
   execute` in a terminal, a cron job), records where it lives in its tags: host, pid and the process's start time.
-  So run monitoring checks the runs started from a terminal too (Dagster's only knows launched runs), and a step
+  So run monitoring, which asks the launcher about every started run, can tell for runs started from a terminal
+  too (Dagster's own launcher knows only the processes it started, and only while it lives), and a step
   waiting for a pool slot checks the holder itself: a holder on the same machine whose process is gone is failed,
   with an event saying why, and its slots are freed, so a retry from the command line succeeds with no daemon
   running. A waiting step says which run holds the slot, since when, and the command that frees it
