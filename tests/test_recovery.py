@@ -5,6 +5,7 @@ lands. Real daemon, real run workers."""
 import contextlib
 import datetime as dt
 import http.server
+import json
 import os
 import signal
 import socket
@@ -313,12 +314,20 @@ def test_ingests_that_failed_on_a_locked_warehouse_are_requested_again_until_the
     assert per_day == days
 
 
-def materialize_from_cli(dagster_home: Path, month: str, log: Path) -> subprocess.Popen:
-    """What a user types in a terminal: `dagster asset materialize -m taxi_assets.definitions …`, no daemon needed."""
-    args = [str(DAGSTER), "asset", "materialize", "-m", "taxi_assets.definitions"]
+# What a user types in a terminal to load a month, no daemon needed.
+CLI_COMMANDS = {
+    "dagster asset materialize": ["asset", "materialize", "-m", "taxi_assets.definitions", "--select", "raw_trips"],
+    "dagster job execute": ["job", "execute", "-m", "taxi_assets.definitions", "-j", "trip_data_job"],
+}
+
+
+def materialize_from_cli(
+    dagster_home: Path, month: str, log: Path, command: str = "dagster asset materialize"
+) -> subprocess.Popen:
+    partition = ["--partition", month] if "asset" in command else ["--tags", json.dumps({"dagster/partition": month})]
     with open(log, "ab") as output:
         return subprocess.Popen(
-            [*args, "--select", "raw_trips", "--partition", month],
+            [str(DAGSTER), *CLI_COMMANDS[command], *partition],
             cwd=REPO_ROOT,
             env={**os.environ, "DAGSTER_HOME": str(dagster_home)},
             stdout=output,
@@ -348,9 +357,16 @@ def failure_messages(instance: dg.DagsterInstance, run_id: str) -> list[str]:
     return [record.message for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_FAILURE)]
 
 
-@pytest.mark.parametrize("daemon", ["without a daemon", "with the daemon running"])
+@pytest.mark.parametrize(
+    ("command", "daemon"),
+    [
+        ("dagster asset materialize", "without a daemon"),
+        ("dagster asset materialize", "with the daemon running"),
+        ("dagster job execute", "without a daemon"),
+    ],
+)
 def test_a_killed_cli_run_holding_the_slot_does_not_block_the_retry(
-    platform_env: Path, source: StallingSource, daemon: str
+    platform_env: Path, source: StallingSource, command: str, daemon: str
 ) -> None:
     dagster_home = platform_env / "dagster_home"
     prepare_dagster_home(dagster_home)
@@ -360,7 +376,7 @@ def test_a_killed_cli_run_holding_the_slot_does_not_block_the_retry(
             stack.enter_context(running_daemon(dagster_home, platform_env / "daemon.log"))
         instance = stack.enter_context(dg.DagsterInstance.from_config(str(dagster_home)))
         source.stalling.set()
-        first = materialize_from_cli(dagster_home, "2021-01", log)
+        first = materialize_from_cli(dagster_home, "2021-01", log, command)
         dead = holding_cli_run(instance, first, source)
         first.kill()  # kill -9 while it holds the warehouse: a cron job's timeout, an OOM kill, a closed terminal
         first.wait()
@@ -373,10 +389,10 @@ def test_a_killed_cli_run_holding_the_slot_does_not_block_the_retry(
             freed = time.monotonic() - killed_at
             print(f"\nkill -9 of a CLI run holding the slot -> the daemon freed it {freed:.1f} s later")
             assert any("is gone" in message for message in failure_messages(instance, dead.run_id))
-        retry = materialize_from_cli(dagster_home, "2021-01", log)
+        retry = materialize_from_cli(dagster_home, "2021-01", log, command)
         assert retry.wait(RECOVERY_LIMIT_SECONDS) == 0, log.read_text()[-3000:]
         recovery = time.monotonic() - killed_at
-        print(f"\nkill -9 of a CLI run holding the slot ({daemon}) -> the CLI retry succeeded {recovery:.1f} s later")
+        print(f"\nkill -9 of `{command}` holding the slot ({daemon}) -> the retry succeeded {recovery:.1f} s later")
         assert recovery < RECOVERY_LIMIT_SECONDS
         assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
         (why,) = failure_messages(instance, dead.run_id)
