@@ -67,7 +67,7 @@ WORKER_PID_TAG = "taxi/worker_pid"
 WORKER_STARTED_TAG = "taxi/worker_started"
 # How often a step waiting for a pool slot looks whether the holder's process still lives, and says who holds it.
 HOLDER_CHECK_SECONDS = 2.0
-WAIT_REPORT_SECONDS = 30.0
+WAIT_REPORT_SECONDS = 20.0
 RELEASE_COMMAND = ".venv/bin/python -m taxi_assets.execution release"
 # psutil derives a process's start time from the boot time; the wall clock may have been adjusted since.
 _CLOCK_TOLERANCE_SECONDS = 5.0
