@@ -17,6 +17,14 @@ descendants() {
   done
 }
 
+# The supervisor first: it would start again what is being stopped.
+if [ -e "$run/supervisor.pid" ]; then
+  supervisor=$(cat "$run/supervisor.pid")
+  kill -TERM "$supervisor" 2>/dev/null
+  for _ in $(seq 100); do kill -0 "$supervisor" 2>/dev/null || break; sleep 0.1; done
+  rm -f "$run/supervisor.pid"
+fi
+
 pids=()
 names=()
 for pidfile in "$run"/*.pid; do

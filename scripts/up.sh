@@ -47,10 +47,13 @@ for pidfile in "$run"/*.pid; do
   [ -e "$pidfile" ] || continue
   if kill -0 "$(cat "$pidfile")" 2>/dev/null; then
     echo "up: already running ($(basename "$pidfile" .pid), pid $(cat "$pidfile")): \`make down\` first" >&2
+    # What the supervisor last found: every process, restarts and why.
+    .venv/bin/python -m taxi_assets.supervise --status >&2 || true
     exit 1
   fi
   rm -f "$pidfile"
 done
+rm -f "$run"/*.cmd "$run/supervisor.json"
 
 port_in_use() {
   .venv/bin/python -c "import socket,sys; s=socket.socket(); sys.exit(0 if s.connect_ex(('127.0.0.1', $1)) == 0 else 1)"
@@ -79,6 +82,8 @@ start() {
   echo "up: starting $name (log: $logs/$name.log)"
   setsid "$@" >"$logs/$name.log" 2>&1 < /dev/null &
   echo $! >"$run/$name.pid"
+  # The command line, for the supervisor to start it again (taxi_assets/supervise.py).
+  printf '%s\0' "$@" >"$run/$name.cmd"
 }
 
 if command -v prometheus-pushgateway >/dev/null; then
@@ -149,6 +154,9 @@ if [ "$started" != true ]; then
   exit 1
 fi
 
+# Watches the processes above from now on: a crashed or wedged one is started again (taxi_assets/supervise.py).
+start supervisor .venv/bin/python -m taxi_assets.supervise
+
 cat <<EOF
 up: the platform is running (automation: $TAXI_AUTOMATION)
   Dagster UI      http://127.0.0.1:$DAGSTER_PORT
@@ -158,6 +166,8 @@ up: the platform is running (automation: $TAXI_AUTOMATION)
   Pushgateway     http://127.0.0.1:$TAXI_PUSHGATEWAY_PORT
   Alertmanager    http://127.0.0.1:$TAXI_ALERTMANAGER_PORT   (grouped alerts, silences; notifications: $TAXI_ALERT_NOTIFICATIONS)
   logs            $logs/*.log
+  watched by      the supervisor: a crashed or wedged process is restarted (status: make up, or
+                  .venv/bin/python -m taxi_assets.supervise --status; metric taxi_platform_process_up)
   stop            make down
 EOF
 

@@ -20,6 +20,11 @@ from collections.abc import Callable
 
 from taxi_assets import replay, settings
 from taxi_assets.backfill import FINISHED_RUN, BackfillError, Webserver, partitions, workspace
+from taxi_assets.defs.automation import RETRIED_SENSORS, RETRY_DELAYS_SECONDS, RETRY_NUMBER_TAG
+from taxi_assets.defs.online_monitoring.sensors import prediction_log_sensor
+
+# An asset partition a wait needs: (asset, partition), partition None for an unpartitioned asset.
+Need = tuple[str, "str | None"]
 
 LAUNCH_RUN = """
 mutation($params: ExecutionParams!) {
@@ -64,6 +69,41 @@ query($path: [String!]!, $partitions: [String!]) {
 }
 """
 
+# What a wait says about an asset partition it needs: its latest run, and that run's error.
+LATEST_RUN_FOR_PARTITION = """
+query($path: [String!]!, $partition: String!) {
+  assetNodeOrError(assetKey: {path: $path}) {
+    ... on AssetNode { latestRunForPartition(partition: $partition) { runId status tags { key value } } }
+  }
+}
+"""
+
+LATEST_RUN = """
+query($path: [String!]!) {
+  assetsLatestInfo(assetKeys: [{path: $path}]) { latestRun { runId status tags { key value } } }
+}
+"""
+
+RUN_ERRORS = """
+query($runId: ID!) {
+  runOrError(runId: $runId) {
+    ... on Run {
+      eventConnection(limit: 100000) {
+        events {
+          __typename
+          ... on ExecutionStepFailureEvent { stepKey error { message causes { message } } }
+          ... on RunFailureEvent { message }
+        }
+      }
+    }
+  }
+}
+"""
+
+# How often a wait says what it still waits for, and looks whether something it needs has failed for good.
+REPORT_EVERY_SECONDS = 30.0
+CHECK_FAILED_EVERY_SECONDS = 10.0
+
 DEFAULT_MONTHS = "2021-01..2021-02"
 
 
@@ -82,12 +122,80 @@ class Demo:
     def say(self, text: str) -> None:
         print(f"[{time.monotonic() - self.started:5.0f} s] demo: {text}", flush=True)
 
-    def wait(self, what: str, done: Callable[[], bool], timeout: float, every: float = 2.0) -> None:
-        deadline = time.monotonic() + timeout
+    def wait(
+        self,
+        what: str,
+        done: Callable[[], bool],
+        timeout: float,
+        every: float = 2.0,
+        needs: Callable[[], list[Need]] | None = None,
+    ) -> None:
+        """Wait until `done()`. With `needs` (the asset partitions the wait depends on, still missing), it says
+        every REPORT_EVERY_SECONDS what it waits for and why that is not done (each one's latest run, its status
+        and error), and stops as soon as one of them has failed for good (a failed run nothing will retry)."""
+        started = time.monotonic()
+        deadline = started + timeout
+        reported = checked = started
         while not done():
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if needs is not None and (now >= checked + CHECK_FAILED_EVERY_SECONDS or now > deadline):
+                checked = now
+                states = [state for state in map(self.need_state, needs()) if state is not None]
+                failed = [line for line, for_good in states if for_good]
+                if failed:
+                    raise BackfillError(
+                        f"{what}: stopped waiting after {now - started:.0f} s, a step it needs failed for good: "
+                        f"{'; '.join(failed)}. Fix the cause and materialize it in {self.server.url}/assets "
+                        "(what follows it then runs by itself)"
+                    )
+                waiting = "; ".join(line for line, _ in states) or "newer runs of what it needs (all succeeded)"
+                if now > deadline:
+                    raise BackfillError(f"{what}: not done after {timeout:.0f} s; waiting for {waiting}")
+                if now >= reported + REPORT_EVERY_SECONDS:
+                    reported = now
+                    self.say(f"still waiting ({now - started:.0f} s) for {waiting}")
+            elif now > deadline:
                 raise BackfillError(f"{what}: not done after {timeout:.0f} s")
             time.sleep(every)
+
+    def need_state(self, need: Need) -> tuple[str, bool] | None:
+        """What the latest run of an asset partition says, and whether it failed for good: a failed run that is
+        not the automation's, or whose retries (automation_retry_sensor) are exhausted. None once it succeeded."""
+        asset, partition = need
+        name = f"{asset}[{partition}]" if partition else asset
+        if partition:
+            node = self.server.query(LATEST_RUN_FOR_PARTITION, {"path": [asset], "partition": partition})
+            run = (node["assetNodeOrError"] or {}).get("latestRunForPartition")
+        else:
+            infos = self.server.query(LATEST_RUN, {"path": [asset]})["assetsLatestInfo"]
+            run = infos[0]["latestRun"] if infos else None
+        if run is None:
+            return f"{name}: no run yet (its inputs are not all there, or the automation's next tick)", False
+        line = f"{name}: last run {run['runId']} {run['status'].lower()}"
+        if run["status"] == "SUCCESS":
+            return None
+        if run["status"] != "FAILURE":
+            return line, False
+        tags = {tag["key"]: tag["value"] for tag in run["tags"]}
+        sensor, retries = tags.get("dagster/sensor_name"), int(tags.get(RETRY_NUMBER_TAG, "0"))
+        if sensor == prediction_log_sensor.name:  # it requests a failed ingest again, with backoff, until it lands
+            return f"{line} (the prediction-log sensor retries it): {self.run_error(run['runId'])}", False
+        for_good = sensor not in RETRIED_SENSORS or retries >= len(RETRY_DELAYS_SECONDS)
+        retry = "no retry left" if for_good else f"retry {retries + 1} of {len(RETRY_DELAYS_SECONDS)} to come"
+        return f"{line} ({retry}): {self.run_error(run['runId'])}", for_good
+
+    def run_error(self, run_id: str) -> str:
+        """The error of a failed run: its failed steps' messages, else the run's failure message."""
+        answer = self.server.query(RUN_ERRORS, {"runId": run_id})["runOrError"]
+        events = ((answer or {}).get("eventConnection") or {}).get("events", [])
+        # Dagster wraps a step's exception ("Error occurred while executing op …"): the innermost cause says why.
+        steps = [
+            f"{e['stepKey']}: {([e['error'], *e['error']['causes']][-1]['message']).strip()}"
+            for e in events
+            if e.get("stepKey") and e.get("error")
+        ]
+        runs = [e["message"] for e in events if e["__typename"] == "RunFailureEvent"]
+        return " | ".join(steps or runs) or "no error recorded"
 
     def run_job(self, job: str, partition_keys: list[str] | None = None, run_config: dict | None = None) -> None:
         """One run of `job` per partition (or one run), launched at once and followed to the end. Runs rather than a
@@ -228,31 +336,47 @@ class Demo:
         self.say("waiting for the prediction-log sensor to ingest the traffic (it ticks every 30 s)")
         self.wait("the ingest", lambda: self.ingest_backlog(replayed) == 0, timeout=300)
         self.say("ingested; waiting for the online and monthly figures, reports, dashboards and the challenge")
+        # Each thing waited for, with the asset partitions it needs: what a slow or failed wait names.
+        monthly = [("taxi_zones", None)] + [
+            (asset, month) for month in loaded for asset in ("batch_predictions", "drift_metrics", "monitoring_report")
+        ]
         pending = {
-            "online windows (online_drift)": lambda: self.latest("online_drift") >= replayed,
-            "online dashboard (online_dashboard, at most once a minute)": lambda: (
-                self.latest("online_dashboard") > max(self.latest("online_drift"), replayed)
+            "online windows (online_drift)": (
+                lambda: self.latest("online_drift") >= replayed,
+                [("online_drift", None)],
             ),
-            f"monthly reports of {', '.join(loaded)} (monitoring_report)": lambda: (
-                set(loaded) <= self.materialized_since("monitoring_report", self.since, loaded)
+            "online dashboard (online_dashboard, at most once a minute)": (
+                lambda: self.latest("online_dashboard") > max(self.latest("online_drift"), replayed),
+                [("online_drift", None), ("online_dashboard", None)],
             ),
-            f"challenge of the deployed model on {newest} (model_challenge)": lambda: (
-                self.latest("model_challenge", newest) >= self.since
+            f"monthly reports of {', '.join(loaded)} (monitoring_report)": (
+                lambda: set(loaded) <= self.materialized_since("monitoring_report", self.since, loaded),
+                monthly,
             ),
-            "months dashboard, with the challenge (monitoring_dashboard)": lambda: (
-                set(loaded) <= self.materialized_since("monitoring_dashboard", self.since, loaded)
-                and self.latest("monitoring_dashboard", newest) > max(self.latest("model_challenge", newest), 1.0)
+            f"challenge of the deployed model on {newest} (model_challenge)": (
+                lambda: self.latest("model_challenge", newest) >= self.since,
+                [("model_challenge", newest)],
+            ),
+            "months dashboard, with the challenge (monitoring_dashboard)": (
+                lambda: (
+                    set(loaded) <= self.materialized_since("monitoring_dashboard", self.since, loaded)
+                    and self.latest("monitoring_dashboard", newest) > max(self.latest("model_challenge", newest), 1.0)
+                ),
+                [*monthly, ("model_challenge", newest), *(("monitoring_dashboard", month) for month in loaded)],
             ),
         }
 
         def all_done() -> bool:
-            for what, done in list(pending.items()):
+            for what, (done, _) in list(pending.items()):
                 if done():
                     self.say(f"done: {what}")
                     del pending[what]
             return not pending
 
-        self.wait("the automation", all_done, timeout=900)
+        def still_needed() -> list[Need]:
+            return list(dict.fromkeys(need for _, needs in pending.values() for need in needs))
+
+        self.wait("the automation", all_done, timeout=900, needs=still_needed)
         challenge = self.metadata("model_challenge", newest)
         elapsed = time.monotonic() - self.started
         print(

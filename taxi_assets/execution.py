@@ -21,12 +21,25 @@ works around changes, or when another Dagster is installed.
   kill, power cut). The default launcher has none: the code server that started a worker notices its death only
   while that code server lives, so after a restart such a run stayed STARTED, and its pool slot claimed, forever.
   Once the run has failed, run monitoring's `free_slots_after_run_end_seconds` gives its slot back.
+* Every run the executor executes, whoever started it (the daemon, `dagster asset materialize` or `dagster job
+  execute` in a terminal, a cron job), records where it lives in its tags: host, pid and the process's start time.
+  So run monitoring, which asks the launcher about every started run, can tell for runs started from a terminal
+  too (Dagster's own launcher knows only the processes it started, and only while it lives), and a step
+  waiting for a pool slot checks the holder itself: a holder on the same machine whose process is gone is failed,
+  with an event saying why, and its slots are freed, so a retry from the command line succeeds with no daemon
+  running. A waiting step says which run holds the slot, since when, and the command that frees it
+  (`python -m taxi_assets.execution release <run id>`), at once and every `WAIT_REPORT_SECONDS`.
+  A holder on another machine is left to that machine's run monitoring: only there can its process be seen.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import datetime as dt
 import os
 import socket
+import sys
 import time
 from collections.abc import Iterator
 
@@ -47,14 +60,96 @@ from dagster._utils.interrupts import check_captured_interrupt
 DAGSTER_VERSION = "1.13.27"
 # How long a SIGTERM can wait while a step waits for its pool slot.
 INTERRUPT_CHECK_SECONDS = 0.5
-# The tag naming the machine whose process runs a launched run: only that machine can tell whether it still lives.
+# Where a run's process lives, tagged by the executor (and the host by the launcher, before the process starts):
+# only that machine can tell whether the process still lives, and a pid is that process only with its start time.
 WORKER_HOST_TAG = "taxi/worker_host"
+WORKER_PID_TAG = "taxi/worker_pid"
+WORKER_STARTED_TAG = "taxi/worker_started"
+# How often a step waiting for a pool slot looks whether the holder's process still lives, and says who holds it.
+HOLDER_CHECK_SECONDS = 2.0
+WAIT_REPORT_SECONDS = 20.0
+RELEASE_COMMAND = ".venv/bin/python -m taxi_assets.execution release"
 # psutil derives a process's start time from the boot time; the wall clock may have been adjusted since.
 _CLOCK_TOLERANCE_SECONDS = 5.0
 
 
+def worker_tags() -> dict[str, str]:
+    """This process as the worker of the run it executes: host, pid and start time (unix seconds)."""
+    pid = os.getpid()
+    started = psutil.Process(pid).create_time()
+    return {WORKER_HOST_TAG: socket.gethostname(), WORKER_PID_TAG: str(pid), WORKER_STARTED_TAG: f"{started:.3f}"}
+
+
+def worker_process(instance: dg.DagsterInstance, run_id: str) -> tuple[int, float] | None:
+    """The pid of a run's worker process and a time it had started by (unix time): from the executor's tags, else
+    (a run executed before they existed) from the engine event where the executor reported its pid."""
+    run = instance.get_run_by_id(run_id)
+    if run is not None and WORKER_PID_TAG in run.tags:
+        return int(run.tags[WORKER_PID_TAG]), float(run.tags[WORKER_STARTED_TAG])
+    for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
+        pid = record.dagster_event.engine_event_data.metadata.get("pid")
+        if pid is not None:
+            return int(pid.value), record.timestamp
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerHealth:
+    """Whether a run's process lives, as this machine can tell: `alive` is None when it cannot (another host, or
+    a process not reported yet)."""
+
+    alive: bool | None
+    description: str
+
+
+def worker_health(instance: dg.DagsterInstance, run: dg.DagsterRun) -> WorkerHealth:
+    host = run.tags.get(WORKER_HOST_TAG)
+    if host is None:
+        return WorkerHealth(None, "no worker host recorded (executed by another executor)")
+    if host != socket.gethostname():
+        return WorkerHealth(None, f"on host {host}: only that host can check it")
+    worker = worker_process(instance, run.run_id)
+    if worker is None:
+        return WorkerHealth(None, f"worker process on {host} not reported yet")
+    pid, started = worker
+    try:
+        process = psutil.Process(pid)
+        # A pid can be reused, after a reboot above all: the worker had started by the time it was recorded.
+        alive = process.status() != psutil.STATUS_ZOMBIE and process.create_time() <= started + _CLOCK_TOLERANCE_SECONDS
+    except psutil.NoSuchProcess:
+        alive = False
+    except psutil.AccessDenied:  # another user's process holds the pid: ours is gone
+        alive = False
+    if alive:
+        return WorkerHealth(True, f"worker process {pid} on {host} is alive")
+    return WorkerHealth(False, f"worker process {pid} of this run on {host} is gone (killed?)")
+
+
+def release_run(instance: dg.DagsterInstance, run_id: str, why: str) -> bool:
+    """Fail `run_id` (unless it has finished) with `why` as its failure event, and free its pool slots; whether it
+    was failed or held a slot. Its process must be gone: a live one would go on writing."""
+    run = instance.get_run_by_id(run_id)
+    if run is None:
+        return False
+    storage = instance.event_log_storage
+    held = run_id in storage.get_concurrency_run_ids()
+    failed = not run.is_finished
+    if failed:
+        instance.report_run_failed(run, why)
+    if held:
+        storage.free_concurrency_slots_for_run(run_id)
+    return failed or held
+
+
 class _InterruptibleClaims(InstanceConcurrencyContext):
-    """Dagster's pool-slot claims of one run, waiting without spinning and giving up on a termination signal."""
+    """Dagster's pool-slot claims of one run, waiting without spinning, giving up on a termination signal, freeing
+    the slot of a holder whose process is gone, and saying who holds the slot while a step waits."""
+
+    def __init__(self, instance: dg.DagsterInstance, dagster_run: dg.DagsterRun, log=None) -> None:
+        super().__init__(instance, dagster_run)
+        self._log = log
+        self._holders_checked_at = 0.0
+        self._reported_at: dict[str, float] = {}
 
     def claim(self, concurrency_key: str, step_key: str, step_priority: int = 0) -> bool:
         # Dagster's handler only records the signal during orchestration; the run ends with the usual
@@ -63,6 +158,7 @@ class _InterruptibleClaims(InstanceConcurrencyContext):
             raise DagsterExecutionInterruptedError(f"terminated while {step_key} waited for a {concurrency_key} slot")
         checks = self._pending_claim_counts[step_key]
         if super().claim(concurrency_key, step_key, step_priority):
+            self._reported_at.pop(step_key, None)
             return True
         if self._pending_claim_counts[step_key] > checks:  # the storage was asked, and said blocked
             storage = self._instance.event_log_storage
@@ -71,7 +167,58 @@ class _InterruptibleClaims(InstanceConcurrencyContext):
                 # so two processes repairing at once cannot put two steps in one slot.
                 storage.assign_pending_steps([concurrency_key])
                 self._pending_timeouts[step_key] = time.time()  # claim again at the next check
+        if time.time() >= self._holders_checked_at + HOLDER_CHECK_SECONDS:
+            self._holders_checked_at = time.time()
+            if self._release_dead_holders(concurrency_key):
+                self._pending_timeouts[step_key] = time.time()  # the slot may be ours now
+            else:
+                self._report_wait(concurrency_key, step_key)
         return False
+
+    def _holders(self, concurrency_key: str) -> list[tuple[dg.DagsterRun, str, dt.datetime | None]]:
+        """The runs holding the pool's slots (not this one): run, step, and when the step got its slot."""
+        info = self._instance.event_log_storage.get_concurrency_info(concurrency_key)
+        assigned = {(step.run_id, step.step_key): step.assigned_timestamp for step in info.pending_steps}
+        holders = []
+        for slot in info.claimed_slots:
+            run = self._instance.get_run_by_id(slot.run_id) if slot.run_id != self._run_id else None
+            if run is not None:
+                holders.append((run, slot.step_key, assigned.get((slot.run_id, slot.step_key))))
+        return holders
+
+    def _release_dead_holders(self, concurrency_key: str) -> bool:
+        released = False
+        for run, step, _ in self._holders(concurrency_key):
+            health = worker_health(self._instance, run)
+            if health.alive is False:
+                why = (
+                    f"{health.description}, holding a {concurrency_key} slot (step {step}): failed and its slots "
+                    f"freed by run {self._run_id}, which was waiting for that slot"
+                )
+                if release_run(self._instance, run.run_id, why):
+                    released = True
+                    if self._log is not None:
+                        self._log.warning(f"run {run.run_id}: {why}")
+        return released
+
+    def _report_wait(self, concurrency_key: str, step_key: str) -> None:
+        now = time.time()
+        if self._log is None or now < self._reported_at.get(step_key, 0.0) + WAIT_REPORT_SECONDS:
+            return
+        self._reported_at[step_key] = now
+        holders = self._holders(concurrency_key)
+        if not holders:
+            self._log.info(f"{step_key} waits for a {concurrency_key} slot: it is being handed over")
+            return
+        for run, step, since in holders:
+            partition = run.tags.get("dagster/partition")
+            what = f"run {run.run_id} ({run.job_name}{f' [{partition}]' if partition else ''}, step {step}"
+            held = f", since {since.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC" if since else ""
+            self._log.info(
+                f"{step_key} waits for a {concurrency_key} slot, held by {what}{held}; "
+                f"{run.status.value.lower()}, {worker_health(self._instance, run).description}). If that run is "
+                f"stuck: `{RELEASE_COMMAND} {run.run_id}` stops it and frees the slot (or terminate it in the UI)"
+            )
 
     def interval_to_next_pending_claim_check(self) -> float:
         if not self.has_pending_claims():
@@ -83,7 +230,7 @@ class _InterruptibleClaims(InstanceConcurrencyContext):
 def _execution_iterator(
     job_context: PlanExecutionContext, execution_plan: ExecutionPlan, instance_concurrency_context=None
 ) -> Iterator[dg.DagsterEvent]:
-    with _InterruptibleClaims(job_context.instance, job_context.dagster_run) as claims:
+    with _InterruptibleClaims(job_context.instance, job_context.dagster_run, job_context.log) as claims:
         yield from inner_plan_execution_iterator(job_context, execution_plan, claims)
 
 
@@ -91,7 +238,9 @@ class _InterruptibleInProcessExecutor(InProcessExecutor):
     def execute(
         self, plan_context: PlanOrchestrationContext, execution_plan: ExecutionPlan
     ) -> Iterator[dg.DagsterEvent]:
-        # InProcessExecutor.execute with the claims above; the same events, so the UI shows the same run.
+        # InProcessExecutor.execute with the claims above; the same events, so the UI shows the same run. First,
+        # where this run lives, so that its death can be told (by run monitoring, or by a step waiting for its slot).
+        plan_context.instance.add_run_tags(plan_context.run_id, worker_tags())
         pid = os.getpid()
         yield dg.DagsterEvent.engine_event(
             plan_context,
@@ -124,20 +273,13 @@ def executor(init_context: dg.InitExecutorContext) -> _InterruptibleInProcessExe
     )
 
 
-def worker_process(instance: dg.DagsterInstance, run_id: str) -> tuple[int, float] | None:
-    """The pid of a launched run's worker process and when it reported its start (unix time)."""
-    for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
-        pid = record.dagster_event.engine_event_data.metadata.get("pid")
-        if pid is not None:
-            return int(pid.value), record.timestamp
-    return None
-
-
 class LocalRunLauncher(dg.DefaultRunLauncher):
     """Dagster's default launcher, whose run workers the monitoring daemon can check: a dead worker fails its run.
 
-    The daemon launches every run (the run queue), each as a process on its own machine, which it records in the
-    tag `taxi/worker_host`; a run started elsewhere (`dagster asset materialize` in a terminal) is left alone.
+    The daemon launches queued runs as processes on its own machine, and records that machine in the tag
+    `taxi/worker_host` at once (the executor adds the process's pid and start time once it runs). Run monitoring
+    checks every started run, so a run executed from a terminal on this machine is checked too; a run on another
+    machine is left to run monitoring there.
     """
 
     def launch_run(self, context: LaunchRunContext) -> None:
@@ -149,23 +291,43 @@ class LocalRunLauncher(dg.DefaultRunLauncher):
         return True
 
     def check_run_worker_health(self, run: dg.DagsterRun) -> CheckRunHealthResult:
-        if run.tags.get(WORKER_HOST_TAG) != socket.gethostname():
-            return CheckRunHealthResult(WorkerStatus.RUNNING, "not launched on this machine: not checked")
-        worker = worker_process(self._instance, run.run_id)
-        if worker is None:
-            return CheckRunHealthResult(WorkerStatus.RUNNING, "worker process not reported yet")
-        pid, reported = worker
-        try:
+        health = worker_health(self._instance, run)
+        if health.alive is False:
+            return CheckRunHealthResult(WorkerStatus.FAILED, health.description)
+        # Alive, or not this machine's to tell: left running (run monitoring on its own host checks it).
+        return CheckRunHealthResult(WorkerStatus.RUNNING, health.description)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m taxi_assets.execution release RUN_ID`: stop a stuck run and free its pool slots."""
+    parser = argparse.ArgumentParser(prog="python -m taxi_assets.execution", description=main.__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    release = commands.add_parser("release", help="stop a run (SIGTERM, then SIGKILL), fail it, free its slots")
+    release.add_argument("run_id")
+    release.add_argument("--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL")
+    options = parser.parse_args(argv)
+    with dg.DagsterInstance.get() as instance:
+        run = instance.get_run_by_id(options.run_id)
+        if run is None:
+            print(f"no run {options.run_id}", file=sys.stderr)
+            return 1
+        health = worker_health(instance, run)
+        if health.alive is None and not run.is_finished:
+            print(f"run {run.run_id}: {health.description}; stop it there first", file=sys.stderr)
+            return 1
+        if health.alive:
+            pid, _ = worker_process(instance, run.run_id)
             process = psutil.Process(pid)
-            # A pid can be reused, after a reboot above all: the worker started before it reported its pid.
-            alive = (
-                process.status() != psutil.STATUS_ZOMBIE
-                and process.create_time() <= reported + _CLOCK_TOLERANCE_SECONDS
-            )
-        except psutil.NoSuchProcess:
-            alive = False
-        except psutil.AccessDenied:  # another user's process holds the pid: ours is gone
-            alive = False
-        if alive:
-            return CheckRunHealthResult(WorkerStatus.RUNNING, f"worker process {pid} is alive")
-        return CheckRunHealthResult(WorkerStatus.FAILED, f"worker process {pid} of this run is gone (killed?)")
+            print(f"run {run.run_id}: stopping its process {pid}")
+            process.terminate()
+            if process not in psutil.wait_procs([process], timeout=options.grace)[0]:
+                process.kill()
+                psutil.wait_procs([process], timeout=10)
+        why = f"released by hand (`{RELEASE_COMMAND} {run.run_id}`): {worker_health(instance, run).description}"
+        released = release_run(instance, run.run_id, why)
+        print(f"run {run.run_id}: {'failed and its slots freed' if released else 'had finished and held no slot'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -5,6 +5,7 @@ soon as the upstream code they replace or rely on is not the code they were writ
 import hashlib
 import inspect
 import re
+import socket
 import time
 from pathlib import Path
 
@@ -86,6 +87,16 @@ UPSTREAM_DAGSTER_SHA256 = {
     "SqlEventLogStorage.claim_concurrency_slot": "cbfe2436f7e3b1e6da78e385c187c1b88c2e998a0d5f80ff6a54dee3efd5e03b",
     "SqlEventLogStorage.has_unassigned_slots": "3b97c6f524a3c80f0c31b3bba76b28bf4f519ce582237d78b087e2a6c745e43e",
     "SqlEventLogStorage.assign_pending_steps": "d7d5d9f84bd42141b2fb47c7b1d651eceba5c1f6f87d2583291ba95965456188",
+    # _InterruptibleClaims keeps the run id and pending timeouts this sets up.
+    "InstanceConcurrencyContext.__init__": "9aed827d8bdaae32d0d0473c8323e7151546a0aa57a4f17a4c8ba973aa98e818",
+    # release_run frees a dead holder's slots with this, which also hands them to the waiting steps.
+    "SqlEventLogStorage.free_concurrency_slots_for_run": (
+        "5881be36a0a96fabb2af4ab51d11a7349219d840f94b0e28a5b8a51fdff588ba"
+    ),
+    # Run monitoring asks the launcher about every started run, launched or executed from a terminal, and fails
+    # the run whose worker is FAILED: what LocalRunLauncher.check_run_worker_health relies on.
+    "execute_run_monitoring_iteration": "9d4ad3c488139d11f3b50c6a61920fda06f24abbd20a01c0a0e96080d44d9ec4",
+    "monitor_started_run": "bc211672a19dbc70fba31a163f73fb486fe262c402fac9bb85e3e7ead7216ec8",
 }
 
 
@@ -104,6 +115,7 @@ def test_the_dagster_code_execution_copies_is_unchanged() -> None:
     from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
     from dagster._core.executor.in_process import InProcessExecutor
     from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
+    from dagster._daemon.monitoring.run_monitoring import execute_run_monitoring_iteration, monitor_started_run
 
     functions = {
         "InProcessExecutor.execute": InProcessExecutor.execute,
@@ -115,6 +127,10 @@ def test_the_dagster_code_execution_copies_is_unchanged() -> None:
             f"SqlEventLogStorage.{name}": getattr(SqlEventLogStorage, name)
             for name in ("claim_concurrency_slot", "has_unassigned_slots", "assign_pending_steps")
         },
+        "InstanceConcurrencyContext.__init__": InstanceConcurrencyContext.__init__,
+        "SqlEventLogStorage.free_concurrency_slots_for_run": SqlEventLogStorage.free_concurrency_slots_for_run,
+        "execute_run_monitoring_iteration": execute_run_monitoring_iteration,
+        "monitor_started_run": monitor_started_run,
     }
     digests = {name: hashlib.sha256(inspect.getsource(f).encode()).hexdigest() for name, f in functions.items()}
     assert digests == UPSTREAM_DAGSTER_SHA256, "Dagster changed: review taxi_assets/execution.py against it"
@@ -169,3 +185,102 @@ def test_a_step_waiting_beside_a_free_slot_gets_it(tmp_path: Path) -> None:
             other = instance.create_run_for_job(dg.GraphDefinition("other").to_job())
             with execution._InterruptibleClaims(instance, other) as waiting:
                 assert not _claims_within(waiting, 2.0)
+
+
+def _holder(instance: dg.DagsterInstance, tags: dict[str, str]) -> dg.DagsterRun:
+    """A started run holding the pool's one slot, its process as `tags` say."""
+    storage = instance.event_log_storage
+    storage.set_concurrency_slots("duckdb", 1)
+    run = instance.create_run_for_job(dg.GraphDefinition("holder").to_job(), tags=tags)
+    instance.handle_run_event(run.run_id, dg.DagsterEvent(dg.DagsterEventType.RUN_START.value, job_name="holder"))
+    assert storage.claim_concurrency_slot("duckdb", run.run_id, "trip_months").is_claimed
+    return instance.get_run_by_id(run.run_id)
+
+
+def _dead_process_tags(host: str) -> dict[str, str]:
+    """Tags of a process that has ended (a real one, started and waited for)."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    started = psutil.Process(child.pid).create_time()
+    child.wait()
+    return {
+        execution.WORKER_HOST_TAG: host,
+        execution.WORKER_PID_TAG: str(child.pid),
+        **{execution.WORKER_STARTED_TAG: f"{started:.3f}"},
+    }
+
+
+@pytest.mark.integration
+def test_a_step_waiting_behind_a_dead_holder_on_this_host_fails_it_and_takes_its_slot(tmp_path: Path) -> None:
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        dead = _holder(instance, _dead_process_tags(socket.gethostname()))
+        waiter = instance.create_run_for_job(dg.GraphDefinition("waiter").to_job())
+        with execution._InterruptibleClaims(instance, waiter) as claims:
+            assert _claims_within(claims, 4.0)
+        assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
+        (failure,) = instance.all_logs(dead.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+        assert "is gone" in failure.message and waiter.run_id in failure.message, failure.message
+
+
+@pytest.mark.integration
+def test_a_live_holder_and_a_holder_on_another_host_keep_their_slot(tmp_path: Path) -> None:
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        launcher = execution.LocalRunLauncher()
+        launcher.register_instance(instance)
+        for tags in (execution.worker_tags(), _dead_process_tags("another-host")):
+            storage = instance.event_log_storage
+            holder = _holder(instance, tags)
+            waiter = instance.create_run_for_job(dg.GraphDefinition("waiter").to_job())
+            with execution._InterruptibleClaims(instance, waiter) as claims:
+                assert not _claims_within(claims, 3.0)
+            assert instance.get_run_by_id(holder.run_id).status == dg.DagsterRunStatus.STARTED
+            assert storage.get_concurrency_info("duckdb").active_run_ids == {holder.run_id}
+            # Run monitoring leaves both running: one lives, the other is for its own host to check.
+            assert launcher.check_run_worker_health(holder).status.value == "RUNNING"
+            storage.free_concurrency_slots_for_run(holder.run_id)
+        dead_here = _holder(instance, _dead_process_tags(socket.gethostname()))
+        health = launcher.check_run_worker_health(dead_here)
+        assert health.status.value == "FAILED" and "is gone" in health.msg
+
+
+@pytest.mark.integration
+def test_the_release_command_stops_a_stuck_run_and_frees_its_slot(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    import psutil
+
+    from tests.support.dagster_processes import prepare_dagster_home
+
+    dagster_home = tmp_path / "dagster_home"
+    prepare_dagster_home(dagster_home)
+    stuck = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        tags = {
+            execution.WORKER_HOST_TAG: socket.gethostname(),
+            execution.WORKER_PID_TAG: str(stuck.pid),
+            execution.WORKER_STARTED_TAG: f"{psutil.Process(stuck.pid).create_time():.3f}",
+        }
+        with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+            holder = _holder(instance, tags)
+            released = subprocess.run(
+                [sys.executable, "-m", "taxi_assets.execution", "release", holder.run_id, "--grace", "5"],
+                cwd=REPO_ROOT,
+                env={**os.environ, "DAGSTER_HOME": str(dagster_home)},
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert released.returncode == 0 and "failed and its slots freed" in released.stdout, released
+            assert stuck.wait(5) is not None
+            assert instance.get_run_by_id(holder.run_id).status == dg.DagsterRunStatus.FAILURE
+            assert not instance.event_log_storage.get_concurrency_info("duckdb").claimed_slots
+            (failure,) = instance.all_logs(holder.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+            assert "released by hand" in failure.message, failure.message
+    finally:
+        stuck.kill()

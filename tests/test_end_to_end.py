@@ -13,7 +13,9 @@ import dagster as dg
 import pytest
 import requests
 
+from taxi_assets import settings, supervise
 from taxi_assets.definitions import defs
+from taxi_assets.defs.automation import automation_retry_sensor
 from taxi_assets.defs.batch_monitoring.assets import batch_drift, batch_predictions
 from taxi_assets.defs.model.assets import deployed_model, duration_model, model_challenge
 from taxi_assets.defs.model.profile import reference_profile
@@ -153,6 +155,16 @@ def test_served_rides_reach_duckdb_and_prometheus(
                 stored = dict(conn.execute("SELECT id, actual_duration FROM online_predictions").fetchall())
             assert stored == {ride["id"]: pytest.approx(d) for ride, d in zip(rides, durations, strict=True)}
 
+            # The automation retry sensor's tick: nothing failed (the automation panel's figures); the supervisor's
+            # look at the service (the platform processes panel).
+            automation_retry_sensor(
+                dg.build_sensor_context(
+                    instance=instance, resources={"pushgateway": platform_resources()["pushgateway"]}
+                )
+            )
+            supervisor = supervise.Supervisor(settings.load(), check_seconds=1.0)
+            supervisor.watched["bento"] = supervise.Watched("bento", pid=service.pid)
+            supervisor.push()
             # Every panel of every dashboard shows data once Prometheus has scraped twice.
             empty = dashboard_queries(rate_interval="5s")
             deadline = time.monotonic() + 30

@@ -2,6 +2,7 @@
 published twice being one point."""
 
 import datetime as dt
+import time
 from pathlib import Path
 
 import numpy as np
@@ -82,3 +83,42 @@ def test_windows_are_series_of_their_own(tmp_path: Path) -> None:
         ("hour", "hour/drift_share"),
         ("last_5000", "last_5000/drift_share"),
     ]
+
+
+def test_the_ui_watching_the_workspace_never_reads_half_a_file(tmp_path: Path) -> None:
+    """What `evidently ui`'s file watcher does: read each JSON file as soon as it is created or modified."""
+    import json
+
+    from watchdog.events import FileSystemEventHandler
+    from watchdog.observers import Observer
+
+    read, broken = [], []
+
+    class Reader(FileSystemEventHandler):
+        def dispatch(self, event) -> None:
+            path = Path(str(getattr(event, "dest_path", "") or event.src_path))
+            if event.event_type not in ("created", "modified", "moved") or path.suffix != ".json" or path.is_dir():
+                return
+            try:
+                json.loads(path.read_text())
+                read.append(path.name)
+            except FileNotFoundError:
+                pass
+            except json.JSONDecodeError as error:
+                broken.append(f"{path.name}: {error}")
+
+    (tmp_path / "evidently").mkdir()
+    observer = Observer()
+    observer.schedule(Reader(), str(tmp_path / "evidently"), recursive=True)
+    observer.start()
+    try:
+        workspace = MonitoringWorkspace(tmp_path / "evidently", "http://127.0.0.1:8000")
+        for i in range(6):
+            workspace.publish_month_figures(f"2021-0{i % 3 + 1}", month_figures(i), FEATURES[: 1 + i % 2])
+        time.sleep(1)
+    finally:
+        observer.stop()
+        observer.join()
+    assert not broken, broken
+    assert "metadata.json" in read and len(read) >= 6
+    assert not list((tmp_path / "evidently").rglob("*.tmp")), "a temporary file was left behind"

@@ -25,6 +25,7 @@ NAMES = {
     "evidently-ui",
     "dagster-daemon",
     "dagster-webserver",
+    "supervisor",
 }
 
 
@@ -97,11 +98,20 @@ def test_make_down_stops_everything_make_up_started(tmp_path: Path, tlc_dir: Pat
             f"127.0.0.1:{ports['TAXI_SERVICE_PORT']}",
             f"127.0.0.1:{ports['TAXI_PUSHGATEWAY_PORT']}",
         }
-        processes = tree(pid_files)  # now with the service's workers
+        # The supervisor starts a crashed Evidently UI again, and `make up` says so.
+        evidently = tmp_path / "run" / "evidently-ui.pid"
+        crashed = int(evidently.read_text())
+        psutil.Process(crashed).kill()
+        deadline = time.monotonic() + 60
+        while int(evidently.read_text()) == crashed:
+            assert time.monotonic() < deadline, "the Evidently UI was not restarted"
+            time.sleep(0.5)
+        processes = tree(pid_files)  # now with the service's workers and the restarted UI
         assert len(processes) > len(NAMES)
 
         again = subprocess.run(["make", "-s", "up"], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
         assert again.returncode != 0 and "already running" in again.stderr
+        assert f"restarted 1x, last: process {crashed} exited" in again.stderr, again.stderr
     finally:
         down = subprocess.run(["make", "-s", "down"], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     assert down.returncode == 0, down.stdout + down.stderr

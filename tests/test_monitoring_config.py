@@ -436,6 +436,19 @@ PUSHED = [
             "taxi_ingest_last_success_timestamp_seconds": [{}],
         },
     ),
+    (
+        "taxi_automation",
+        {},
+        {"taxi_automation_failed_for_good": [{}], "taxi_automation_retrying": [{}]},
+    ),
+    (
+        "taxi_platform",
+        {},
+        {
+            "taxi_platform_process_up": [{"process": "evidently-ui"}],
+            "taxi_platform_process_restarts": [{"process": "evidently-ui"}],
+        },
+    ),
 ]
 
 

@@ -2,9 +2,13 @@
 anyone's help, a run waiting for the slot stops on SIGTERM, and an ingest that failed is requested again until it
 lands. Real daemon, real run workers."""
 
+import contextlib
 import datetime as dt
 import http.server
+import json
+import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -20,9 +24,21 @@ import requests
 
 from taxi_assets import settings
 from taxi_assets.core import predlog
-from taxi_assets.execution import worker_process
-from tests.support.dagster_processes import backfill_from_cli, launch_run, prepare_dagster_home, running_daemon
-from tests.support.platform import MANIFEST_ROWS
+from taxi_assets.execution import (
+    WAIT_REPORT_SECONDS,
+    WORKER_HOST_TAG,
+    WORKER_PID_TAG,
+    WORKER_STARTED_TAG,
+    worker_process,
+)
+from tests.support.dagster_processes import (
+    DAGSTER,
+    backfill_from_cli,
+    launch_run,
+    prepare_dagster_home,
+    running_daemon,
+)
+from tests.support.platform import MANIFEST_ROWS, REPO_ROOT
 
 pytestmark = pytest.mark.e2e
 
@@ -296,3 +312,151 @@ def test_ingests_that_failed_on_a_locked_warehouse_are_requested_again_until_the
     with duckdb.connect(str(platform_env / "warehouse.duckdb"), read_only=True) as conn:
         per_day = dict(conn.execute("SELECT day, count(*) FROM prediction_log GROUP BY day").fetchall())
     assert per_day == days
+
+
+# What a user types in a terminal to load a month, no daemon needed.
+CLI_COMMANDS = {
+    "dagster asset materialize": ["asset", "materialize", "-m", "taxi_assets.definitions", "--select", "raw_trips"],
+    "dagster job execute": ["job", "execute", "-m", "taxi_assets.definitions", "-j", "trip_data_job"],
+}
+
+
+def materialize_from_cli(
+    dagster_home: Path, month: str, log: Path, command: str = "dagster asset materialize"
+) -> subprocess.Popen:
+    partition = ["--partition", month] if "asset" in command else ["--tags", json.dumps({"dagster/partition": month})]
+    with open(log, "ab") as output:
+        return subprocess.Popen(
+            [str(DAGSTER), *CLI_COMMANDS[command], *partition],
+            cwd=REPO_ROOT,
+            env={**os.environ, "DAGSTER_HOME": str(dagster_home)},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def cli_run(instance: dg.DagsterInstance, process: subprocess.Popen) -> dg.DagsterRun | None:
+    """The run a `dagster asset materialize` process executes, once its executor has tagged it."""
+    for run in instance.get_runs():
+        if run.tags.get(WORKER_PID_TAG) == str(process.pid):
+            return run
+    return None
+
+
+def holding_cli_run(instance: dg.DagsterInstance, process: subprocess.Popen, source: StallingSource) -> dg.DagsterRun:
+    """The CLI run stalled inside raw_trips, holding the DuckDB slot; its tags say where it lives."""
+    assert source.stalled.wait(120)
+    run = wait_until(lambda: cli_run(instance, process), 30, "the CLI run tagged")
+    wait_until(lambda: slot_holder(instance) == run.run_id, 30, "the CLI run holds the slot")
+    assert run.tags[WORKER_HOST_TAG] == socket.gethostname()
+    assert abs(float(run.tags[WORKER_STARTED_TAG]) - psutil.Process(process.pid).create_time()) < 0.01
+    return run
+
+
+def failure_messages(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    return [record.message for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_FAILURE)]
+
+
+@pytest.mark.parametrize(
+    ("command", "daemon"),
+    [
+        ("dagster asset materialize", "without a daemon"),
+        ("dagster asset materialize", "with the daemon running"),
+        ("dagster job execute", "without a daemon"),
+    ],
+)
+def test_a_killed_cli_run_holding_the_slot_does_not_block_the_retry(
+    platform_env: Path, source: StallingSource, command: str, daemon: str
+) -> None:
+    dagster_home = platform_env / "dagster_home"
+    prepare_dagster_home(dagster_home)
+    log = platform_env / "cli.log"
+    with contextlib.ExitStack() as stack:
+        if daemon == "with the daemon running":
+            stack.enter_context(running_daemon(dagster_home, platform_env / "daemon.log"))
+        instance = stack.enter_context(dg.DagsterInstance.from_config(str(dagster_home)))
+        source.stalling.set()
+        first = materialize_from_cli(dagster_home, "2021-01", log, command)
+        dead = holding_cli_run(instance, first, source)
+        first.kill()  # kill -9 while it holds the warehouse: a cron job's timeout, an OOM kill, a closed terminal
+        first.wait()
+        killed_at = time.monotonic()
+        source.stalling.clear()
+        source.release.set()
+        if daemon == "with the daemon running":
+            # Run monitoring fails it and frees its slot, no retry needed.
+            wait_until(lambda: slot_holder(instance) is None, RECOVERY_LIMIT_SECONDS, "the daemon frees the slot")
+            freed = time.monotonic() - killed_at
+            print(f"\nkill -9 of a CLI run holding the slot -> the daemon freed it {freed:.1f} s later")
+            assert any("is gone" in message for message in failure_messages(instance, dead.run_id))
+        retry = materialize_from_cli(dagster_home, "2021-01", log, command)
+        assert retry.wait(RECOVERY_LIMIT_SECONDS) == 0, log.read_text()[-3000:]
+        recovery = time.monotonic() - killed_at
+        print(f"\nkill -9 of `{command}` holding the slot ({daemon}) -> the retry succeeded {recovery:.1f} s later")
+        assert recovery < RECOVERY_LIMIT_SECONDS
+        assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
+        (why,) = failure_messages(instance, dead.run_id)
+        assert f"worker process {first.pid}" in why and "is gone" in why, why
+        assert slot_holder(instance) is None
+    assert loaded_months(platform_env) == {"2021-01": MANIFEST_ROWS["2021-01"]}
+
+
+def test_a_live_holder_keeps_its_slot_and_the_waiting_run_says_who_holds_it(
+    platform_env: Path, source: StallingSource
+) -> None:
+    dagster_home = platform_env / "dagster_home"
+    prepare_dagster_home(dagster_home)
+    log = platform_env / "cli.log"
+    with (
+        running_daemon(dagster_home, platform_env / "daemon.log"),
+        dg.DagsterInstance.from_config(str(dagster_home)) as instance,
+    ):
+        source.stalling.set()
+        holder_process = materialize_from_cli(dagster_home, "2021-01", log)
+        holder = holding_cli_run(instance, holder_process, source)
+        waiter_process = materialize_from_cli(dagster_home, "2021-02", log)
+        waiter = wait_until(lambda: cli_run(instance, waiter_process), 60, "the waiting run tagged")
+        wait_until(lambda: waiter.run_id in waiting_runs(instance), 30, "the second run waits for the slot")
+        blocked_at = time.monotonic()
+
+        def says_who_holds_it() -> list[str]:
+            return [
+                record.message
+                for record in instance.all_logs(waiter.run_id)
+                if record.message and f"held by run {holder.run_id}" in record.message
+            ]
+
+        (first_word,) = wait_until(says_who_holds_it, 10, "the waiting run names the holder")
+        print(
+            f"\nthe waiting run named the holder {time.monotonic() - blocked_at:.1f} s after it blocked: {first_word}"
+        )
+        assert "step trip_months" in first_word, first_word
+        assert "[2021-01]" in first_word and " since " in first_word and "alive" in first_word, first_word
+        assert f"python -m taxi_assets.execution release {holder.run_id}" in first_word, first_word
+        # A long but healthy run: two run-monitoring polls and a dozen holder checks later it still holds the slot.
+        time.sleep(WAIT_REPORT_SECONDS + 5)
+        assert instance.get_run_by_id(holder.run_id).status == dg.DagsterRunStatus.STARTED
+        assert slot_holder(instance) == holder.run_id and holder_process.poll() is None
+        assert len(says_who_holds_it()) >= 2, "the waiting run says it again periodically"
+
+        # On another machine (by its tag), even a pid that is gone here is that machine's to check.
+        instance.add_run_tags(holder.run_id, {WORKER_HOST_TAG: "another-host"})
+        holder_process.kill()
+        holder_process.wait()
+        time.sleep(15)  # more than a run-monitoring poll and several holder checks
+        assert instance.get_run_by_id(holder.run_id).status == dg.DagsterRunStatus.STARTED
+        assert slot_holder(instance) == holder.run_id
+
+        # The release command will not touch another machine's run either.
+        release = [sys.executable, "-m", "taxi_assets.execution", "release", holder.run_id]
+        env = {**os.environ, "DAGSTER_HOME": str(dagster_home)}
+        refused = subprocess.run(release, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60)
+        assert refused.returncode == 1 and "only that host can check it" in refused.stderr, refused
+
+        # This machine's again: the waiting run sees its holder is gone, fails it and takes the slot.
+        source.stalling.clear()
+        source.release.set()
+        instance.add_run_tags(holder.run_id, {WORKER_HOST_TAG: socket.gethostname()})
+        assert waiter_process.wait(RECOVERY_LIMIT_SECONDS) == 0, log.read_text()[-3000:]
+        assert instance.get_run_by_id(holder.run_id).status == dg.DagsterRunStatus.FAILURE
+    assert loaded_months(platform_env) == {"2021-02": MANIFEST_ROWS["2021-02"]}

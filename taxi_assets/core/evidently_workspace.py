@@ -14,14 +14,22 @@ the figures and summarised by Evidently's `MeanValue`: the dashboard plots the s
 `evidently ui` needs nothing of this project to show them. Publishing a month again replaces its snapshots, so a
 re-materialized month is one point, not two.
 
+Every file the workspace writes appears whole: `evidently ui` watches the folder and reads a file as soon as it
+changes, and Evidently writes in place (truncate, then write), so the UI could read half a project file; its file
+watcher then dies on the JSONDecodeError and the UI goes stale (a project answering 404) until restarted. Here each
+write goes to a temporary file in the same folder, which then replaces the target in one rename (a new file is
+hard-linked into place instead, so the watcher sees it created, complete).
+
 Pure logic: no Dagster, no BentoML.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import math
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -121,11 +129,58 @@ def figures_snapshot(figures: Mapping[str, float], name: str, timestamp: dt.date
     )
 
 
+@contextlib.contextmanager
+def _write_whole(final: str, mode: str):
+    """A file opened for writing that appears at `final` only once closed, complete."""
+    folder, name = os.path.split(final)
+    temporary = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, mode) as file:
+            yield file
+            file.flush()
+            os.fsync(file.fileno())
+        try:
+            os.link(temporary, final)  # a new file: the watcher sees it created, whole
+        except FileExistsError:
+            os.replace(temporary, final)
+            # The watcher takes the rename for the temporary file's event and ignores it: a modification of the
+            # final name makes it read the new content.
+            os.utime(final)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temporary)
+
+
+def _whole_writes() -> None:
+    """Make Evidently's local storage (0.7's `FSLocation.open`, the one way it writes a workspace file) write
+    whole files; reads and remote file systems are left as they are."""
+    from evidently.ui.service.storage.fslocation import FSLocation
+    from fsspec.implementations.local import LocalFileSystem
+
+    if getattr(FSLocation.open, "writes_whole_files", False):
+        return
+    evidently_open = FSLocation.open
+
+    @contextlib.contextmanager
+    def open_whole(self: FSLocation, path: str, mode: str = "r"):
+        if not ("w" in mode and isinstance(self.fs, LocalFileSystem)):
+            with evidently_open(self, path, mode) as file:
+                yield file
+            return
+        with _write_whole(self._resolve_path(path), mode) as file:
+            yield file
+
+    open_whole.writes_whole_files = True
+    FSLocation.open = open_whole
+
+
 class MonitoringWorkspace:
     """The local Evidently workspace at `path`, with the platform's two projects and their dashboards."""
 
     def __init__(self, path: str | Path, ui_url: str) -> None:
         from evidently.ui.workspace import Workspace
+
+        _whole_writes()
 
         Path(path).mkdir(parents=True, exist_ok=True)
         self.workspace = Workspace(str(path))

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 BATCH_JOB = "taxi_batch_monitoring"
 ONLINE_JOB = "taxi_online_monitoring"
 INGEST_JOB = "taxi_ingest"
+AUTOMATION_JOB = "taxi_automation"
 # One group, replaced by each push of the newest evaluation month: the alarm speaks of the deployed model now.
 CHALLENGE_JOB = "taxi_model_challenge"
 
@@ -79,6 +80,10 @@ HELP: dict[str, str] = {
     "taxi_model_champion_rmse": "RMSE of the deployed champion on the evaluation month",
     "taxi_model_challenger_rmse": "RMSE of the challenger on the evaluation month",
     "taxi_model_promotion_min_gain": "Relative RMSE gain at which a challenger is promoted (TAXI_PROMOTION_MIN_GAIN)",
+    "taxi_automation_failed_for_good": "Automated runs that failed and whose retries are exhausted",
+    "taxi_automation_retrying": "Automated runs that failed and wait for their next retry",
+    "taxi_platform_process_up": "1 while a process make up started lives and answers its health check",
+    "taxi_platform_process_restarts": "Times the supervisor restarted a process make up started (dead or wedged)",
 }
 
 
@@ -170,4 +175,12 @@ def challenge_samples(
         Sample("taxi_model_champion_rmse", pair, champion_rmse),
         Sample("taxi_model_challenger_rmse", pair, challenger_rmse),
         Sample("taxi_model_promotion_min_gain", {"month": month}, min_gain),
+    ]
+
+
+def automation_samples(failed_for_good: int, retrying: int) -> list[Sample]:
+    """What the automation retry sensor pushes as job `taxi_automation` on every tick."""
+    return [
+        Sample("taxi_automation_failed_for_good", {}, float(failed_for_good)),
+        Sample("taxi_automation_retrying", {}, float(retrying)),
     ]

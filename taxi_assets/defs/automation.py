@@ -8,7 +8,8 @@ to the latest partition (TLC months arrive two months late, and a backfilled mon
 partitions already missing when automation first looks count too. So every loaded month gets its `trips`,
 `batch_predictions`, `drift_metrics` and `monitoring_report` (and `taxi_zones` is loaded once), and they are
 redone when their inputs change: a newly deployed model re-scores every loaded month (batch predictions are per
-model). A failed partition is not retried every tick: it waits for its inputs to change or for a run by hand.
+model). A failed partition is not requested again by its condition; the retry sensor below requests it again with
+backoff, a bounded number of times, and then raises an alert.
 `deployed_model` has no condition: promoting a model is a decision, made by the model's own assets.
 
 The trigger is the transition to missing, not the state: a state-based `missing()` can read a materialization
@@ -19,9 +20,15 @@ the retraining loop's promotion sensor (model/sensors.py) too; the toggles in th
 on or off at any time.
 """
 
+import dataclasses
+import datetime as dt
+import time
+
 import dagster as dg
 
 from taxi_assets import settings
+from taxi_assets.core.metrics import AUTOMATION_JOB, automation_samples
+from taxi_assets.defs.resources import Pushgateway
 
 _CURRENT = settings.current()
 AC = dg.AutomationCondition
@@ -66,3 +73,132 @@ automation_condition_sensor = dg.AutomationConditionSensorDefinition(
     description="Evaluates the assets' automation conditions (taxi_assets/defs/automation.py) and requests the "
     "runs they call for.",
 )
+
+
+# Failed automated runs. The conditions above request a partition when it goes missing or its inputs change, not
+# when its run fails: one failure (the zone lookup could not be downloaded once) would leave the partition, and
+# everything downstream of it, missing until someone clicked. The retry sensor requests the failed assets of such a
+# run again after each delay, then gives up and says so (the alert `TaxiAutomationFailedForGood`).
+RETRY_DELAYS_SECONDS = (30.0, 120.0, 480.0)
+RETRY_NUMBER_TAG = "taxi/retry_number"
+RETRY_OF_TAG = "taxi/retry_of"
+RETRY_SENSOR = "automation_retry_sensor"
+# The runs retried: those the automation condition sensor requested, and the retries themselves.
+RETRIED_SENSORS = frozenset({automation_condition_sensor.name, RETRY_SENSOR})
+# How far back failed runs are looked at: longer than the whole retry schedule.
+RETRY_HORIZON_SECONDS = 24 * 3600.0
+RETRY_LOOKBACK_RUNS = 2000
+
+
+@dataclasses.dataclass(frozen=True)
+class FailedAutomation:
+    """Assets of a failed automated run (one partition) not materialized since: retried when `due`, or given up."""
+
+    run: dg.DagsterRun
+    assets: tuple[dg.AssetKey, ...]
+    partition: str | None
+    retries: int
+    due: float | None  # unix time of the next retry; None: given up
+
+    def describe(self) -> str:
+        what = ", ".join(key.to_user_string() for key in self.assets)
+        return f"{what}{f'[{self.partition}]' if self.partition else ''} (run {self.run.run_id})"
+
+
+def _materialized_after(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str | None, since: float) -> bool:
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None), limit=1
+    ).records
+    return bool(records) and records[0].timestamp >= since
+
+
+def _assets_of(instance: dg.DagsterInstance, run: dg.DagsterRun) -> frozenset[dg.AssetKey]:
+    """The assets a run was to materialize: its selection, or (a whole job's run) those it planned, for the runs
+    retried here only (a query per run)."""
+    if run.asset_selection or run.tags.get("dagster/sensor_name") not in RETRIED_SENSORS:
+        return run.asset_selection or frozenset()
+    planned = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED)
+    return frozenset(record.dagster_event.asset_key for record in planned)
+
+
+def failed_automations(instance: dg.DagsterInstance, now: float) -> list[FailedAutomation]:
+    """Every asset partition whose latest run was an automated run that failed, grouped by that run, with its
+    retry schedule; a partition materialized since, or with a later run (in progress), is not failed (any more)."""
+    records = instance.get_run_records(
+        dg.RunsFilter(updated_after=dt.datetime.fromtimestamp(now - RETRY_HORIZON_SECONDS, dt.timezone.utc)),
+        limit=RETRY_LOOKBACK_RUNS,
+    )
+    latest: dict[tuple[dg.AssetKey, str | None], dg.RunRecord] = {}
+    for record in sorted(records, key=lambda r: r.create_timestamp):  # oldest first: the latest run wins
+        run = record.dagster_run
+        for key in _assets_of(instance, run):
+            latest[(key, run.tags.get("dagster/partition"))] = record
+    failed: dict[str, list[dg.AssetKey]] = {}
+    by_run: dict[str, dg.RunRecord] = {}
+    for (key, partition), record in latest.items():
+        run = record.dagster_run
+        if run.status != dg.DagsterRunStatus.FAILURE or run.tags.get("dagster/sensor_name") not in RETRIED_SENSORS:
+            continue
+        if _materialized_after(instance, key, partition, record.create_timestamp.timestamp()):
+            continue
+        failed.setdefault(run.run_id, []).append(key)
+        by_run[run.run_id] = record
+    result = []
+    for run_id, keys in failed.items():
+        record = by_run[run_id]
+        run = record.dagster_run
+        retries = int(run.tags.get(RETRY_NUMBER_TAG, "0"))
+        ended = record.end_time or record.update_timestamp.timestamp()
+        due = ended + RETRY_DELAYS_SECONDS[retries] if retries < len(RETRY_DELAYS_SECONDS) else None
+        result.append(FailedAutomation(run, tuple(sorted(keys)), run.tags.get("dagster/partition"), retries, due))
+    return result
+
+
+def retry_requests(failures: list[FailedAutomation], now: float) -> list[dg.RunRequest]:
+    """The retries due at `now`: each a run of the failed assets of one failed run, tagged with its number."""
+    requests = []
+    for failure in failures:
+        if failure.due is None or now < failure.due:
+            continue
+        number = failure.retries + 1
+        requests.append(
+            dg.RunRequest(
+                run_key=f"retry {number} of {len(RETRY_DELAYS_SECONDS)} after run {failure.run.run_id}",
+                asset_selection=list(failure.assets),
+                partition_key=failure.partition,
+                tags={
+                    RETRY_NUMBER_TAG: str(number),
+                    RETRY_OF_TAG: failure.run.tags.get(RETRY_OF_TAG, failure.run.run_id),
+                },
+            )
+        )
+    return requests
+
+
+@dg.sensor(
+    name=RETRY_SENSOR,
+    # Every asset an automated run can fail on: a sensor's job has one partitioning, and prediction_logs (daily) is
+    # retried by its own sensor (online_monitoring/sensors.py).
+    target=dg.AssetSelection.all() - dg.AssetSelection.assets("prediction_logs"),
+    minimum_interval_seconds=_CURRENT.automation_check_seconds,
+    default_status=AUTOMATION_STATUS,
+)
+def automation_retry_sensor(context: dg.SensorEvaluationContext, pushgateway: Pushgateway) -> dg.SensorResult:
+    """Requests again the assets of an automated run that failed (a partition the automation conditions would not
+    request again until its inputs change), after 30 s, 2 min and 8 min; then gives up, counts the partition in
+    `taxi_automation_failed_for_good` (job `taxi_automation`, alert TaxiAutomationFailedForGood) and names it in
+    its tick. Each retry is a run tagged `taxi/retry_number` and `taxi/retry_of` (the first failed run)."""
+    now = time.time()
+    failures = failed_automations(context.instance, now)
+    requests = retry_requests(failures, now)
+    for request in requests:
+        context.log.warning(f"{request.run_key}: {', '.join(key.to_user_string() for key in request.asset_selection)}")
+    given_up = [failure for failure in failures if failure.due is None]
+    waiting = [failure for failure in failures if failure.due is not None and failure.due > now]
+    pushgateway.push(AUTOMATION_JOB, {}, automation_samples(len(given_up), len(waiting) + len(requests)), context.log)
+    if requests:
+        return dg.SensorResult(run_requests=requests)
+    reasons = [f"failed for good after {len(RETRY_DELAYS_SECONDS)} retries: {f.describe()}" for f in given_up] + [
+        f"retry {f.retries + 1} in {f.due - now:.0f} s: {f.describe()}" for f in waiting
+    ]
+    return dg.SensorResult(skip_reason="; ".join(reasons) or "no failed automated run")
