@@ -83,7 +83,9 @@ def test_a_day_of_consecutive_rides_does_not_flag_the_hour(built, arrays, refere
     windows = alarm_days.sliding(alarm_days.segments_of(reference), 1000)[::3]
     judged = verdicts(built, arrays, reference, windows, {"pickup_hour": drift.TIME})
     # One window of the ten is flagged: the night and morning of New Year's Day, a holiday like no Sunday.
-    flagged = [reference["pickup_datetime"].iloc[w[0]].date() for w, v in zip(windows, judged) if v.dataset_drift]
+    flagged = [
+        reference["pickup_datetime"].iloc[w[0]].date() for w, v in zip(windows, judged, strict=True) if v.dataset_drift
+    ]
     assert [str(day) for day in flagged] == ["2022-01-01"]
     ours_span = [drift.window_kind(drift.epoch_hours(reference["pickup_datetime"].to_numpy()[w])) for w in windows]
     assert set(ours_span) == {drift.CONSECUTIVE}

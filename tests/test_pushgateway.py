@@ -14,12 +14,14 @@ from taxi_assets.core.batch import BatchFigures
 from taxi_assets.core.drift import DriftVerdict, FeatureDrift
 from taxi_assets.core.evidently_report import SegmentError
 from taxi_assets.core.metrics import (
+    AUTOMATION_JOB,
     BATCH_JOB,
     CHALLENGE_JOB,
     HELP,
     INGEST_JOB,
     ONLINE_JOB,
     Sample,
+    automation_samples,
     batch_samples,
     challenge_samples,
 )
@@ -28,6 +30,7 @@ from taxi_assets.core.online import WindowFigures, ingest_samples, online_sample
 from taxi_assets.defs.model.assets import deployed_model, duration_model
 from taxi_assets.defs.resources import Pushgateway
 from taxi_assets.defs.trip_data.assets import trip_months
+from taxi_assets.supervise import PLATFORM_JOB
 from tests.support.platform import REPO_ROOT, platform_resources
 from tests.support.prometheus_harness import start_pushgateway
 
@@ -63,6 +66,16 @@ def every_push() -> list[tuple[str, dict[str, str], list[Sample]]]:
         (BATCH_JOB, {"month": "2021-03"}, batch_samples(figures, 1.61e9)),
         (ONLINE_JOB, {"window": "last_1000"}, online_samples(window, window, "taxi_duration_deployed:v1", 5.9)),
         (INGEST_JOB, {}, ingest_samples(12, 30.0, 1.7e9)),
+        (AUTOMATION_JOB, {}, automation_samples(2, 1)),
+        # The supervisor pushes these with prometheus_client gauges named and documented from the same table.
+        (
+            PLATFORM_JOB,
+            {},
+            [
+                Sample("taxi_platform_process_up", {"process": "bento"}, 1.0),
+                Sample("taxi_platform_process_restarts", {"process": "bento"}, 0.0),
+            ],
+        ),
         (CHALLENGE_JOB, {}, challenge_samples("2021-03", "taxi_duration:a", "taxi_duration:b", 6.0, 5.5, 0.08, 0.05)),
     ]
 

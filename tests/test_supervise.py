@@ -5,7 +5,6 @@ and the Pushgateway say so; an Evidently UI whose file watcher no longer sees th
 import http.server
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import requests
 
 from taxi_assets import settings, supervise
 from tests.support.platform import REPO_ROOT, free_port
+from tests.support.prometheus_harness import pushgateway_command
 
 EVIDENTLY = REPO_ROOT / ".venv" / "bin" / "evidently"
 
@@ -77,11 +77,7 @@ def platform_processes(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
         "TAXI_PUSHGATEWAY_PORT": str(pushgateway_port),
         "TAXI_PUSHGATEWAY_URL": f"http://127.0.0.1:{pushgateway_port}",
     }
-    binary = shutil.which("prometheus-pushgateway")
-    assert binary, "prometheus-pushgateway is not installed: run `make setup`"
-    start_as_up_does(
-        run, logs, "pushgateway", [binary, f"--web.listen-address=127.0.0.1:{pushgateway_port}", "--persistence.file="]
-    )
+    start_as_up_does(run, logs, "pushgateway", pushgateway_command(pushgateway_port))
     start_as_up_does(
         run,
         logs,

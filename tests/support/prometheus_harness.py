@@ -184,6 +184,14 @@ def start_prometheus(
 
 
 @contextmanager
+def pushgateway_command(port: int) -> list[str]:
+    """The command line of a Pushgateway on `port` that keeps its series in memory only (see `start_pushgateway`),
+    for the tests that start it as `make up` does."""
+    binary = shutil.which("prometheus-pushgateway")
+    assert binary, "prometheus-pushgateway is not installed: run `make setup`"
+    return [binary, f"--web.listen-address=127.0.0.1:{port}", "--persistence.file="]
+
+
 def start_pushgateway(directory: Path, port: int | None = None) -> Iterator[str]:
     """A real Pushgateway (Debian's `prometheus-pushgateway`) on `port` or a free loopback port; yields its URL. Its
     log is `directory/pushgateway.log`.
@@ -192,16 +200,10 @@ def start_pushgateway(directory: Path, port: int | None = None) -> Iterator[str]
     (/var/lib/prometheus/pushgateway.data) unless told otherwise, so every run would inherit the series of the
     last one (stale alerts, help-string conflicts). This one keeps its series in memory only.
     """
-    binary = shutil.which("prometheus-pushgateway")
-    assert binary, "prometheus-pushgateway is not installed: run `make setup`"
     directory.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
-    process = start_process(
-        [binary, f"--web.listen-address=127.0.0.1:{port}", "--persistence.file="],
-        f"{url}/-/ready",
-        directory / "pushgateway.log",
-    )
+    process = start_process(pushgateway_command(port), f"{url}/-/ready", directory / "pushgateway.log")
     try:
         yield url
     finally:
