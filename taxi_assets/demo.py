@@ -19,7 +19,7 @@ import urllib.request
 from collections.abc import Callable
 
 from taxi_assets import replay, settings
-from taxi_assets.backfill import FINISHED_RUN, BackfillError, Webserver, partitions, workspace
+from taxi_assets.backfill import FINISHED_RUN, BackfillError, Webserver, partitions, run_errors, workspace
 
 LAUNCH_RUN = """
 mutation($params: ExecutionParams!) {
@@ -122,9 +122,18 @@ class Demo:
             return all(state in FINISHED_RUN for state in states.values())
 
         self.wait(label, finished, timeout=900, every=1.0)
-        failed = [key or job for key, state in shown.items() if state != "SUCCESS"]
+        failed = {key: runs[key] for key, state in shown.items() if state != "SUCCESS"}
         if failed:
-            raise BackfillError(f"{label}: failed for {', '.join(failed)}; see {self.server.url}/runs")
+            # The reasons on the terminal, not only in the run's log or the daemon's.
+            reasons = [
+                f"  {key or job}: {line.strip()[:500]}"
+                for key, run_id in failed.items()
+                for line in (run_errors(self.server, run_id) or [f"run {run_id} {shown[key].lower()}"])[:3]
+            ]
+            raise BackfillError(
+                f"{label}: failed for {', '.join(key or job for key in failed)}; see {self.server.url}/runs\n"
+                + "\n".join(reasons)
+            )
 
     def location_of(self, job: str) -> tuple[str, str]:
         for entry in workspace(self.server):
