@@ -629,7 +629,7 @@ def test_the_course_client_runs_unchanged_on_real_rows(served: Served, tmp_path:
 
 
 def test_a_whole_real_month_from_the_course_client_is_answered_and_logged(served: Served, tmp_path: Path) -> None:
-    """All 62,495 rows of 2022-01, as the course's client posts them (raw rows, its JSON encoding, its key), eight
+    """All 62,495 rows of 2022-01, as the course's client posts them (raw rows, its JSON encoding, its key), 32
     at a time: every one answered 200 with a `duration`, every answered one in the log, and the implausible ones
     counted as outliers."""
     parquet = harness.TLC_DIR / "green_tripdata_2022-01.parquet"
