@@ -1,6 +1,7 @@
 """The whole loop in one command (`make demo`): on a running platform (`make up`), load months, train and deploy
-a model, replay real traffic and then a drift scenario against the service, let the sensors ingest it and the
-automation score and report the months, then print where to look.
+a model, replay real rides of the validation month against the service unchanged (the control: the online drift
+verdict stays quiet), then the same rides with the drift scenario (distances x1.5: it drifts), printing each
+phase's online verdict; let the automation score and report the months, then print where to look.
 
 Every step goes through the platform as a user's would: backfills and runs through the Dagster webserver's
 GraphQL API (they show in the UI), traffic through the service's HTTP API (`taxi-replay`), figures through the
@@ -12,11 +13,14 @@ prediction-log sensor), the challenge of the deployed model (the promotion senso
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
 from taxi_assets import replay, settings
 from taxi_assets.backfill import FINISHED_RUN, BackfillError, Webserver, partitions, run_errors, workspace
@@ -156,9 +160,10 @@ class Demo:
         events = (answer["assetOrError"] or {}).get("assetMaterializations", [])
         return max((float(event["timestamp"]) / 1000 for event in events), default=0.0)
 
-    def metadata(self, asset: str, partition: str) -> dict:
-        """The text and number metadata of the latest materialization of `asset`'s `partition`."""
-        answer = self.server.query(METADATA, {"path": [asset], "partitions": [partition]})
+    def metadata(self, asset: str, partition: str | None) -> dict:
+        """The text and number metadata of the latest materialization of `asset`'s `partition` (None: an
+        unpartitioned asset)."""
+        answer = self.server.query(METADATA, {"path": [asset], "partitions": [partition] if partition else None})
         events = (answer["assetOrError"] or {}).get("assetMaterializations", [])
         if not events:
             return {}
@@ -200,12 +205,46 @@ class Demo:
         except (urllib.error.URLError, OSError):
             return False
 
-    def replay(self, label: str, arguments: list[str]) -> None:
+    def replay(self, label: str, phase: str, arguments: list[str]) -> int:
+        """Replay `--rides` rides with `arguments` under the id prefix `demo-<phase>`; the rides predicted."""
         self.say(f"replay: {label}")
-        common = ["--url", self.service, "--rate", str(self.options.rate), "--speed", "600", "--id-prefix"]
-        status = replay.main([*arguments, "--limit", str(self.options.rides), *common, f"demo-{label.split()[0]}"])
-        if status != 0:
-            raise BackfillError(f"the replay ended with status {status}")
+        common = ["--url", self.service, "--rate", str(self.options.rate), "--speed", "600"]
+        with tempfile.TemporaryDirectory() as folder:
+            summary = Path(folder) / "summary.json"
+            own = ["--limit", str(self.options.rides), "--id-prefix", f"demo-{phase}", "--summary-json", str(summary)]
+            status = replay.main([*arguments, *own, *common])
+            if status != 0:
+                raise BackfillError(f"the replay ended with status {status}")
+            return int(json.loads(summary.read_text())["predict"]["2xx"])
+
+    def online_window(self, predicted: int, since: float) -> dict:
+        """The latest `online_drift` figures of its `last_<n>` window, once that window holds the newest
+        min(n, `predicted`) predictions: all the traffic replayed so far has been ingested and judged."""
+        figures: dict = {}
+
+        def judged() -> bool:
+            nonlocal figures
+            if self.ingest_backlog(since) != 0:
+                return False
+            latest = self.metadata("online_drift", None)
+            window = next((key.split("/")[0] for key in latest if key.startswith("last_")), None)
+            if window is None:
+                return False
+            figures = {"window": window}
+            figures.update((key.removeprefix(f"{window}/"), v) for key, v in latest.items() if key.startswith(window))
+            expected = min(int(window.removeprefix("last_")), predicted)
+            return figures.get("rows") == expected and "dataset_drift" in figures
+
+        self.wait("the online window", judged, timeout=300)
+        return figures
+
+    def judge(self, label: str, figures: dict) -> None:
+        verdict = "DRIFT" if figures["dataset_drift"] else "no drift"
+        self.say(
+            f"{label}: online window {figures['window']} over {figures['rows']} rides: dataset verdict {verdict} "
+            f"(drifted features: {figures['drifted_features']}; trip_distance score "
+            f"{float(figures.get('drift_score/trip_distance', float('nan'))):.2f}, above 1 is beyond its threshold)"
+        )
 
     def run(self) -> int:
         months = partitions(self.options.months)
@@ -227,20 +266,27 @@ class Demo:
         self.say("the service picks up the deployed model (make up started it waiting for one)")
         self.wait("the Bento service", self.service_ready, timeout=180)
 
-        self.replay(f"normal traffic: rides of {months[-1]}", ["--month", months[-1]])
-        self.replay(
-            f"drift scenario: rides of {newest}, distances x{self.options.distance_scale}",
-            ["--month", newest, "--distance-scale", str(self.options.distance_scale)],
+        # The same rides twice: unchanged (the control: quiet), then with the scenario's distances, so that any
+        # drift seen in the second phase is the scenario's alone. The month is the one the model was validated on,
+        # which the drift thresholds were calibrated on too.
+        month, scale = months[-1], self.options.distance_scale
+        control_started = time.time()
+        predicted = self.replay(f"control: rides of {month}, unchanged", "control", ["--month", month])
+        self.say("waiting for the ingest and the online window of the control phase (the sensor ticks every 30 s)")
+        self.judge("control", self.online_window(predicted, control_started))
+        scenario_started = time.time()
+        predicted += self.replay(
+            f"drift scenario: the same rides of {month}, distances x{scale:g}",
+            "scenario",
+            ["--month", month, "--distance-scale", str(scale)],
         )
+        self.say("waiting for the ingest and the online window of the drift scenario")
+        self.judge(f"drift scenario (distances x{scale:g})", self.online_window(predicted, scenario_started))
 
-        replayed = time.time()
-        self.say("waiting for the prediction-log sensor to ingest the traffic (it ticks every 30 s)")
-        self.wait("the ingest", lambda: self.ingest_backlog(replayed) == 0, timeout=300)
-        self.say("ingested; waiting for the online and monthly figures, reports, dashboards and the challenge")
+        self.say("waiting for the online dashboard, the monthly figures, reports, dashboards and the challenge")
         pending = {
-            "online windows (online_drift)": lambda: self.latest("online_drift") >= replayed,
             "online dashboard (online_dashboard, at most once a minute)": lambda: (
-                self.latest("online_dashboard") > max(self.latest("online_drift"), replayed)
+                self.latest("online_dashboard") > max(self.latest("online_drift"), scenario_started)
             ),
             f"monthly reports of {', '.join(loaded)} (monitoring_report)": lambda: (
                 set(loaded) <= self.materialized_since("monitoring_report", self.since, loaded)
@@ -290,9 +336,11 @@ def main(argv: list[str] | None = None) -> int:
     arguments.add_argument("--rides", type=int, default=6000, help="rides per replay phase")
     arguments.add_argument("--rate", default="max", help="rides per second, or max")
     arguments.add_argument(
-        "--drift-month", default="2023-03", help="the newest month: loaded, challenged, and replayed as the drift"
+        "--drift-month", default="2023-03", help="the newest month: loaded, drift-checked against training, challenged"
     )
-    arguments.add_argument("--distance-scale", type=float, default=1.5, help="drift scenario: distance factor")
+    arguments.add_argument(
+        "--distance-scale", type=float, default=1.5, help="drift scenario: distance factor on the control's rides"
+    )
     try:
         return Demo(arguments.parse_args(argv)).run()
     except BackfillError as error:
