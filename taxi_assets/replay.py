@@ -516,6 +516,13 @@ def _scale(text: str) -> float:
     return value
 
 
+def _day(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 31:
+        raise argparse.ArgumentTypeError("a day of the month: 1 to 31")
+    return value
+
+
 def _month(text: str) -> str:
     try:
         return check_month(text)
@@ -545,6 +552,9 @@ def parser() -> argparse.ArgumentParser:
         "(a ride's duration). 'inf': feedback right after the prediction",
     )
     arguments.add_argument("--limit", type=int, help="replay only the first N rides of the timeline")
+    arguments.add_argument(
+        "--start-day", type=_day, default=1, help="start the timeline at this day of the month (1-31)"
+    )
     arguments.add_argument("--concurrency", type=int, default=32, help="requests in flight at most")
     arguments.add_argument(
         "--distance-scale", type=_scale, default=1.0, help="scenario: multiply the trip_distance sent"
@@ -585,6 +595,8 @@ def replay_main(argv: list[str] | None) -> int:
     except (TripDataError, OSError) as error:
         print(f"replay: {error}", file=sys.stderr)
         return 2
+    # Days are counted on the timeline, so with mixed months each month starts at that day.
+    rides = rides[rides["offset_s"] >= (options.start_day - 1) * 86400].reset_index(drop=True)
     if options.limit is not None:
         rides = rides.iloc[: options.limit]
     replay = Replay(

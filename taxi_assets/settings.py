@@ -268,7 +268,7 @@ def describe_source(location: str) -> str:
     """Where trip data comes from, in words: TLC's public address, the local mirror, or the location itself."""
     if location == TLC_TRIP_DATA_URL:
         return f"TLC's public address {TLC_TRIP_DATA_URL}"
-    if location == resolve(LOCAL_TLC_MIRROR):
+    if "://" not in location and Path(location).resolve() == Path(resolve(LOCAL_TLC_MIRROR)).resolve():
         return f"the local mirror {Path(location).resolve()}"
     return location
 

@@ -18,7 +18,7 @@ import requests
 from tests.support import chromium
 from tests.support.platform import REPO_ROOT, make_up_environment
 
-MONTHS = ["2021-01", "2021-02", "2023-03"]  # the demo's defaults: training, validation (replayed), newest
+MONTHS = ["2021-01", "2021-02", "2023-03"]  # the demo's defaults: training (replayed), validation, newest
 # The target is 300 s on an idle 2-core machine; the test machines are shared, so the test allows twice that.
 WALL_TIME_LIMIT = 600
 # Rides per replay phase (control, then the same rides with the scenario): half the demo's default; the drift
@@ -104,7 +104,7 @@ def test_make_demo_closes_the_loop(tmp_path: Path, tlc_dir: Path) -> None:
         predicted, fed_back = replayed(output, "predict"), replayed(output, "feedback")
         assert predicted > 2 * RIDES * 0.99 and fed_back == predicted
 
-        # The control phase (the validation month's rides, unchanged) is quiet; the same rides with the scenario's
+        # The control phase (the training month's rides, unchanged) is quiet; the same rides with the scenario's
         # distances drift, with trip_distance among the drifted features; as asset metadata of every online_drift
         # materialization, and on the Pushgateway and in Prometheus' alerts for the last one.
         windows = online_windows(webserver)
