@@ -270,7 +270,7 @@ class Demo:
         # The same rides twice: unchanged (the control: quiet), then with the scenario's distances, so that any
         # drift seen in the second phase is the scenario's alone. The rides are the training month's, the
         # distribution the reference profile describes, from an ordinary working day on (the month's first days
-        # hold New Year; 2021-02 starts with a blizzard whose zones the verdict rightly calls a drift).
+        # hold New Year; the first 3,000 rides of 2021-02, the day of a snowstorm, drifted on DOLocationID).
         month, scale = months[0], self.options.distance_scale
         rides = ["--month", month, "--start-day", str(self.options.start_day)]
         day = f"{month}-{self.options.start_day:02d}"

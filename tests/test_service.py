@@ -4,6 +4,7 @@ import datetime as dt
 import gzip
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -234,6 +235,18 @@ def test_metrics_count_what_was_served(served: Served) -> None:
     assert _metric(after, "taxi_predlog_write_failures_total") == 0
     assert _metric(after, "taxi_predlog_spool_backlog") == 0
     assert "bentoml_service_request_total" in after
+
+
+def test_every_taxi_metric_of_the_service_has_help_and_is_in_the_contract(served: Served) -> None:
+    assert served.post("/predict", {**RIDE, "trip_distance": 0}).status_code == 200  # an outlier: its series exists
+    text = requests.get(f"{served.url}/metrics", timeout=5).text
+    helped = dict(re.findall(r"^# HELP (taxi_\w+) (.+)$", text, re.MULTILINE))
+    exposed = {re.sub(r"_(bucket|sum|count|created)$", "", name) for name in re.findall(r"^(taxi_\w+)", text, re.M)}
+    contract = (harness.REPO_ROOT / "docs" / "contracts.md").read_text()
+    assert "taxi_input_outliers_total" in exposed
+    for name in exposed:
+        assert helped.get(name) or helped.get(name.removesuffix("_total")), f"{name} has no HELP"
+        assert f"`{name}" in contract, f"{name} is not in docs/contracts.md"
 
 
 def test_kill_9_loses_no_answered_record_and_two_workers_never_interleave(
