@@ -106,6 +106,12 @@ def test_readme_commands_work_against_a_running_platform(tmp_path: Path, tlc_dir
         assert backfill.stdout.startswith("backfill: trip data from ")
         assert re.search(r" after \d+ s: 4 succeeded, 0 failed, 0 canceled", backfill.stdout), backfill.stdout
 
+        # A month that fails: make demo's loader names the reason on the terminal, not only in a log file.
+        demo = run(".venv/bin/python -m taxi_assets.demo --months 2021-04 --drift-month 2021-03", env)
+        assert demo.returncode == 1, demo.stdout + demo.stderr
+        assert "trip_data_job[2021-03, 2021-04]: failed for 2021-04" in demo.stderr, demo.stdout + demo.stderr
+        assert re.search(r"^  2021-04: .*no file at .*green_tripdata_2021-04\.parquet", demo.stderr, re.M), demo.stderr
+
         # README step 2 is clicks in the UI: the same runs through the webserver's API, with the quick recipe.
         deploy_seed_model_through(Webserver(f"http://127.0.0.1:{dagster}"))
 
