@@ -219,13 +219,14 @@ class Demo:
 
     def online_window(self, predicted: int, since: float) -> dict:
         """The latest `online_drift` figures of its `last_<n>` window, once the prediction-log sensor has reported
-        nothing waiting after the unix time `since` (the end of a replay) and the window holds the newest
-        min(n, `predicted`) predictions: all the traffic replayed so far has been ingested and judged."""
+        nothing waiting after the unix time `since` (the end of a replay), online_drift ran after the last ingest
+        and its window holds min(n, `predicted`) predictions: all the traffic replayed so far is judged."""
         figures: dict = {}
 
         def judged() -> bool:
             nonlocal figures
-            if self.ingest_backlog(since) != 0:
+            # online_drift runs after prediction_logs in each ingest run: newer than the last ingest, it has seen it.
+            if self.ingest_backlog(since) != 0 or self.latest("online_drift") < self.latest("prediction_logs"):
                 return False
             latest = self.metadata("online_drift", None)
             window = next((key.split("/")[0] for key in latest if key.startswith("last_")), None)
