@@ -38,6 +38,7 @@ from bento_service.microbatch import MicroBatcher
 from bento_service.model_process import ModelProcess
 from taxi_assets import settings
 from taxi_assets.core import predlog
+from taxi_assets.core.drift import MAX_TRIP_MILES
 from taxi_assets.core.tlc import MAX_LOCATION_ID
 
 compat.cancel_request_timers()
@@ -53,10 +54,11 @@ them to measure drift and error online.
 
 * `POST /predict`: one ride; `POST /predict_batch`: up to 10,000 rides in order; `POST /feedback`: the actual
   duration of a ride predicted earlier, under the same `id`.
-* Bodies are JSON (`Content-Type: application/json`, no Content-Encoding), else 415. Invalid bodies get a 400
-  whose message names each invalid field.
+* Bodies are JSON (`Content-Type: application/json`, no Content-Encoding), else 415. Invalid bodies (a wrong
+  type, a zone id that does not exist, NaN or infinity, a missing field) get a 400 whose message names each
+  invalid field. Implausible but real values (a 600-mile or zero distance) are predicted and counted as outliers.
+* A prediction carries `duration_minutes` and, for the course's client, the same value as `duration`.
 * `GET /readyz` is 200 once the model is loaded and warmed up; `GET /metrics` is Prometheus' exposition."""
-MAX_TRIP_DISTANCE_MILES = 500.0
 MAX_BATCH_RIDES = 10_000
 MAX_ACTUAL_DURATION_MINUTES = 24 * 60
 # pandas holds nanosecond timestamps (years 1677-2262); the bounds keep every accepted date representable.
@@ -135,7 +137,18 @@ class Ride(BaseModel):
     id: RideId | None = None
     PULocationID: LocationID
     DOLocationID: LocationID
-    trip_distance: Annotated[float, Field(strict=True, ge=0, lt=MAX_TRIP_DISTANCE_MILES, allow_inf_nan=False)]
+    # No upper bound: TLC's files hold odometer glitches of up to 260,000 miles. Such a ride is predicted, logged
+    # and counted as an outlier (taxi_input_outliers_total here, outlier shares in the monitoring), not refused.
+    trip_distance: Annotated[
+        float,
+        Field(
+            strict=True,
+            ge=0,
+            allow_inf_nan=False,
+            description=f"Miles; an implausible value (0, or above {MAX_TRIP_MILES:g}) is predicted and counted as an "
+            "outlier",
+        ),
+    ]
     pickup_datetime: Annotated[PickupTime, Field(validation_alias=AliasChoices("pickup_datetime", TLC_PICKUP))]
 
     @model_validator(mode="before")
@@ -160,8 +173,12 @@ def _distinct_ids(rides: list[Ride]) -> list[Ride]:
 
 class Prediction(BaseModel):
     id: str
-    duration_minutes: float
-    model_tag: str
+    duration_minutes: float = Field(description="Predicted ride duration, minutes")
+    duration: float = Field(
+        description="The same value as duration_minutes, under the key the MLOps Zoomcamp course's client "
+        "(send_data.py) reads"
+    )
+    model_tag: str = Field(description="The deployed model that made the prediction")
 
 
 class BatchPrediction(BaseModel):
@@ -192,6 +209,17 @@ PREDICTED_DURATION = bentoml.metrics.Histogram(
 )
 INPUT_DISTANCE = bentoml.metrics.Histogram(
     "taxi_input_trip_distance_miles", "trip_distance of the rides predicted", buckets=DISTANCE_BUCKETS
+)
+# Inputs predicted although no real ride looks like them: an odometer glitch beyond the distance the drift tests
+# treat as missing, or no distance at all. The monitoring's outlier shares judge them against the reference.
+OUTLIER_RULES = {
+    "distance_above_max": lambda distance: distance > MAX_TRIP_MILES,
+    "zero_distance": lambda distance: distance == 0,
+}
+INPUT_OUTLIERS = bentoml.metrics.Counter(
+    "taxi_input_outliers_total",
+    f"Rides predicted with an implausible input, by rule: trip_distance above {MAX_TRIP_MILES:g} miles, or zero",
+    ["rule"],
 )
 INPUT_HOUR = bentoml.metrics.Histogram(
     "taxi_input_pickup_hour", "Pickup hour (wall clock) of the rides predicted", buckets=HOUR_BUCKETS
@@ -283,10 +311,15 @@ class TaxiDuration:
         self._log(predlog.PredictionBatch({"id": ids, **columns}, predictions, predictor.tag, predlog.utc_now_iso()))
         PREDICTIONS.labels(model_tag=predictor.tag).inc(len(rides))
         compat.observe_many(PREDICTED_DURATION, durations)
-        compat.observe_many(INPUT_DISTANCE, np.array(columns["trip_distance"]))
+        distances = np.array(columns["trip_distance"])
+        compat.observe_many(INPUT_DISTANCE, distances)
+        for rule, flagged in OUTLIER_RULES.items():
+            if count := int(flagged(distances).sum()):
+                INPUT_OUTLIERS.labels(rule=rule).inc(count)
         compat.observe_many(INPUT_HOUR, np.array([pickup.hour for pickup in columns["pickup_datetime"]]))
         return [
-            Prediction(id=i, duration_minutes=d, model_tag=predictor.tag) for i, d in zip(ids, predictions, strict=True)
+            Prediction(id=i, duration_minutes=d, duration=d, model_tag=predictor.tag)
+            for i, d in zip(ids, predictions, strict=True)
         ]
 
     def _log(self, records: list[dict] | predlog.PredictionBatch) -> bool:

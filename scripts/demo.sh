@@ -1,17 +1,15 @@
 #!/usr/bin/env bash
 # `make demo`: the whole loop in one command, on embedded defaults. Starts the platform when it is not running
-# (with the local TLC mirror ../shared/data/tlc as the trip-data source when there is one and nothing else is
-# configured), then runs taxi_assets/demo.py against it and prints the wall time. `make down` stops it all.
+# (with the same configuration as `make up`: the environment, then .env, then taxi_assets/settings.py), then runs
+# taxi_assets/demo.py against it and prints the wall time. `make down` stops it all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$(date +%s)
+. scripts/env.sh
 
-mirror=$(cd .. && pwd)/shared/data/tlc
-if [ -z "${TAXI_TRIP_DATA_URL:-}" ] && ! grep -qE '^TAXI_TRIP_DATA_URL=' .env 2>/dev/null && \
-    [ -f "$mirror/green_tripdata_2021-01.parquet" ]; then
-  echo "demo: trip data from the local mirror $mirror"
-  export TAXI_TRIP_DATA_URL=$mirror
-fi
+# The trip-data source is the platform's embedded default (taxi_assets/settings.py: the local mirror
+# ../shared/data/tlc when it exists, else TLC's address) unless the environment or .env names one.
+echo "demo: $(.venv/bin/python -m taxi_assets.settings --trip-data)"
 # The monthly chain follows a deployment within seconds rather than the default half minute; the retraining loop
 # challenges the deployed model and waits for approval instead of redeploying in the middle of the demo.
 export TAXI_AUTOMATION_CHECK_SECONDS="${TAXI_AUTOMATION_CHECK_SECONDS:-10}"

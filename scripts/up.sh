@@ -16,16 +16,9 @@ root=$PWD
 foreground=false
 [ "${1:-}" = "--foreground" ] && foreground=true
 
-# .env fills in what the environment does not set.
-if [ -f .env ]; then
-  while IFS='=' read -r key value; do
-    [ -n "${!key+x}" ] && continue
-    value="${value%\"}"
-    value="${value#\"}"
-    export "$key=$value"
-  done < <(grep -E '^[A-Za-z_][A-Za-z0-9_]*=' .env)
-fi
+. scripts/env.sh
 pushgateway_url_given=${TAXI_PUSHGATEWAY_URL+given}
+echo "up: $(.venv/bin/python -m taxi_assets.settings --trip-data)"
 alertmanager_url_given=${TAXI_ALERTMANAGER_URL+given}
 # Every setting (ports, folders) from taxi_assets/settings.py, the one place that names them.
 eval "$(.venv/bin/python -m taxi_assets.settings --shell)"

@@ -341,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     arguments.add_argument("--poll", type=float, default=2.0, help="seconds between status checks")
     arguments.add_argument("--no-wait", action="store_true", help="launch and exit")
     options = arguments.parse_args(argv)
+    # The platform's source when it runs on this shell's configuration (make up reads the same settings).
+    print(f"backfill: {settings.trip_data_line()}", flush=True)
     server = Webserver(options.url)
     try:
         keys = partitions(options.partitions)

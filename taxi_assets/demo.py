@@ -1,6 +1,7 @@
 """The whole loop in one command (`make demo`): on a running platform (`make up`), load months, train and deploy
-a model, replay real traffic and then a drift scenario against the service, let the sensors ingest it and the
-automation score and report the months, then print where to look.
+a model, replay real rides of the training month against the service unchanged (the control: the online drift
+verdict stays quiet), then the same rides with the drift scenario (distances x1.5: it drifts), printing each
+phase's online verdict; let the automation score and report the months, then print where to look.
 
 Every step goes through the platform as a user's would: backfills and runs through the Dagster webserver's
 GraphQL API (they show in the UI), traffic through the service's HTTP API (`taxi-replay`), figures through the
@@ -12,14 +13,17 @@ prediction-log sensor), the challenge of the deployed model (the promotion senso
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
 from taxi_assets import replay, settings
-from taxi_assets.backfill import FINISHED_RUN, BackfillError, Webserver, partitions, workspace
+from taxi_assets.backfill import FINISHED_RUN, BackfillError, Webserver, partitions, run_errors, workspace
 from taxi_assets.defs.automation import RETRIED_SENSORS, RETRY_DELAYS_SECONDS, RETRY_NUMBER_TAG
 from taxi_assets.defs.online_monitoring.sensors import prediction_log_sensor
 
@@ -230,9 +234,18 @@ class Demo:
             return all(state in FINISHED_RUN for state in states.values())
 
         self.wait(label, finished, timeout=900, every=1.0)
-        failed = [key or job for key, state in shown.items() if state != "SUCCESS"]
+        failed = {key: runs[key] for key, state in shown.items() if state != "SUCCESS"}
         if failed:
-            raise BackfillError(f"{label}: failed for {', '.join(failed)}; see {self.server.url}/runs")
+            # The reasons on the terminal, not only in the run's log or the daemon's.
+            reasons = [
+                f"  {key or job}: {line.strip()[:500]}"
+                for key, run_id in failed.items()
+                for line in (run_errors(self.server, run_id) or [f"run {run_id} {shown[key].lower()}"])[:3]
+            ]
+            raise BackfillError(
+                f"{label}: failed for {', '.join(key or job for key in failed)}; see {self.server.url}/runs\n"
+                + "\n".join(reasons)
+            )
 
     def location_of(self, job: str) -> tuple[str, str]:
         for entry in workspace(self.server):
@@ -255,9 +268,10 @@ class Demo:
         events = (answer["assetOrError"] or {}).get("assetMaterializations", [])
         return max((float(event["timestamp"]) / 1000 for event in events), default=0.0)
 
-    def metadata(self, asset: str, partition: str) -> dict:
-        """The text and number metadata of the latest materialization of `asset`'s `partition`."""
-        answer = self.server.query(METADATA, {"path": [asset], "partitions": [partition]})
+    def metadata(self, asset: str, partition: str | None) -> dict:
+        """The text and number metadata of the latest materialization of `asset`'s `partition` (None: an
+        unpartitioned asset)."""
+        answer = self.server.query(METADATA, {"path": [asset], "partitions": [partition] if partition else None})
         events = (answer["assetOrError"] or {}).get("assetMaterializations", [])
         if not events:
             return {}
@@ -299,12 +313,48 @@ class Demo:
         except (urllib.error.URLError, OSError):
             return False
 
-    def replay(self, label: str, arguments: list[str]) -> None:
+    def replay(self, label: str, phase: str, arguments: list[str]) -> int:
+        """Replay `--rides` rides with `arguments` under the id prefix `demo-<phase>`; the rides predicted."""
         self.say(f"replay: {label}")
-        common = ["--url", self.service, "--rate", str(self.options.rate), "--speed", "600", "--id-prefix"]
-        status = replay.main([*arguments, "--limit", str(self.options.rides), *common, f"demo-{label.split()[0]}"])
-        if status != 0:
-            raise BackfillError(f"the replay ended with status {status}")
+        common = ["--url", self.service, "--rate", str(self.options.rate), "--speed", "600"]
+        with tempfile.TemporaryDirectory() as folder:
+            summary = Path(folder) / "summary.json"
+            own = ["--limit", str(self.options.rides), "--id-prefix", f"demo-{phase}", "--summary-json", str(summary)]
+            status = replay.main([*arguments, *own, *common])
+            if status != 0:
+                raise BackfillError(f"the replay ended with status {status}")
+            return int(json.loads(summary.read_text())["predict"]["2xx"])
+
+    def online_window(self, predicted: int, since: float) -> dict:
+        """The latest `online_drift` figures of its `last_<n>` window, once the prediction-log sensor has reported
+        nothing waiting after the unix time `since` (the end of a replay), online_drift ran after the last ingest
+        and its window holds min(n, `predicted`) predictions: all the traffic replayed so far is judged."""
+        figures: dict = {}
+
+        def judged() -> bool:
+            nonlocal figures
+            # online_drift runs after prediction_logs in each ingest run: newer than the last ingest, it has seen it.
+            if self.ingest_backlog(since) != 0 or self.latest("online_drift") < self.latest("prediction_logs"):
+                return False
+            latest = self.metadata("online_drift", None)
+            window = next((key.split("/")[0] for key in latest if key.startswith("last_")), None)
+            if window is None:
+                return False
+            figures = {"window": window}
+            figures.update((key.removeprefix(f"{window}/"), v) for key, v in latest.items() if key.startswith(window))
+            expected = min(int(window.removeprefix("last_")), predicted)
+            return figures.get("rows") == expected and "dataset_drift" in figures
+
+        self.wait("the online window", judged, timeout=300)
+        return figures
+
+    def judge(self, label: str, figures: dict) -> None:
+        verdict = "DRIFT" if figures["dataset_drift"] else "no drift"
+        self.say(
+            f"{label}: online window {figures['window']} over {figures['rows']} rides: dataset verdict {verdict} "
+            f"(drifted features: {figures['drifted_features']}; trip_distance score "
+            f"{float(figures.get('drift_score/trip_distance', float('nan'))):.2f}, above 1 is beyond its threshold)"
+        )
 
     def run(self) -> int:
         months = partitions(self.options.months)
@@ -326,27 +376,33 @@ class Demo:
         self.say("the service picks up the deployed model (make up started it waiting for one)")
         self.wait("the Bento service", self.service_ready, timeout=180)
 
-        self.replay(f"normal traffic: rides of {months[-1]}", ["--month", months[-1]])
-        self.replay(
-            f"drift scenario: rides of {newest}, distances x{self.options.distance_scale}",
-            ["--month", newest, "--distance-scale", str(self.options.distance_scale)],
+        # The same rides twice: unchanged (the control: quiet), then with the scenario's distances, so that any
+        # drift seen in the second phase is the scenario's alone. The rides are the training month's, the
+        # distribution the reference profile describes, from an ordinary working day on (the month's first days
+        # hold New Year; the first 3,000 rides of 2021-02, the day of a snowstorm, drifted on DOLocationID).
+        month, scale = months[0], self.options.distance_scale
+        rides = ["--month", month, "--start-day", str(self.options.start_day)]
+        day = f"{month}-{self.options.start_day:02d}"
+        predicted = self.replay(f"control: rides of {month} from {day}, unchanged", "control", rides)
+        self.say("waiting for the ingest and the online window of the control phase (the sensor ticks every 30 s)")
+        self.judge("control", self.online_window(predicted, time.time()))
+        scenario_started = time.time()
+        predicted += self.replay(
+            f"drift scenario: the same rides of {month} from {day}, distances x{scale:g}",
+            "scenario",
+            [*rides, "--distance-scale", str(scale)],
         )
+        self.say("waiting for the ingest and the online window of the drift scenario")
+        self.judge(f"drift scenario (distances x{scale:g})", self.online_window(predicted, time.time()))
 
-        replayed = time.time()
-        self.say("waiting for the prediction-log sensor to ingest the traffic (it ticks every 30 s)")
-        self.wait("the ingest", lambda: self.ingest_backlog(replayed) == 0, timeout=300)
-        self.say("ingested; waiting for the online and monthly figures, reports, dashboards and the challenge")
+        self.say("waiting for the online dashboard, the monthly figures, reports, dashboards and the challenge")
         # Each thing waited for, with the asset partitions it needs: what a slow or failed wait names.
         monthly = [("taxi_zones", None)] + [
             (asset, month) for month in loaded for asset in ("batch_predictions", "drift_metrics", "monitoring_report")
         ]
         pending = {
-            "online windows (online_drift)": (
-                lambda: self.latest("online_drift") >= replayed,
-                [("online_drift", None)],
-            ),
             "online dashboard (online_dashboard, at most once a minute)": (
-                lambda: self.latest("online_dashboard") > max(self.latest("online_drift"), replayed),
+                lambda: self.latest("online_dashboard") > max(self.latest("online_drift"), scenario_started),
                 [("online_drift", None), ("online_dashboard", None)],
             ),
             f"monthly reports of {', '.join(loaded)} (monitoring_report)": (
@@ -405,9 +461,14 @@ def main(argv: list[str] | None = None) -> int:
     arguments.add_argument("--rides", type=int, default=6000, help="rides per replay phase")
     arguments.add_argument("--rate", default="max", help="rides per second, or max")
     arguments.add_argument(
-        "--drift-month", default="2023-03", help="the newest month: loaded, challenged, and replayed as the drift"
+        "--drift-month", default="2023-03", help="the newest month: loaded, drift-checked against training, challenged"
     )
-    arguments.add_argument("--distance-scale", type=float, default=1.5, help="drift scenario: distance factor")
+    arguments.add_argument(
+        "--distance-scale", type=float, default=1.5, help="drift scenario: distance factor on the control's rides"
+    )
+    arguments.add_argument(
+        "--start-day", type=int, default=11, help="the replayed rides start at this day of the training month"
+    )
     try:
         return Demo(arguments.parse_args(argv)).run()
     except BackfillError as error:

@@ -8,8 +8,10 @@
 Each ride is sent to `/predict` (as the documented JSON, or as the raw TLC row with `--raw-tlc-rows`) under an id
 of its own; once the prediction is answered, its actual duration goes to `/feedback` after the ride's duration
 divided by `--speed`, as a taxi would report it on arrival. The rides come from the trip-data source of the
-platform (TAXI_TRIP_DATA_URL: a local mirror is read in place, TLC's address is downloaded once into
-TAXI_CACHE_DIR), or from `--source`. A progress bar runs on stderr; the summary (requests sent, answers by class,
+platform (TAXI_TRIP_DATA_URL, by default the local mirror ../shared/data/tlc when it exists, else TLC's address:
+a local mirror is read in place, TLC's address is downloaded once into TAXI_CACHE_DIR), or from `--source`; the
+first line says which. `--distance-scale` and `--hour-shift` change what is sent (the feedback stays the real
+duration). A progress bar runs on stderr; the summary (requests sent, answers by class,
 4xx reasons, latency percentiles, throughput) is printed at the end, also after Ctrl-C, which stops sending at
 once (exit status 130). `--summary-json FILE` writes the same summary as JSON.
 
@@ -71,6 +73,15 @@ class Scenario:
 
     distance_scale: float = 1.0
     hour_shift: float = 0.0
+
+    def described(self) -> str:
+        """` (distances x1.5, pickups shifted by +3 h)`, or nothing when the traffic is unchanged."""
+        changes = []
+        if self.distance_scale != 1.0:
+            changes.append(f"distances x{self.distance_scale:g}")
+        if self.hour_shift != 0.0:
+            changes.append(f"pickups shifted by {self.hour_shift:+g} h")
+        return f" ({', '.join(changes)})" if changes else ""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -491,6 +502,27 @@ def _positive(text: str) -> float:
     return value
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError("must be a finite number")
+    return value
+
+
+def _scale(text: str) -> float:
+    value = _finite(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative (a distance is not)")
+    return value
+
+
+def _day(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 31:
+        raise argparse.ArgumentTypeError("a day of the month: 1 to 31")
+    return value
+
+
 def _month(text: str) -> str:
     try:
         return check_month(text)
@@ -520,9 +552,16 @@ def parser() -> argparse.ArgumentParser:
         "(a ride's duration). 'inf': feedback right after the prediction",
     )
     arguments.add_argument("--limit", type=int, help="replay only the first N rides of the timeline")
+    arguments.add_argument(
+        "--start-day", type=_day, default=1, help="start the timeline at this day of the month (1-31)"
+    )
     arguments.add_argument("--concurrency", type=int, default=32, help="requests in flight at most")
-    arguments.add_argument("--distance-scale", type=float, default=1.0, help="scenario: multiply trip_distance")
-    arguments.add_argument("--hour-shift", type=float, default=0.0, help="scenario: shift pickup times by hours")
+    arguments.add_argument(
+        "--distance-scale", type=_scale, default=1.0, help="scenario: multiply the trip_distance sent"
+    )
+    arguments.add_argument(
+        "--hour-shift", type=_finite, default=0.0, help="scenario: shift the pickup (and drop-off) times sent by hours"
+    )
     arguments.add_argument(
         "--all-rides", action="store_true", help="send every row, not only rides of 1 to 60 minutes (the seed filter)"
     )
@@ -548,13 +587,16 @@ def replay_main(argv: list[str] | None) -> int:
     options = parser().parse_args(argv)
     months = options.month or ["2022-02"]
     current = settings.current()
+    source = settings.resolve(options.source)
+    print(f"replay: trip data from {settings.describe_source(source)}", file=sys.stderr, flush=True)
+    scenario = Scenario(distance_scale=options.distance_scale, hour_shift=options.hour_shift)
     try:
-        rides = load_rides(
-            months, settings.resolve(options.source), current.cache_dir, options.all_rides, options.raw_tlc_rows
-        )
+        rides = load_rides(months, source, current.cache_dir, options.all_rides, options.raw_tlc_rows, scenario)
     except (TripDataError, OSError) as error:
         print(f"replay: {error}", file=sys.stderr)
         return 2
+    # Days are counted on the timeline, so with mixed months each month starts at that day.
+    rides = rides[rides["offset_s"] >= (options.start_day - 1) * 86400].reset_index(drop=True)
     if options.limit is not None:
         rides = rides.iloc[: options.limit]
     replay = Replay(
@@ -572,7 +614,10 @@ def replay_main(argv: list[str] | None) -> int:
         pace = f"{options.speed:g}x the rides' own clock"
     else:
         pace = "as fast as the service answers" if math.isinf(options.rate) else f"{options.rate:g} rides/s"
-    print(f"replay: {len(rides)} rides of {', '.join(months)} to {replay.url} at {pace}", file=sys.stderr)
+    print(
+        f"replay: {len(rides)} rides of {', '.join(months)}{scenario.described()} to {replay.url} at {pace}",
+        file=sys.stderr,
+    )
     seconds = asyncio.run(replay.run())
     summary = replay.summary(seconds)
     print(format_summary(summary), flush=True)

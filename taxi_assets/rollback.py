@@ -16,6 +16,16 @@ import dagster as dg
 from taxi_assets.settings import PROJECT_ROOT
 
 
+def _failures(result: dg.ExecuteInProcessResult) -> list[str]:
+    """Each failed step's reason: a `dg.Failure`'s own description, or the error's message without its class."""
+    reasons = []
+    for event in result.get_step_failure_events():
+        data = event.step_failure_data
+        described = data.user_failure_data.description if data.user_failure_data else None
+        reasons.append(described or data.error.message.strip().split(": ", 1)[-1])
+    return reasons
+
+
 def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(
         prog="python -m taxi_assets.rollback",
@@ -24,19 +34,20 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / "dagster_home"))
     from taxi_assets.definitions import defs
 
+    # The run is in the instance (the UI shows its events); the terminal gets one line, not the console log.
+    quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
     with dg.DagsterInstance.get() as instance:
         result = (
             defs()
-            .get_job_def("deploy_job")
+            .resolve_job_def("deploy_job")
             .execute_in_process(
                 instance=instance,
-                run_config={"ops": {"deployed_model": {"config": {"rollback": True}}}},
+                run_config={**quiet, "ops": {"deployed_model": {"config": {"rollback": True}}}},
                 raise_on_error=False,
             )
         )
     if not result.success:
-        errors = [event.step_failure_data.error.message for event in result.get_step_failure_events()]
-        print(f"rollback failed: {' '.join(errors)}", file=sys.stderr)
+        print(f"rollback: {'; '.join(_failures(result)) or 'the deploy_job run failed'}", file=sys.stderr)
         return 1
     (event,) = result.get_asset_materialization_events()
     metadata = event.materialization.metadata

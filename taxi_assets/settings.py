@@ -25,6 +25,16 @@ DATA_DIR = PROJECT_ROOT / "data"
 
 TLC_TRIP_DATA_URL = "https://d37ci6vzurychx.cloudfront.net/trip-data/green_tripdata_{month}.parquet"
 TLC_ZONE_LOOKUP_URL = "https://d37ci6vzurychx.cloudfront.net/misc/taxi_zone_lookup.csv"
+# The shared read-only copy of TLC's files next to the repository (relative to its root), where the machines this
+# project runs on keep them.
+LOCAL_TLC_MIRROR = "../shared/data/tlc"
+
+
+def default_trip_data_url(root: Path = PROJECT_ROOT) -> str:
+    """The embedded trip-data source of every entry point (`make up`, `make demo`, `taxi-replay`, the backfill
+    tool, the Dagster code): the local mirror when it holds TLC green-taxi files, else TLC's public address."""
+    mirror = root / LOCAL_TLC_MIRROR
+    return LOCAL_TLC_MIRROR if any(mirror.glob("green_tripdata_*.parquet")) else TLC_TRIP_DATA_URL
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,8 +66,9 @@ def _setting(
 SETTINGS: dict[str, Setting] = {
     "trip_data_url": _setting(
         "TAXI_TRIP_DATA_URL",
-        TLC_TRIP_DATA_URL,
-        "TLC green-taxi files: a URL or path template with {month}, a file:// template, or a directory",
+        default_trip_data_url(),
+        "TLC green-taxi files: a URL or path template with {month}, a file:// template, or a directory; default: "
+        f"the local mirror {LOCAL_TLC_MIRROR} when it exists, else TLC's public address",
         path=True,
     ),
     "zone_lookup_url": _setting(
@@ -289,9 +300,57 @@ def shell_assignments(environ: Mapping[str, str] | None = None) -> str:
     )
 
 
+def describe_source(location: str) -> str:
+    """Where trip data comes from, in words: TLC's public address, the local mirror, or the location itself."""
+    if location == TLC_TRIP_DATA_URL:
+        return f"TLC's public address {TLC_TRIP_DATA_URL}"
+    if "://" not in location and Path(location).resolve() == Path(resolve(LOCAL_TLC_MIRROR)).resolve():
+        return f"the local mirror {Path(location).resolve()}"
+    return location
+
+
+def trip_data_line(environ: Mapping[str, str] | None = None) -> str:
+    """The first line every entry point prints: which trip-data source it uses, and why."""
+    environ = os.environ if environ is None else environ
+    setting = SETTINGS["trip_data_url"]
+    why = f"{setting.env}" if environ.get(setting.env) else "the embedded default"
+    return f"trip data from {describe_source(str(value('trip_data_url', environ)))} ({why})"
+
+
+def table(environ: Mapping[str, str] | None = None) -> str:
+    """Every setting in effect, one per line: variable, value (credentials redacted), and whether it comes from
+    the environment or is the embedded default."""
+    environ = os.environ if environ is None else environ
+    current = load(environ)
+    width = max(len(setting.env) for setting in SETTINGS.values())
+    return "\n".join(
+        f"{setting.env:<{width}}  {redact(str(getattr(current, field))) or '(empty)'}"
+        f"{'' if environ.get(setting.env) else '  (default)'}"
+        for field, setting in SETTINGS.items()
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    arguments = argparse.ArgumentParser(
+        prog="python -m taxi_assets.settings",
+        description="Print the settings in effect (the environment's values, else the embedded defaults).",
+    )
+    form = arguments.add_mutually_exclusive_group()
+    form.add_argument("--shell", action="store_true", help="as shell assignments, unredacted (for scripts/*.sh)")
+    form.add_argument("--trip-data", action="store_true", help="only the trip-data source, in words")
+    options = arguments.parse_args(argv)
+    try:
+        print(shell_assignments() if options.shell else trip_data_line() if options.trip_data else table())
+    except ValueError as error:
+        print(f"settings: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
 if __name__ == "__main__":
     import sys
 
-    if sys.argv[1:] != ["--shell"]:
-        sys.exit("usage: python -m taxi_assets.settings --shell")
-    print(shell_assignments())
+    sys.exit(main())

@@ -36,9 +36,10 @@ def test_a_backfill_is_followed_to_the_end_and_failed_months_are_named(platform_
         )
     lines = done.stdout.splitlines()
     assert done.returncode == 1, done.stdout + done.stderr
-    assert lines[0].startswith("backfill ") and "trip_data_job (raw_trips, trips) for 3 partitions" in lines[0]
+    assert lines[0].startswith("backfill: trip data from ")  # which source, first
+    assert lines[1].startswith("backfill ") and "trip_data_job (raw_trips, trips) for 3 partitions" in lines[1]
     # Progress: each month is seen succeeding or failing along the way.
-    progress = "\n".join(lines[1:])
+    progress = "\n".join(lines[2:])
     for month, state in (("2021-02", "succeeded"), ("2021-03", "succeeded"), ("2021-04", "failed")):
         assert f"{month} {state}" in progress
     assert "2 succeeded, 1 failed" in progress

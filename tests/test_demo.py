@@ -1,5 +1,6 @@
 """`make demo` on a platform of its own: the whole loop closes within the time budget, what was replayed is what
-the ingest stored, the drift scenario shows in Prometheus' alerts, and the Evidently UI shows the months'
+the ingest stored, the control phase is quiet and the same rides with the drift scenario drift (online verdicts,
+the Pushgateway, Prometheus' alerts), and the Evidently UI shows the months'
 reports and dashboards with data, as headless Chromium renders them.
 
 With UPDATE_SCREENSHOTS=1 the test writes the README's screenshots to docs/screenshots/ (the partition backfill's
@@ -8,6 +9,7 @@ is tests/test_backfill_cli.py's).
 
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import duckdb
@@ -17,11 +19,12 @@ import requests
 from tests.support import chromium
 from tests.support.platform import REPO_ROOT, make_up_environment
 
-MONTHS = ["2021-01", "2021-02", "2023-03"]  # the demo's defaults: training, normal, newest (drifted)
+MONTHS = ["2021-01", "2021-02", "2023-03"]  # the demo's defaults: training (replayed), validation, newest
 # The target is 300 s on an idle 2-core machine; the test machines are shared, so the test allows twice that.
 WALL_TIME_LIMIT = 600
-# Rides per replay phase: half the demo's default, still most of the drift window (last_5000) after the drift phase.
-RIDES = 3000
+# Rides per replay phase (control, then the same rides with the scenario): the online window's size (last_5000), so
+# that after the scenario it holds the scenario's rides alone (the demo's default is 6,000).
+RIDES = 5000
 
 REPORT_URL = """
 query { assetOrError(assetKey: {path: ["monitoring_report"]}) {
@@ -36,6 +39,41 @@ def graphql(webserver: str, query: str) -> dict:
     answer = requests.post(f"{webserver}/graphql", json={"query": query}, timeout=60)
     answer.raise_for_status()
     return answer.json()["data"]
+
+
+ONLINE_WINDOWS = """
+query { assetOrError(assetKey: {path: ["online_drift"]}) {
+  ... on Asset {
+    assetMaterializations(limit: 100) {
+      timestamp
+      metadataEntries { label ... on FloatMetadataEntry { floatValue } ... on IntMetadataEntry { intValue }
+                        ... on TextMetadataEntry { text } }
+    }
+  }
+} }
+"""
+
+
+def online_windows(webserver: str) -> list[dict]:
+    """Each online_drift materialization's last_5000 window, oldest first: when (unix time), rows, dataset verdict,
+    drifted features."""
+    events = graphql(webserver, ONLINE_WINDOWS)["assetOrError"]["assetMaterializations"]
+    windows = []
+    for event in sorted(events, key=lambda event: float(event["timestamp"])):
+        entries = {
+            entry["label"]: entry.get("floatValue", entry.get("intValue", entry.get("text")))
+            for entry in event["metadataEntries"]
+        }
+        if "last_5000/dataset_drift" in entries:
+            windows.append(
+                {
+                    "at": float(event["timestamp"]) / 1000,
+                    "rows": entries["last_5000/rows"],
+                    "dataset_drift": entries["last_5000/dataset_drift"],
+                    "drifted_features": entries["last_5000/drifted_features"],
+                }
+            )
+    return windows
 
 
 def replayed(stdout: str, endpoint: str) -> int:
@@ -62,16 +100,31 @@ def test_make_demo_closes_the_loop(tmp_path: Path, tlc_dir: Path) -> None:
             )
         output = log.read_text()
         assert demo.returncode == 0, output[-6000:]
+        assert output.splitlines()[0].startswith("demo: trip data from "), output[:500]
         wall = int(re.search(r"demo: wall time (\d+) s", output).group(1))
         print(f"make demo wall time: {wall} s")
         assert wall <= WALL_TIME_LIMIT
         predicted, fed_back = replayed(output, "predict"), replayed(output, "feedback")
         assert predicted > 2 * RIDES * 0.99 and fed_back == predicted
 
-        # The drift scenario is seen online: drift alerts pending (or firing) in Prometheus.
-        alerts = requests.get(f"{prometheus}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
-        drifting = {alert["labels"]["alertname"] for alert in alerts if "Drift" in alert["labels"]["alertname"]}
-        assert drifting, f"no drift alert after the drift scenario: {alerts}"
+        # The online verdicts as online_drift's metadata (judged below, once the log says when the scenario began);
+        # the last one also on the Pushgateway and, within Prometheus' scrape and evaluation, in its alerts.
+        windows = online_windows(webserver)
+        assert "control: online window last_5000 over 5000 rides: dataset verdict no drift" in output
+        assert "drift scenario (distances x1.5): online window last_5000 over 5000 rides: dataset verdict DRIFT" in (
+            output
+        )
+        pushed = requests.get(f"http://127.0.0.1:{ports['TAXI_PUSHGATEWAY_PORT']}/metrics", timeout=10).text
+        assert re.search(r'^taxi_online_dataset_drift\{[^}]*window="last_5000"[^}]*\} 1$', pushed, re.MULTILINE)
+        online_alerts: set[str] = set()
+        deadline = time.monotonic() + 90
+        while "TaxiOnlineDatasetDrift" not in online_alerts and time.monotonic() < deadline:
+            time.sleep(5)
+            alerts = requests.get(f"{prometheus}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
+            online_alerts = {
+                alert["labels"]["alertname"] for alert in alerts if "Online" in alert["labels"]["alertname"]
+            }
+        assert "TaxiOnlineDatasetDrift" in online_alerts, f"no online drift alert after the drift scenario: {alerts}"
 
         # Each month's report is a page of the Evidently UI, which renders it with its data.
         reports = graphql(webserver, REPORT_URL)["assetOrError"]["assetMaterializations"]
@@ -121,7 +174,19 @@ def test_make_demo_closes_the_loop(tmp_path: Path, tlc_dir: Path) -> None:
         stored, with_feedback = conn.execute(
             "SELECT count(*), count(actual_duration) FROM online_predictions WHERE id LIKE 'demo-%'"
         ).fetchone()
+        (scenario_began,) = conn.execute(
+            "SELECT epoch(min(ts)) FROM prediction_log WHERE id LIKE 'demo-scenario-%'"
+        ).fetchone()
     assert (stored, with_feedback) == (predicted, fed_back)
+
+    # The control phase (the training month's rides, unchanged) is quiet in every window judged before the first
+    # scenario ride was logged; the same rides with the scenario's distances drift, trip_distance first of all.
+    control = [window for window in windows if window["at"] < scenario_began and window["rows"] > 0]
+    assert control and control[-1]["rows"] == RIDES, windows
+    assert [window["dataset_drift"] for window in control] == [0.0] * len(control), control
+    scenario = windows[-1]
+    assert (scenario["rows"], scenario["dataset_drift"]) == (RIDES, 1.0), scenario
+    assert "trip_distance" in scenario["drifted_features"].split(", "), scenario
 
 
 @pytest.mark.unit

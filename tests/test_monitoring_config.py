@@ -520,6 +520,7 @@ def serve_bento_metrics(port: int) -> tuple[ThreadingHTTPServer, Callable[[], No
     ]
     for name in ("taxi_predlog_write_failures", "taxi_model_swaps", "taxi_model_refusals"):
         Counter(name, "", registry=registry)
+    outliers = Counter("taxi_input_outliers", "", ["rule"], registry=registry)
     Gauge("taxi_predlog_spool_backlog", "", registry=registry).set(0)
     in_progress.labels("/predict", "taxi_duration", "v1", "TaxiDuration").set(0)
 
@@ -528,6 +529,7 @@ def serve_bento_metrics(port: int) -> tuple[ThreadingHTTPServer, Callable[[], No
         requests_total.labels(*labels).inc()
         duration.labels(*labels).observe(0.02)
         predictions.labels("taxi_duration_deployed:v1").inc()
+        outliers.labels("zero_distance").inc()
         for histogram in histograms:
             histogram.observe(12)
 

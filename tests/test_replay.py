@@ -1,6 +1,7 @@
 """`taxi-replay` against a real `bentoml serve`: its summary is what the service logged and the ingest stored, 4xx
 answers are counted with their reasons, and Ctrl-C stops it cleanly with a summary."""
 
+import datetime as dt
 import json
 import signal
 import subprocess
@@ -160,6 +161,65 @@ def test_ctrl_c_stops_the_replay_with_a_summary_and_no_traceback(
     assert summary["feedback"]["not_sent"] > 0
     predictions, feedback = logged(logs, "t2-")
     assert len(predictions) == summary["predict"]["2xx"] and len(feedback) == summary["feedback"]["2xx"]
+
+
+def replay_into_log(url: str, source: Path, prefix: str, *flags: str) -> subprocess.CompletedProcess:
+    done = subprocess.run(
+        [str(TAXI_REPLAY), "--url", url, "--source", str(source), "--month", "2022-02", "--limit", str(SCENARIO_RIDES)]
+        + ["--rate", "max", "--no-feedback", "--no-progress", "--id-prefix", prefix, *flags],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+SCENARIO_RIDES = 200
+
+
+@pytest.mark.service
+@pytest.mark.parametrize("raw", [False, True], ids=["documented-fields", "raw-tlc-rows"])
+def test_scenario_flags_change_exactly_what_the_service_receives(
+    service: tuple[str, Path], tlc_dir: Path, raw: bool
+) -> None:
+    """From the prediction log the service wrote: with --distance-scale 1.5 --hour-shift 3 every ride's distance is
+    its TLC distance x 1.5 and its pickup 3 hours later, and --start-day 8 starts at the 8th; without the flags
+    distance and pickup are the TLC row's own, from the 1st."""
+    url, logs = service
+    mode = ["--raw-tlc-rows"] if raw else []
+    tag = "r" if raw else "d"
+    plain = replay_into_log(url, tlc_dir, f"s0{tag}", *mode)
+    shifted = replay_into_log(
+        url, tlc_dir, f"s1{tag}", *mode, "--distance-scale", "1.5", "--hour-shift", "3", "--start-day", "8"
+    )
+    assert shifted.stderr.splitlines()[0].startswith("replay: trip data from ")
+    assert "(distances x1.5, pickups shifted by +3 h)" in shifted.stderr
+    assert "distances x" not in plain.stderr
+
+    rows = pq.read_table(tlc_dir / "green_tripdata_2022-02.parquet").to_pylist()
+    for prefix, scale, shift, first_day in ((f"s0{tag}", 1.0, 0, 1), (f"s1{tag}", 1.5, 3, 8)):
+        predictions, _ = logged(logs, f"{prefix}-")
+        assert len(predictions) == SCENARIO_RIDES
+        days = set()
+        for ride_id, record in predictions.items():
+            row = rows[int(ride_id.rsplit("-", 1)[1])]
+            days.add(row["lpep_pickup_datetime"].day)
+            assert record["trip_distance"] == row["trip_distance"] * scale, ride_id
+            expected = row["lpep_pickup_datetime"] + dt.timedelta(hours=shift)
+            assert record["pickup_datetime"] == expected.isoformat(), ride_id
+            assert (record["PULocationID"], record["DOLocationID"]) == (row["PULocationID"], row["DOLocationID"])
+        assert min(days) == first_day  # --start-day: the timeline starts at that day of the month
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "flag", ["--distance-scale=-1", "--distance-scale=nan", "--hour-shift=inf", "--start-day=0", "--start-day=32"]
+)
+def test_a_scenario_that_is_not_a_number_of_rides_is_refused(flag: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        replay.main(["--month", "2022-02", flag])
+    assert stopped.value.code == 2 and flag.split("=")[0] in capsys.readouterr().err
 
 
 @pytest.mark.unit

@@ -4,6 +4,7 @@ import datetime as dt
 import gzip
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -18,6 +19,9 @@ import numpy as np
 import openapi_spec_validator
 import pandas as pd
 import psutil
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 import requests
 import uvloop
@@ -27,8 +31,9 @@ from hypothesis import strategies as st
 from bento_service.model_process import ModelProcess
 from taxi_assets.core import predlog
 from taxi_assets.core.model import FEATURE_FIELDS
+from tests.support import course_client
 from tests.support import service_harness as harness
-from tests.support.platform import free_port
+from tests.support.platform import MANIFEST_ROWS, free_port
 
 pytestmark = pytest.mark.service
 
@@ -120,7 +125,8 @@ MALFORMED = [
     ("/predict", {**RIDE, "DOLocationID": "42"}, "DOLocationID"),
     ("/predict", {**RIDE, "PULocationID": 7.5}, "PULocationID"),
     ("/predict", {**RIDE, "trip_distance": -1}, "trip_distance"),
-    ("/predict", {**RIDE, "trip_distance": 1e6}, "trip_distance"),
+    ("/predict", {**RIDE, "trip_distance": "1.7"}, "trip_distance"),
+    ("/predict", {**RIDE, "trip_distance": None}, "trip_distance"),
     (
         "/predict",
         '{"PULocationID": 74, "DOLocationID": 42, "trip_distance": NaN, "pickup_datetime": "2022-01-03"}',
@@ -229,6 +235,18 @@ def test_metrics_count_what_was_served(served: Served) -> None:
     assert _metric(after, "taxi_predlog_write_failures_total") == 0
     assert _metric(after, "taxi_predlog_spool_backlog") == 0
     assert "bentoml_service_request_total" in after
+
+
+def test_every_taxi_metric_of_the_service_has_help_and_is_in_the_contract(served: Served) -> None:
+    assert served.post("/predict", {**RIDE, "trip_distance": 0}).status_code == 200  # an outlier: its series exists
+    text = requests.get(f"{served.url}/metrics", timeout=5).text
+    helped = dict(re.findall(r"^# HELP (taxi_\w+) (.+)$", text, re.MULTILINE))
+    exposed = {re.sub(r"_(bucket|sum|count|created)$", "", name) for name in re.findall(r"^(taxi_\w+)", text, re.M)}
+    contract = (harness.REPO_ROOT / "docs" / "contracts.md").read_text()
+    assert "taxi_input_outliers_total" in exposed
+    for name in exposed:
+        assert helped.get(name) or helped.get(name.removesuffix("_total")), f"{name} has no HELP"
+        assert f"`{name}" in contract, f"{name} is not in docs/contracts.md"
 
 
 def test_kill_9_loses_no_answered_record_and_two_workers_never_interleave(
@@ -414,7 +432,13 @@ def test_the_openapi_document_is_valid_and_states_every_bound(served: Served) ->
     ride = schemas["Ride"]["properties"]
     assert (ride["PULocationID"]["minimum"], ride["PULocationID"]["maximum"]) == (1, 265)
     assert (ride["DOLocationID"]["minimum"], ride["DOLocationID"]["maximum"]) == (1, 265)
-    assert (ride["trip_distance"]["minimum"], ride["trip_distance"]["exclusiveMaximum"]) == (0, 500)
+    # No upper bound: real TLC rows reach 260,000 miles; they are predicted and counted as outliers.
+    assert ride["trip_distance"]["minimum"] == 0
+    assert not {"maximum", "exclusiveMaximum"} & set(ride["trip_distance"])
+    assert "outlier" in ride["trip_distance"]["description"]
+    prediction = schemas["Prediction"]
+    assert {"id", "duration_minutes", "duration", "model_tag"} <= set(prediction["required"])
+    assert "course" in prediction["properties"]["duration"]["description"]
     pickup = ride["pickup_datetime"]
     assert (pickup["formatMinimum"], pickup["formatExclusiveMaximum"]) == ("2000-01-01T00:00:00", "2100-01-01T00:00:00")
     assert "2000-01-01" in pickup["description"] and "2100-01-01" in pickup["description"]
@@ -474,7 +498,6 @@ def test_feedback_for_an_id_never_predicted_is_accepted_and_logged(served: Serve
 def tlc_rows() -> list[dict]:
     """Raw green-taxi rows as the course's client posts them: every TLC column, NaN as null, ISO timestamps."""
     frame = pd.read_parquet(harness.TLC_DIR / "green_tripdata_2022-02.parquet").sample(200, random_state=5)
-    frame = frame[frame.trip_distance < 500]
     rows = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
     return [{k: v.isoformat() if isinstance(v, pd.Timestamp) else v for k, v in row.items()} for row in rows]
 
@@ -591,3 +614,84 @@ def test_a_newer_model_is_served_without_restart_or_failed_request(
 
 def _latest_version(bentoml_home: Path) -> str:
     return (bentoml_home / "models" / "taxi_duration_deployed" / "latest").read_text().strip()
+
+
+def _outlier_counts(metrics: str) -> dict[str, float]:
+    lines = [line for line in metrics.splitlines() if line.startswith("taxi_input_outliers_total{")]
+    return {line.split('rule="', 1)[1].split('"', 1)[0]: float(line.rsplit(" ", 1)[1]) for line in lines}
+
+
+def test_the_course_client_runs_unchanged_on_real_rows(served: Served, tmp_path: Path) -> None:
+    """The course's script itself, on rows of its month including the implausible ones it meets."""
+    table = pq.read_table(harness.TLC_DIR / "green_tripdata_2022-01.parquet")
+    distance = table["trip_distance"]
+    implausible = table.filter(pc.or_(pc.greater_equal(distance, 500), pc.equal(distance, 0))).slice(0, 5)
+    sample = pa.concat_tables([table.slice(0, 5), implausible])
+    pq.write_table(sample, tmp_path / "green_tripdata_2022-01.parquet")
+    run = subprocess.run(
+        [sys.executable, "-m", "tests.support.course_client", str(tmp_path / "green_tripdata_2022-01.parquet")]
+        + [f"{served.url}/predict", str(tmp_path / "t.csv"), "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=harness.REPO_ROOT,
+    )
+    assert run.returncode == 0, run.stderr
+    printed = [line for line in run.stdout.splitlines() if line.startswith("prediction: ")]
+    assert len(printed) == sample.num_rows and all(float(line.split()[1]) > 0 for line in printed)
+
+
+@pytest.fixture
+def own_served(tmp_path: Path, bentoml_home: Path) -> Iterator[Served]:
+    """A service on a BentoML home of its own: BentoML keeps its Prometheus files in the home and a server
+    starting on it clears them, so the other tests' servers on `bentoml_home` would hide this one's counters."""
+    home = tmp_path / "bentoml"
+    shutil.copytree(bentoml_home / "models", home / "models")
+    port = free_port()
+    process = harness.serve(home, tmp_path / "logs", port, tmp_path / "serve.log")
+    yield Served(f"http://127.0.0.1:{port}", tmp_path / "logs", home, process)
+    harness.stop(process)
+
+
+def test_a_whole_real_month_from_the_course_client_is_answered_and_logged(own_served: Served, tmp_path: Path) -> None:
+    """All 62,495 rows of 2022-01, as the course's client posts them (raw rows, its JSON encoding, its key), 32
+    at a time: every one answered 200 with a `duration`, every answered one in the log, and the implausible ones
+    counted as outliers."""
+    served = own_served
+    parquet = harness.TLC_DIR / "green_tripdata_2022-01.parquet"
+    distance = pq.read_table(parquet, columns=["trip_distance"])["trip_distance"].to_numpy()
+    before = _outlier_counts(requests.get(f"{served.url}/metrics", timeout=5).text)
+    started = time.monotonic()
+    answers = course_client.send_month(parquet, f"{served.url}/predict", tmp_path / "target.csv")
+    seconds = time.monotonic() - started
+    print(f"2022-01 through /predict as the course's client: {len(answers)} rows in {seconds:.0f} s")
+    assert len(answers) == MANIFEST_ROWS["2022-01"]
+    refused = [(status, body) for _, status, body in answers if status != 200]
+    assert not refused, f"{len(refused)} rows not answered 200, e.g. {refused[:3]}"
+    assert all(body["duration"] == body["duration_minutes"] and body["id"] == ride for ride, _, body in answers)
+    logged = {
+        r["id"]
+        for day in sorted(p.name for p in served.logs.iterdir())
+        for r in predlog.FileLogReader(served.logs).read_day(day)
+        if r["kind"] == "prediction"
+    }
+    assert {ride for ride, _, _ in answers} <= logged
+    after = _outlier_counts(requests.get(f"{served.url}/metrics", timeout=5).text)
+    counted = {rule: after.get(rule, 0.0) - before.get(rule, 0.0) for rule in ("distance_above_max", "zero_distance")}
+    assert counted == {
+        "distance_above_max": float((distance > 100).sum()),
+        "zero_distance": float((distance == 0).sum()),
+    }
+    assert counted["distance_above_max"] >= 62  # the rows of 500 miles and more that used to get a 400
+
+
+def test_every_row_of_every_real_month_is_a_ride(served: Served) -> None:
+    """Each real month's raw rows, in the course's encoding, in batches of 10,000: a batch is answered 200 only
+    when every ride in it is valid, so one refused row fails its batch."""
+    for month in sorted(MANIFEST_ROWS):
+        rows = pq.read_table(harness.TLC_DIR / f"green_tripdata_{month}.parquet").to_pylist()
+        for start in range(0, len(rows), MAX_BATCH_RIDES):
+            body = json.dumps({"rides": rows[start : start + MAX_BATCH_RIDES]}, cls=course_client.DateTimeEncoder)
+            answer = served.post("/predict_batch", body)
+            assert answer.status_code == 200, (month, start, answer.text[:500])
+            assert len(answer.json()["predictions"]) == len(rows[start : start + MAX_BATCH_RIDES])

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.unit
 def test_embedded_defaults_resolve_under_the_repository_root() -> None:
     current = settings.load({})
     assert current.duckdb_path == str(REPO_ROOT / "data" / "warehouse.duckdb")
-    assert current.trip_data_url == settings.TLC_TRIP_DATA_URL
+    assert current.trip_data_url == settings.resolve(settings.default_trip_data_url())
     assert current.pushgateway_url == "" and current.service_host == "127.0.0.1"
     assert current.service_port == 3001
 
@@ -62,3 +62,25 @@ def test_promotion_settings_are_read_as_a_choice_and_a_number() -> None:
         settings.load({"TAXI_PROMOTION": "yes"})
     with pytest.raises(ValueError, match="TAXI_PROMOTION_MIN_GAIN must be a number"):
         settings.load({"TAXI_PROMOTION_MIN_GAIN": "ten percent"})
+
+
+def test_the_trip_data_default_is_the_local_mirror_when_it_exists(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    root.mkdir()
+    assert settings.default_trip_data_url(root) == settings.TLC_TRIP_DATA_URL
+    mirror = tmp_path / "shared" / "data" / "tlc"
+    mirror.mkdir(parents=True)
+    assert settings.default_trip_data_url(root) == settings.TLC_TRIP_DATA_URL  # an empty folder is no mirror
+    (mirror / "green_tripdata_2021-01.parquet").touch()
+    assert settings.default_trip_data_url(root) == settings.LOCAL_TLC_MIRROR
+
+
+def test_the_trip_data_line_says_which_source_and_why() -> None:
+    mirror = settings.resolve(settings.LOCAL_TLC_MIRROR)
+    assert settings.trip_data_line({"TAXI_TRIP_DATA_URL": mirror}) == (
+        f"trip data from the local mirror {Path(mirror).resolve()} (TAXI_TRIP_DATA_URL)"
+    )
+    assert settings.trip_data_line({"TAXI_TRIP_DATA_URL": settings.TLC_TRIP_DATA_URL}) == (
+        f"trip data from TLC's public address {settings.TLC_TRIP_DATA_URL} (TAXI_TRIP_DATA_URL)"
+    )
+    assert settings.trip_data_line({}).endswith("(the embedded default)")

@@ -229,6 +229,8 @@ def _previous_source(model_registry: ModelRegistry, current_source: str | None) 
     for version in model_registry.history(DEPLOYED_MODEL):
         if version["labels"]["source_tag"] != current_source:
             return version["labels"]["source_tag"]
+    if current_source is None:
+        raise dg.Failure("nothing is deployed: there is no model to roll back from")
     raise dg.Failure(f"no deployment before {current_source} to roll back to")
 
 
