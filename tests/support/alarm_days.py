@@ -153,8 +153,8 @@ def altered(frame: pd.DataFrame, month: str, scenario: str) -> pd.DataFrame:
         rng = np.random.default_rng(0)
         moved = (frame["PULocationID"] == first).to_numpy() & (rng.random(len(frame)) < 0.2)
         frame = frame.assign(PULocationID=np.where(moved, second, frame["PULocationID"]))
-    elif scenario == "durations x1.10":
-        return frame.assign(**{TARGET: frame[TARGET] * 1.10})
+    elif scenario.startswith("durations x"):
+        return frame.assign(**{TARGET: frame[TARGET] * float(scenario.removeprefix("durations x"))})
     elif scenario != "unchanged":
         raise ValueError(scenario)
     return frame.assign(**{PREDICTION: predict(model(month), frame)})

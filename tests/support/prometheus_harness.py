@@ -183,7 +183,6 @@ def start_prometheus(
         stop_process(process)
 
 
-@contextmanager
 def pushgateway_command(port: int) -> list[str]:
     """The command line of a Pushgateway on `port` that keeps its series in memory only (see `start_pushgateway`),
     for the tests that start it as `make up` does."""
@@ -192,6 +191,7 @@ def pushgateway_command(port: int) -> list[str]:
     return [binary, f"--web.listen-address=127.0.0.1:{port}", "--persistence.file="]
 
 
+@contextmanager
 def start_pushgateway(directory: Path, port: int | None = None) -> Iterator[str]:
     """A real Pushgateway (Debian's `prometheus-pushgateway`) on `port` or a free loopback port; yields its URL. Its
     log is `directory/pushgateway.log`.
