@@ -12,22 +12,23 @@ Tests, per feature kind (the statistic is scaled so that its null distribution h
 - categorical (pickup and dropoff zone): Pearson chi-square with the zones expected fewer than `MIN_EXPECTED` times
   in the window pooled into one cell, as (chi2 - df) / sqrt(2 df). Effect size: Jensen-Shannon distance on the
   same pooled cells.
-- time (pickup hour): the rides' (weekday/weekend, hour) slots against the reference's rides per slot-hour over the
+- time (pickup hour): the rides' (day type, hour) slots against the reference's rides per slot-hour over the
   hours the window covers; chi-square as for zones.
 
 Time-aware windows. A window of consecutive rides covers part of a day, so comparing it with a whole-day reference
 flags the hour (and the zones and distances, which follow the hour) on every unchanged day. The rule:
-1. Slots: each ride falls in one of 48 (rest day, hour of day) slots; rest days are Saturdays, Sundays and US
-   federal holidays (New York rides on Presidents' Day like on a Sunday).
-2. The window's time span is the clock interval between its first and last pickup (the 0.2% earliest and latest
-   are left out, so a stray 2009 timestamp does not stretch it).
+1. Slots: each ride falls in one of 96 (day type, hour of day) slots, in New York time (`timeslots`); day types
+   are Monday-Thursday, Friday, Saturday, and Sunday or a US federal holiday (New York rides on Presidents' Day
+   like on a Sunday).
+2. The window's time span is the elapsed time between its first and last pickup (23 hours on a spring-forward
+   day), the 0.2% earliest and latest and any stray pickup a day away from the rest left out, at any size.
 3. Pickup hour: the reference's rides per slot-hour are laid over the hours the span covers (partial hours pro
    rata); the window's rides per slot are tested against that. A random window spans the month and meets the
    whole-day profile; a window of one afternoon meets that afternoon's profile.
 4. Every other feature is compared with the reference re-weighted to the window's own slot mix: the expected
    distribution is sum over slots of (window's share of the slot) x (reference distribution in that slot), each
    slot shrunk towards the whole reference by `SLOT_SHRINKAGE` rides. A window of evening rides meets the reference's
-   evening rides, on weekdays or rest days in the window's proportions.
+   evening rides, on the window's day types in its proportions.
 5. Window kinds: a window whose span is a week or more is `spread` (random rides, a month), a shorter one
    `consecutive`. A stretch of consecutive rides carries its day's weather and events, so consecutive windows get
    thresholds of their own, calibrated on consecutive windows.
@@ -37,13 +38,15 @@ like a plausible stretch of hours (measured: flagged as often as an unchanged on
 
 Verdicts. Each feature's statistic is compared with the threshold calibrated for the window's kind and size (the
 profile holds a table; sizes in between are interpolated in 1/sqrt(n)): the (1 - alpha / k) quantile of the
-statistic over windows of that kind and size drawn from the training month and from the validation month (the
-larger), for a dataset budget `DATASET_ALPHA` split over the k features of the verdict. The validation month is in
-because the model was validated on it: ordinary month-to-month change is not an alarm. The dataset drifted when any
-feature is beyond its threshold. Months (tens of thousands of rides) make every statistic significant, so a month
-also needs an effect size of at least `BATCH_MIN_EFFECT` to count as drifted: ordinary months differ from the month
-before by KS distances up to 0.033 and Jensen-Shannon distances up to 0.053 (zones) and 0.041 (hours), while the
-2022/2023 months differ from 2021-01 by at least 0.065, 0.22 and 0.11 (bench/bench_drift_calibration.py).
+statistic over windows of days the compared description never saw (`profile.calibrate`), for a dataset budget
+`DATASET_ALPHA` split over the k features of the verdict. A window's feature also needs an effect beyond its floor
+(`effect_floor`: ordinary month-to-month change on top of what an unchanged window of held-out days shows): a
+significant difference is not yet one that matters. A window under MIN_WINDOW_ROWS rides is insufficient data. The
+dataset drifted when any feature drifted; an alarm needs two evaluations in a row (`online.confirmed`). Months (tens
+of thousands of rides) make every statistic significant, so a month also needs an effect size of at least
+`BATCH_MIN_EFFECT` to count as drifted: ordinary months differ from the month before by KS distances up to 0.033 and
+Jensen-Shannon distances up to 0.053 (zones) and 0.041 (hours), while the 2022/2023 months differ from 2021-01 by at
+least 0.065, 0.22 and 0.11 (bench/bench_drift_calibration.py).
 """
 
 from __future__ import annotations
@@ -83,7 +86,7 @@ DEFAULT_WINDOW = 5000
 NUMERIC_BINS = 100
 # A zone expected fewer times than this in a window is pooled with the other rare zones for the chi-square.
 MIN_EXPECTED = 5.0
-# Each (weekday/weekend, hour) slot's distributions are shrunk towards the whole reference by this many rides.
+# Each (day type, hour) slot's distributions are shrunk towards the whole reference by this many rides.
 SLOT_SHRINKAGE = 50.0
 # Window kinds, each with its own thresholds: rides spread over at least a week (random rides, a month) vary less
 # than a stretch of consecutive rides, which carries the weather and events of its day.
@@ -304,7 +307,7 @@ class ReferenceArrays:
 
 
 def reweighted(slot_counts: np.ndarray, feature: FeatureReference) -> np.ndarray:
-    """Expected cell shares of each window: the reference re-weighted to the window's (weekday/weekend, hour) mix."""
+    """Expected cell shares of each window: the reference re-weighted to the window's (day type, hour) mix."""
     weights, _ = _shares(slot_counts)
     return weights @ feature.conditional
 

@@ -27,7 +27,7 @@ def reference_profile(
 ) -> dg.MaterializeResult:
     """The deployed model's reference profile (DuckDB table `reference_profile`, one JSON row per model tag).
 
-    Its training month scored by the model, described per feature and (weekday/weekend, hour) slot; drift thresholds
+    Its training month scored by the model, described per feature and (day type, hour) slot; drift thresholds
     per window size and kind, calibrated on windows of days the compared statistics never saw (the training month
     cross-fitted over blocks of days, non-overlapping consecutive windows; the validation month); the RMSE bound
     per window size from the validation month's residuals resampled by days (out of sample); effect floors from

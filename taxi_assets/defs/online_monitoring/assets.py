@@ -114,10 +114,13 @@ def online_drift(
     """Drift of the live requests and predictions against the deployed model's reference profile, and online error.
 
     Two windows of the deployed model's logged predictions: the last `last_n` (`last_<n>`) and the last complete
-    UTC hour (`hour`). Each feature is tested against the profile re-weighted to the window's weekday/hour mix, with
-    the threshold calibrated for the window's size and kind (spread over a week or more, or consecutive rides); the
-    window drifted when any feature did. RMSE and MAE cover the rows whose feedback arrived, against the RMSE bound
-    of the model's validation residuals at that many rows. Pushed to the Pushgateway (job `taxi_online_monitoring`,
+    UTC hour (`hour`). Each feature is tested against the profile re-weighted to the window's (day type, hour) mix,
+    with the threshold calibrated for the window's size and kind (spread over a week or more, or consecutive rides)
+    and the profile's effect floor; the window drifted when any feature did. RMSE and MAE cover the rows whose
+    feedback arrived, against the RMSE bound of the model's validation residuals at that many rows; the share of
+    outlier rides against its calibrated threshold. Each window is judged again one step before (1,000 rides
+    earlier, the hour before): `taxi_online_alarm` is 1 only where both agree, which the alert rules page on. A
+    window of fewer than 100 rides is "insufficient data". Pushed to the Pushgateway (job `taxi_online_monitoring`,
     grouping key `window`).
     """
     _, model = model_registry.load_deployed()
