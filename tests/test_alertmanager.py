@@ -21,7 +21,7 @@ from taxi_assets.core.metrics import BATCH_JOB, CHALLENGE_JOB, HELP, INGEST_JOB,
 from taxi_assets.defs.alerts.resources import Alertmanager
 from taxi_assets.defs.alerts.sensors import alerts_sensor
 from taxi_assets.defs.resources import Pushgateway
-from tests.support.platform import REPO_ROOT, free_port
+from tests.support.platform import REPO_ROOT, free_port, wait_until
 from tests.support.prometheus_harness import (
     ALERTMANAGER_DIR,
     PROMETHEUS_DIR,
@@ -347,12 +347,7 @@ def sample(name: str, value: float, **labels: str) -> Sample:
 
 
 def wait_for(what: str, condition: Callable[[], object], timeout: float = 45.0) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := condition():
-            return result
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_until(condition, timeout, what, interval=0.5)
 
 
 def notifications(path: Path) -> list[dict]:

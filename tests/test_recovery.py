@@ -38,7 +38,7 @@ from tests.support.dagster_processes import (
     prepare_dagster_home,
     running_daemon,
 )
-from tests.support.platform import MANIFEST_ROWS, REPO_ROOT
+from tests.support.platform import MANIFEST_ROWS, REPO_ROOT, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -87,15 +87,6 @@ def source(platform_env: Path, tlc_dir: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("TAXI_TRIP_DATA_URL", stalling.url)
     yield stalling
     stalling.close()
-
-
-def wait_until(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.25)
-    raise TimeoutError(f"{what}: not within {timeout} s")
 
 
 def run_of(instance: dg.DagsterInstance, month: str) -> dg.DagsterRun | None:

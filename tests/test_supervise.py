@@ -19,19 +19,10 @@ import pytest
 import requests
 
 from taxi_assets import settings, supervise
-from tests.support.platform import REPO_ROOT, free_port
+from tests.support.platform import REPO_ROOT, free_port, wait_until
 from tests.support.prometheus_harness import pushgateway_command
 
 EVIDENTLY = REPO_ROOT / ".venv" / "bin" / "evidently"
-
-
-def wait_until(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.25)
-    raise TimeoutError(f"{what}: not within {timeout} s")
 
 
 def answers(url: str) -> bool:

@@ -123,6 +123,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_until(condition, timeout: float, what: str, interval: float = 0.25):
+    """The first truthy value of `condition()` within `timeout` seconds; TimeoutError naming `what` otherwise."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"{what}: not within {timeout} s")
+
+
 def wait_http(url: str, timeout: float = 30.0, process: subprocess.Popen | None = None) -> None:
     """Wait until `url` answers 200, failing early when the process behind it has died."""
     deadline = time.monotonic() + timeout
