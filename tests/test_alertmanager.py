@@ -405,11 +405,13 @@ def test_a_pushed_figure_beyond_its_bound_fires_is_notified_grouped_recorded_on_
             gateway.push(ONLINE_JOB, {"window": "hour"}, [
                 sample("taxi_online_feature_drifted", 1.0, feature="trip_distance"),
                 sample("taxi_online_feature_drifted", 1.0, feature="PULocationID"),
+                sample("taxi_online_alarm", 1.0, alarm="dataset"),
             ])  # fmt: skip
             gateway.push(ONLINE_JOB, {"window": "last_5000"}, [
                 sample("taxi_online_rmse", 7.0),
                 sample("taxi_online_rmse_bound", 6.6),
                 sample("taxi_online_feedback_rows", 2000.0),
+                sample("taxi_online_alarm", 1.0, alarm="rmse"),
             ])  # fmt: skip
             gateway.push(
                 CHALLENGE_JOB,
@@ -469,6 +471,7 @@ def test_a_pushed_figure_beyond_its_bound_fires_is_notified_grouped_recorded_on_
                 assert recorded == [
                     ("deployed_model", None, "TaxiChallengerBeatsDeployedModel"),
                     ("drift_metrics", "2023-04", "TaxiBatchDatasetDrift"),
+                    ("online_drift", None, "TaxiOnlineDatasetDrift"),
                     ("online_drift", None, "TaxiOnlineFeatureDrift"),
                     ("online_drift", None, "TaxiOnlineFeatureDrift"),
                     ("online_drift", None, "TaxiOnlineRmseAboveBound"),
