@@ -214,6 +214,8 @@ def test_taxi_automation_sets_how_both_automation_sensors_start(value: str, stat
     )
     assert loaded.returncode == 0, loaded.stderr
     assert json.loads(loaded.stdout) == {
+        # It records alarms on their assets whatever the automation; its runs follow TAXI_ALERT_RUNS.
+        "alerts_sensor": "RUNNING",
         "automation_retry_sensor": status,
         "default_automation_condition_sensor": status,
         "model_promotion_sensor": status,
