@@ -104,16 +104,16 @@ def test_served_rides_reach_duckdb_and_prometheus(
     monkeypatch.setenv("TAXI_PUSHGATEWAY_URL", pushgateway)
     resources = platform_resources()
     assert dg.materialize([taxi_zones], instance=instance, resources=resources)
-    for month in ("2021-01", "2022-02"):
+    for month in ("2021-01", "2021-02", "2022-02"):  # trained on 2021-01, validated on the month after
         assert dg.materialize([trip_months], partition_key=month, instance=instance, resources=resources)
     assert dg.materialize([duration_model], partition_key="2021-01", instance=instance, resources=resources)
     assert dg.materialize([deployed_model, reference_profile], instance=instance, resources=resources)
-    # The batch dashboard's figures: one month scored and pushed, and the deployed model challenged on it (the
-    # challenger of 2022-02 is the 2021-01 model itself: gain 0).
+    # The batch dashboard's figures: one month scored and pushed, and the deployed model challenged on its
+    # validation month (the challenger of 2021-02 is the 2021-01 model itself: gain 0).
     assert dg.materialize(
         [batch_predictions, batch_drift], partition_key="2022-02", instance=instance, resources=resources
     )
-    assert dg.materialize([model_challenge], partition_key="2022-02", instance=instance, resources=resources)
+    assert dg.materialize([model_challenge], partition_key="2021-02", instance=instance, resources=resources)
     # The month before arrives late: re-running the month adds its month-over-month figures (their panels).
     assert dg.materialize([trip_months], partition_key="2022-01", instance=instance, resources=resources)
     assert dg.materialize([batch_drift], partition_key="2022-02", instance=instance, resources=resources)
