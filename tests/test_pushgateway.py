@@ -162,7 +162,9 @@ def test_delete_groups_removes_every_group_of_one_job_and_the_log_has_no_help_co
         deleted = gateway.delete_groups(BATCH_JOB)
 
         assert sorted(group["month"] for group in deleted) == ["2021-02", "2021-03", "odd/value"]
-        assert sorted(group["job"] for group in groups(url)) == sorted([INGEST_JOB, ONLINE_JOB, CHALLENGE_JOB])
+        assert sorted(group["job"] for group in groups(url)) == sorted(
+            [INGEST_JOB, ONLINE_JOB, AUTOMATION_JOB, PLATFORM_JOB, CHALLENGE_JOB]
+        )
         assert gateway.delete_groups(BATCH_JOB) == []
         # Pushed again, as the platform does on every run: the Pushgateway compares help strings on each push.
         for job, grouping_key, samples in every_push():
@@ -212,5 +214,11 @@ def test_deploying_another_model_deletes_the_batch_figures_of_the_previous_one(
     assert replaced["stale_batch_months_deleted"] == 2
     assert replaced["replaced_source_tag"].startswith("taxi_duration:")
     assert BATCH_JOB not in {group["job"] for group in groups(pushgateway)}
-    assert {group["job"] for group in groups(pushgateway)} == {ONLINE_JOB, INGEST_JOB, CHALLENGE_JOB}
+    assert {group["job"] for group in groups(pushgateway)} == {
+        ONLINE_JOB,
+        INGEST_JOB,
+        AUTOMATION_JOB,
+        PLATFORM_JOB,
+        CHALLENGE_JOB,
+    }
     assert "the batch monitoring figures of months ['2021-02', '2021-03'] are deleted" in replaced["log"]
