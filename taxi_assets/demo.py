@@ -22,6 +22,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
+
 from taxi_assets import replay, settings
 from taxi_assets.backfill import FINISHED_RUN, BackfillError, Webserver, partitions, run_errors, workspace
 from taxi_assets.defs.automation import RETRIED_SENSORS, RETRY_DELAYS_SECONDS, RETRY_NUMBER_TAG
@@ -359,7 +361,9 @@ class Demo:
     def run(self) -> int:
         months = partitions(self.options.months)
         newest = self.options.drift_month
-        loaded = sorted({*months, newest})
+        # The month before the newest too: the retraining loop's challenger trains on it and is validated on the
+        # newest, the month after (a model validated on any other month is refused by its quality gate).
+        loaded = sorted({*months, str(pd.Period(newest, freq="M") - 1), newest})
         self.say(f"the platform at {self.server.url}; months {', '.join(loaded)}")
         self.server.query("query { version }")  # fails early, and clearly, when nothing runs
 
@@ -461,7 +465,9 @@ def main(argv: list[str] | None = None) -> int:
     arguments.add_argument("--rides", type=int, default=6000, help="rides per replay phase")
     arguments.add_argument("--rate", default="max", help="rides per second, or max")
     arguments.add_argument(
-        "--drift-month", default="2023-03", help="the newest month: loaded, drift-checked against training, challenged"
+        "--drift-month",
+        default="2023-03",
+        help="the newest month: loaded with the month before it, drift-checked against training, challenged",
     )
     arguments.add_argument(
         "--distance-scale", type=float, default=1.5, help="drift scenario: distance factor on the control's rides"
