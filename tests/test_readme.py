@@ -109,7 +109,7 @@ def test_readme_commands_work_against_a_running_platform(tmp_path: Path, tlc_dir
         # A month that fails: make demo's loader names the reason on the terminal, not only in a log file.
         demo = run(".venv/bin/python -m taxi_assets.demo --months 2021-04 --drift-month 2021-03", env)
         assert demo.returncode == 1, demo.stdout + demo.stderr
-        assert "trip_data_job[2021-03, 2021-04]: failed for 2021-04" in demo.stderr, demo.stdout + demo.stderr
+        assert "trip_data_job[2021-02, 2021-03, 2021-04]: failed for 2021-04" in demo.stderr, demo.stdout + demo.stderr
         assert re.search(r"^  2021-04: .*no file at .*green_tripdata_2021-04\.parquet", demo.stderr, re.M), demo.stderr
 
         # README step 2 is clicks in the UI: the same runs through the webserver's API, with the quick recipe.
