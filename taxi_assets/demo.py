@@ -90,22 +90,6 @@ query($path: [String!]!) {
 }
 """
 
-RUN_ERRORS = """
-query($runId: ID!) {
-  runOrError(runId: $runId) {
-    ... on Run {
-      eventConnection(limit: 100000) {
-        events {
-          __typename
-          ... on ExecutionStepFailureEvent { stepKey error { message causes { message } } }
-          ... on RunFailureEvent { message }
-        }
-      }
-    }
-  }
-}
-"""
-
 # How often a wait says what it still waits for, and looks whether something it needs has failed for good.
 REPORT_EVERY_SECONDS = 30.0
 CHECK_FAILED_EVERY_SECONDS = 10.0
@@ -191,17 +175,8 @@ class Demo:
         return f"{line} ({retry}): {self.run_error(run['runId'])}", for_good
 
     def run_error(self, run_id: str) -> str:
-        """The error of a failed run: its failed steps' messages, else the run's failure message."""
-        answer = self.server.query(RUN_ERRORS, {"runId": run_id})["runOrError"]
-        events = ((answer or {}).get("eventConnection") or {}).get("events", [])
-        # Dagster wraps a step's exception ("Error occurred while executing op …"): the innermost cause says why.
-        steps = [
-            f"{e['stepKey']}: {([e['error'], *e['error']['causes']][-1]['message']).strip()}"
-            for e in events
-            if e.get("stepKey") and e.get("error")
-        ]
-        runs = [e["message"] for e in events if e["__typename"] == "RunFailureEvent"]
-        return " | ".join(steps or runs) or "no error recorded"
+        """The error of a failed run: its failed steps' innermost errors, else the run's failure message."""
+        return " | ".join(run_errors(self.server, run_id)) or "no error recorded"
 
     def run_job(self, job: str, partition_keys: list[str] | None = None, run_config: dict | None = None) -> None:
         """One run of `job` per partition (or one run), launched at once and followed to the end. Runs rather than a
