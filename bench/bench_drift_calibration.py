@@ -6,7 +6,7 @@ per evaluation and per day as a user lives with them (prints tables; not a test)
 Protocol (tests/support/alarm_days.py): for each reference month, the `hgb_te` model trained on it; its days in
 blocks of 7, a profile built from alternate blocks (and the validation month) and evaluated on the others, both
 ways round. Unchanged days: the sliding `last_<size>` window evaluated every 1,000 rides plus every clock hour, an
-alarm only when two consecutive evaluations agree (what `taxi_online_alarm` pushes); a day counts when any alarm
+alarm only when the window of the rides before it agrees (what `taxi_online_alarm` pushes); a day counts when any alarm
 (dataset, prediction, RMSE, outlier share) was raised that day. The month after the validation month is evaluated
 against the whole month's profile. Detection: scenarios applied to the held-out days, predictions re-made; the share
 of full windows alarmed (sliding windows of consecutive rides, confirmed; random rides, one evaluation) and the delay
@@ -25,7 +25,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from taxi_assets.core import drift, profile  # noqa: E402
-from taxi_assets.core.drift import BATCH_FEATURES, DEFAULT_WINDOW  # noqa: E402
+from taxi_assets.core.drift import DEFAULT_WINDOW  # noqa: E402
+from taxi_assets.core.drift_scores import BATCH_FEATURES  # noqa: E402
 from taxi_assets.core.model import PREDICTION, TARGET  # noqa: E402
 from tests.support import alarm_days  # noqa: E402
 from tests.support.drift_data import MONTHS, next_month, scored  # noqa: E402

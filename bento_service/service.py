@@ -38,7 +38,7 @@ from bento_service.microbatch import MicroBatcher
 from bento_service.model_process import ModelProcess
 from taxi_assets import settings
 from taxi_assets.core import predlog
-from taxi_assets.core.drift import MAX_TRIP_MILES
+from taxi_assets.core.drift_scores import MAX_TRIP_MILES
 from taxi_assets.core.tlc import MAX_LOCATION_ID
 
 compat.cancel_request_timers()

@@ -9,7 +9,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from taxi_assets.core.batch import EQUAL_WEIGHTS
-from taxi_assets.core.drift import BATCH_FEATURES
+from taxi_assets.core.drift_scores import BATCH_FEATURES
 from taxi_assets.core.metrics import BATCH_JOB, Sample
 from taxi_assets.defs.batch_monitoring.assets import batch_drift, batch_predictions
 from taxi_assets.defs.model.assets import deployed_model, duration_model

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from taxi_assets.core import profile
+from taxi_assets.core import calibration, profile
 from taxi_assets.core.batch import metric_rows, month_figures, verdict_html
 from taxi_assets.core.evidently_defaults import (
     CATEGORICAL,
@@ -133,7 +133,7 @@ def month_report():
     """2023-03 against a profile of 2021-01 (2021-02 as validation) and against 2023-02, as the batch assets see it:
     figures, tidy rows, and the Evidently snapshot and page rendered with the alarms' verdicts."""
     reference = scored_month("2021-01")
-    prof = profile.build_profile(
+    prof = calibration.build_profile(
         reference,
         scored_month("2021-02"),
         model_tag="stand-in",

@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from taxi_assets.core import drift, profile
-from taxi_assets.core.drift import BATCH_FEATURES, DEFAULT_WINDOW, ONLINE_FEATURES
+from taxi_assets.core import calibration, drift, drift_scores, profile, timeslots
+from taxi_assets.core.drift import DEFAULT_WINDOW
+from taxi_assets.core.drift_scores import BATCH_FEATURES, ONLINE_FEATURES
 from taxi_assets.core.evidently_defaults import dataset_drift
 from tests.support import alarm_days
 from tests.support.drift_data import scored
@@ -35,7 +36,7 @@ def built(held) -> dict:
 
 
 @pytest.fixture(scope="module")
-def arrays(built: dict) -> drift.ReferenceArrays:
+def arrays(built: dict) -> drift_scores.ReferenceArrays:
     return profile.arrays(built)
 
 
@@ -46,7 +47,7 @@ def reference(held) -> pd.DataFrame:
 
 
 def verdicts(built, arrays, frame: pd.DataFrame, rows: np.ndarray, features=ONLINE_FEATURES) -> list:
-    return drift.window_verdicts(built, arrays, drift.encode(arrays, frame, features), "online", features, rows)
+    return drift.window_verdicts(built, arrays, drift_scores.encode(arrays, frame, features), "online", features, rows)
 
 
 def rate(values) -> float:
@@ -81,18 +82,20 @@ def test_a_day_of_consecutive_rides_does_not_flag_the_hour(built, arrays, refere
     """Evidently's defaults flag the hour of almost every stretch of 1,000 consecutive rides (about 12 hours); the
     time-aware test flags only a day that really differs."""
     windows = alarm_days.sliding(alarm_days.segments_of(reference), 1000)[::3]
-    judged = verdicts(built, arrays, reference, windows, {"pickup_hour": drift.TIME})
+    judged = verdicts(built, arrays, reference, windows, {"pickup_hour": drift_scores.TIME})
     # One window of the ten is flagged: the night and morning of New Year's Day, a holiday like no Sunday.
     flagged = [
         reference["pickup_datetime"].iloc[w[0]].date() for w, v in zip(windows, judged, strict=True) if v.dataset_drift
     ]
     assert [str(day) for day in flagged] == ["2022-01-01"]
-    ours_span = [drift.window_kind(drift.epoch_hours(reference["pickup_datetime"].to_numpy()[w])) for w in windows]
-    assert set(ours_span) == {drift.CONSECUTIVE}
+    ours_span = [
+        drift_scores.window_kind(timeslots.epoch_hours(reference["pickup_datetime"].to_numpy()[w])) for w in windows
+    ]
+    assert set(ours_span) == {drift_scores.CONSECUTIVE}
 
     hours = pd.DataFrame({"pickup_hour": reference["pickup_datetime"].dt.hour})
     evidently = [
-        dataset_drift(hours, hours.iloc[w], {"pickup_hour": drift.NUMERICAL}).dataset_drift for w in windows[:10]
+        dataset_drift(hours, hours.iloc[w], {"pickup_hour": drift_scores.NUMERICAL}).dataset_drift for w in windows[:10]
     ]
     assert rate(evidently) >= 0.9
 
@@ -125,7 +128,7 @@ def test_the_rmse_bound_holds_on_held_out_days_of_the_validation_month(held):
     rows = np.random.default_rng(5).integers(0, len(validation), (200, DEFAULT_WINDOW))
     assert alarm_days.evaluate(prof, validation, list(rows)).rmse.mean() <= 0.02
     # Fewer rows, wider bound.
-    assert profile.rmse_bound(prof, 100, drift.SPREAD) > profile.rmse_bound(prof, 5000, drift.SPREAD)
+    assert profile.rmse_bound(prof, 100, drift_scores.SPREAD) > profile.rmse_bound(prof, 5000, drift_scores.SPREAD)
 
 
 def test_odometer_glitches_raise_the_outlier_alarm(held):
@@ -147,7 +150,7 @@ def test_the_spring_forward_night_is_an_ordinary_night():
     night = np.flatnonzero((pickup >= "2023-03-11 20:00") & (pickup < "2023-03-12 08:00"))
     windows = np.stack([np.arange(start, start + 1000) for start in night[::20] if start + 1000 <= len(days)])
     arrays = profile.arrays(prof)
-    judged = verdicts(prof, arrays, days, windows, {"pickup_hour": drift.TIME})
+    judged = verdicts(prof, arrays, days, windows, {"pickup_hour": drift_scores.TIME})
     assert len(judged) >= 10
     assert rate(v.dataset_drift for v in judged) <= 0.05
 
@@ -165,7 +168,7 @@ def test_a_window_of_one_evening_meets_the_evening_reference(built, arrays, refe
 
 def test_batch_month_against_the_profile_and_month_over_month():
     """Months of tens of thousands of rides: drifted since training two years on, quiet month over month."""
-    old = profile.build_profile(
+    old = calibration.build_profile(
         scored("2021-01", "2021-01"),
         scored("2021-02", "2021-01"),
         model_tag="old",
@@ -196,8 +199,8 @@ def test_profile_is_json_and_round_trips_through_duckdb(built):
     assert loaded == built
     assert profile.load(conn, "other:tag") is None
     assert loaded["validation_month"] == VALIDATION
-    assert set(loaded["floors"]) == set(drift.PROFILED)
-    assert set(loaded["features"]) == set(drift.PROFILED)
+    assert set(loaded["floors"]) == set(drift_scores.PROFILED)
+    assert set(loaded["features"]) == set(drift_scores.PROFILED)
 
 
 def test_outliers_are_rare_in_the_reference_and_found_in_glitches(built, reference):
@@ -214,7 +217,7 @@ def test_outliers_are_rare_in_the_reference_and_found_in_glitches(built, referen
 
 def test_drifted_features_rank_by_model_importance():
     def feature(name: str, score: float) -> drift.FeatureDrift:
-        return drift.FeatureDrift(name, drift.NUMERICAL, "ks", score, 1.0, "ks_distance", 0.1, 1000, score > 1)
+        return drift.FeatureDrift(name, drift_scores.NUMERICAL, "ks", score, 1.0, "ks_distance", 0.1, 1000, score > 1)
 
     verdict = drift.DriftVerdict((feature("fare_amount", 9.0), feature("trip_distance", 2.0), feature("x", 0.5)), 0.05)
     ranked = drift.importance_ranking(verdict, {"trip_distance": 0.8, "PULocationID": 0.2})

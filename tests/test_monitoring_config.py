@@ -457,7 +457,8 @@ def test_pushed_series_are_what_the_code_pushes() -> None:
     """PUSHED (what the dashboard and alert tests feed Prometheus) names exactly the series and label names that
     batch_samples and online_samples produce, so a renamed or relabelled figure fails here first."""
     from taxi_assets.core.batch import BatchFigures
-    from taxi_assets.core.drift import NUMERICAL, DriftVerdict, FeatureDrift
+    from taxi_assets.core.drift import DriftVerdict, FeatureDrift
+    from taxi_assets.core.drift_scores import NUMERICAL
     from taxi_assets.core.evidently_report import SegmentError
     from taxi_assets.core.metrics import batch_samples
     from taxi_assets.core.model import ErrorSummary

@@ -15,8 +15,8 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from taxi_assets import settings
-from taxi_assets.core import predlog, profile, warehouse
-from taxi_assets.core.drift import ONLINE_FEATURES
+from taxi_assets.core import calibration, predlog, profile, warehouse
+from taxi_assets.core.drift_scores import ONLINE_FEATURES
 from taxi_assets.core.model import predict
 from taxi_assets.core.online import online_samples, window_figures
 from taxi_assets.definitions import defs
@@ -342,7 +342,7 @@ def test_window_figures_judge_windows_against_the_profile() -> None:
 
     reference = scored("2021-01")
     validation = scored("2021-02")
-    prof = profile.build_profile(
+    prof = calibration.build_profile(
         reference.assign(passenger_count=1.0, fare_amount=1.0, total_amount=1.0),
         validation.assign(passenger_count=1.0, fare_amount=1.0, total_amount=1.0),
         model_tag="stand-in",

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from taxi_assets.core import drift, timeslots
+from taxi_assets.core import drift, drift_scores, timeslots
 from taxi_assets.core.drift import CALIBRATION_SIZES, MIN_WINDOW_ROWS
 
 pytestmark = pytest.mark.unit
@@ -33,14 +33,14 @@ def test_a_stray_pickup_does_not_stretch_a_small_window():
     hours = timeslots.epoch_hours(local(*hour.astype(str), str(stray)))
     start, end = timeslots.time_span(hours)
     assert end - start < 1.0
-    assert drift.window_kind(hours) == drift.CONSECUTIVE
+    assert drift_scores.window_kind(hours) == drift_scores.CONSECUTIVE
     # Without a stray the span is the window's own.
     assert timeslots.time_span(hours[:-1]) == pytest.approx((hours[0], hours[-2]))
 
 
 def test_a_window_too_small_for_a_test_is_insufficient_not_quiet():
-    scores = drift.categorical_scores(np.array([[3.0, 2.0]]), np.array([[0.5, 0.5]]))
-    verdict = drift.judge("PULocationID", drift.CATEGORICAL, scores, 1.0, 0.0, 0, MIN_WINDOW_ROWS)
+    scores = drift_scores.categorical_scores(np.array([[3.0, 2.0]]), np.array([[0.5, 0.5]]))
+    verdict = drift.judge("PULocationID", drift_scores.CATEGORICAL, scores, 1.0, 0.0, 0, MIN_WINDOW_ROWS)
     assert not verdict.sufficient and not verdict.drifted
     assert not drift.DriftVerdict((verdict,), 0.05).sufficient
 

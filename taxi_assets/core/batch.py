@@ -14,8 +14,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from taxi_assets.core import drift, profile
-from taxi_assets.core.drift import BATCH_FEATURES, NUMERICAL, DriftVerdict, FeatureDrift
+from taxi_assets.core import drift, drift_scores, profile
+from taxi_assets.core.drift import DriftVerdict, FeatureDrift
+from taxi_assets.core.drift_scores import BATCH_FEATURES, NUMERICAL
 from taxi_assets.core.evidently_report import SegmentError, borough_rmse_gap, segment_errors
 from taxi_assets.core.model import PREDICTION, TARGET, ErrorSummary, error_summary
 
@@ -66,7 +67,7 @@ def outlier_examples(frame: pd.DataFrame, prof: Mapping[str, Any]) -> dict[str, 
 def month_figures(
     current: pd.DataFrame,
     prof: Mapping[str, Any],
-    reference: drift.ReferenceArrays,
+    reference: drift_scores.ReferenceArrays,
     previous: pd.DataFrame | None = None,
     previous_month: str | None = None,
     importance: Mapping[str, float] | None = None,

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from taxi_assets.core.drift import MAX_TRIP_MILES, FeatureDrift
+from taxi_assets.core.drift import FeatureDrift
+from taxi_assets.core.drift_scores import MAX_TRIP_MILES
 from taxi_assets.core.evidently_defaults import (
     CATEGORICAL,
     DATASET_DRIFT_SHARE,

@@ -2,7 +2,7 @@
 bench/bench_drift_calibration.py and tests/test_alarm_days.py (no Dagster, no DuckDB).
 
 Protocol (docs: shared notes "alarms over time"): the training month's days are cut into blocks of
-`profile.BLOCK_DAYS` days; a profile is built from the odd blocks and evaluated on the even ones, and the other way
+`calibration.BLOCK_DAYS` days; a profile is built from the odd blocks and evaluated on the even ones, and the other way
 round. On a held-out stream the sliding window of the last `size` rides is evaluated every `step` rides (inside one
 block, so that no window joins days that were not consecutive), and every clock hour is a window of its own. A day
 has an alarm when any evaluation of that day raised one: dataset drift, prediction drift, the RMSE bound or the
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from taxi_assets.core import drift, online, profile
-from taxi_assets.core.drift import NUMERICAL, ONLINE_FEATURES
+from taxi_assets.core import calibration, drift, drift_scores, online, profile
+from taxi_assets.core.drift_scores import NUMERICAL, ONLINE_FEATURES
 from taxi_assets.core.model import PREDICTION, TARGET, predict
 from tests.support.drift_data import model, next_month, scored
 
@@ -71,7 +71,7 @@ def evaluate(prof: dict, frame: pd.DataFrame, windows: list[np.ndarray] | np.nda
     for index, rows in enumerate(windows):
         groups.setdefault(len(rows), []).append(index)
     result = {name: np.zeros(len(windows), dtype=bool) for name in ("dataset", "prediction", "rmse", "outliers")}
-    rides = drift.encode(reference, frame, {**ONLINE_FEATURES, PREDICTION: NUMERICAL})
+    rides = drift_scores.encode(reference, frame, {**ONLINE_FEATURES, PREDICTION: NUMERICAL})
     flagged = profile.outlier_flags(frame, prof).any(axis=1).to_numpy()
     squared = (frame[PREDICTION] - frame[TARGET]).to_numpy("float64") ** 2
     for size, indices in groups.items():
@@ -79,7 +79,7 @@ def evaluate(prof: dict, frame: pd.DataFrame, windows: list[np.ndarray] | np.nda
         features = drift.window_verdicts(prof, reference, rides, "online", ONLINE_FEATURES, rows)
         outputs = drift.window_verdicts(prof, reference, rides, "online", {PREDICTION: NUMERICAL}, rows)
         for i, window, verdict, output in zip(indices, rows, features, outputs, strict=True):
-            kind = drift.window_kind(rides.hours[window])
+            kind = drift_scores.window_kind(rides.hours[window])
             alarms = online.alarms(
                 prof,
                 verdict,
@@ -98,7 +98,7 @@ def evaluate(prof: dict, frame: pd.DataFrame, windows: list[np.ndarray] | np.nda
 
 def segments_of(frame: pd.DataFrame) -> list[tuple[int, int]]:
     """Contiguous row ranges of the blocks of days of a frame sorted by pickup."""
-    blocks = profile.day_blocks(frame["pickup_datetime"].to_numpy("datetime64[ns]"))
+    blocks = calibration.day_blocks(frame["pickup_datetime"].to_numpy("datetime64[ns]"))
     change = np.flatnonzero(np.diff(blocks)) + 1
     bounds = [0, *change.tolist(), len(frame)]
     return list(zip(bounds, bounds[1:], strict=False))
@@ -111,7 +111,7 @@ def month_rides(month: str, model_month: str) -> pd.DataFrame:
 
 
 def fold_of(frame: pd.DataFrame, fold: int) -> np.ndarray:
-    return profile.day_blocks(frame["pickup_datetime"].to_numpy("datetime64[ns]")) % 2 == fold
+    return calibration.day_blocks(frame["pickup_datetime"].to_numpy("datetime64[ns]")) % 2 == fold
 
 
 @functools.cache
@@ -120,7 +120,7 @@ def held_out(month: str, fold: int) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     validation month (the RMSE bound from the other days' residuals), and those held-out days of both months."""
     training, validation = month_rides(month, month), month_rides(next_month(month), month)
     held, held_validation = fold_of(training, fold), fold_of(validation, fold)
-    built = profile.build_profile(
+    built = calibration.build_profile(
         training[~held],
         validation[~held_validation],
         model_tag=f"hgb-{month}-{fold}",
@@ -132,7 +132,7 @@ def held_out(month: str, fold: int) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
 
 @functools.cache
 def whole(month: str) -> dict:
-    return profile.build_profile(
+    return calibration.build_profile(
         scored(month, month),
         scored(next_month(month), month),
         model_tag=f"hgb-{month}",
@@ -171,11 +171,12 @@ def confirmed(evaluations: Evaluations, previous: np.ndarray) -> Evaluations:
 
 
 def previous_sliding(segments: list[tuple[int, int]], size: int, step: int = STEP) -> np.ndarray:
-    """For each evaluation of `sliding(segments, size, step)`, the index of the evaluation before it (-1: none)."""
-    previous, base = [], 0
+    """For each evaluation of `sliding(segments, size, step)`, the index of the evaluation of the `size` rides
+    before its own (`online.confirmed`: no ride in common), -1 when its segment has none."""
+    previous, base, lag = [], 0, max(size // step, 1)
     for start, end in segments:
         count = len(np.arange(start + size, end + 1, step)) if end - start >= size else 0
-        previous.append(np.where(np.arange(count) > 0, base + np.arange(count) - 1, -1))
+        previous.append(np.where(np.arange(count) >= lag, base + np.arange(count) - lag, -1))
         base += count
     return np.concatenate(previous) if previous else np.zeros(0, dtype="int64")
 
@@ -191,7 +192,7 @@ def stream_alarms(
     prof: dict, frame: pd.DataFrame, segments: list[tuple[int, int]], size: int, *, split: bool = False
 ) -> Evaluations | tuple[Evaluations, Evaluations]:
     """The alarms a user sees on a stream: the sliding window and every clock hour, each confirmed by the
-    evaluation before it (`online.confirmed`); with `split`, the two apart."""
+    window before it (`online.confirmed`); with `split`, the two apart."""
     slide = confirmed(evaluate(prof, frame, sliding(segments, size)), previous_sliding(segments, size))
     hour = confirmed(evaluate(prof, frame, hours(frame)), previous_hours(frame))
     return (slide, hour) if split else Evaluations.concat([slide, hour])

@@ -4,8 +4,9 @@ import time
 
 import dagster as dg
 
-from taxi_assets.core import profile
-from taxi_assets.core.drift import DEFAULT_WINDOW, ONLINE_FEATURES, SPREAD, WINDOW_KINDS, threshold
+from taxi_assets.core import calibration, profile
+from taxi_assets.core.drift import DEFAULT_WINDOW, threshold
+from taxi_assets.core.drift_scores import ONLINE_FEATURES, SPREAD, WINDOW_KINDS
 from taxi_assets.core.model import PREDICTION
 from taxi_assets.core.scoring import score_trips
 from taxi_assets.defs.automation import missing_or_deps_updated
@@ -44,7 +45,7 @@ def reference_profile(
         validation = score_trips(conn, validation_month, pipeline, model["tag"])
         # Consecutive months before the training month widen the calibration and the effect floors.
         earlier = []
-        for month in profile.earlier_months(reference_month):
+        for month in calibration.earlier_months(reference_month):
             frame = score_trips(conn, month, pipeline, model["tag"])
             if frame.empty:
                 break
@@ -55,7 +56,7 @@ def reference_profile(
         raise dg.Failure(f"trips holds no rows of the validation month {validation_month}; materialize trips first")
     if validation_month == reference_month:
         context.log.warning(f"{model['tag']} was validated on its training month: the RMSE bound is in-sample")
-    built = profile.build_profile(
+    built = calibration.build_profile(
         reference,
         validation,
         model_tag=model["tag"],

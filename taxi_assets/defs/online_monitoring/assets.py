@@ -15,7 +15,7 @@ from pydantic import Field
 from taxi_assets.core import profile
 from taxi_assets.core.drift import CALIBRATION_SIZES, DEFAULT_WINDOW
 from taxi_assets.core.metrics import ONLINE_JOB
-from taxi_assets.core.online import ALARM_STEP, confirmed, last_complete_hour, online_samples, window_figures
+from taxi_assets.core.online import confirmed, last_complete_hour, online_samples, window_figures
 from taxi_assets.core.warehouse import PREDICTION_LOG_DAY_SELECTS, PREDICTION_LOG_SCHEMA, replace_partition
 from taxi_assets.defs.model.profile import reference_profile
 from taxi_assets.defs.online_monitoring.resources import PredictionLogStore
@@ -118,8 +118,9 @@ def online_drift(
     with the threshold calibrated for the window's size and kind (spread over a week or more, or consecutive rides)
     and the profile's effect floor; the window drifted when any feature did. RMSE and MAE cover the rows whose
     feedback arrived, against the RMSE bound of the model's validation residuals at that many rows; the share of
-    outlier rides against its calibrated threshold. Each window is judged again one step before (1,000 rides
-    earlier, the hour before): `taxi_online_alarm` is 1 only where both agree, which the alert rules page on. A
+    outlier rides against its calibrated threshold. The window before each one is judged too (the `last_n` rides
+    before the newest `last_n`, the hour before): `taxi_online_alarm` is 1 only where both agree, which the alert
+    rules page on. A
     window of fewer than 100 rides is "insufficient data". Pushed to the Pushgateway (job `taxi_online_monitoring`,
     grouping key `window`).
     """
@@ -128,11 +129,11 @@ def online_drift(
     with warehouse.get_connection() as conn:
         if not conn.execute("SELECT 1 FROM duckdb_views() WHERE view_name = 'online_predictions'").fetchall():
             raise dg.Failure("DuckDB has no prediction log yet; materialize prediction_logs first")
-        # Each window with its evaluation one step before, which must agree before an alarm is raised.
+        # Each window with the one before it (no ride in common), which must agree before an alarm is raised.
         windows = {
             f"last_{config.last_n}": (
                 recent_predictions(conn, model["tag"], config.last_n),
-                recent_predictions(conn, model["tag"], config.last_n, ALARM_STEP),
+                recent_predictions(conn, model["tag"], config.last_n, config.last_n),
             ),
             "hour": (
                 hour_predictions(conn, model["tag"], start, end),
