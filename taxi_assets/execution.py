@@ -107,8 +107,8 @@ def _reported_process(instance: dg.DagsterInstance, run_id: str) -> tuple[int, f
     return None
 
 
-def record_worker(instance: dg.DagsterInstance | None, run_id: str | None) -> bool:
-    """Tag `run_id` with this process as its worker (`worker_tags`) if this process executes its steps and its tags
+def record_worker(instance: dg.DagsterInstance | None, run: dg.DagsterRun | None) -> bool:
+    """Tag `run` with this process as its worker (`worker_tags`) if this process executes its steps and its tags
     do not say so yet; whether it tagged. For the runs the project's `executor` does not execute, which tag
     nothing: `dg.materialize` and `execute_in_process` always use Dagster's own in-process executor, which claims
     pool slots all the same. Called by the warehouse resource as it is set up for a run: before the run's first
@@ -118,16 +118,16 @@ def record_worker(instance: dg.DagsterInstance | None, run_id: str | None) -> bo
     multiprocess executor's child) is not the one holding the run's slots, and once it ended the run would look
     dead while its parent goes on. Such a run stays untagged, and a run without tags is never freed while it runs.
     """
-    if instance is None or run_id is None:  # a resource used outside a run (a test, a notebook)
+    if instance is None or run is None:  # a resource used outside a run (a test, a notebook)
         return False
-    run = instance.get_run_by_id(run_id)
+    recorded = instance.get_run_by_id(run.run_id)  # its tags now: the executor may have added them since
     tags = worker_tags()
-    if run is None or all(run.tags.get(name) == value for name, value in tags.items()):
+    if recorded is None or all(recorded.tags.get(name) == value for name, value in tags.items()):
         return False
-    reported = _reported_process(instance, run_id)
+    reported = _reported_process(instance, run.run_id)
     if reported is None or reported[0] != os.getpid():
         return False
-    instance.add_run_tags(run_id, tags)
+    instance.add_run_tags(run.run_id, tags)
     return True
 
 

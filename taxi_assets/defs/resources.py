@@ -50,7 +50,7 @@ class Warehouse(DuckDBResource):
     """
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        execution.record_worker(context.instance, context.run_id)
+        execution.record_worker(context.instance, context.run)
 
     @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
