@@ -317,13 +317,13 @@ IN_PROCESS = """
 import sys
 import dagster as dg
 from taxi_assets.definitions import defs
+from taxi_assets.defs.trip_data.assets import trip_months
 api, month = sys.argv[1:]
 definitions = defs()
 with dg.DagsterInstance.get() as instance:
     if api == "dg.materialize":
-        raw_trips = definitions.resolve_assets_def("raw_trips")
         result = dg.materialize(
-            [raw_trips], selection=["raw_trips"], partition_key=month, instance=instance,
+            [trip_months], selection=["raw_trips"], partition_key=month, instance=instance,
             resources=definitions.resources,
         )
     else:
