@@ -30,6 +30,14 @@ works around changes, or when another Dagster is installed.
   running. A waiting step says which run holds the slot, since when, and the command that frees it
   (`python -m taxi_assets.execution release <run id>`), at once and every `WAIT_REPORT_SECONDS`.
   A holder on another machine is left to that machine's run monitoring: only there can its process be seen.
+* Runs executed by `dg.materialize` or `execute_in_process` (a test, a notebook, a script) ignore the project's
+  executor: Dagster always executes them with its own `InProcessExecutor`, which claims pool slots all the same
+  (`inprocess_execution_iterator` wraps the steps in an `InstanceConcurrencyContext`) but tags nothing, so such a
+  run killed while it held the `duckdb` slot kept it forever (seen: the run STARTED and its slot claimed after
+  kill -9, nobody freeing it). The warehouse resource, which every `duckdb` step uses, records the run's process
+  as it is set up (`record_worker`), before any step claims its slot, so the same checks free it. A run whose
+  process is not recorded (no warehouse, or a multiprocess executor's step processes) is never freed while alive:
+  `worker_health` cannot tell, and leaves it running.
 """
 
 from __future__ import annotations
@@ -86,11 +94,41 @@ def worker_process(instance: dg.DagsterInstance, run_id: str) -> tuple[int, floa
     run = instance.get_run_by_id(run_id)
     if run is not None and WORKER_PID_TAG in run.tags:
         return int(run.tags[WORKER_PID_TAG]), float(run.tags[WORKER_STARTED_TAG])
+    return _reported_process(instance, run_id)
+
+
+def _reported_process(instance: dg.DagsterInstance, run_id: str) -> tuple[int, float] | None:
+    """The process the run's executor reported as executing it (its first engine event with a pid: the in-process
+    executor's "Executing steps in process", a multiprocess executor's parent process), and when it said so."""
     for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
         pid = record.dagster_event.engine_event_data.metadata.get("pid")
         if pid is not None:
             return int(pid.value), record.timestamp
     return None
+
+
+def record_worker(instance: dg.DagsterInstance | None, run: dg.DagsterRun | None) -> bool:
+    """Tag `run` with this process as its worker (`worker_tags`) if this process executes its steps and its tags
+    do not say so yet; whether it tagged. For the runs the project's `executor` does not execute, which tag
+    nothing: `dg.materialize` and `execute_in_process` always use Dagster's own in-process executor, which claims
+    pool slots all the same. Called by the warehouse resource as it is set up for a run: before the run's first
+    `duckdb` step claims its slot, since Dagster sets a run's resources up before it executes any step.
+
+    Only the process the executor reported executing the run is tagged: a step process of another executor (a
+    multiprocess executor's child) is not the one holding the run's slots, and once it ended the run would look
+    dead while its parent goes on. Such a run stays untagged, and a run without tags is never freed while it runs.
+    """
+    if instance is None or run is None:  # a resource used outside a run (a test, a notebook)
+        return False
+    recorded = instance.get_run_by_id(run.run_id)  # its tags now: the executor may have added them since
+    tags = worker_tags()
+    if recorded is None or all(recorded.tags.get(name) == value for name, value in tags.items()):
+        return False
+    reported = _reported_process(instance, run.run_id)
+    if reported is None or reported[0] != os.getpid():
+        return False
+    instance.add_run_tags(run.run_id, tags)
+    return True
 
 
 @dataclasses.dataclass(frozen=True)

@@ -248,6 +248,59 @@ def test_a_live_holder_and_a_holder_on_another_host_keep_their_slot(tmp_path: Pa
 
 
 @pytest.mark.integration
+def test_dagster_s_own_in_process_runs_claim_pool_slots_and_the_warehouse_records_their_process(
+    tmp_path: Path,
+) -> None:
+    """`dg.materialize` ignores the project's executor; Dagster's own in-process executor claims the slot and tags
+    nothing (when that half fails, Dagster records the process itself: revisit `execution.record_worker`)."""
+    import os
+
+    from dagster._core.events import EngineEventData
+
+    from taxi_assets.defs.resources import Warehouse
+
+    seen = {}
+
+    def holding(context: dg.AssetExecutionContext) -> None:
+        claimed = context.instance.event_log_storage.get_concurrency_info("duckdb").claimed_slots
+        tags = context.instance.get_run_by_id(context.run_id).tags
+        seen[context.asset_key.path[-1]] = (
+            [slot.run_id for slot in claimed],
+            {name: value for name, value in tags.items() if name.startswith("taxi/")},
+        )
+
+    @dg.asset(pool="duckdb")
+    def bare(context: dg.AssetExecutionContext) -> None:
+        holding(context)
+
+    @dg.asset(pool="duckdb")
+    def warehouse_user(context: dg.AssetExecutionContext, warehouse: Warehouse) -> None:
+        holding(context)
+
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        instance.event_log_storage.set_concurrency_slots("duckdb", 1)
+        bare_run = dg.materialize([bare], instance=instance).run_id
+        assert seen["bare"] == ([bare_run], {})
+        warehouse = Warehouse(database=str(tmp_path / "warehouse.duckdb"))
+        job = dg.Definitions(assets=[warehouse_user], resources={"warehouse": warehouse})
+        user_run = job.resolve_implicit_global_asset_job_def().execute_in_process(instance=instance).run_id
+        assert seen["warehouse_user"] == ([user_run], execution.worker_tags())
+        assert execution.worker_process(instance, user_run)[0] == os.getpid()
+
+        # A step process of another executor (a multiprocess executor's child) is not the run's worker: the run
+        # stays untagged, and so is never freed while its parent runs.
+        child_step = instance.create_run_for_job(dg.GraphDefinition("child_step").to_job())
+        parent = os.getppid()
+        instance.report_engine_event(
+            f"Executing steps using multiprocess executor: parent process (pid: {parent})",
+            child_step,
+            EngineEventData.multiprocess(parent),
+        )
+        assert not execution.record_worker(instance, child_step)
+        assert execution.WORKER_PID_TAG not in instance.get_run_by_id(child_step.run_id).tags
+
+
+@pytest.mark.integration
 def test_the_release_command_stops_a_stuck_run_and_frees_its_slot(tmp_path: Path) -> None:
     import os
     import subprocess

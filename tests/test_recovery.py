@@ -310,15 +310,43 @@ CLI_COMMANDS = {
     "dagster asset materialize": ["asset", "materialize", "-m", "taxi_assets.definitions", "--select", "raw_trips"],
     "dagster job execute": ["job", "execute", "-m", "taxi_assets.definitions", "-j", "trip_data_job"],
 }
+CLI_RETRY = "dagster asset materialize"
+# The same from Python (a script, a notebook, a test): Dagster executes these runs with its own in-process
+# executor, whatever executor the definitions name.
+IN_PROCESS = """
+import sys
+import dagster as dg
+from taxi_assets.definitions import defs
+from taxi_assets.defs.trip_data.assets import trip_months
+api, month = sys.argv[1:]
+definitions = defs()
+with dg.DagsterInstance.get() as instance:
+    if api == "dg.materialize":
+        result = dg.materialize(
+            [trip_months], selection=["raw_trips"], partition_key=month, instance=instance,
+            resources=definitions.resources,
+        )
+    else:
+        job = definitions.resolve_job_def("trip_data_job")
+        result = job.execute_in_process(instance=instance, partition_key=month)
+sys.exit(0 if result.success else 1)
+"""
 
 
-def materialize_from_cli(
+def start_run(
     dagster_home: Path, month: str, log: Path, command: str = "dagster asset materialize"
 ) -> subprocess.Popen:
-    partition = ["--partition", month] if "asset" in command else ["--tags", json.dumps({"dagster/partition": month})]
+    """A process loading `month` as `command` does: a CLI command, or `dg.materialize` / `execute_in_process`."""
+    if command in CLI_COMMANDS:
+        partition = (
+            ["--partition", month] if "asset" in command else ["--tags", json.dumps({"dagster/partition": month})]
+        )
+        args = [str(DAGSTER), *CLI_COMMANDS[command], *partition]
+    else:
+        args = [sys.executable, "-c", IN_PROCESS, command, month]
     with open(log, "ab") as output:
         return subprocess.Popen(
-            [str(DAGSTER), *CLI_COMMANDS[command], *partition],
+            args,
             cwd=REPO_ROOT,
             env={**os.environ, "DAGSTER_HOME": str(dagster_home)},
             stdout=output,
@@ -326,19 +354,19 @@ def materialize_from_cli(
         )
 
 
-def cli_run(instance: dg.DagsterInstance, process: subprocess.Popen) -> dg.DagsterRun | None:
-    """The run a `dagster asset materialize` process executes, once its executor has tagged it."""
+def run_of_process(instance: dg.DagsterInstance, process: subprocess.Popen) -> dg.DagsterRun | None:
+    """The run `process` executes, once it has recorded itself as the run's worker."""
     for run in instance.get_runs():
         if run.tags.get(WORKER_PID_TAG) == str(process.pid):
             return run
     return None
 
 
-def holding_cli_run(instance: dg.DagsterInstance, process: subprocess.Popen, source: StallingSource) -> dg.DagsterRun:
-    """The CLI run stalled inside raw_trips, holding the DuckDB slot; its tags say where it lives."""
+def holding_run(instance: dg.DagsterInstance, process: subprocess.Popen, source: StallingSource) -> dg.DagsterRun:
+    """The run of `process` stalled inside raw_trips, holding the DuckDB slot; its tags say where it lives."""
     assert source.stalled.wait(120)
-    run = wait_until(lambda: cli_run(instance, process), 30, "the CLI run tagged")
-    wait_until(lambda: slot_holder(instance) == run.run_id, 30, "the CLI run holds the slot")
+    run = wait_until(lambda: run_of_process(instance, process), 30, "the run tagged with its process")
+    wait_until(lambda: slot_holder(instance) == run.run_id, 30, "the run holds the slot")
     assert run.tags[WORKER_HOST_TAG] == socket.gethostname()
     assert abs(float(run.tags[WORKER_STARTED_TAG]) - psutil.Process(process.pid).create_time()) < 0.01
     return run
@@ -354,9 +382,12 @@ def failure_messages(instance: dg.DagsterInstance, run_id: str) -> list[str]:
         ("dagster asset materialize", "without a daemon"),
         ("dagster asset materialize", "with the daemon running"),
         ("dagster job execute", "without a daemon"),
+        # Dagster's own in-process executor, which claims the slot as the project's does.
+        ("dg.materialize", "without a daemon"),
+        ("execute_in_process", "with the daemon running"),
     ],
 )
-def test_a_killed_cli_run_holding_the_slot_does_not_block_the_retry(
+def test_a_killed_run_holding_the_slot_does_not_block_the_cli_retry(
     platform_env: Path, source: StallingSource, command: str, daemon: str
 ) -> None:
     dagster_home = platform_env / "dagster_home"
@@ -367,8 +398,8 @@ def test_a_killed_cli_run_holding_the_slot_does_not_block_the_retry(
             stack.enter_context(running_daemon(dagster_home, platform_env / "daemon.log"))
         instance = stack.enter_context(dg.DagsterInstance.from_config(str(dagster_home)))
         source.stalling.set()
-        first = materialize_from_cli(dagster_home, "2021-01", log, command)
-        dead = holding_cli_run(instance, first, source)
+        first = start_run(dagster_home, "2021-01", log, command)
+        dead = holding_run(instance, first, source)
         first.kill()  # kill -9 while it holds the warehouse: a cron job's timeout, an OOM kill, a closed terminal
         first.wait()
         killed_at = time.monotonic()
@@ -378,12 +409,13 @@ def test_a_killed_cli_run_holding_the_slot_does_not_block_the_retry(
             # Run monitoring fails it and frees its slot, no retry needed.
             wait_until(lambda: slot_holder(instance) is None, RECOVERY_LIMIT_SECONDS, "the daemon frees the slot")
             freed = time.monotonic() - killed_at
-            print(f"\nkill -9 of a CLI run holding the slot -> the daemon freed it {freed:.1f} s later")
+            print(f"\nkill -9 of `{command}` holding the slot -> the daemon freed it {freed:.1f} s later")
             assert any("is gone" in message for message in failure_messages(instance, dead.run_id))
-        retry = materialize_from_cli(dagster_home, "2021-01", log, command)
+        # Retried the way a user at a terminal would, whatever the killed run was.
+        retry = start_run(dagster_home, "2021-01", log, command if command in CLI_COMMANDS else CLI_RETRY)
         assert retry.wait(RECOVERY_LIMIT_SECONDS) == 0, log.read_text()[-3000:]
         recovery = time.monotonic() - killed_at
-        print(f"\nkill -9 of `{command}` holding the slot ({daemon}) -> the retry succeeded {recovery:.1f} s later")
+        print(f"\nkill -9 of `{command}` holding the slot ({daemon}) -> the CLI retry succeeded {recovery:.1f} s later")
         assert recovery < RECOVERY_LIMIT_SECONDS
         assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
         (why,) = failure_messages(instance, dead.run_id)
@@ -392,8 +424,9 @@ def test_a_killed_cli_run_holding_the_slot_does_not_block_the_retry(
     assert loaded_months(platform_env) == {"2021-01": MANIFEST_ROWS["2021-01"]}
 
 
+@pytest.mark.parametrize("command", ["dagster asset materialize", "dg.materialize"])
 def test_a_live_holder_keeps_its_slot_and_the_waiting_run_says_who_holds_it(
-    platform_env: Path, source: StallingSource
+    platform_env: Path, source: StallingSource, command: str
 ) -> None:
     dagster_home = platform_env / "dagster_home"
     prepare_dagster_home(dagster_home)
@@ -403,10 +436,10 @@ def test_a_live_holder_keeps_its_slot_and_the_waiting_run_says_who_holds_it(
         dg.DagsterInstance.from_config(str(dagster_home)) as instance,
     ):
         source.stalling.set()
-        holder_process = materialize_from_cli(dagster_home, "2021-01", log)
-        holder = holding_cli_run(instance, holder_process, source)
-        waiter_process = materialize_from_cli(dagster_home, "2021-02", log)
-        waiter = wait_until(lambda: cli_run(instance, waiter_process), 60, "the waiting run tagged")
+        holder_process = start_run(dagster_home, "2021-01", log, command)
+        holder = holding_run(instance, holder_process, source)
+        waiter_process = start_run(dagster_home, "2021-02", log)
+        waiter = wait_until(lambda: run_of_process(instance, waiter_process), 60, "the waiting run tagged")
         wait_until(lambda: waiter.run_id in waiting_runs(instance), 30, "the second run waits for the slot")
         blocked_at = time.monotonic()
 

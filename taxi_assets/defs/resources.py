@@ -18,7 +18,7 @@ import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
 
-from taxi_assets import settings
+from taxi_assets import execution, settings
 from taxi_assets.core.metrics import Sample
 
 if TYPE_CHECKING:
@@ -42,7 +42,15 @@ class Warehouse(DuckDBResource):
     DuckDB allows one writing process per file: every asset that opens it takes the `duckdb` concurrency pool.
     Connections are short: open one per step, never hold it across steps, so that the next run in the pool
     finds the file free.
+
+    Set up for a run, it records which process executes the run when the run's executor did not
+    (`dg.materialize`, `execute_in_process`): that run holds the pool's slot while its step runs, and if its
+    process dies (kill -9, OOM kill) a waiting step or run monitoring can then tell and free the slot
+    (`taxi_assets.execution.record_worker`).
     """
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        execution.record_worker(context.instance, context.run)
 
     @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
