@@ -302,6 +302,9 @@ def test_online_drift_windows_are_pushed(deployed, pushgateway: str) -> None:
     last_error = (last.prediction - last.duration)[last.index % 2 == 1]
     assert meta["last_1000/rows"] == 1000 and meta["last_1000/feedback_rows"] == 500
     assert meta["hour/rows"] == 1200 and meta["hour/feedback_rows"] == 600
+    # The window that confirms an alarm shares no ride with the current one: the 200 rides before the newest 1,000
+    # (the hour before had none).
+    assert meta["last_1000/previous_window_rows"] == 200 and meta["hour/previous_window_rows"] == 0
     assert meta["last_1000/rmse"] == pytest.approx(float(np.sqrt((last_error**2).mean())))
     assert meta["last_1000/mae"] == pytest.approx(float(last_error.abs().mean()))
     for name in ("last_1000/drift_share", "last_1000/dataset_drift", "last_1000/prediction_drift_score", "hour/rmse"):

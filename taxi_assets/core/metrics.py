@@ -67,8 +67,8 @@ HELP: dict[str, str] = {
     "taxi_online_rmse": "RMSE where feedback arrived, minutes",
     "taxi_online_window_sufficient": "1 if the window has enough rides to be judged, 0 for insufficient data (no "
     "verdicts pushed)",
-    "taxi_online_alarm": "1 if this evaluation and the one before it (1,000 rides or an hour earlier) both reached "
-    "the verdict (dataset, prediction, rmse, outliers): what the alert rules page on",
+    "taxi_online_alarm": "1 if this window and the one before it (the n rides before the last n, or the hour "
+    "before) both reached the verdict (dataset, prediction, rmse, outliers): what the alert rules page on",
     "taxi_online_mae": "MAE where feedback arrived, minutes",
     "taxi_online_rmse_bound": "RMSE an unchanged window of this many feedback rows stays below with probability 99%, "
     "minutes",

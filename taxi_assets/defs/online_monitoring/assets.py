@@ -157,6 +157,8 @@ def online_drift(
         samples = online_samples(figures, previous, model["tag"], float(model["validation_rmse"]))
         pushed = pushgateway.push(ONLINE_JOB, {"window": name}, samples, context.log)
         metadata |= {f"{name}/rows": figures.rows, f"{name}/feedback_rows": figures.feedback_rows}
+        # The window that must agree before an alarm is raised, for a user reading why one was or was not.
+        metadata[f"{name}/previous_window_rows"] = previous.rows
         metadata[f"{name}/pushed_to_pushgateway"] = pushed
         if not figures.sufficient:
             metadata[f"{name}/verdict"] = f"insufficient data: {figures.rows} rides, fewer than {CALIBRATION_SIZES[0]}"
