@@ -2,9 +2,9 @@
 
 Dagster (resources, partitions, sensors), the Bento service and the command-line tools all read their
 configuration here, so a variable's name and default exist once: each is one field of `Settings`, whose metadata
-carries its variable, default and meaning (`SETTINGS` is derived from those fields). Relative paths are relative to the repository
-root, whatever directory a process starts in. This module imports neither dagster nor bentoml: the service
-uses it too.
+carries its variable, default and meaning (`SETTINGS` is derived from those fields). Relative paths are relative
+to the repository root, whatever directory a process starts in. This module imports neither dagster nor bentoml:
+the service uses it too.
 
 `load()` reads the environment once per call; `current()` is that reading, cached for the life of the process
 (the service and the partition definitions take it at import). Dagster resources do not take values from here
