@@ -218,11 +218,12 @@ def deployed_model(
     gated `taxi_duration` model (labels: source_tag, training_month, recipe; its validation figures and
     permutation importance copied into the metadata).
 
-    Which model: a promotion (the challenger of the newest `model_challenge` that beat the deployed champion by
-    TAXI_PROMOTION_MIN_GAIN), the first deployment (the TAXI_DEPLOYED_MONTH model), or an explicit choice in the
-    config (a training month, a source tag, or a rollback to the model deployed before). Refused unless the
-    model passed its quality gate on a month after its training month. Each materialization says why (`reason`)
-    and, for a promotion, the figures that justified it. When it replaces another model, the batch monitoring
+    Which model (taxi_assets.core.deployment): a promotion (the challenger of the newest `model_challenge` that
+    beat the deployed champion by the `policy` resource's minimum gain), the first deployment (the policy's
+    deployed month), or an explicit choice in the config (a training month, a source tag, or a rollback to the
+    model deployed before). Refused unless the model passed its quality gate on a month after its training month.
+    Each materialization says why (`reason`), the policy it applied, and, for a promotion, the figures that
+    justified it. When it replaces another model, the batch monitoring
     figures of the previous one (and of its reference month) are deleted from the Pushgateway, so that batch
     alerts describe this model only.
     """
@@ -302,7 +303,8 @@ def model_challenge(
     The challenger is the gated `duration_model` of the newest loaded month before this one; neither model was
     trained on this month (never in-sample). gain = (RMSE champion - RMSE challenger) / RMSE champion. Pushed as
     `taxi_model_challenger_gain` (job taxi_model_challenge, only for the newest month challenged, so the alert
-    speaks of the model deployed now); at TAXI_PROMOTION_MIN_GAIN or more the challenger is due for promotion.
+    speaks of the model deployed now); at the `policy` resource's minimum gain (TAXI_PROMOTION_MIN_GAIN) or more the
+    challenger is due for promotion. The metadata records the policy applied.
     """
     month = context.partition_key
     min_gain = policy.promotion_min_gain
