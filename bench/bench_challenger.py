@@ -41,8 +41,8 @@ def main() -> None:
 
         from taxi_assets import settings
         from taxi_assets.core.model import TARGET, predict
+        from taxi_assets.core.promotion import wins
         from taxi_assets.defs.model.assets import deployed_model, duration_model, model_challenge, month_trips
-        from taxi_assets.defs.model.promotion import wins
         from taxi_assets.defs.trip_data.assets import trip_months
         from tests.support.platform import platform_resources
 

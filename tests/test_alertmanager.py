@@ -20,8 +20,8 @@ from taxi_assets.core import alerts as core
 from taxi_assets.core.metrics import BATCH_JOB, CHALLENGE_JOB, HELP, INGEST_JOB, ONLINE_JOB, Sample, challenge_samples
 from taxi_assets.defs.alerts.resources import Alertmanager
 from taxi_assets.defs.alerts.sensors import alerts_sensor
-from taxi_assets.defs.resources import Pushgateway
-from tests.support.platform import REPO_ROOT, free_port, wait_until
+from taxi_assets.defs.resources import AutomationPolicy, Pushgateway
+from tests.support.platform import REPO_ROOT, automation_policy, free_port, wait_until
 from tests.support.prometheus_harness import (
     ALERTMANAGER_DIR,
     PROMETHEUS_DIR,
@@ -367,10 +367,18 @@ def definitions() -> dg.Definitions:
     return defs()
 
 
-def tick(instance: dg.DagsterInstance, alertmanager: Alertmanager, cursor: str | None) -> dg.SensorResult:
+def tick(
+    instance: dg.DagsterInstance,
+    alertmanager: Alertmanager,
+    cursor: str | None,
+    policy: AutomationPolicy | None = None,
+) -> dg.SensorResult:
     """One tick of alerts_sensor, its observations stored as the daemon stores them."""
     context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, definitions=definitions(), resources={"alertmanager": alertmanager}
+        instance=instance,
+        cursor=cursor,
+        definitions=definitions(),
+        resources={"alertmanager": alertmanager, "policy": policy or automation_policy()},
     )
     result = alerts_sensor(context)
     assert isinstance(result, dg.SensorResult), result
@@ -383,8 +391,6 @@ def tick(instance: dg.DagsterInstance, alertmanager: Alertmanager, cursor: str |
 def test_a_pushed_figure_beyond_its_bound_fires_is_notified_grouped_recorded_on_its_asset_and_resolves(
     tmp_path: Path, instance: dg.DagsterInstance, pushgateway: str
 ) -> None:
-    settings.current.cache_clear()
-    assert settings.current().alert_runs == "on"
     gateway = Pushgateway(url=pushgateway)
     instance.report_runless_asset_event(dg.AssetMaterialization("trips", partition="2023-04"))  # the newest month
     with start_alert_receiver(tmp_path / "receiver") as (receiver, notification_file):
@@ -526,7 +532,10 @@ def test_an_unreachable_alertmanager_skips_the_tick_and_forgets_nothing(instance
         instance=instance,
         cursor=cursor,
         definitions=definitions(),
-        resources={"alertmanager": Alertmanager(url="http://127.0.0.1:9", timeout_seconds=1)},
+        resources={
+            "alertmanager": Alertmanager(url="http://127.0.0.1:9", timeout_seconds=1),
+            "policy": automation_policy(),
+        },
     )
     result = alerts_sensor(context)
     # A skipped tick keeps its cursor: the known alert is neither dropped nor recorded as resolved.
@@ -576,7 +585,7 @@ def test_an_assets_page_shows_its_alarm_history(platform_env: Path) -> None:
 
 @pytest.mark.e2e
 def test_an_alerts_run_follows_the_switch_and_a_silenced_alert_requests_none(
-    tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, instance: dg.DagsterInstance
 ) -> None:
     instance.report_runless_asset_event(dg.AssetMaterialization("trips", partition="2023-03"))
     rmse = {"alertname": "TaxiOnlineRmseAboveBound", "severity": "warning", "job": ONLINE_JOB}
@@ -599,15 +608,10 @@ def test_an_alerts_run_follows_the_switch_and_a_silenced_alert_requests_none(
             )
             alertmanager = Alertmanager(url=url, restart_grace_seconds=0)
 
-            monkeypatch.setenv("TAXI_ALERT_RUNS", "off")
-            settings.current.cache_clear()
-            off = tick(instance, alertmanager, None)
+            off = tick(instance, alertmanager, None, automation_policy(alert_runs="off"))
             assert len(off.asset_events) == 2 and off.run_requests == []  # recorded, nothing requested
 
-            monkeypatch.setenv("TAXI_ALERT_RUNS", "on")
-            settings.current.cache_clear()
             on = tick(instance, alertmanager, None)
-    settings.current.cache_clear()
     [request] = on.run_requests  # the silenced hour window requests nothing
     assert (request.job_name, request.partition_key) == ("model_challenge_job", "2023-03")
     [last_5000] = [e for e in on.asset_events if e.metadata["labels"].value["window"] == "last_5000"]

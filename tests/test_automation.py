@@ -194,32 +194,55 @@ def test_a_published_month_flows_to_the_monitoring_report_with_no_manual_launch(
     assert time.monotonic() - started < 480
 
 
-STATUSES = """
+LOADED = """
 import json
 from taxi_assets.definitions import defs
-print(json.dumps({s.name: s.default_status.value for s in defs().sensors if s.name != "prediction_log_sensor"}))
+definitions = defs()
+statuses = {s.name: s.default_status.value for s in definitions.sensors if s.name != "prediction_log_sensor"}
+print(json.dumps({"statuses": statuses, "policy": definitions.resources["policy"].model_dump()}))
 """
 
 
+# From the outside, as a deployment sets them: the variables reach the sensors' default status (fixed when Dagster
+# loads the definitions, hence a process of its own) and the policy resource the runs and sensors use.
 @pytest.mark.integration
-@pytest.mark.parametrize(("value", "status"), [("on", "RUNNING"), ("off", "STOPPED")])
-def test_taxi_automation_sets_how_both_automation_sensors_start(value: str, status: str) -> None:
+@pytest.mark.parametrize(
+    ("value", "status", "promotion", "alert_runs"),
+    [("on", "RUNNING", "auto", "on"), ("off", "STOPPED", "manual", "off")],
+)
+def test_taxi_automation_sets_how_both_automation_sensors_start_and_the_policy_reaches_its_resource(
+    value: str, status: str, promotion: str, alert_runs: str
+) -> None:
     loaded = subprocess.run(
-        [sys.executable, "-c", STATUSES],
-        env={**os.environ, "TAXI_AUTOMATION": value},
+        [sys.executable, "-c", LOADED],
+        env={
+            **os.environ,
+            "TAXI_AUTOMATION": value,
+            "TAXI_PROMOTION": promotion,
+            "TAXI_PROMOTION_MIN_GAIN": "0.125",
+            "TAXI_DEPLOYED_MONTH": "2022-01",
+            "TAXI_ALERT_RUNS": alert_runs,
+        },
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert loaded.returncode == 0, loaded.stderr
-    assert json.loads(loaded.stdout) == {
+    shown = json.loads(loaded.stdout)
+    assert shown["statuses"] == {
         # It records alarms on their assets whatever the automation; its runs follow TAXI_ALERT_RUNS.
         "alerts_sensor": "RUNNING",
         "automation_retry_sensor": status,
         "default_automation_condition_sensor": status,
         "model_promotion_sensor": status,
         "new_month_sensor": status,
+    }
+    assert shown["policy"] == {
+        "promotion": promotion,
+        "promotion_min_gain": 0.125,
+        "deployed_month": "2022-01",
+        "alert_runs": alert_runs,
     }
 
 

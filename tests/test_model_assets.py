@@ -15,7 +15,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from sklearn.dummy import DummyRegressor
 from sklearn.pipeline import Pipeline
 
-from taxi_assets import settings
 from taxi_assets.core import model
 from taxi_assets.core.model import DEFAULT_RECIPE, IMPORTANCE_FEATURES, evaluate, predict, train
 from taxi_assets.definitions import defs
@@ -29,8 +28,9 @@ from taxi_assets.defs.model.assets import (
     quality_gate,
 )
 from taxi_assets.defs.model.sensors import model_promotion_sensor
+from taxi_assets.defs.resources import AutomationPolicy
 from taxi_assets.defs.trip_data.assets import trip_months
-from tests.support.platform import REPO_ROOT, platform_resources
+from tests.support.platform import REPO_ROOT, automation_policy, platform_resources
 
 # BentoML fixes its model store once per process: each test stores models in a process (and store) of its own.
 pytestmark = [pytest.mark.integration, pytest.mark.forked]
@@ -94,6 +94,7 @@ def test_model_trained_on_january_is_validated_on_february_and_deployed(platform
     assert deployed_metadata["source_tag"] == metadata["bentoml_tag"]
     assert deployed_metadata["validation_rmse"] == metadata["validation_rmse"]
     assert deployed_metadata["reason"] == "first deployment (TAXI_DEPLOYED_MONTH)"
+    assert (deployed_metadata["deployed_month"], deployed_metadata["promotion_mode"]) == ("2021-01", "auto")
     assert deployed_metadata["importance_trip_distance"] == shown["trip_distance"]
 
     registry = platform_resources()["model_registry"]
@@ -169,20 +170,23 @@ def test_deployment_refuses_a_month_without_a_model(instance):
     assert "no taxi_duration model for 2023-04" in failure_message(result)
 
 
-def tick(instance: dg.DagsterInstance) -> dg.RunRequest | dg.SkipReason:
-    """One real evaluation of the promotion sensor; the settings are read afresh, as a new daemon tick would."""
-    settings.current.cache_clear()
-    result = model_promotion_sensor(dg.build_sensor_context(instance=instance))
-    return result
+def tick(instance: dg.DagsterInstance, policy: AutomationPolicy | None = None) -> dg.RunRequest | dg.SkipReason:
+    """One real evaluation of the promotion sensor under `policy` (default: the embedded one)."""
+    context = dg.build_sensor_context(instance=instance, resources={"policy": policy or automation_policy()})
+    return model_promotion_sensor(context)
 
 
-def run(instance: dg.DagsterInstance, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
-    """Execute a sensor's run request as the daemon would: the requested job of the code location."""
+def run(
+    instance: dg.DagsterInstance, request: dg.RunRequest, policy: AutomationPolicy | None = None
+) -> dg.ExecuteInProcessResult:
+    """Execute a sensor's run request as the daemon would: the requested job of the code location; `policy`
+    overrides the location's in the run config, as the Launchpad's `resources.policy` does."""
     job = defs().resolve_job_def(request.job_name)
+    overrides = {"resources": {"policy": {"config": policy.model_dump()}}} if policy else {}
     return job.execute_in_process(
         instance=instance,
         partition_key=request.partition_key,
-        run_config=request.run_config or {},
+        run_config={**(request.run_config or {}), **overrides},
         tags=request.tags,
     )
 
@@ -207,14 +211,16 @@ def test_retraining_loop_challenges_promotes_by_the_margin_and_rolls_back(
     assert (same["challenger"], same["champion"], same["gain"]) == (champion, champion, 0.0)
     assert same["promotion"] == "no: the champion holds"
 
-    # The loop, driven by real sensor ticks: retrain on 2023-02 (the month before the newest), challenge on 2023-03.
-    monkeypatch.setenv("TAXI_PROMOTION_MIN_GAIN", "0.2")
-    request = tick(instance)
+    # The loop, driven by real sensor ticks: retrain on 2023-02 (the month before the newest), challenge on 2023-03,
+    # under a policy asking for a 20% margin.
+    strict = automation_policy(promotion_min_gain=0.2)
+    request = tick(instance, strict)
     assert (request.job_name, request.partition_key) == ("duration_model_job", "2023-02")
-    assert run(instance, request).success
-    request = tick(instance)
+    assert run(instance, request, strict).success
+    request = tick(instance, strict)
     assert (request.job_name, request.partition_key) == ("model_challenge_job", "2023-03")
-    challenge = materialization_metadata(run(instance, request))
+    challenge = materialization_metadata(run(instance, request, strict))
+    assert (challenge["min_gain"], challenge["promotion_mode"]) == (0.2, "auto")  # the policy the run applied
     assert challenge["champion"] == champion and challenge["challenger_month"] == "2023-02"
     assert challenge["challenger_rmse"] < challenge["champion_rmse"]
     assert challenge["gain"] == pytest.approx(GAIN_2023_03, abs=2e-3)
@@ -223,18 +229,15 @@ def test_retraining_loop_challenges_promotes_by_the_margin_and_rolls_back(
     assert gain.value == pytest.approx(challenge["gain"])
 
     # A 13% gain is short of a 20% margin: nothing is promoted.
-    skipped = tick(instance)
+    skipped = tick(instance, strict)
     assert isinstance(skipped, dg.SkipReason) and "less than the 20.0%" in skipped.skip_message
 
-    # Manual approval: the tick shows the pending promotion and requests nothing.
-    monkeypatch.setenv("TAXI_PROMOTION_MIN_GAIN", "0.05")
-    monkeypatch.setenv("TAXI_PROMOTION", "manual")
-    pending = tick(instance)
+    # Manual approval (at the embedded 5%): the tick shows the pending promotion and requests nothing.
+    pending = tick(instance, automation_policy(promotion="manual"))
     assert isinstance(pending, dg.SkipReason) and "pending approval" in pending.skip_message
     assert platform_resources()["model_registry"].load_deployed()[1]["source_tag"] == champion
 
     # Automatic: the tick requests the deployment, which records the figures that justified it.
-    monkeypatch.setenv("TAXI_PROMOTION", "auto")
     request = tick(instance)
     assert request.job_name == "deploy_job"
     promoted = materialization_metadata(run(instance, request))
@@ -242,6 +245,7 @@ def test_retraining_loop_challenges_promotes_by_the_margin_and_rolls_back(
     assert promoted["source_tag"] == challenge["challenger"] and promoted["replaced_source_tag"] == champion
     assert (promoted["evaluation_month"], promoted["champion"]) == ("2023-03", champion)
     assert promoted["gain"] == challenge["gain"] and promoted["min_gain"] == 0.05
+    assert promoted["promotion_mode"] == "auto"
     assert isinstance(promoted["champion_rmse"], float) and isinstance(promoted["challenger_rmse"], float)
     assert platform_resources()["model_registry"].load_deployed()[1]["training_month"] == "2023-02"
 

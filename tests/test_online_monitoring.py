@@ -209,10 +209,6 @@ def test_sensor_requests_a_failed_day_again_with_backoff_until_it_lands(
     assert {k: json.loads(done.cursor)[k] for k in ("open", "retries")} == {"open": [], "retries": {}}
 
 
-def test_retry_delays_double_up_to_half_an_hour() -> None:
-    assert [sensors.retry_delay(attempts) for attempts in range(8)] == [0, 60, 120, 240, 480, 960, 1800, 1800]
-
-
 def test_prediction_logs_exactly_once_with_late_feedback_and_a_crash(
     platform_env: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
 ) -> None:

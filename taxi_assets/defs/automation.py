@@ -17,7 +17,9 @@ that has just landed as still missing while its run no longer counts as in progr
 
 `TAXI_AUTOMATION=off` starts the evaluating sensor stopped, and the new-month sensor (trip_data/sensors.py) and
 the retraining loop's promotion sensor (model/sensors.py) too; the toggles in the UI's Automation tab turn each
-on or off at any time.
+on or off at any time. That switch and the sensors' intervals are read here, when the definitions load, because
+Dagster fixes a sensor's default status and interval then; what the runs and ticks decide at run time (promotion
+mode, minimum gain, first deployed month, alert runs) is the `policy` resource (taxi_assets.defs.resources).
 """
 
 import dataclasses

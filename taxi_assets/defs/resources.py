@@ -1,7 +1,8 @@
-"""Resources that more than one capability uses: the DuckDB warehouse, the BentoML model registry and the
-Pushgateway. Each takes its deployment-specific values as `dg.EnvVar` when the variable is set, so the UI shows
-the variable's name and never its value (a Pushgateway URL may carry a password); otherwise the embedded
-default from `taxi_assets.settings`.
+"""Resources that more than one capability uses: the DuckDB warehouse, the BentoML model registry, the
+Pushgateway and the automation policy. The first three take their deployment-specific values as `dg.EnvVar` when
+the variable is set, so the UI shows the variable's name and never its value (a Pushgateway URL may carry a
+password); otherwise the embedded default from `taxi_assets.settings`. The policy holds values, not variables: they
+are no secret, and the point is that the UI shows the promotion mode and minimum gain a run used.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
+from pydantic import Field
 
 from taxi_assets import execution, settings
 from taxi_assets.core.metrics import Sample
@@ -229,6 +231,38 @@ class Pushgateway(dg.ConfigurableResource):
         return deleted
 
 
+def _described(field: str) -> Any:
+    return Field(description=f"{settings.SETTINGS[field].description} ({settings.SETTINGS[field].env})")
+
+
+class AutomationPolicy(dg.ConfigurableResource):
+    """What the platform decides by itself at run time: whether and when the retraining loop deploys a challenger,
+    which model is deployed first, and whether an alarm requests the run its runbook names.
+
+    Taken from the settings (TAXI_PROMOTION, TAXI_PROMOTION_MIN_GAIN, TAXI_DEPLOYED_MONTH, TAXI_ALERT_RUNS) when the
+    definitions load; a run can override any of them in its config (the Launchpad's `resources.policy`), and the
+    assets that apply them record the values used in their metadata. TAXI_AUTOMATION and the sensors' intervals
+    are not here: Dagster fixes a sensor's default status and interval when it loads the definitions.
+    """
+
+    promotion: Literal["auto", "manual"] = _described("promotion")
+    promotion_min_gain: float = _described("promotion_min_gain")
+    deployed_month: str = _described("deployed_month")
+    alert_runs: Literal["on", "off"] = _described("alert_runs")
+
+    @classmethod
+    def from_settings(cls, current: settings.Settings) -> AutomationPolicy:
+        return cls(**{field: getattr(current, field) for field in cls.model_fields})
+
+    def metadata(self) -> dict[str, str | float]:
+        """The promotion policy a materialization applied, as its metadata."""
+        return {
+            "promotion_mode": self.promotion,
+            "min_gain": float(self.promotion_min_gain),
+            "deployed_month": self.deployed_month,
+        }
+
+
 def _base64(value: str) -> str:
     # The Pushgateway reads an empty value as "=" (RFC 4648 URL-safe alphabet, padding kept).
     return base64.urlsafe_b64encode(value.encode()).decode() or "="
@@ -240,6 +274,7 @@ def shared_resources() -> dict[str, dg.ConfigurableResource]:
         "warehouse": Warehouse(database=configured("duckdb_path")),
         "model_registry": ModelRegistry(home=configured("bentoml_home")),
         "pushgateway": Pushgateway(url=configured("pushgateway_url")),
+        "policy": AutomationPolicy.from_settings(settings.load()),
     }
 
 

@@ -89,6 +89,15 @@ def platform_resources() -> dict:
     return {name: resource.process_config_and_initialize() for name, resource in defs().resources.items()}
 
 
+def automation_policy(**overrides):
+    """The embedded automation policy (the settings' defaults) with `overrides`: what a run's config sets under
+    `resources.policy`, or a sensor's resources in a test."""
+    from taxi_assets import settings
+    from taxi_assets.defs.resources import AutomationPolicy
+
+    return AutomationPolicy(**{**AutomationPolicy.from_settings(settings.load({})).model_dump(), **overrides})
+
+
 def deploy_seed_model(instance, resources: dict, month: str = "2021-01") -> str:
     """The model of `month` deployed with its reference profile, in `instance`: the month and the next one loaded
     (a model is validated on the month after its training month), the quick `seed` recipe (when the model is not

@@ -20,6 +20,7 @@ from taxi_assets.core.alerts import partition_of as alert_partition
 from taxi_assets.defs.alerts.resources import Alertmanager
 from taxi_assets.defs.model.jobs import model_challenge_job
 from taxi_assets.defs.partitions import monthly_partitions, prediction_days
+from taxi_assets.defs.resources import AutomationPolicy
 from taxi_assets.defs.trip_data.assets import trips
 
 ALERT_TAG = "taxi/alert"
@@ -89,7 +90,9 @@ def run_request(context: dg.SensorEvaluationContext, event: AlertEvent) -> dg.Ru
     # requests follow TAXI_ALERT_RUNS).
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
-def alerts_sensor(context: dg.SensorEvaluationContext, alertmanager: Alertmanager) -> dg.SensorResult | dg.SkipReason:
+def alerts_sensor(
+    context: dg.SensorEvaluationContext, alertmanager: Alertmanager, policy: AutomationPolicy
+) -> dg.SensorResult | dg.SkipReason:
     """Records every alert that starts or resolves in Alertmanager (TAXI_ALERTMANAGER_URL) as an observation of the
     asset it is about, and requests the run an actionable alert's runbook names (TAXI_ALERT_RUNS=on).
 
@@ -116,7 +119,7 @@ def alerts_sensor(context: dg.SensorEvaluationContext, alertmanager: Alertmanage
             context.log.warning(f"{event.alert.name} {event.status} is not recorded: {reason}")
         else:
             observations.append(recorded)
-        if settings.current().alert_runs == "on" and (request := run_request(context, event)):
+        if policy.alert_runs == "on" and (request := run_request(context, event)):
             run_requests.append(request)
     if events:
         context.log.info("; ".join(describe(event) for event in events))

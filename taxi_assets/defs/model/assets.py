@@ -8,7 +8,8 @@ import duckdb
 import pandas as pd
 from pydantic import Field
 
-from taxi_assets import settings
+from taxi_assets.core import deployment
+from taxi_assets.core.deployment import GATE_CHECK, GATE_LABEL, TRAINED_MODEL
 from taxi_assets.core.metrics import BATCH_JOB, CHALLENGE_JOB, challenge_samples
 from taxi_assets.core.model import (
     BASELINE_RECIPE,
@@ -23,14 +24,19 @@ from taxi_assets.core.model import (
     timed_train,
     train,
 )
-from taxi_assets.defs.model.promotion import MODEL_CHALLENGE, ROLLBACK, promotion_decision, wins
+from taxi_assets.core.promotion import wins
+from taxi_assets.defs.model.promotion import MODEL_CHALLENGE, promotion_decision
 from taxi_assets.defs.partitions import monthly_partitions
-from taxi_assets.defs.resources import DEPLOYED_MODEL, DUCKDB_POOL, ModelRegistry, Pushgateway, Warehouse
+from taxi_assets.defs.resources import (
+    DEPLOYED_MODEL,
+    DUCKDB_POOL,
+    AutomationPolicy,
+    ModelRegistry,
+    Pushgateway,
+    Warehouse,
+)
 from taxi_assets.defs.trip_data.assets import trips
 
-TRAINED_MODEL = "taxi_duration"
-GATE_CHECK = "beats_seed_baseline"
-GATE_LABEL = "quality_gate"
 # BentoML metadata key of the stored models (trained and deployed) that the drift monitoring reads.
 IMPORTANCE_KEY = "permutation_importance"
 
@@ -200,96 +206,49 @@ def duration_model(
     )
 
 
-def _deployable(model_registry: ModelRegistry, source_tag: str) -> dict:
-    """The stored model `source_tag`, refused unless it passed its gate on a month after its training month."""
-    source = model_registry.info(source_tag)
-    metadata, labels = source["metadata"], source["labels"]
-    if labels.get(GATE_LABEL) != "passed":
-        raise dg.Failure(
-            f"{source_tag} did not pass its quality gate ({GATE_CHECK}); it is not deployed",
-            metadata={"source_tag": source_tag, "validation_rmse": metadata.get("validation_rmse")},
-        )
-    validation_month, training_month = metadata.get("validation_month"), labels["training_month"]
-    if validation_month != monthly_partitions.get_next_partition_key(training_month):
-        raise dg.Failure(
-            f"{source_tag} was validated on {validation_month}, not on {training_month}'s next month: "
-            + (
-                "in-sample figures"
-                if not validation_month or validation_month <= training_month
-                else "its drift thresholds and RMSE bound would count the change of every month between as ordinary"
-            )
-            + f"; load trips for the month after {training_month} and retrain it with duration_model[{training_month}]",
-            metadata={"source_tag": source_tag},
-        )
-    return source
-
-
-def _previous_source(model_registry: ModelRegistry, current_source: str | None) -> str:
-    """The source of the newest deployment before the current model was deployed."""
-    for version in model_registry.history(DEPLOYED_MODEL):
-        if version["labels"]["source_tag"] != current_source:
-            return version["labels"]["source_tag"]
-    if current_source is None:
-        raise dg.Failure("nothing is deployed: there is no model to roll back from")
-    raise dg.Failure(f"no deployment before {current_source} to roll back to")
-
-
 @dg.asset(deps=[duration_model], kinds={"bentoml"}, group_name="model")
 def deployed_model(
     context: dg.AssetExecutionContext,
     config: DeployedModelConfig,
     model_registry: ModelRegistry,
     pushgateway: Pushgateway,
+    policy: AutomationPolicy,
 ) -> dg.MaterializeResult:
     """The model that batch scoring and the Bento service use: `taxi_duration_deployed:latest`, a copy of one
     gated `taxi_duration` model (labels: source_tag, training_month, recipe; its validation figures and
     permutation importance copied into the metadata).
 
-    Which model: a promotion (the challenger of the newest `model_challenge` that beat the deployed champion by
-    TAXI_PROMOTION_MIN_GAIN), the first deployment (the TAXI_DEPLOYED_MONTH model), or an explicit choice in the
-    config (a training month, a source tag, or a rollback to the model deployed before). Refused unless the
-    model passed its quality gate on a month after its training month. Each materialization says why (`reason`)
-    and, for a promotion, the figures that justified it. When it replaces another model, the batch monitoring
+    Which model (taxi_assets.core.deployment): a promotion (the challenger of the newest `model_challenge` that
+    beat the deployed champion by the `policy` resource's minimum gain), the first deployment (the policy's
+    deployed month), or an explicit choice in the config (a training month, a source tag, or a rollback to the
+    model deployed before). Refused unless the model passed its quality gate on a month after its training month.
+    Each materialization says why (`reason`), the policy it applied, and, for a promotion, the figures that
+    justified it. When it replaces another model, the batch monitoring
     figures of the previous one (and of its reference month) are deleted from the Pushgateway, so that batch
     alerts describe this model only.
     """
-    history = model_registry.history(DEPLOYED_MODEL)
-    current_source = history[0]["labels"]["source_tag"] if history else None
-    explicit = [
-        name for name in ("training_month", "source_tag", "rollback", "challenge_month") if getattr(config, name)
+    deployed = [version["labels"]["source_tag"] for version in model_registry.history(DEPLOYED_MODEL)]
+    current_source = deployed[0] if deployed else None
+    trained = [
+        deployment.StoredModel(version["tag"], version["labels"]) for version in model_registry.history(TRAINED_MODEL)
     ]
-    if len(explicit) > 1:
-        raise dg.Failure(f"set at most one of training_month, source_tag, rollback, challenge_month; got {explicit}")
-    figures: dict = {}
-    if config.source_tag:
-        source_tag, reason = config.source_tag, "configured source_tag"
-    elif config.rollback:
-        source_tag, reason = _previous_source(model_registry, current_source), ROLLBACK
-    elif config.training_month or (not config.challenge_month and current_source is None):
-        month = config.training_month or settings.current().deployed_month
-        source_tag = model_registry.latest(TRAINED_MODEL, {"training_month": month, "recipe": config.recipe})
-        if source_tag is None:
-            raise dg.Failure(
-                f"no {TRAINED_MODEL} model for {month} with recipe {config.recipe}: materialize duration_model[{month}]"
-            )
-        reason = "configured training_month" if config.training_month else "first deployment (TAXI_DEPLOYED_MONTH)"
-    else:
-        decision = promotion_decision(context.instance, current_source)
-        challenge = decision.challenge
-        if config.challenge_month and (challenge is None or challenge.evaluation_month != config.challenge_month):
-            raise dg.Failure(
-                f"model_challenge[{config.challenge_month}] is not the newest challenge; nothing is promoted"
-            )
-        if not decision.promote:
-            raise dg.Failure(
-                f"no pending promotion: {decision.reason}. {current_source} stays deployed; to deploy another model "
-                f"set training_month or source_tag, or roll back with rollback: true"
-            )
-        source_tag, reason = challenge.challenger, "promotion"
-        figures = challenge.figures(settings.current().promotion_min_gain)
+    try:
+        choice = deployment.choose(
+            deployment.Request(**config.model_dump()),
+            deployed,
+            trained,
+            promotion_decision(context.instance, current_source, policy.promotion_min_gain),
+            policy.deployed_month,
+            policy.promotion_min_gain,
+        )
+        source_tag, reason = choice.source_tag, choice.reason
+        source = model_registry.info(source_tag)
+        labels, metadata = source["labels"], source["metadata"]
+        if refused := deployment.refusal(source_tag, labels, metadata, monthly_partitions.get_next_partition_key):
+            raise refused
+    except deployment.Refused as refused:
+        raise dg.Failure(str(refused), metadata=refused.metadata or None) from None
 
-    source = _deployable(model_registry, source_tag)
-    labels, metadata = source["labels"], source["metadata"]
     copied = {name: metadata[name] for name in ("validation_month", "validation_rmse", "validation_mae")}
     importance = metadata.get(IMPORTANCE_KEY, {})
     tag = model_registry.save(
@@ -318,7 +277,8 @@ def deployed_model(
             "replaced_source_tag": current_source or "",
             "stale_batch_months_deleted": len(stale_months),
             **(importance_metadata(importance) if importance else {}),
-            **figures,
+            **policy.metadata(),
+            **choice.figures,
         }
     )
 
@@ -336,16 +296,18 @@ def model_challenge(
     warehouse: Warehouse,
     model_registry: ModelRegistry,
     pushgateway: Pushgateway,
+    policy: AutomationPolicy,
 ) -> dg.MaterializeResult:
     """The deployed champion against a challenger retrained on newer data, both scored on this month's trips.
 
     The challenger is the gated `duration_model` of the newest loaded month before this one; neither model was
     trained on this month (never in-sample). gain = (RMSE champion - RMSE challenger) / RMSE champion. Pushed as
     `taxi_model_challenger_gain` (job taxi_model_challenge, only for the newest month challenged, so the alert
-    speaks of the model deployed now); at TAXI_PROMOTION_MIN_GAIN or more the challenger is due for promotion.
+    speaks of the model deployed now); at the `policy` resource's minimum gain (TAXI_PROMOTION_MIN_GAIN) or more the
+    challenger is due for promotion. The metadata records the policy applied.
     """
     month = context.partition_key
-    min_gain = settings.current().promotion_min_gain
+    min_gain = policy.promotion_min_gain
     if not model_registry.history(DEPLOYED_MODEL):
         raise dg.Failure("no model is deployed to challenge: materialize deployed_model first")
     pipeline, champion = model_registry.load_deployed()
@@ -377,7 +339,7 @@ def model_challenge(
     )
     gain = challenger_gain(champion_rmse, challenger_rmse)
     due = wins(gain, min_gain) and challenger != champion_source
-    mode = settings.current().promotion
+    mode = policy.promotion
     promotion = (
         "no: the champion holds"
         if not due
@@ -406,7 +368,7 @@ def model_challenge(
             "challenger_month": challenger_month,
             "challenger_rmse": challenger_rmse,
             "gain": gain,
-            "min_gain": min_gain,
+            **policy.metadata(),
             "promotion": promotion,
             "dagster/row_count": len(evaluation),
         }

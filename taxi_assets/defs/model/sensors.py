@@ -15,6 +15,7 @@ from taxi_assets.defs.automation import AUTOMATION_STATUS
 from taxi_assets.defs.model.assets import duration_model, model_challenge
 from taxi_assets.defs.model.jobs import deploy_job, duration_model_job, model_challenge_job
 from taxi_assets.defs.model.promotion import DEPLOYED_MODEL_ASSET, latest_metadata, promotion_decision
+from taxi_assets.defs.resources import AutomationPolicy
 from taxi_assets.defs.trip_data.assets import trips
 
 
@@ -31,7 +32,9 @@ def _latest_record(instance: dg.DagsterInstance, key: dg.AssetKey, partition: st
     minimum_interval_seconds=settings.current().automation_check_seconds,
     default_status=AUTOMATION_STATUS,
 )
-def model_promotion_sensor(context: dg.SensorEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+def model_promotion_sensor(
+    context: dg.SensorEvaluationContext, policy: AutomationPolicy
+) -> dg.RunRequest | dg.SkipReason:
     """Requests, one step at a time: `duration_model` of the month before the newest loaded month (once that
     month's trips are newer than it), `model_challenge` of the newest month (when missing, older than that
     model, or made against a model no longer deployed), and `deployed_model` with the challenger when it wins
@@ -67,10 +70,10 @@ def model_promotion_sensor(context: dg.SensorEvaluationContext) -> dg.RunRequest
             run_key=f"challenge {newest}: {deployed_source} vs duration_model[{previous}]@{model_record.storage_id}",
         )
 
-    decision = promotion_decision(instance, deployed_source)
+    decision = promotion_decision(instance, deployed_source, policy.promotion_min_gain)
     if not decision.promote:
         return dg.SkipReason(decision.reason)
-    if settings.current().promotion == "manual":
+    if policy.promotion == "manual":
         return dg.SkipReason(
             f"promotion pending approval (TAXI_PROMOTION=manual): {decision.reason}. Materialize deployed_model "
             f"to deploy it."
