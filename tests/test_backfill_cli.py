@@ -9,7 +9,7 @@ import duckdb
 import pytest
 
 from taxi_assets.cli import ToolError
-from taxi_assets.cli.backfill import Progress, main, partitions
+from taxi_assets.cli.backfill import Progress, partitions
 from tests.support import chromium
 from tests.support.dagster_processes import running_daemon, running_webserver
 from tests.support.platform import MANIFEST_ROWS, REPO_ROOT
@@ -89,9 +89,3 @@ def test_a_partition_is_as_far_as_its_least_advanced_run() -> None:
         ],
     }
     assert Progress(keys).states([ranged]) == {"2021-01": "queued", "2021-02": "succeeded", "2021-03": "failed"}
-
-
-@pytest.mark.unit
-def test_no_webserver_is_a_clear_error(capsys: pytest.CaptureFixture) -> None:
-    assert main(["trip_data_job", "2021-01", "--url", "http://127.0.0.1:9"]) == 2
-    assert "no Dagster webserver at http://127.0.0.1:9" in capsys.readouterr().err

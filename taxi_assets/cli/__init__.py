@@ -10,6 +10,19 @@ The Dagster tools talk to the webserver through `dagster_client`, the one module
 line, never a traceback, when they cannot do what was asked (`ToolError`).
 """
 
+import sys
+from collections.abc import Callable
+
 
 class ToolError(Exception):
     """A tool cannot do what was asked: the message, printed as is, says why and what to do."""
+
+
+def answer(tool: str, action: Callable[[], str], refusals: tuple[type[Exception], ...] = (ToolError,)) -> int:
+    """Print what `action` returns (exit status 0), or why it could not, one line `tool: why` on stderr (1)."""
+    try:
+        print(action())
+    except refusals as error:
+        print(f"{tool}: {error}", file=sys.stderr)
+        return 1
+    return 0

@@ -42,35 +42,33 @@ JOB_ASSETS = """
 query($selector: PipelineSelector!) { assetNodes(pipeline: $selector) { assetKey { path } } }
 """
 
-LAUNCH_BACKFILL = """
-mutation($params: LaunchBackfillParams!) {
-  launchPartitionBackfill(backfillParams: $params) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on PythonError { message }
-    ... on UnauthorizedError { message }
-    ... on PartitionSetNotFoundError { message }
-    ... on InvalidStepError { invalidStepKey }
-    ... on InvalidOutputError { invalidOutputName }
-    ... on RunConflict { message }
-    ... on ConflictingExecutionParamsError { message }
-    ... on PresetNotFoundError { message }
-    ... on InvalidSubsetError { message }
-    ... on NoModeProvidedError { message }
-  }
+# What both ways of launching a backfill answer.
+BACKFILL_LAUNCHED = """
+fragment launched on LaunchBackfillResult {
+  __typename
+  ... on LaunchBackfillSuccess { backfillId }
+  ... on PythonError { message }
+  ... on UnauthorizedError { message }
+  ... on PartitionSetNotFoundError { message }
+  ... on InvalidStepError { invalidStepKey }
+  ... on InvalidOutputError { invalidOutputName }
+  ... on RunConflict { message }
+  ... on ConflictingExecutionParamsError { message }
+  ... on PresetNotFoundError { message }
+  ... on InvalidSubsetError { message }
+  ... on NoModeProvidedError { message }
 }
 """
 
-REEXECUTE_BACKFILL = """
-mutation($params: ReexecutionParams!) {
-  reexecutePartitionBackfill(reexecutionParams: $params) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on PythonError { message }
-    ... on UnauthorizedError { message }
-  }
-}
-"""
+LAUNCH_BACKFILL = (
+    "mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) { ...launched } }"
+    + BACKFILL_LAUNCHED
+)
+
+REEXECUTE_BACKFILL = (
+    "mutation($params: ReexecutionParams!) { reexecutePartitionBackfill(reexecutionParams: $params) { ...launched } }"
+    + BACKFILL_LAUNCHED
+)
 
 BACKFILL = """
 query($id: String!) {

@@ -12,7 +12,7 @@ import argparse
 import sys
 import time
 
-from taxi_assets.cli import ToolError
+from taxi_assets.cli import ToolError, answer
 from taxi_assets.cli.dagster_client import FINISHED_RUN, LAUNCHED_BY_TAG, DagsterClient, default_url
 
 JOB, ASSET = "deploy_job", "deployed_model"
@@ -48,12 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     arguments.add_argument("--url", default=default_url(), help="the Dagster webserver")
     options = arguments.parse_args(argv)
-    try:
-        print(rollback(DagsterClient(options.url)))
-    except ToolError as error:
-        print(f"rollback: {error}", file=sys.stderr)
-        return 1
-    return 0
+    return answer("rollback", lambda: rollback(DagsterClient(options.url)))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from taxi_assets import settings
+from taxi_assets.cli import answer
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,15 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     form.add_argument("--shell", action="store_true", help="as shell assignments, unredacted (for scripts/*.sh)")
     form.add_argument("--trip-data", action="store_true", help="only the trip-data source, in words")
     options = arguments.parse_args(argv)
-    try:
-        if options.shell:
-            print(settings.shell_assignments())
-        else:
-            print(settings.trip_data_line() if options.trip_data else settings.table())
-    except ValueError as error:
-        print(f"settings: {error}", file=sys.stderr)
-        return 1
-    return 0
+    shown = settings.shell_assignments if options.shell else settings.trip_data_line if options.trip_data else None
+    return answer("settings", shown or settings.table, (ValueError,))
 
 
 if __name__ == "__main__":
