@@ -326,7 +326,7 @@ class DagsterClient:
     def materializations(
         self, asset: str, partitions: list[str] | None = None, limit: int = 1000
     ) -> list[Materialization]:
-        """The latest `limit` materializations of `asset` (`a/b`), of `partitions` only when given."""
+        """The latest `limit` materializations of `asset` (`a/b`), newest first, of `partitions` only when given."""
         variables = {"path": asset.split("/"), "partitions": partitions, "limit": limit}
         answer = self.query(MATERIALIZATIONS, variables)["assetOrError"] or {}
         return [
@@ -343,6 +343,12 @@ class DagsterClient:
             )
             for event in answer.get("assetMaterializations", [])
         ]
+
+    def latest_materialization(self, asset: str, partition: str | None = None) -> Materialization | None:
+        """The latest materialization of `asset`'s `partition` (None: an unpartitioned asset); the webserver lists
+        them newest first."""
+        latest = self.materializations(asset, [partition] if partition else None, limit=1)
+        return latest[0] if latest else None
 
     def latest_run(self, asset: str, partition: str | None = None) -> dict | None:
         """The latest run (id, status, tags) of `asset`'s `partition` (None: an unpartitioned asset)."""

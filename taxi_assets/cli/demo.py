@@ -165,14 +165,14 @@ class Demo:
 
     def latest(self, asset: str, partition: str | None = None) -> float:
         """Unix time of the latest materialization of `asset` (of `partition`), 0 when there is none."""
-        events = self.dagster.materializations(asset, [partition] if partition else None)
-        return max((event.timestamp for event in events), default=0.0)
+        latest = self.dagster.latest_materialization(asset, partition)
+        return latest.timestamp if latest else 0.0
 
     def metadata(self, asset: str, partition: str | None) -> dict:
         """The text and number metadata of the latest materialization of `asset`'s `partition` (None: an
         unpartitioned asset)."""
-        events = self.dagster.materializations(asset, [partition] if partition else None, limit=100)
-        return max(events, key=lambda event: event.timestamp).metadata if events else {}
+        latest = self.dagster.latest_materialization(asset, partition)
+        return latest.metadata if latest else {}
 
     def prometheus_page(self, page: str) -> str:
         """Debian's Prometheus 2 serves its pages under /classic; newer ones at the root."""
