@@ -5,7 +5,7 @@
 # (the service flushes its log, runs end cleanly), SIGKILL for what is left after 20 s.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-eval "$(.venv/bin/python -m taxi_assets.settings --shell)"
+eval "$(.venv/bin/taxi-settings --shell)"
 run=$TAXI_RUN_DIR
 
 descendants() {

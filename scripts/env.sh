@@ -1,5 +1,5 @@
 # Sourced by up.sh and demo.sh: .env fills in what the environment does not set, so every script and the tools
-# they start (taxi-replay, the backfill tool) read the same configuration.
+# they start (taxi-replay, taxi-backfill, taxi-rollback) read the same configuration.
 if [ -f .env ]; then
   while IFS='=' read -r key value; do
     [ -n "${!key+x}" ] && continue

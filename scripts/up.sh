@@ -18,10 +18,10 @@ foreground=false
 
 . scripts/env.sh
 pushgateway_url_given=${TAXI_PUSHGATEWAY_URL+given}
-echo "up: $(.venv/bin/python -m taxi_assets.settings --trip-data)"
+echo "up: $(.venv/bin/taxi-settings --trip-data)"
 alertmanager_url_given=${TAXI_ALERTMANAGER_URL+given}
 # Every setting (ports, folders) from taxi_assets/settings.py, the one place that names them.
-eval "$(.venv/bin/python -m taxi_assets.settings --shell)"
+eval "$(.venv/bin/taxi-settings --shell)"
 export DAGSTER_HOME="${DAGSTER_HOME:-$root/dagster_home}"
 export BENTOML_HOME
 if [ -z "$pushgateway_url_given" ]; then

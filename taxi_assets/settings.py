@@ -34,8 +34,8 @@ LOCAL_TLC_MIRROR = "../shared/data/tlc"
 
 
 def default_trip_data_url(root: Path = PROJECT_ROOT) -> str:
-    """The embedded trip-data source of every entry point (`make up`, `make demo`, `taxi-replay`, the backfill
-    tool, the Dagster code): the local mirror when it holds TLC green-taxi files, else TLC's public address."""
+    """The embedded trip-data source of every entry point (`make up`, `make demo`, `taxi-replay`, `taxi-backfill`,
+    the Dagster code): the local mirror when it holds TLC green-taxi files, else TLC's public address."""
     mirror = root / LOCAL_TLC_MIRROR
     return LOCAL_TLC_MIRROR if any(mirror.glob("green_tripdata_*.parquet")) else TLC_TRIP_DATA_URL
 
@@ -283,29 +283,3 @@ def table(environ: Mapping[str, str] | None = None) -> str:
         f"{'' if environ.get(setting.env) else '  (default)'}"
         for field, setting in SETTINGS.items()
     )
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-    import sys
-
-    arguments = argparse.ArgumentParser(
-        prog="python -m taxi_assets.settings",
-        description="Print the settings in effect (the environment's values, else the embedded defaults).",
-    )
-    form = arguments.add_mutually_exclusive_group()
-    form.add_argument("--shell", action="store_true", help="as shell assignments, unredacted (for scripts/*.sh)")
-    form.add_argument("--trip-data", action="store_true", help="only the trip-data source, in words")
-    options = arguments.parse_args(argv)
-    try:
-        print(shell_assignments() if options.shell else trip_data_line() if options.trip_data else table())
-    except ValueError as error:
-        print(f"settings: {error}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    import sys
-
-    sys.exit(main())

@@ -1,18 +1,20 @@
-"""`python -m taxi_assets.backfill`: launches a backfill through a real webserver, follows every partition as a real
+"""`taxi-backfill`: launches a backfill through a real webserver, follows every partition as a real
 daemon runs it, and names the failed partitions with their errors."""
 
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from taxi_assets.backfill import BackfillError, Progress, partitions
+from taxi_assets.cli import ToolError
+from taxi_assets.cli.backfill import Progress, partitions
 from tests.support import chromium
 from tests.support.dagster_processes import running_daemon, running_webserver
 from tests.support.platform import MANIFEST_ROWS, REPO_ROOT
+
+TAXI_BACKFILL = REPO_ROOT / ".venv" / "bin" / "taxi-backfill"
 
 
 @pytest.mark.e2e
@@ -23,8 +25,7 @@ def test_a_backfill_is_followed_to_the_end_and_failed_months_are_named(platform_
         running_daemon(dagster_home, platform_env / "daemon.log"),
     ):
         done = subprocess.run(
-            [sys.executable, "-m", "taxi_assets.backfill", "trip_data_job", "2021-02..2021-04", "--url", webserver]
-            + ["--poll", "0.5"],
+            [str(TAXI_BACKFILL), "trip_data_job", "2021-02..2021-04", "--url", webserver] + ["--poll", "0.5"],
             cwd=REPO_ROOT,
             capture_output=True,
             text=True,
@@ -56,7 +57,7 @@ def test_a_backfill_is_followed_to_the_end_and_failed_months_are_named(platform_
 def test_month_ranges_and_lists() -> None:
     assert partitions("2021-11..2022-02,2023-01") == ["2021-11", "2021-12", "2022-01", "2022-02", "2023-01"]
     assert partitions("2021-01,2021-01") == ["2021-01"]
-    with pytest.raises(BackfillError, match="ends before it starts"):
+    with pytest.raises(ToolError, match="ends before it starts"):
         partitions("2021-03..2021-01")
 
 
@@ -88,11 +89,3 @@ def test_a_partition_is_as_far_as_its_least_advanced_run() -> None:
         ],
     }
     assert Progress(keys).states([ranged]) == {"2021-01": "queued", "2021-02": "succeeded", "2021-03": "failed"}
-
-
-@pytest.mark.unit
-def test_no_webserver_is_a_clear_error(capsys: pytest.CaptureFixture) -> None:
-    from taxi_assets.backfill import main
-
-    assert main(["trip_data_job", "2021-01", "--url", "http://127.0.0.1:9"]) == 2
-    assert "no Dagster webserver at http://127.0.0.1:9" in capsys.readouterr().err

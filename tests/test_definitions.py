@@ -134,8 +134,11 @@ def _imported_modules(path: Path) -> set[str]:
         # Pure logic: shared by the Dagster side, the service and the tools.
         ("taxi_assets/core", ("dagster", "bentoml", "taxi_assets.defs")),
         ("taxi_assets/settings.py", ("dagster", "bentoml", "taxi_assets.defs")),
-        # Command-line clients of the service: no orchestrator, no service framework.
-        ("taxi_assets/replay.py", ("dagster", "bentoml", "taxi_assets.defs")),
+        # Command-line clients of the service, and the trip files they share with the Dagster side: no orchestrator,
+        # no service framework.
+        ("taxi_assets/cli/replay.py", ("dagster", "bentoml", "taxi_assets.defs")),
+        ("taxi_assets/replay", ("dagster", "bentoml", "taxi_assets.defs")),
+        ("taxi_assets/trip_files.py", ("dagster", "bentoml", "taxi_assets.defs")),
         ("taxi_assets/alert_receiver.py", ("dagster", "bentoml", "taxi_assets.defs")),
         # The service: a lean image with neither the orchestrator nor the report library.
         ("bento_service", ("dagster", "evidently", "taxi_assets.defs", "duckdb")),

@@ -16,6 +16,7 @@ import duckdb
 import pytest
 import requests
 
+from taxi_assets.cli.dagster_client import DagsterClient
 from tests.support import chromium
 from tests.support.platform import REPO_ROOT, make_up_environment
 
@@ -27,54 +28,21 @@ WALL_TIME_LIMIT = 600
 # that after the scenario it holds the scenario's rides alone (the demo's default is 6,000).
 RIDES = 5000
 
-REPORT_URL = """
-query { assetOrError(assetKey: {path: ["monitoring_report"]}) {
-  ... on Asset {
-    assetMaterializations(limit: 10) { partition metadataEntries { label ... on UrlMetadataEntry { url } } }
-  }
-} }
-"""
-
-
-def graphql(webserver: str, query: str) -> dict:
-    answer = requests.post(f"{webserver}/graphql", json={"query": query}, timeout=60)
-    answer.raise_for_status()
-    return answer.json()["data"]
-
-
-ONLINE_WINDOWS = """
-query { assetOrError(assetKey: {path: ["online_drift"]}) {
-  ... on Asset {
-    assetMaterializations(limit: 100) {
-      timestamp
-      metadataEntries { label ... on FloatMetadataEntry { floatValue } ... on IntMetadataEntry { intValue }
-                        ... on TextMetadataEntry { text } }
-    }
-  }
-} }
-"""
-
 
 def online_windows(webserver: str) -> list[dict]:
     """Each online_drift materialization's last_5000 window, oldest first: when (unix time), rows, dataset verdict,
     drifted features."""
-    events = graphql(webserver, ONLINE_WINDOWS)["assetOrError"]["assetMaterializations"]
-    windows = []
-    for event in sorted(events, key=lambda event: float(event["timestamp"])):
-        entries = {
-            entry["label"]: entry.get("floatValue", entry.get("intValue", entry.get("text")))
-            for entry in event["metadataEntries"]
+    events = DagsterClient(webserver).materializations("online_drift", limit=100)
+    return [
+        {
+            "at": event.timestamp,
+            "rows": event.metadata["last_5000/rows"],
+            "dataset_drift": event.metadata["last_5000/dataset_drift"],
+            "drifted_features": event.metadata["last_5000/drifted_features"],
         }
-        if "last_5000/dataset_drift" in entries:
-            windows.append(
-                {
-                    "at": float(event["timestamp"]) / 1000,
-                    "rows": entries["last_5000/rows"],
-                    "dataset_drift": entries["last_5000/dataset_drift"],
-                    "drifted_features": entries["last_5000/drifted_features"],
-                }
-            )
-    return windows
+        for event in sorted(events, key=lambda event: event.timestamp)
+        if "last_5000/dataset_drift" in event.metadata
+    ]
 
 
 def replayed(stdout: str, endpoint: str) -> int:
@@ -128,13 +96,8 @@ def test_make_demo_closes_the_loop(tmp_path: Path, tlc_dir: Path) -> None:
         assert "TaxiOnlineDatasetDrift" in online_alerts, f"no online drift alert after the drift scenario: {alerts}"
 
         # Each month's report is a page of the Evidently UI, which renders it with its data.
-        reports = graphql(webserver, REPORT_URL)["assetOrError"]["assetMaterializations"]
-        links = {
-            report["partition"]: entry["url"]
-            for report in reports
-            for entry in report["metadataEntries"]
-            if entry["label"] == "url"
-        }
+        reports = DagsterClient(webserver).materializations("monitoring_report", limit=10)
+        links = {report.partition: report.metadata["url"] for report in reports if "url" in report.metadata}
         assert set(links) >= set(MONTHS)
         assert all(link.startswith(f"{evidently}/projects/") for link in links.values())
         page = chromium.dom(links[MONTHS[-1]], tmp_path / "chromium-report")

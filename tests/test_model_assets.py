@@ -1,9 +1,6 @@
 """The model assets materialized on real TLC months: train, gate, deploy, challenge, promote, roll back, and load
 back from the BentoML store."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import dagster as dg
@@ -30,7 +27,7 @@ from taxi_assets.defs.model.assets import (
 from taxi_assets.defs.model.sensors import model_promotion_sensor
 from taxi_assets.defs.resources import AutomationPolicy
 from taxi_assets.defs.trip_data.assets import trip_months
-from tests.support.platform import REPO_ROOT, automation_policy, platform_resources
+from tests.support.platform import automation_policy, platform_resources
 
 # BentoML fixes its model store once per process: each test stores models in a process (and store) of its own.
 pytestmark = [pytest.mark.integration, pytest.mark.forked]
@@ -256,17 +253,10 @@ def test_retraining_loop_challenges_promotes_by_the_margin_and_rolls_back(
     assert pushed_gains(pushgateway)[0].value == 0.0
     assert isinstance(tick(instance), dg.SkipReason)
 
-    # Rollback, the documented command: the previous model is deployed again and not promoted back by itself.
-    rollback = subprocess.run(
-        [sys.executable, "-m", "taxi_assets.rollback"],
-        env={**os.environ, "DAGSTER_HOME": str(platform_env / "dagster_home")},
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert rollback.returncode == 0, rollback.stderr[-2000:]
-    assert f"deployed {champion} again" in rollback.stdout
+    # Rollback, a deploy_job run with `rollback: true` (what `taxi-rollback` launches through the webserver;
+    # tests/test_readme.py runs the command): the previous model is deployed again, not promoted back by itself.
+    rolled_back = materialization_metadata(materialize(instance, deployed_model, {"rollback": True}))
+    assert (rolled_back["source_tag"], rolled_back["reason"]) == (champion, "rollback")
     assert platform_resources()["model_registry"].load_deployed()[1]["source_tag"] == champion
     request = tick(instance)
     assert request.job_name == "model_challenge_job"

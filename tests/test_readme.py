@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from taxi_assets import settings
-from taxi_assets.backfill import Webserver
-from taxi_assets.demo import Demo
+from taxi_assets.cli.dagster_client import DagsterClient
+from taxi_assets.cli.demo import Demo
 from tests.support.platform import REPO_ROOT, make_up_environment, wait_http
 
 README = REPO_ROOT / "README.md"
@@ -24,9 +24,9 @@ REPLAY_LIMIT = 100
 KINDS = (
     (r"^make (up|down|test)\b", "suite"),  # tests/test_make_up_down.py, and CI itself
     (r"^git clean ", "clean-start"),
-    (r"^\.venv/bin/python -m taxi_assets\.settings$", "settings"),
-    (r"^\.venv/bin/python -m taxi_assets\.backfill ", "backfill"),
-    (r"^\.venv/bin/python -m taxi_assets\.rollback$", "rollback"),
+    (r"^\.venv/bin/taxi-settings$", "settings"),
+    (r"^\.venv/bin/taxi-backfill ", "backfill"),
+    (r"^\.venv/bin/taxi-rollback$", "rollback"),
     (r"^curl .* http://127\.0\.0\.1:3001/", "curl"),
     (r"^\.venv/bin/taxi-replay ", "replay"),
 )
@@ -107,20 +107,27 @@ def test_readme_commands_work_against_a_running_platform(tmp_path: Path, tlc_dir
         assert re.search(r" after \d+ s: 4 succeeded, 0 failed, 0 canceled", backfill.stdout), backfill.stdout
 
         # A month that fails: make demo's loader names the reason on the terminal, not only in a log file.
-        demo = run(".venv/bin/python -m taxi_assets.demo --months 2021-04 --drift-month 2021-03", env)
+        demo = run(".venv/bin/taxi-demo --months 2021-04 --drift-month 2021-03", env)
         assert demo.returncode == 1, demo.stdout + demo.stderr
         assert "trip_data_job[2021-02, 2021-03, 2021-04]: failed for 2021-04" in demo.stderr, demo.stdout + demo.stderr
         assert re.search(r"^  2021-04: .*no file at .*green_tripdata_2021-04\.parquet", demo.stderr, re.M), demo.stderr
 
         # README step 2 is clicks in the UI: the same runs through the webserver's API, with the quick recipe.
-        deploy_seed_model_through(Webserver(f"http://127.0.0.1:{dagster}"))
+        webserver = DagsterClient(f"http://127.0.0.1:{dagster}")
+        deploy_seed_model_through(webserver, "2021-01")
 
+        # The rollback, a deploy_job run through the webserver: refused while one model was ever deployed, then,
+        # after a second deployment, the first one deployed again; one line either way.
         (command,) = by_kind("rollback")
-        rollback = run(command, env)
-        assert rollback.returncode == 1
-        assert re.fullmatch(
-            r"rollback: no deployment before taxi_duration:\w+ to roll back to", one_clear_line(rollback)
-        )
+        refused = run(command, env)
+        assert refused.returncode == 1
+        first = re.fullmatch(
+            r"rollback: no deployment before (taxi_duration:\w+) to roll back to", one_clear_line(refused)
+        ).group(1)
+        deploy_seed_model_through(webserver, "2021-02")
+        rolled_back = run(command, env)
+        assert rolled_back.returncode == 0 and rolled_back.stderr == "", rolled_back.stdout + rolled_back.stderr
+        assert re.fullmatch(rf"deployed {first} again as taxi_duration_deployed:\w+\n", rolled_back.stdout)
 
         wait_http(f"http://127.0.0.1:{service}/readyz", timeout=120)
         predict, batch, feedback = (json.loads(run(port(c, service), env).stdout) for c in by_kind("curl"))
@@ -142,11 +149,12 @@ def test_readme_commands_work_against_a_running_platform(tmp_path: Path, tlc_dir
     assert down.returncode == 0, down.stdout + down.stderr
 
 
-def deploy_seed_model_through(server: Webserver) -> None:
+def deploy_seed_model_through(webserver: DagsterClient, month: str) -> None:
+    """Train the quick recipe on `month` (validated on the next loaded month) and deploy it, as runs from the UI."""
     runner = Demo(argparse.Namespace())
-    runner.server = server
-    runner.run_job("duration_model_job", ["2021-01"], {"ops": {"duration_model": {"config": {"recipe": "seed"}}}})
-    config = {"training_month": "2021-01", "recipe": "seed"}
+    runner.dagster = webserver
+    runner.run_job("duration_model_job", [month], {"ops": {"duration_model": {"config": {"recipe": "seed"}}}})
+    config = {"training_month": month, "recipe": "seed"}
     runner.run_job("deploy_job", run_config={"ops": {"deployed_model": {"config": config}}})
 
 

@@ -2,9 +2,11 @@
 answers are counted with their reasons, and Ctrl-C stops it cleanly with a summary."""
 
 import datetime as dt
+import http.server
 import json
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,9 +17,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from taxi_assets import replay
+from taxi_assets import settings
+from taxi_assets.cli import replay as cli
 from taxi_assets.core import predlog
+from taxi_assets.core.tlc import RAW_COLUMNS
 from taxi_assets.defs.online_monitoring.assets import prediction_logs
+from taxi_assets.replay import engine, rides, stats
 from tests.support import service_harness as harness
 from tests.support.platform import REPO_ROOT, free_port, platform_resources
 
@@ -83,10 +88,10 @@ def test_the_summary_is_what_the_service_logged_and_the_ingest_stored(
     )
     assert done.returncode == 0, done.stderr
     summary = json.loads(summary_path.read_text())
-    rides = GOOD_ROWS + BAD_LOCATION_ROWS + NEGATIVE_DURATION_ROWS
+    sent = GOOD_ROWS + BAD_LOCATION_ROWS + NEGATIVE_DURATION_ROWS
     predicted = GOOD_ROWS + NEGATIVE_DURATION_ROWS
     assert summary["predict"] | {"reasons": None, "latency_ms": None, "per_second": None} == {
-        "sent": rides,
+        "sent": sent,
         "2xx": predicted,
         "4xx": BAD_LOCATION_ROWS,
         "5xx": 0,
@@ -152,8 +157,8 @@ def test_ctrl_c_stops_the_replay_with_a_summary_and_no_traceback(
     process.send_signal(signal.SIGINT)
     stopped = time.monotonic()
     stdout, stderr = process.communicate(timeout=30)
-    assert time.monotonic() - stopped < replay.DRAIN_SECONDS + 3
-    assert process.returncode == replay.INTERRUPTED_EXIT_STATUS, stderr
+    assert time.monotonic() - stopped < engine.DRAIN_SECONDS + 3
+    assert process.returncode == cli.INTERRUPTED_EXIT_STATUS, stderr
     assert "Traceback" not in stderr and "(interrupted)" in stdout
     summary = json.loads(summary_path.read_text())
     assert summary["interrupted"] and 40 <= summary["predict"]["sent"] < summary["rides"]
@@ -218,32 +223,32 @@ def test_scenario_flags_change_exactly_what_the_service_receives(
 )
 def test_a_scenario_that_is_not_a_number_of_rides_is_refused(flag: str, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as stopped:
-        replay.main(["--month", "2022-02", flag])
+        cli.main(["--month", "2022-02", flag])
     assert stopped.value.code == 2 and flag.split("=")[0] in capsys.readouterr().err
 
 
 @pytest.mark.unit
 def test_scenarios_mix_months_on_one_timeline_and_distort_only_what_is_sent(tlc_dir: Path) -> None:
-    plain = replay.load_rides(["2021-01", "2022-02"], str(tlc_dir), "unused", all_rides=False, raw=False)
-    shifted = replay.load_rides(
-        ["2021-01", "2022-02"], str(tlc_dir), "unused", False, False, replay.Scenario(distance_scale=2, hour_shift=3)
+    plain = rides.load_rides(["2021-01", "2022-02"], str(tlc_dir), "unused", all_rides=False, raw=False)
+    shifted = rides.load_rides(
+        ["2021-01", "2022-02"], str(tlc_dir), "unused", False, False, rides.Scenario(distance_scale=2, hour_shift=3)
     )
     assert set(plain["month"]) == {"2021-01", "2022-02"} and plain["offset_s"].is_monotonic_increasing
     assert plain["duration_min"].between(1, 60).all()
     # Interleaved: both months appear within the first hour of the timeline.
     assert set(plain.loc[plain["offset_s"] < 3600, "month"]) == {"2021-01", "2022-02"}
     assert (shifted["trip_distance"] == plain["trip_distance"] * 2).all()
-    assert ((shifted[replay.PICKUP] - plain[replay.PICKUP]).dt.total_seconds() == 3 * 3600).all()
+    assert ((shifted[rides.PICKUP] - plain[rides.PICKUP]).dt.total_seconds() == 3 * 3600).all()
     assert (shifted["duration_min"] == plain["duration_min"]).all() and (shifted["offset_s"] == plain["offset_s"]).all()
-    sent = replay.Replay("http://unused", shifted, "r", rate=None, speed=60)
-    body = replay.ride_payload(sent.ride(0), sent.ride_id(sent.ride(0)), raw=False)
+    sent = engine.Replay("http://unused", shifted, "r", rate=None, speed=60)
+    body = rides.ride_payload(sent.ride(0), sent.ride_id(sent.ride(0)), raw=False)
     assert body["id"] == f"r-{shifted['month'].iat[0]}-{shifted['row'].iat[0]}"
-    assert body["pickup_datetime"] == shifted[replay.PICKUP].iat[0].isoformat()
-    raw_rides = replay.Replay(
-        "http://unused", replay.load_rides(["2022-02"], str(tlc_dir), "", False, True), "r", None, 60
+    assert body["pickup_datetime"] == shifted[rides.PICKUP].iat[0].isoformat()
+    raw_rides = engine.Replay(
+        "http://unused", rides.load_rides(["2022-02"], str(tlc_dir), "", False, True), "r", None, 60
     )
-    raw = replay.ride_payload(raw_rides.ride(0), "r", raw=True)
-    assert set(raw) == {"id", *replay.RAW_COLUMNS} and isinstance(raw["PULocationID"], int)
+    raw = rides.ride_payload(raw_rides.ride(0), "r", raw=True)
+    assert set(raw) == {"id", *RAW_COLUMNS} and isinstance(raw["PULocationID"], int)
     json.dumps(raw, allow_nan=False)  # missing values are nulls, timestamps strings
 
 
@@ -255,11 +260,44 @@ def test_refusals_are_grouped_by_field_and_message_without_the_values() -> None:
             "detail": [{"loc": ["trip_distance"], "msg": "Input should be less than 500", "type": "less_than"}],
         }
     )
-    assert replay.reason(400, body) == "400: trip_distance: Input should be less than 500"
-    assert replay.reason(415, "not json") == "415: not json"
+    assert stats.reason(400, body) == "400: trip_distance: Input should be less than 500"
+    assert stats.reason(415, "not json") == "415: not json"
 
 
 @pytest.mark.unit
 def test_a_missing_month_is_named_and_nothing_is_sent(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert replay.main(["--source", str(tmp_path), "--month", "2021-04"]) == 2
+    assert cli.main(["--source", str(tmp_path), "--month", "2021-04"]) == 2
     assert f"2021-04: no file at {tmp_path}" in capsys.readouterr().err
+
+
+class TruncatingSource(http.server.BaseHTTPRequestHandler):
+    """A trip-data address whose downloads stop short of the length they announce (a dropped connection)."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "100000")
+        self.end_headers()
+        self.wfile.write(b"PAR1" + bytes(996))
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.mark.integration
+def test_a_truncated_download_is_refused_and_never_cached(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """taxi-replay downloads a remote month as the Dagster side does (taxi_assets/trip_files.py), with its check."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), TruncatingSource)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    source = f"http://127.0.0.1:{server.server_address[1]}/green_tripdata_{{month}}.parquet"
+    monkeypatch.setenv("TAXI_CACHE_DIR", str(tmp_path / "cache"))
+    settings.current.cache_clear()
+    try:
+        assert cli.main(["--source", source, "--month", "2021-04"]) == 2
+    finally:
+        server.shutdown()
+        settings.current.cache_clear()
+    error = capsys.readouterr().err
+    assert f"2021-04: {source.format(month='2021-04')} ended after 1000 of 100000 bytes" in error, error
+    assert list((tmp_path / "cache").iterdir()) == []

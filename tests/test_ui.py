@@ -1,12 +1,13 @@
 """The Dagster UI as a user opens it: a real dagster-webserver, pages rendered by headless Chromium."""
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 import pytest
-import requests
 
+from taxi_assets.cli.dagster_client import DagsterClient
 from taxi_assets.defs.trip_data.assets import trip_months
 from tests.support import chromium
 from tests.support.dagster_processes import running_webserver
@@ -54,11 +55,8 @@ def test_resource_details_name_deployment_variables_and_never_show_their_secrets
     monkeypatch.setenv("TAXI_PUSHGATEWAY_URL", f"http://push:{secret}@127.0.0.1:9")
     with running_webserver(platform_env / "dagster_home", platform_env / "webserver.log") as url:
         selector = {"repositoryLocationName": "taxi_assets", "repositoryName": "__repository__"}
-        answer = requests.post(
-            f"{url}/graphql", json={"query": RESOURCE_DETAILS, "variables": {"selector": selector}}, timeout=60
-        )
-    answer.raise_for_status()
-    details = answer.json()["data"]["allTopLevelResourceDetailsOrError"]
+        answer = DagsterClient(url).query(RESOURCE_DETAILS, {"selector": selector})
+    details = answer["allTopLevelResourceDetailsOrError"]
     assert details["__typename"] == "ResourceDetailsList", details
     values = {
         (resource["name"], value["key"]): (value["type"], value["value"])
@@ -67,4 +65,4 @@ def test_resource_details_name_deployment_variables_and_never_show_their_secrets
     }
     assert values[("prediction_log", "uri")] == ("ENV_VAR", "TAXI_PREDLOG_URI")
     assert values[("pushgateway", "url")] == ("ENV_VAR", "TAXI_PUSHGATEWAY_URL")
-    assert secret not in answer.text
+    assert secret not in json.dumps(answer)

@@ -8,10 +8,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from taxi_assets.backfill import BackfillError, Webserver
+from taxi_assets.cli import ToolError
+from taxi_assets.cli.dagster_client import DagsterClient
+from taxi_assets.cli.demo import Demo
 from taxi_assets.defs import automation
 from taxi_assets.defs.trip_data.assets import taxi_zones
-from taxi_assets.demo import Demo
 from tests.support.dagster_processes import prepare_dagster_home, running_webserver
 from tests.support.platform import platform_resources
 
@@ -42,10 +43,10 @@ def test_the_demo_names_what_it_waits_for_and_stops_once_a_need_failed_for_good(
         running_webserver(dagster_home, platform_env / "webserver.log") as url,
     ):
         demo = Demo(argparse.Namespace())
-        demo.server = Webserver(url)
+        demo.dagster = DagsterClient(url)
         # A retry is still to come: the wait goes on, and its timeout says what it waited for and why.
         retrying = failed_zone_run(instance, retries=1)
-        with pytest.raises(BackfillError) as waited:
+        with pytest.raises(ToolError) as waited:
             demo.wait("the automation", lambda: False, timeout=3, every=0.5, needs=lambda: needs)
         message = str(waited.value)
         assert message.startswith("the automation: not done after 3 s; waiting for "), message
@@ -56,7 +57,7 @@ def test_the_demo_names_what_it_waits_for_and_stops_once_a_need_failed_for_good(
         # Its last retry failed: the wait stops at once (not at its timeout), naming the asset, run and error.
         given_up = failed_zone_run(instance, retries=len(automation.RETRY_DELAYS_SECONDS))
         started = time.monotonic()
-        with pytest.raises(BackfillError) as stopped:
+        with pytest.raises(ToolError) as stopped:
             demo.wait("the automation", lambda: False, timeout=600, every=0.5, needs=lambda: needs)
         assert time.monotonic() - started < 30
         message = str(stopped.value)

@@ -14,8 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
-import requests
 
+from taxi_assets.cli.dagster_client import DagsterClient
 from tests.support.platform import REPO_ROOT, free_port, wait_http
 
 DAGSTER = REPO_ROOT / ".venv" / "bin" / "dagster"
@@ -86,44 +86,12 @@ def running_webserver(dagster_home: Path, log_path: Path, instance: Path = LOCAL
 
 def backfill_from_ui(webserver: str, assets: list[str], partitions: list[str]) -> str:
     """What the UI's Materialize button sends for an asset selection and partitions; returns the backfill id."""
-    answer = requests.post(
-        f"{webserver}/graphql",
-        json={
-            "query": """mutation($params: LaunchBackfillParams!) {
-                launchPartitionBackfill(backfillParams: $params) {
-                    __typename
-                    ... on LaunchBackfillSuccess { backfillId }
-                    ... on PythonError { message }
-                }
-            }""",
-            "variables": {
-                "params": {"assetSelection": [{"path": [asset]} for asset in assets], "partitionNames": partitions}
-            },
-        },
-        timeout=60,
-    ).json()["data"]["launchPartitionBackfill"]
-    assert answer["__typename"] == "LaunchBackfillSuccess", answer
-    return answer["backfillId"]
+    return DagsterClient(webserver).launch_backfill(assets, partitions)
 
 
 def retry_backfill_from_ui(webserver: str, backfill_id: str) -> str:
     """The UI's "Re-execute from failure" on a finished backfill: a new backfill of what it did not materialize."""
-    answer = requests.post(
-        f"{webserver}/graphql",
-        json={
-            "query": """mutation($params: ReexecutionParams!) {
-                reexecutePartitionBackfill(reexecutionParams: $params) {
-                    __typename
-                    ... on LaunchBackfillSuccess { backfillId }
-                    ... on PythonError { message }
-                }
-            }""",
-            "variables": {"params": {"parentRunId": backfill_id, "strategy": "FROM_FAILURE"}},
-        },
-        timeout=60,
-    ).json()["data"]["reexecutePartitionBackfill"]
-    assert answer["__typename"] == "LaunchBackfillSuccess", answer
-    return answer["backfillId"]
+    return DagsterClient(webserver).reexecute_backfill(backfill_id)
 
 
 def backfill_from_cli(dagster_home: Path, job: str, partitions: list[str]) -> None:

@@ -1,8 +1,8 @@
 """Backfill from the command line and watch it: launch, show each partition's progress, exit non-zero on failures.
 
-    python -m taxi_assets.backfill trip_data_job 2021-01..2021-03
-    python -m taxi_assets.backfill monthly_job 2021-01..2021-03,2022-01
-    python -m taxi_assets.backfill raw_trips,trips 2023-01..2023-04 --url http://127.0.0.1:3000
+    taxi-backfill trip_data_job 2021-01..2021-03
+    taxi-backfill monthly_job 2021-01..2021-03,2022-01
+    taxi-backfill raw_trips,trips 2023-01..2023-04 --url http://127.0.0.1:3000
 
 The target is a job of the code location or a comma-separated list of assets. The backfill is launched through
 the GraphQL API of a running Dagster webserver (`make up` runs one), exactly as the UI's Materialize button does,
@@ -15,14 +15,15 @@ could not be launched. Ctrl-C stops watching, not the backfill (cancel it in the
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from taxi_assets import settings
+from taxi_assets.cli import ToolError
+from taxi_assets.cli.dagster_client import FINISHED_RUN, LAUNCHED_BY_TAG, DagsterClient, default_url
 
 _MONTH_RANGE = re.compile(r"^(\d{4})-(\d{2})\.\.(\d{4})-(\d{2})$")
 EXIT_FAILED, EXIT_NOT_LAUNCHED = 1, 2
@@ -39,11 +40,6 @@ _STATE = {
     "CANCELED": "canceled",
 }
 FINISHED_BACKFILL = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
-FINISHED_RUN = {"SUCCESS", "FAILURE", "CANCELED"}
-
-
-class BackfillError(Exception):
-    """The backfill could not be launched or watched: the message says why."""
 
 
 def partitions(text: str) -> list[str]:
@@ -56,161 +52,27 @@ def partitions(text: str) -> list[str]:
             continue
         year, month, last_year, last_month = map(int, match.groups())
         if (year, month) > (last_year, last_month):
-            raise BackfillError(f"{part}: the range ends before it starts")
+            raise ToolError(f"{part}: the range ends before it starts")
         while (year, month) <= (last_year, last_month):
             keys.append(f"{year:04d}-{month:02d}")
             year, month = (year + 1, 1) if month == 12 else (year, month + 1)
     if not keys:
-        raise BackfillError("no partitions given")
+        raise ToolError("no partitions given")
     return list(dict.fromkeys(keys))
 
 
-class Webserver:
-    def __init__(self, url: str) -> None:
-        self.url = url.rstrip("/")
-
-    def query(self, query: str, variables: dict | None = None) -> dict:
-        body = json.dumps({"query": query, "variables": variables or {}}).encode()
-        request = urllib.request.Request(
-            f"{self.url}/graphql", data=body, headers={"Content-Type": "application/json"}, method="POST"
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                answer = json.load(response)
-        except urllib.error.URLError as error:
-            raise BackfillError(
-                f"no Dagster webserver at {self.url} ({getattr(error, 'reason', error)}): start the platform with "
-                "`make up`, or pass --url"
-            ) from error
-        if answer.get("errors"):
-            raise BackfillError(f"the webserver refused the query: {answer['errors'][0].get('message')}")
-        return answer["data"]
-
-
-JOBS = """
-query {
-  workspaceOrError {
-    __typename
-    ... on Workspace { locationEntries { name locationOrLoadError {
-      __typename
-      ... on RepositoryLocation { repositories { name pipelines { name } } }
-      ... on PythonError { message }
-    } } }
-  }
-}
-"""
-
-JOB_ASSETS = """
-query($selector: PipelineSelector!) { assetNodes(pipeline: $selector) { assetKey { path } } }
-"""
-
-LAUNCH = """
-mutation($params: LaunchBackfillParams!) {
-  launchPartitionBackfill(backfillParams: $params) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on PythonError { message }
-    ... on UnauthorizedError { message }
-    ... on PartitionSetNotFoundError { message }
-    ... on InvalidStepError { invalidStepKey }
-    ... on InvalidOutputError { invalidOutputName }
-    ... on RunConflict { message }
-    ... on ConflictingExecutionParamsError { message }
-    ... on PresetNotFoundError { message }
-    ... on InvalidSubsetError { message }
-    ... on NoModeProvidedError { message }
-  }
-}
-"""
-
-STATUS = """
-query($id: String!) {
-  partitionBackfillOrError(backfillId: $id) {
-    __typename
-    ... on PartitionBackfill {
-      status
-      error { message }
-      runs {
-        runId status tags { key value } assetSelection { path }
-        assetMaterializations { partition assetKey { path } }
-      }
-    }
-    ... on PythonError { message }
-    ... on BackfillNotFoundError { message }
-  }
-}
-"""
-
-RUN_ERRORS = """
-query($runId: ID!) {
-  runOrError(runId: $runId) {
-    ... on Run {
-      eventConnection(limit: 1000) {
-        events {
-          __typename
-          ... on ExecutionStepFailureEvent {
-            stepKey
-            error { className message cause { className message cause { className message } } }
-          }
-          ... on RunFailureEvent { message }
-        }
-      }
-    }
-  }
-}
-"""
-
-
-def workspace(server: Webserver, timeout: float = 180.0) -> list[dict]:
-    """The workspace's code locations, once every one has loaded (a webserver answers before its code has)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        data = server.query(JOBS)["workspaceOrError"]
-        if data["__typename"] != "Workspace":
-            raise BackfillError(f"the webserver has no workspace: {data}")
-        entries = data["locationEntries"]
-        if entries and all(entry["locationOrLoadError"] for entry in entries):
-            return entries
-        if time.monotonic() > deadline:
-            raise BackfillError(f"the code locations did not load within {timeout:.0f} s")
-        time.sleep(1)
-
-
-def assets_of(server: Webserver, target: str) -> tuple[list[str], str]:
+def assets_of(client: DagsterClient, target: str) -> tuple[list[str], str]:
     """The asset keys a target names (a job of the workspace, or `asset,asset`), and how to call it."""
-    for entry in workspace(server):
-        location = entry["locationOrLoadError"] or {}
-        if location.get("__typename") == "PythonError":
-            raise BackfillError(f"code location {entry['name']} does not load: {location['message']}")
-        for repository in location.get("repositories", []):
-            if target in {job["name"] for job in repository["pipelines"]}:
-                selector = {
-                    "pipelineName": target,
-                    "repositoryName": repository["name"],
-                    "repositoryLocationName": entry["name"],
-                }
-                nodes = server.query(JOB_ASSETS, {"selector": selector})["assetNodes"]
-                keys = ["/".join(node["assetKey"]["path"]) for node in nodes]
-                if not keys:
-                    raise BackfillError(f"job {target} has no assets to backfill")
-                return keys, f"{target} ({', '.join(keys)})"
+    job = client.job(target)
+    if job is not None:
+        keys = client.job_assets(job)
+        if not keys:
+            raise ToolError(f"job {target} has no assets to backfill")
+        return keys, f"{target} ({', '.join(keys)})"
     if re.fullmatch(r"[\w/]+(,[\w/]+)*", target) and "_job" not in target:
         keys = target.split(",")
         return keys, ", ".join(keys)
-    raise BackfillError(f"{target} is neither a job of the workspace nor a list of assets")
-
-
-def launch(server: Webserver, assets: list[str], keys: list[str]) -> str:
-    params = {
-        "assetSelection": [{"path": asset.split("/")} for asset in assets],
-        "partitionNames": keys,
-        "tags": [{"key": "taxi/launched_by", "value": "taxi_assets.backfill"}],
-    }
-    answer = server.query(LAUNCH, {"params": params})["launchPartitionBackfill"]
-    if answer["__typename"] != "LaunchBackfillSuccess":
-        detail = answer.get("message") or next(iter(answer.values()))
-        raise BackfillError(f"the backfill was not launched: {answer['__typename']}: {detail}")
-    return answer["backfillId"]
+    raise ToolError(f"{target} is neither a job of the workspace nor a list of assets")
 
 
 @dataclass
@@ -258,31 +120,11 @@ class Progress:
         return "succeeded" if states else "queued"
 
 
-def root_cause(error: dict) -> str:
-    """The innermost error of a chain: Dagster wraps the asset's own exception in a step execution error."""
-    while error.get("cause"):
-        error = error["cause"]
-    return f"{error.get('className') or 'Error'}: {error['message'].strip()}"
-
-
-def run_errors(server: Webserver, run_id: str) -> list[str]:
-    run = server.query(RUN_ERRORS, {"runId": run_id})["runOrError"]
-    events = (run or {}).get("eventConnection", {}).get("events", [])
-    errors = [
-        f"{event['stepKey']}: {root_cause(event['error'])}"
-        for event in events
-        if event["__typename"] == "ExecutionStepFailureEvent" and event.get("error")
-    ]
-    return errors or [event["message"] for event in events if event["__typename"] == "RunFailureEvent"]
-
-
-def watch(server: Webserver, backfill_id: str, keys: list[str], poll: float, out=sys.stdout) -> int:
+def watch(client: DagsterClient, backfill_id: str, keys: list[str], poll: float, out=sys.stdout) -> int:
     """Print every partition's changes until the backfill is over; the exit status."""
     progress, started, shown = Progress(keys), time.monotonic(), dict.fromkeys(keys, "")
     while True:
-        backfill = server.query(STATUS, {"id": backfill_id})["partitionBackfillOrError"]
-        if backfill["__typename"] != "PartitionBackfill":
-            raise BackfillError(f"backfill {backfill_id}: {backfill.get('message', backfill['__typename'])}")
+        backfill = client.backfill(backfill_id)
         runs = backfill["runs"]
         states = progress.states(runs)
         changes = [f"{key} {state}" for key, state in states.items() if state != shown[key]]
@@ -317,7 +159,7 @@ def watch(server: Webserver, backfill_id: str, keys: list[str], poll: float, out
         print(f"FAILED {key}: {state}" if state != "queued" else f"FAILED {key}: never ran", file=out)
         for run_id, ranged in failed_runs.get(key, []):
             if run_id not in errors:
-                errors[run_id] = [line for error in run_errors(server, run_id) for line in error.splitlines()]
+                errors[run_id] = [line for error in client.run_errors(run_id) for line in error.splitlines()]
             # A run over a range fails with one line per failed partition: those naming this one.
             lines = [line for line in errors[run_id] if key in line] if ranged else errors[run_id][:1]
             for line in lines or errors[run_id][:1]:
@@ -326,40 +168,36 @@ def watch(server: Webserver, backfill_id: str, keys: list[str], poll: float, out
 
 
 def main(argv: list[str] | None = None) -> int:
-    from taxi_assets import settings
-
     arguments = argparse.ArgumentParser(
-        prog="python -m taxi_assets.backfill",
+        prog="taxi-backfill",
         description=__doc__.split("\n\n")[0],
         epilog="exit: 0 all partitions succeeded, 1 some failed, 2 not launched",
     )
     arguments.add_argument("target", help="a job (trip_data_job, monthly_job, …) or assets: raw_trips,trips")
     arguments.add_argument("partitions", help="months: 2021-01..2021-03,2022-01")
-    arguments.add_argument(
-        "--url", default=f"http://127.0.0.1:{settings.current().dagster_port}", help="the Dagster webserver"
-    )
+    arguments.add_argument("--url", default=default_url(), help="the Dagster webserver")
     arguments.add_argument("--poll", type=float, default=2.0, help="seconds between status checks")
     arguments.add_argument("--no-wait", action="store_true", help="launch and exit")
     options = arguments.parse_args(argv)
     # The platform's source when it runs on this shell's configuration (make up reads the same settings).
     print(f"backfill: {settings.trip_data_line()}", flush=True)
-    server = Webserver(options.url)
+    client = DagsterClient(options.url)
     try:
         keys = partitions(options.partitions)
-        assets, described = assets_of(server, options.target)
-        backfill_id = launch(server, assets, keys)
-    except BackfillError as error:
+        assets, described = assets_of(client, options.target)
+        backfill_id = client.launch_backfill(assets, keys, tags={LAUNCHED_BY_TAG: "taxi-backfill"})
+    except ToolError as error:
         print(f"backfill: {error}", file=sys.stderr)
         return EXIT_NOT_LAUNCHED
-    print(f"backfill {backfill_id}: {described} for {len(keys)} partitions: {server.url}/runs/b/{backfill_id}")
+    print(f"backfill {backfill_id}: {described} for {len(keys)} partitions: {client.url}/runs/b/{backfill_id}")
     if options.no_wait:
         return 0
     try:
-        return watch(server, backfill_id, keys, options.poll)
+        return watch(client, backfill_id, keys, options.poll)
     except KeyboardInterrupt:
-        print(f"\nstopped watching; backfill {backfill_id} goes on: {server.url}/runs/b/{backfill_id}")
+        print(f"\nstopped watching; backfill {backfill_id} goes on: {client.url}/runs/b/{backfill_id}")
         return EXIT_FAILED
-    except BackfillError as error:
+    except ToolError as error:
         print(f"backfill: {error}", file=sys.stderr)
         return EXIT_FAILED
 

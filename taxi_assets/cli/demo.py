@@ -24,71 +24,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from taxi_assets import replay, settings
-from taxi_assets.backfill import FINISHED_RUN, BackfillError, Webserver, partitions, run_errors, workspace
+from taxi_assets import settings
+from taxi_assets.cli import ToolError, replay
+from taxi_assets.cli.backfill import partitions
+from taxi_assets.cli.dagster_client import FINISHED_RUN, DagsterClient, default_url
 from taxi_assets.defs.automation import RETRIED_SENSORS, RETRY_DELAYS_SECONDS, RETRY_NUMBER_TAG
 from taxi_assets.defs.online_monitoring.sensors import prediction_log_sensor
 
 # An asset partition a wait needs: (asset, partition), partition None for an unpartitioned asset.
 Need = tuple[str, "str | None"]
-
-LAUNCH_RUN = """
-mutation($params: ExecutionParams!) {
-  launchRun(executionParams: $params) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message }
-    ... on RunConfigValidationInvalid { errors { message } }
-    ... on InvalidSubsetError { message }
-    ... on PipelineNotFoundError { message }
-  }
-}
-"""
-
-RUN_STATUS = """
-query($runId: ID!) { runOrError(runId: $runId) { ... on Run { status } } }
-"""
-
-MATERIALIZED = """
-query($path: [String!]!, $partitions: [String!]) {
-  assetOrError(assetKey: {path: $path}) {
-    ... on Asset { assetMaterializations(partitions: $partitions, limit: 1000) { partition timestamp } }
-  }
-}
-"""
-
-METADATA = """
-query($path: [String!]!, $partitions: [String!]) {
-  assetOrError(assetKey: {path: $path}) {
-    ... on Asset {
-      assetMaterializations(partitions: $partitions, limit: 100) {
-        timestamp
-        metadataEntries {
-          label
-          ... on TextMetadataEntry { text }
-          ... on FloatMetadataEntry { floatValue }
-          ... on IntMetadataEntry { intValue }
-        }
-      }
-    }
-  }
-}
-"""
-
-# What a wait says about an asset partition it needs: its latest run, and that run's error.
-LATEST_RUN_FOR_PARTITION = """
-query($path: [String!]!, $partition: String!) {
-  assetNodeOrError(assetKey: {path: $path}) {
-    ... on AssetNode { latestRunForPartition(partition: $partition) { runId status tags { key value } } }
-  }
-}
-"""
-
-LATEST_RUN = """
-query($path: [String!]!) {
-  assetsLatestInfo(assetKeys: [{path: $path}]) { latestRun { runId status tags { key value } } }
-}
-"""
 
 # How often a wait says what it still waits for, and looks whether something it needs has failed for good.
 REPORT_EVERY_SECONDS = 30.0
@@ -101,7 +45,7 @@ class Demo:
     def __init__(self, options: argparse.Namespace) -> None:
         current = settings.current()
         self.options = options
-        self.server = Webserver(f"http://127.0.0.1:{current.dagster_port}")
+        self.dagster = DagsterClient(default_url())
         self.service = f"http://127.0.0.1:{current.service_port}"
         self.prometheus = f"http://127.0.0.1:{current.prometheus_port}"
         self.pushgateway = f"http://127.0.0.1:{current.pushgateway_port}"
@@ -133,19 +77,19 @@ class Demo:
                 states = [state for state in map(self.need_state, needs()) if state is not None]
                 failed = [line for line, for_good in states if for_good]
                 if failed:
-                    raise BackfillError(
+                    raise ToolError(
                         f"{what}: stopped waiting after {now - started:.0f} s, a step it needs failed for good: "
-                        f"{'; '.join(failed)}. Fix the cause and materialize it in {self.server.url}/assets "
+                        f"{'; '.join(failed)}. Fix the cause and materialize it in {self.dagster.url}/assets "
                         "(what follows it then runs by itself)"
                     )
                 waiting = "; ".join(line for line, _ in states) or "newer runs of what it needs (all succeeded)"
                 if now > deadline:
-                    raise BackfillError(f"{what}: not done after {timeout:.0f} s; waiting for {waiting}")
+                    raise ToolError(f"{what}: not done after {timeout:.0f} s; waiting for {waiting}")
                 if now >= reported + REPORT_EVERY_SECONDS:
                     reported = now
                     self.say(f"still waiting ({now - started:.0f} s) for {waiting}")
             elif now > deadline:
-                raise BackfillError(f"{what}: not done after {timeout:.0f} s")
+                raise ToolError(f"{what}: not done after {timeout:.0f} s")
             time.sleep(every)
 
     def need_state(self, need: Need) -> tuple[str, bool] | None:
@@ -153,12 +97,7 @@ class Demo:
         not the automation's, or whose retries (automation_retry_sensor) are exhausted. None once it succeeded."""
         asset, partition = need
         name = f"{asset}[{partition}]" if partition else asset
-        if partition:
-            node = self.server.query(LATEST_RUN_FOR_PARTITION, {"path": [asset], "partition": partition})
-            run = (node["assetNodeOrError"] or {}).get("latestRunForPartition")
-        else:
-            infos = self.server.query(LATEST_RUN, {"path": [asset]})["assetsLatestInfo"]
-            run = infos[0]["latestRun"] if infos else None
+        run = self.dagster.latest_run(asset, partition)
         if run is None:
             return f"{name}: no run yet (its inputs are not all there, or the automation's next tick)", False
         line = f"{name}: last run {run['runId']} {run['status'].lower()}"
@@ -176,32 +115,24 @@ class Demo:
 
     def run_error(self, run_id: str) -> str:
         """The error of a failed run: its failed steps' innermost errors, else the run's failure message."""
-        return " | ".join(run_errors(self.server, run_id)) or "no error recorded"
+        return " | ".join(self.dagster.run_errors(run_id)) or "no error recorded"
 
     def run_job(self, job: str, partition_keys: list[str] | None = None, run_config: dict | None = None) -> None:
         """One run of `job` per partition (or one run), launched at once and followed to the end. Runs rather than a
         backfill: the backfill daemon looks at new backfills every 30 s, the run queue every second."""
-        location, repository = self.location_of(job)
-        runs: dict[str, str] = {}
-        for key in partition_keys or [""]:
-            params = {
-                "selector": {"jobName": job, "repositoryName": repository, "repositoryLocationName": location},
-                "runConfigData": run_config or {},
-                "executionMetadata": {"tags": [{"key": "dagster/partition", "value": key}] if key else []},
-            }
-            answer = self.server.query(LAUNCH_RUN, {"params": params})["launchRun"]
-            if answer["__typename"] != "LaunchRunSuccess":
-                raise BackfillError(f"{job} {key} was not launched: {answer}")
-            runs[key] = answer["run"]["runId"]
+        found = self.dagster.job(job)
+        if found is None:
+            raise ToolError(f"no job {job} in the workspace at {self.dagster.url}")
+        runs = {
+            key: self.dagster.submit(found, run_config, tags={"dagster/partition": key} if key else None)
+            for key in partition_keys or [""]
+        }
         label = f"{job}[{', '.join(partition_keys)}]" if partition_keys else job
-        self.say(f"{label}: {self.server.url}/runs")
+        self.say(f"{label}: {self.dagster.url}/runs")
         shown: dict[str, str] = {}
 
         def finished() -> bool:
-            states = {
-                key: self.server.query(RUN_STATUS, {"runId": run_id})["runOrError"]["status"]
-                for key, run_id in runs.items()
-            }
+            states = {key: self.dagster.run_status(run_id) for key, run_id in runs.items()}
             changed = {key: state for key, state in states.items() if shown.get(key) != state}
             if changed:
                 self.say(
@@ -217,46 +148,31 @@ class Demo:
             reasons = [
                 f"  {key or job}: {line.strip()[:500]}"
                 for key, run_id in failed.items()
-                for line in (run_errors(self.server, run_id) or [f"run {run_id} {shown[key].lower()}"])[:3]
+                for line in (self.dagster.run_errors(run_id) or [f"run {run_id} {shown[key].lower()}"])[:3]
             ]
-            raise BackfillError(
-                f"{label}: failed for {', '.join(key or job for key in failed)}; see {self.server.url}/runs\n"
+            raise ToolError(
+                f"{label}: failed for {', '.join(key or job for key in failed)}; see {self.dagster.url}/runs\n"
                 + "\n".join(reasons)
             )
 
-    def location_of(self, job: str) -> tuple[str, str]:
-        for entry in workspace(self.server):
-            if (entry["locationOrLoadError"] or {}).get("__typename") == "PythonError":
-                raise BackfillError(f"code location {entry['name']} does not load: {entry['locationOrLoadError']}")
-            for repository in (entry["locationOrLoadError"] or {}).get("repositories", []):
-                if job in {pipeline["name"] for pipeline in repository["pipelines"]}:
-                    return entry["name"], repository["name"]
-        raise BackfillError(f"no job {job} in the workspace")
-
     def materialized_since(self, asset: str, since: float, partition_keys: list[str] | None = None) -> set[str]:
         """Partitions of `asset` ("" for an unpartitioned one) materialized since the unix time `since`."""
-        answer = self.server.query(MATERIALIZED, {"path": asset.split("/"), "partitions": partition_keys})
-        events = (answer["assetOrError"] or {}).get("assetMaterializations", [])
-        return {event["partition"] or "" for event in events if float(event["timestamp"]) / 1000 >= since}
+        return {
+            event.partition or ""
+            for event in self.dagster.materializations(asset, partition_keys)
+            if event.timestamp >= since
+        }
 
     def latest(self, asset: str, partition: str | None = None) -> float:
         """Unix time of the latest materialization of `asset` (of `partition`), 0 when there is none."""
-        answer = self.server.query(MATERIALIZED, {"path": [asset], "partitions": [partition] if partition else None})
-        events = (answer["assetOrError"] or {}).get("assetMaterializations", [])
-        return max((float(event["timestamp"]) / 1000 for event in events), default=0.0)
+        latest = self.dagster.latest_materialization(asset, partition)
+        return latest.timestamp if latest else 0.0
 
     def metadata(self, asset: str, partition: str | None) -> dict:
         """The text and number metadata of the latest materialization of `asset`'s `partition` (None: an
         unpartitioned asset)."""
-        answer = self.server.query(METADATA, {"path": [asset], "partitions": [partition] if partition else None})
-        events = (answer["assetOrError"] or {}).get("assetMaterializations", [])
-        if not events:
-            return {}
-        latest = max(events, key=lambda event: float(event["timestamp"]))
-        return {
-            entry["label"]: entry.get("text", entry.get("floatValue", entry.get("intValue")))
-            for entry in latest["metadataEntries"]
-        }
+        latest = self.dagster.latest_materialization(asset, partition)
+        return latest.metadata if latest else {}
 
     def prometheus_page(self, page: str) -> str:
         """Debian's Prometheus 2 serves its pages under /classic; newer ones at the root."""
@@ -299,7 +215,7 @@ class Demo:
             own = ["--limit", str(self.options.rides), "--id-prefix", f"demo-{phase}", "--summary-json", str(summary)]
             status = replay.main([*arguments, *own, *common])
             if status != 0:
-                raise BackfillError(f"the replay ended with status {status}")
+                raise ToolError(f"the replay ended with status {status}")
             return int(json.loads(summary.read_text())["predict"]["2xx"])
 
     def online_window(self, predicted: int, since: float) -> dict:
@@ -339,8 +255,8 @@ class Demo:
         # The month before the newest too: the retraining loop's challenger trains on it and is validated on the
         # newest, the month after (a model validated on any other month is refused by its quality gate).
         loaded = sorted({*months, str(pd.Period(newest, freq="M") - 1), newest})
-        self.say(f"the platform at {self.server.url}; months {', '.join(loaded)}")
-        self.server.query("query { version }")  # fails early, and clearly, when nothing runs
+        self.say(f"the platform at {self.dagster.url}; months {', '.join(loaded)}")
+        self.dagster.version()  # fails early, and clearly, when nothing runs
 
         self.say(f"loading the trips of {', '.join(loaded)}")
         self.run_job("trip_data_job", loaded)
@@ -420,8 +336,8 @@ demo: done in {elapsed // 60:.0f} min {elapsed % 60:.0f} s.
 demo: challenge on {newest}: the model retrained on {challenge.get("challenger_month", "?")} has a gain of \
 {float(challenge.get("gain", float("nan"))):.1%} over the deployed one; promotion: {challenge.get("promotion", "?")}
 Where to look:
-  Dagster            {self.server.url}/assets  (lineage: Global asset lineage; runs: {self.server.url}/runs;
-                     what ran by itself: {self.server.url}/automation)
+  Dagster            {self.dagster.url}/assets  (lineage: Global asset lineage; runs: {self.dagster.url}/runs;
+                     what ran by itself: {self.dagster.url}/automation)
   Bento service      {self.service}/  (Swagger UI; /metrics)
   Evidently UI       {self.evidently}  (monthly reports and the dashboards by month and by online window)
   Prometheus alerts  {self.prometheus_page("alerts")}  (drift alerts after the drift scenario)
@@ -433,7 +349,7 @@ Where to look:
 
 
 def main(argv: list[str] | None = None) -> int:
-    arguments = argparse.ArgumentParser(prog="python -m taxi_assets.demo", description=__doc__.split("\n\n")[0])
+    arguments = argparse.ArgumentParser(prog="taxi-demo", description=__doc__.split("\n\n")[0])
     arguments.add_argument(
         "--months", default=DEFAULT_MONTHS, help="months to load; the model trains on the first, the second is normal"
     )
@@ -452,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return Demo(arguments.parse_args(argv)).run()
-    except BackfillError as error:
+    except ToolError as error:
         print(f"demo: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
