@@ -6,15 +6,17 @@ DuckDB loads in a bare script (bench/backfill_floor.py). Both sides in one run, 
 1. Floor: backfill_floor.py as a process of its own (interpreter start included), into a fresh DuckDB file.
 2. UI backfill: the GraphQL mutation the UI's Materialize button sends (`launchPartitionBackfill`), handled by the
    daemon: the trip tables take up to 12 contiguous months per run, so the 10 local months are 3 runs. The daemon
-   looks at new backfills every 30 s (Dagster's fixed backfill-daemon interval): that wait is printed apart from
-   the backfill's own time (its first run queued to its last run finished), which is what the goal is about.
-3. CLI backfill (`dagster job backfill -j trip_data_job`): Dagster's command line submits one run per month and
-   no backfill-daemon wait; printed for comparison (goal: none; it is the per-month shape).
+   looks at new backfills every 2 s (the platform's run queue, taxi_assets/execution.py; Dagster's own interval is
+   30 s): that wait (submitted to first run queued) is printed apart from the backfill's own time (its first run
+   queued to its last run finished).
+3. The README's command-line backfill (`python -m taxi_assets.backfill trip_data_job MONTHS`): the same GraphQL
+   launch, watched until the backfill is over; timed from the command's start to its exit.
 
 With --postgres, the UI backfill also runs on compose's instance (docker/dagster.yaml) over a real PostgreSQL
 (tests/support/postgres.py, PostgreSQL's default durability), where the event log costs less than in SQLite.
 
-Goal: the UI backfill's own time <= 3x the floor. Uses temporary DAGSTER_HOMEs and DuckDB files; TLC files from
+Goals (issue 21): the UI backfill's first run queued within 5 s of the submission, its own time <= 3x the floor,
+and the README's command <= 3x the floor. Uses temporary DAGSTER_HOMEs and DuckDB files; TLC files from
 ../shared/data/tlc.
 """
 
@@ -35,11 +37,11 @@ import duckdb  # noqa: E402
 from tests.support.dagster_processes import (  # noqa: E402
     COMPOSE_INSTANCE,
     LOCAL_INSTANCE,
-    backfill_from_cli,
     backfill_from_ui,
     backfill_runs,
     running_daemon,
     running_webserver,
+    wait_for_daemon,
 )
 from tests.support.platform import MANIFEST_ROWS, TLC_DIR, enter_platform_environment  # noqa: E402
 from tests.support.postgres import running_postgres  # noqa: E402
@@ -71,17 +73,6 @@ def loaded_rows(work: Path) -> int:
     return rows
 
 
-def wait_for_daemon(instance: dg.DagsterInstance, timeout: float = 120) -> None:
-    """Until every daemon has sent a heartbeat: the workspace is loaded, as on a running platform."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        statuses = instance.get_daemon_statuses()
-        if statuses and all(status.last_heartbeat is not None for status in statuses.values()):
-            return
-        time.sleep(0.2)
-    raise TimeoutError("the daemon did not come up")
-
-
 def ui_backfill(work: Path, months: list[str], instance_yaml: Path = LOCAL_INSTANCE) -> dict[str, float]:
     enter_platform_environment(work)
     dagster_home = work / "dagster_home"
@@ -103,19 +94,27 @@ def ui_backfill(work: Path, months: list[str], instance_yaml: Path = LOCAL_INSTA
     return {"runs": len(runs), "pickup": queued - submitted, "own": ended - queued, "wall": ended - submitted}
 
 
-def cli_backfill(work: Path, months: list[str]) -> dict[str, float]:
+def readme_backfill(work: Path, months: list[str]) -> dict[str, float]:
+    """The command the README recommends, `python -m taxi_assets.backfill trip_data_job MONTHS`, against a running
+    webserver and daemon: wall time from the command's start to its exit (it exits once the backfill is over)."""
     enter_platform_environment(work)
     dagster_home = work / "dagster_home"
     with (
+        running_webserver(dagster_home, work / "webserver.log") as webserver,
         running_daemon(dagster_home, work / "daemon.log"),
         dg.DagsterInstance.from_config(str(dagster_home)) as instance,
     ):
         wait_for_daemon(instance)
         started = time.monotonic()
-        backfill_from_cli(dagster_home, "trip_data_job", months)
-        (backfill,) = {run.tags["dagster/backfill"] for run in instance.get_runs()}
-        runs = backfill_runs(instance, backfill, len(months), timeout=900)
+        subprocess.run(
+            [sys.executable, "-m", "taxi_assets.backfill", "trip_data_job", ",".join(months), "--url", webserver],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         wall = time.monotonic() - started
+        runs = instance.get_runs()
     assert all(run.status == dg.DagsterRunStatus.SUCCESS for run in runs)
     assert loaded_rows(work) == sum(MANIFEST_ROWS.values())
     return {"runs": len(runs), "wall": wall}
@@ -123,7 +122,7 @@ def cli_backfill(work: Path, months: list[str]) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--skip-cli", action="store_true", help="leave out the per-month command-line backfill")
+    parser.add_argument("--skip-cli", action="store_true", help="leave out the README's command-line backfill")
     parser.add_argument("--postgres", action="store_true", help="also run the UI backfill on a PostgreSQL instance")
     args = parser.parse_args()
     months = sorted(MANIFEST_ROWS)
@@ -137,7 +136,7 @@ def main() -> None:
             with running_postgres("dagster", "dagster", work / "postgres.log", durable=True) as database:
                 os.environ.update(database.environment())
                 postgres = ui_backfill(work / "ui-postgres", months, COMPOSE_INSTANCE)
-        cli = None if args.skip_cli else cli_backfill(work / "cli", months)
+        cli = None if args.skip_cli else readme_backfill(work / "cli", months)
     print(f"{len(months)} months, {rows:,} raw rows; load average {os.getloadavg()[0]:.1f}")
     print(f"floor, bare DuckDB script: {floor_wall:.1f} s wall ({floor_loads:.1f} s of loads)")
     for name, figures in (("SQLite instance", ui), ("PostgreSQL instance", postgres)):
@@ -146,13 +145,14 @@ def main() -> None:
         print(
             f"UI backfill, {name} ({figures['runs']:.0f} ranged runs): {figures['own']:.1f} s from first run queued "
             f"to last run end = {figures['own'] / floor_wall:.2f}x the floor (goal <= {GOAL_RATIO:.0f}x); daemon "
-            f"pickup {figures['pickup']:.1f} s (0-30 s cycle), wall {figures['wall']:.1f} s "
+            f"pickup {figures['pickup']:.1f} s (goal <= 5 s), submitted to last run end {figures['wall']:.1f} s "
             f"= {figures['wall'] / floor_wall:.2f}x"
         )
     if cli is not None:
         print(
-            f"CLI backfill, `dagster job backfill` ({cli['runs']:.0f} runs, one per month): {cli['wall']:.1f} s "
-            f"wall = {cli['wall'] / floor_wall:.2f}x the floor (for comparison)"
+            f"README's backfill command (`python -m taxi_assets.backfill trip_data_job`, {cli['runs']:.0f} runs): "
+            f"{cli['wall']:.1f} s from command start to exit = {cli['wall'] / floor_wall:.2f}x the floor "
+            f"(goal <= {GOAL_RATIO:.0f}x)"
         )
 
 

@@ -32,8 +32,9 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from starlette.responses import Response
 
-from bento_service import compat, http, openapi
+from bento_service import columnar, compat, http, openapi
 from bento_service.microbatch import MicroBatcher
 from bento_service.model_process import ModelProcess
 from taxi_assets import settings
@@ -235,13 +236,33 @@ SPOOL_BACKLOG = bentoml.metrics.Gauge(
 )
 
 
-def _columns(rides: list[Ride]) -> dict[str, list]:
+def _ride_columns(rides: list[Ride]) -> columnar.RideColumns:
+    return columnar.RideColumns(
+        id=[r.id for r in rides],
+        PULocationID=np.array([r.PULocationID for r in rides], dtype=np.int64),
+        DOLocationID=np.array([r.DOLocationID for r in rides], dtype=np.int64),
+        trip_distance=np.array([r.trip_distance for r in rides], dtype=np.float64),
+        pickup_datetime=np.array([r.pickup_datetime for r in rides], dtype="datetime64[us]"),
+    )
+
+
+def _model_input(columns: columnar.RideColumns) -> dict[str, np.ndarray]:
     return {
-        "PULocationID": [r.PULocationID for r in rides],
-        "DOLocationID": [r.DOLocationID for r in rides],
-        "trip_distance": [r.trip_distance for r in rides],
-        "pickup_datetime": [r.pickup_datetime for r in rides],
+        "PULocationID": columns.PULocationID,
+        "DOLocationID": columns.DOLocationID,
+        "trip_distance": columns.trip_distance,
+        "pickup_datetime": columns.pickup_datetime,
     }
+
+
+def _parse_batch(body: bytes) -> columnar.RideColumns | None:
+    return columnar.parse(
+        body,
+        max_rides=MAX_BATCH_RIDES,
+        max_location_id=MAX_LOCATION_ID,
+        earliest=EARLIEST_PICKUP,
+        latest=LATEST_PICKUP,
+    )
 
 
 WARM_UP = Ride(PULocationID=1, DOLocationID=1, trip_distance=1.0, pickup_datetime=dt.datetime(2022, 1, 1))
@@ -268,7 +289,7 @@ class TaxiDuration:
 
     def open_model(self, model: bentoml.Model) -> ModelProcess:
         """The model's pipeline in a model process of its own, warmed up."""
-        return ModelProcess(str(model.tag), bentoml.sklearn.load_model(model), _columns([WARM_UP]))
+        return ModelProcess(str(model.tag), bentoml.sklearn.load_model(model), _model_input(_ride_columns([WARM_UP])))
 
     @bentoml.on_startup
     def start_hot_reload(self) -> None:
@@ -303,24 +324,34 @@ class TaxiDuration:
 
     async def score(self, rides: list[Ride]) -> list[Prediction]:
         """Predict, log and count a batch of rides; the log write completes before anyone is answered."""
-        columns = _columns(rides)
-        predictor = self.predictor  # one model per batch, and its tag is the one answered and logged
-        durations = await predictor.predict(columns)
-        ids = [ride.id or predlog.new_record_id() for ride in rides]
-        predictions = durations.tolist()
-        self._log(predlog.PredictionBatch({"id": ids, **columns}, predictions, predictor.tag, predlog.utc_now_iso()))
-        PREDICTIONS.labels(model_tag=predictor.tag).inc(len(rides))
-        compat.observe_many(PREDICTED_DURATION, durations)
-        distances = np.array(columns["trip_distance"])
-        compat.observe_many(INPUT_DISTANCE, distances)
-        for rule, flagged in OUTLIER_RULES.items():
-            if count := int(flagged(distances).sum()):
-                INPUT_OUTLIERS.labels(rule=rule).inc(count)
-        compat.observe_many(INPUT_HOUR, np.array([pickup.hour for pickup in columns["pickup_datetime"]]))
+        ids, durations, tag = await self.score_columns(_ride_columns(rides))
         return [
-            Prediction(id=i, duration_minutes=d, duration=d, model_tag=predictor.tag)
-            for i, d in zip(ids, predictions, strict=True)
+            Prediction.model_construct(id=i, duration_minutes=d, duration=d, model_tag=tag)
+            for i, d in zip(ids, durations, strict=True)
         ]
+
+    async def score_columns(self, columns: columnar.RideColumns) -> tuple[list[str], list[float], str]:
+        """Predict, log and count rides given column-wise: their ids, predicted durations and model tag."""
+        predictor = self.predictor  # one model per batch, and its tag is the one answered and logged
+        durations = await predictor.predict(_model_input(columns))
+        ids = [i or predlog.new_record_id() for i in columns.id]
+        predictions = durations.tolist()
+        rides = {
+            "id": ids,
+            "PULocationID": columns.PULocationID.tolist(),
+            "DOLocationID": columns.DOLocationID.tolist(),
+            "trip_distance": columns.trip_distance.tolist(),
+            "pickup_datetime": columns.pickup_datetime.tolist(),  # naive datetimes, logged as before
+        }
+        self._log(predlog.PredictionBatch(rides, predictions, predictor.tag, predlog.utc_now_iso()))
+        PREDICTIONS.labels(model_tag=predictor.tag).inc(len(ids))
+        compat.observe_many(PREDICTED_DURATION, durations)
+        compat.observe_many(INPUT_DISTANCE, columns.trip_distance)
+        for rule, flagged in OUTLIER_RULES.items():
+            if count := int(flagged(columns.trip_distance).sum()):
+                INPUT_OUTLIERS.labels(rule=rule).inc(count)
+        compat.observe_many(INPUT_HOUR, columns.pickup_datetime.astype("datetime64[h]").astype(np.int64) % 24)
+        return ids, predictions, predictor.tag
 
     def _log(self, records: list[dict] | predlog.PredictionBatch) -> bool:
         written = self.predlog.append(records)
@@ -348,7 +379,12 @@ class TaxiDuration:
         ],
     ) -> BatchPrediction:
         """Predicted durations of up to 10,000 rides, in the order given; ride ids, where given, must be distinct."""
-        return BatchPrediction(predictions=await self.score(rides))
+        # `rides` is column-wise when `_parse_batch` took the body (see compat.parse_input_first), else the
+        # pydantic-validated rides of a body it declined.
+        columns = rides if isinstance(rides, columnar.RideColumns) else _ride_columns(rides)
+        # BatchPrediction's JSON (the annotation documents it), encoded by msgspec: BentoML passes a Response on.
+        body = columnar.encode_predictions(*await self.score_columns(columns))
+        return Response(body, media_type="application/json")
 
     @bentoml.api
     def feedback(self, feedback: Feedback, /) -> FeedbackReceipt:
@@ -374,5 +410,6 @@ def _openapi_document() -> dict:
     )
 
 
+compat.parse_input_first(TaxiDuration, "predict_batch", "rides", _parse_batch)
 TaxiDuration.add_asgi_middleware(http.JsonBodiesOnly)
 TaxiDuration.add_asgi_middleware(http.OpenAPIDocument, document=_openapi_document)

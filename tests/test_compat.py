@@ -35,6 +35,34 @@ def test_the_running_bentoml_is_the_pinned_one() -> None:
     ]
 
 
+@pytest.mark.integration  # imports BentoML in a process of its own: seconds
+def test_the_bento_ships_exactly_the_taxi_assets_modules_the_service_imports() -> None:
+    """The bento holds the service and what it imports: no Dagster glue, no Evidently report, no test helpers."""
+    import subprocess
+    import sys
+
+    imported = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, bento_service.service, bento_service.model_process; "
+            "print('\\n'.join(m.__file__ for n, m in sys.modules.items() if n.startswith('taxi_assets')))",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    bentofile = yaml.safe_load((REPO_ROOT / "bento_service" / "bentofile.yaml").read_text())
+    shipped = {
+        path.relative_to(REPO_ROOT).as_posix()
+        for pattern in bentofile["include"]
+        for path in REPO_ROOT.glob(pattern)
+        if not pattern.startswith("bento_service/")
+    }
+    assert shipped == {Path(path).relative_to(REPO_ROOT).as_posix() for path in imported}
+
+
 @pytest.mark.unit
 def test_the_replaced_timeout_middleware_is_unchanged_upstream() -> None:
     source = inspect.getsource(compat.UPSTREAM_TIMEOUT_CALL)
@@ -97,6 +125,10 @@ UPSTREAM_DAGSTER_SHA256 = {
     # the run whose worker is FAILED: what LocalRunLauncher.check_run_worker_health relies on.
     "execute_run_monitoring_iteration": "9d4ad3c488139d11f3b50c6a61920fda06f24abbd20a01c0a0e96080d44d9ec4",
     "monitor_started_run": "bc211672a19dbc70fba31a163f73fb486fe262c402fac9bb85e3e7ead7216ec8",
+    # pick_up_backfills_every calls the loop as BackfillDaemon.core_loop does; the loop's only wait between
+    # iterations is `shutdown_event.wait(sleep_time)`, which _ShortWaits shortens.
+    "BackfillDaemon.core_loop": "060dff14cea965d22a2bcd470e1c09e5917bd2db31a1a8f1825eabe1ed53b4c8",
+    "execute_backfill_iteration_loop": "2cd2b6119e4561f746485bf9e2a23e8224c4e1a78e1edcd8060d1e04cff4d7f7",
 }
 
 
@@ -115,6 +147,7 @@ def test_the_dagster_code_execution_copies_is_unchanged() -> None:
     from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
     from dagster._core.executor.in_process import InProcessExecutor
     from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
+    from dagster._daemon.backfill import execute_backfill_iteration_loop
     from dagster._daemon.monitoring.run_monitoring import execute_run_monitoring_iteration, monitor_started_run
 
     functions = {
@@ -131,9 +164,36 @@ def test_the_dagster_code_execution_copies_is_unchanged() -> None:
         "SqlEventLogStorage.free_concurrency_slots_for_run": SqlEventLogStorage.free_concurrency_slots_for_run,
         "execute_run_monitoring_iteration": execute_run_monitoring_iteration,
         "monitor_started_run": monitor_started_run,
+        "BackfillDaemon.core_loop": execution.DAGSTER_BACKFILL_CORE_LOOP,
+        "execute_backfill_iteration_loop": execute_backfill_iteration_loop,
     }
     digests = {name: hashlib.sha256(inspect.getsource(f).encode()).hexdigest() for name, f in functions.items()}
     assert digests == UPSTREAM_DAGSTER_SHA256, "Dagster changed: review taxi_assets/execution.py against it"
+
+
+@pytest.mark.unit
+def test_the_instance_s_run_queue_makes_the_daemon_pick_up_backfills_every_two_seconds(tmp_path: Path) -> None:
+    """The daemon builds the run coordinator before its daemons' threads start: by then the backfill daemon's loop
+    waits at most the configured interval between iterations, however long Dagster's own loop asks to wait."""
+    import threading
+
+    from dagster._daemon.daemon import BackfillDaemon
+
+    (tmp_path / "dagster.yaml").write_text((REPO_ROOT / "dagster_home" / "dagster.yaml").read_text())
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        coordinator = instance.run_coordinator
+        assert isinstance(coordinator, execution.QueuedRunCoordinator)
+        assert coordinator.backfill_interval_seconds == 2 and coordinator.dequeue_interval_seconds == 1
+        assert BackfillDaemon.daemon_type() in instance.get_required_daemon_types()
+    assert BackfillDaemon.core_loop is not execution.DAGSTER_BACKFILL_CORE_LOOP
+
+    shutdown = threading.Event()
+    waits = execution._ShortWaits(shutdown, 0.2)
+    started = time.monotonic()
+    assert waits.wait(30) is False  # Dagster's loop asks for up to 30 s
+    assert 0.15 <= time.monotonic() - started < 2
+    shutdown.set()
+    assert waits.is_set() and waits.wait(30) is True
 
 
 @pytest.mark.unit

@@ -9,23 +9,23 @@ import pytest
 
 from taxi_assets.core import calibration, profile
 from taxi_assets.core.batch import metric_rows, month_figures, verdict_html
-from taxi_assets.core.evidently_defaults import (
-    CATEGORICAL,
-    NUMERICAL,
-    column_drift,
-    dataset_drift,
-    default_method,
-)
+from taxi_assets.core.drift_scores import CATEGORICAL, NUMERICAL
 from taxi_assets.core.evidently_report import (
     CALIBRATED_TEST,
     FEATURE_TYPES,
     borough_rmse_gap,
     build_snapshot,
-    extract_figures,
     report_frame,
     segment_errors,
 )
 from taxi_assets.core.model import PREDICTION, TARGET
+from tests.support.evidently_defaults import (
+    column_drift,
+    dataset_drift,
+    default_method,
+    default_snapshot,
+    extract_figures,
+)
 from tests.support.platform import TLC_DIR
 
 # Whole real months through the models and the statistics: seconds each, so not in the fast layer.
@@ -106,7 +106,7 @@ def test_binary_z_test_sees_a_changed_proportion():
 def test_direct_drift_agrees_with_evidently(rows, methods):
     reference = report_frame(scored_month("2021-01").sample(rows, random_state=1))
     current = report_frame(scored_month("2022-02").sample(rows, random_state=2))
-    snapshot = build_snapshot(current, reference).dict()
+    snapshot = default_snapshot(current, reference).dict()
     figures = extract_figures(snapshot)
     direct = dataset_drift(reference, current, FEATURE_TYPES)
     (counted,) = [m["value"] for m in snapshot["metrics"] if m["config"]["type"].endswith(":DriftedColumnsCount")]
@@ -152,13 +152,15 @@ def month_report():
 
 
 def test_report_html_is_a_complete_page_with_drift_and_regression(month_report):
-    _, _, _, html = month_report
+    figures, _, _, html = month_report
     assert html.lstrip().lower().startswith("<!doctype html>")
     assert "<html" in html and html.rstrip().endswith("</html>")
     # Evidently's own section titles: drifted-column count, per-column drift, and the regression quality panels.
     for section in ("Count of Drifted Columns", "Drift in column", "Model Quality (+/- std)", "Predicted vs Actual"):
         assert section in html, section
     assert "Alarm verdicts: 2023-03 vs the training month 2021-01" in html
+    since = figures.since_training
+    assert f"({since.drifted_count} of {len(since.features)} features)" in html
 
 
 def test_report_shows_the_alarms_verdicts(month_report):

@@ -14,9 +14,9 @@ import pytest
 from taxi_assets.core import calibration, drift, drift_scores, profile, timeslots
 from taxi_assets.core.drift import DEFAULT_WINDOW
 from taxi_assets.core.drift_scores import BATCH_FEATURES, ONLINE_FEATURES
-from taxi_assets.core.evidently_defaults import dataset_drift
 from tests.support import alarm_days
 from tests.support.drift_data import scored
+from tests.support.evidently_defaults import dataset_drift
 
 # Whole real months through the models and the statistics: seconds each, so not in the fast layer.
 pytestmark = pytest.mark.integration

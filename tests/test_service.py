@@ -168,6 +168,46 @@ def test_malformed_input_is_a_4xx_naming_the_field(served: Served, path: str, bo
     assert named in answer.text
 
 
+SAME_RULES_RIDES = [
+    RIDE,
+    {**RIDE, "trip_distance": 260_000.0},  # an odometer glitch: predicted, counted as an outlier
+    {**RIDE, "trip_distance": 0},
+    {**RIDE, "pickup_datetime": "2022-01-03 08:15:00.5"},
+    {**{k: v for k, v in RIDE.items() if k != "pickup_datetime"}, "lpep_pickup_datetime": "2022-01-03T08:15"},
+    {**RIDE, "pickup_datetime": "2022-01-03T08:15:00+05:00"},
+    {**RIDE, "PULocationID": 0},
+    {**RIDE, "DOLocationID": "42"},
+    {**RIDE, "trip_distance": -0.5},
+    {**RIDE, "pickup_datetime": "2022-02-30T08:15:00"},
+    {**RIDE, "pickup_datetime": "1999-12-31T23:59:59"},
+    {**RIDE, "id": "x" * 129},
+]
+
+
+def test_a_batch_gets_the_answers_and_4xx_of_its_rides_one_by_one(served: Served) -> None:
+    """Every ride alone through /predict and as a one-ride batch through /predict_batch: the same prediction or
+    the same 4xx naming the same field; the valid ones together in one batch: the same predictions in order."""
+    valid = []
+    for ride in SAME_RULES_RIDES:
+        single, batch = served.post("/predict", ride), served.post("/predict_batch", {"rides": [ride]})
+        assert single.status_code == batch.status_code, (ride, single.text, batch.text)
+        if single.ok:
+            valid.append(ride)
+            assert batch.json()["predictions"][0]["duration_minutes"] == single.json()["duration_minutes"]
+        else:
+            assert 400 <= single.status_code < 500
+            assert _errors(single) == _errors(batch), ride
+    assert len(valid) == 6
+    together = served.post("/predict_batch", {"rides": valid}).json()["predictions"]
+    singles = [served.post("/predict", ride).json()["duration_minutes"] for ride in valid]
+    assert [p["duration_minutes"] for p in together] == singles
+
+
+def _errors(answer: requests.Response) -> list[tuple]:
+    """Each pydantic error of a 400 (its type, field and message), wherever the field sits in the body."""
+    return [(e["type"], e["loc"][-1], e["msg"]) for e in answer.json()["detail"]]
+
+
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=10), children, max_size=3),

@@ -4,10 +4,11 @@ own verdicts.
 The figures and verdicts come from the project's maths (`taxi_assets.core.batch`, `taxi_assets.core.drift`);
 Evidently renders them. Each column's drift widget runs the stat test `taxi_calibrated`, registered here, which
 returns the verdict already computed for that column (score = statistic / calibrated threshold, drifted when the
-alarm says so), so the report cannot disagree with the alerts. With no verdicts, Evidently's own defaults run (the
-comparison the calibration benchmark prints). Per-segment errors are computed directly (Evidently has no
-per-segment RMSE). Evidently is imported inside `build_snapshot` only: it takes seconds to import and Dagster loads
-this module.
+alarm says so), so the report cannot disagree with the alerts; Evidently computes only what the project does not:
+the distributions it plots and the regression-quality panels. Per-segment errors are computed directly (Evidently
+has no per-segment RMSE). Evidently's own default report, the benchmarks' baseline, lives in
+tests/support/evidently_defaults.py. Evidently is imported inside the functions only: it takes seconds to import and
+Dagster loads this module.
 """
 
 from collections.abc import Mapping
@@ -17,19 +18,11 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from taxi_assets.core.drift import FeatureDrift
-from taxi_assets.core.drift_scores import MAX_TRIP_MILES
-from taxi_assets.core.evidently_defaults import (
-    CATEGORICAL,
-    DATASET_DRIFT_SHARE,
-    METHOD_BY_DISPLAY_NAME,
-    NUMERICAL,
-    ColumnDrift,
-    DatasetDrift,
-    is_drifted,
-)
+from taxi_assets.core.drift_scores import CATEGORICAL, MAX_TRIP_MILES, NUMERICAL
 from taxi_assets.core.model import PREDICTION, TARGET, error_summary
 
 if TYPE_CHECKING:
+    from evidently import Dataset
     from evidently.core.report import Snapshot
 
 # The monitored ride fields. Location IDs are categories; the pickup/dropoff pair (PU_DO) is left out on purpose:
@@ -47,18 +40,6 @@ REPORT_COLUMNS = [*FEATURE_TYPES, PREDICTION, TARGET]
 # A borough with fewer scored trips than this gets its own RMSE but stays out of the largest-gap figure:
 # a handful of airport rides would otherwise decide it.
 MIN_GAP_SEGMENT_ROWS = 100
-
-
-@dataclass(frozen=True)
-class ReportFigures:
-    """What the report says, as numbers: feature drift, prediction and target drift, regression quality."""
-
-    features: DatasetDrift
-    prediction: ColumnDrift
-    target: ColumnDrift
-    rmse: float
-    mae: float
-    mean_error: float
 
 
 @dataclass(frozen=True)
@@ -102,71 +83,38 @@ def _register_calibrated_test() -> None:
     )
 
 
-def build_snapshot(
-    current: pd.DataFrame, reference: pd.DataFrame, verdicts: Mapping[str, FeatureDrift] | None = None
-) -> "Snapshot":
-    """Run the Evidently report on two `report_frame`s; with `verdicts` ({column: FeatureDrift}), each column's
-    drift widget shows that verdict, and the drifted-columns count is theirs."""
-    from evidently import DataDefinition, Dataset, Regression, Report
-    from evidently.metrics import DriftedColumnsCount, ValueDrift
-    from evidently.presets import RegressionPreset
+def report_datasets(current: pd.DataFrame, reference: pd.DataFrame) -> "tuple[Dataset, Dataset]":
+    """Two `report_frame`s as Evidently datasets: the ride fields by type, the prediction and the target."""
+    from evidently import DataDefinition, Dataset, Regression
 
     definition = DataDefinition(
         numerical_columns=[name for name, kind in FEATURE_TYPES.items() if kind == NUMERICAL] + [PREDICTION, TARGET],
         categorical_columns=[name for name, kind in FEATURE_TYPES.items() if kind == CATEGORICAL],
         regression=[Regression(target=TARGET, prediction=PREDICTION)],
     )
-    columns = [*FEATURE_TYPES, PREDICTION, TARGET]
-    if verdicts:
-        _register_calibrated_test()
-        _verdicts.clear()
-        _verdicts.update(verdicts)
-        # The dataset drifts when any feature does: a share above zero.
-        count = DriftedColumnsCount(
-            columns=[c for c in FEATURE_TYPES if c in verdicts], drift_share=1e-9, method=CALIBRATED_TEST
-        )
-        drifts = [
-            ValueDrift(column=column, method=CALIBRATED_TEST, threshold=1.0)
-            if column in verdicts
-            else ValueDrift(column=column)
-            for column in columns
-        ]
-    else:
-        count = DriftedColumnsCount(columns=list(FEATURE_TYPES), drift_share=DATASET_DRIFT_SHARE)
-        drifts = [ValueDrift(column=column) for column in columns]
-    # DataDriftPreset's own metrics, without the preset: its summary table recomputes every column's drift a
-    # second time, which costs a quarter of the report's CPU time for a table the asset metadata already shows.
-    report = Report([count, *drifts, RegressionPreset()])
-    return report.run(
+    return (
         Dataset.from_pandas(current, data_definition=definition),
         Dataset.from_pandas(reference, data_definition=definition),
     )
 
 
-def extract_figures(snapshot: dict) -> ReportFigures:
-    """Read the figures back from an Evidently snapshot's `.dict()`."""
-    drifts: dict[str, ColumnDrift] = {}
-    values: dict[str, float] = {}
-    for metric in snapshot["metrics"]:
-        config, value = metric["config"], metric["value"]
-        kind = config["type"].rsplit(":", 1)[-1]
-        if kind == "ValueDrift":
-            method = METHOD_BY_DISPLAY_NAME.get(config["method"], config["method"])
-            score, threshold = float(value), float(config["threshold"])
-            # A calibrated verdict also weighs the effect size, which the snapshot does not carry: the count of
-            # drifted columns (`drifted_count`) is the report's own word on it.
-            drifted = score > threshold if method == CALIBRATED_TEST else is_drifted(method, score, threshold)
-            drifts[config["column"]] = ColumnDrift(config["column"], method, score, threshold, drifted)
-        elif kind in ("RMSE", "MAE", "MeanError"):
-            values[kind] = float(value["mean"] if isinstance(value, dict) else value)
-    return ReportFigures(
-        features=DatasetDrift(tuple(drifts[name] for name in FEATURE_TYPES), DATASET_DRIFT_SHARE),
-        prediction=drifts[PREDICTION],
-        target=drifts[TARGET],
-        rmse=values["RMSE"],
-        mae=values["MAE"],
-        mean_error=values["MeanError"],
-    )
+def build_snapshot(current: pd.DataFrame, reference: pd.DataFrame, verdicts: Mapping[str, FeatureDrift]) -> "Snapshot":
+    """Run the Evidently report on two `report_frame`s: each column's drift widget shows its verdict from
+    `verdicts` ({column: FeatureDrift} for every column of `REPORT_COLUMNS`), the drifted-columns count is theirs,
+    then the regression quality."""
+    from evidently import Report
+    from evidently.metrics import DriftedColumnsCount, ValueDrift
+    from evidently.presets import RegressionPreset
+
+    _register_calibrated_test()
+    _verdicts.clear()
+    _verdicts.update(verdicts)
+    # The dataset drifts when any feature does: a share above zero.
+    count = DriftedColumnsCount(columns=list(FEATURE_TYPES), drift_share=1e-9, method=CALIBRATED_TEST)
+    drifts = [ValueDrift(column=column, method=CALIBRATED_TEST, threshold=1.0) for column in REPORT_COLUMNS]
+    # DataDriftPreset's own metrics, without the preset: its summary table recomputes every column's drift a
+    # second time, which costs a quarter of the report's CPU time for a table the asset metadata already shows.
+    return Report([count, *drifts, RegressionPreset()]).run(*report_datasets(current, reference))
 
 
 def _errors(frame: pd.DataFrame, segment_type: str, by: pd.Series) -> list[SegmentError]:

@@ -73,6 +73,17 @@ def running_daemon(dagster_home: Path, log_path: Path, instance: Path = LOCAL_IN
     return _running(args, dagster_home, log_path, instance)
 
 
+def wait_for_daemon(instance: dg.DagsterInstance, timeout: float = 120) -> None:
+    """Until every daemon has sent a heartbeat: the workspace is loaded, as on a running platform."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        statuses = instance.get_daemon_statuses()
+        if statuses and all(status.last_heartbeat is not None for status in statuses.values()):
+            return
+        time.sleep(0.2)
+    raise TimeoutError("the daemon did not come up")
+
+
 @contextmanager
 def running_webserver(dagster_home: Path, log_path: Path, instance: Path = LOCAL_INSTANCE) -> Iterator[str]:
     """`dagster-webserver` on a free loopback port; yields its URL once it answers."""

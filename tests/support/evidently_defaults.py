@@ -1,19 +1,25 @@
-"""Drift maths shared by the batch and the online monitoring: one score per column, month or window vs reference.
+"""Evidently 0.7's default drift tests, recomputed directly, and Evidently's default report: the comparison the
+tests and the benchmarks make (the platform's own verdicts are the calibrated tests of `taxi_assets.core.drift`).
 
 The statistics, their selection and their thresholds are Evidently 0.7's defaults
 (`evidently.legacy.calculations.stattests`), so a figure computed here and the same figure in an Evidently report
-agree on the same rows. The online window asset uses this module directly because it runs often on small windows,
-where a full Evidently report would cost more than the answer is worth.
+agree on the same rows (tests/test_drift.py). `default_snapshot` is the report a bare Evidently script makes
+(bench/bench_batch_monitoring.py's baseline); `extract_figures` reads its figures back.
 """
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-NUMERICAL = "numerical"
-CATEGORICAL = "categorical"
+from taxi_assets.core.drift_scores import NUMERICAL
+from taxi_assets.core.evidently_report import FEATURE_TYPES, REPORT_COLUMNS, report_datasets
+from taxi_assets.core.model import PREDICTION, TARGET
+
+if TYPE_CHECKING:
+    from evidently.core.report import Snapshot
 
 # Evidently picks the test from the reference size: p-value tests up to this many rows, distances above it.
 SMALL_REFERENCE_ROWS = 1000
@@ -175,4 +181,53 @@ def dataset_drift(
     return DatasetDrift(
         tuple(column_drift(name, reference[name], current[name], kind) for name, kind in column_types.items()),
         drift_share_threshold,
+    )
+
+
+def default_snapshot(current: pd.DataFrame, reference: pd.DataFrame) -> "Snapshot":
+    """Evidently's own report on two `report_frame`s: the count of drifted columns and each column's drift by
+    Evidently's default tests, and the regression quality."""
+    from evidently import Report
+    from evidently.metrics import DriftedColumnsCount, ValueDrift
+    from evidently.presets import RegressionPreset
+
+    count = DriftedColumnsCount(columns=list(FEATURE_TYPES), drift_share=DATASET_DRIFT_SHARE)
+    report = Report([count, *(ValueDrift(column=column) for column in REPORT_COLUMNS), RegressionPreset()])
+    return report.run(*report_datasets(current, reference))
+
+
+@dataclass(frozen=True)
+class ReportFigures:
+    """What a default report says, as numbers: feature drift, prediction and target drift, regression quality."""
+
+    features: DatasetDrift
+    prediction: ColumnDrift
+    target: ColumnDrift
+    rmse: float
+    mae: float
+    mean_error: float
+
+
+def extract_figures(snapshot: dict) -> ReportFigures:
+    """Read the figures back from a `default_snapshot`'s `.dict()`."""
+    drifts: dict[str, ColumnDrift] = {}
+    values: dict[str, float] = {}
+    for metric in snapshot["metrics"]:
+        config, value = metric["config"], metric["value"]
+        kind = config["type"].rsplit(":", 1)[-1]
+        if kind == "ValueDrift":
+            method = METHOD_BY_DISPLAY_NAME.get(config["method"], config["method"])
+            score, threshold = float(value), float(config["threshold"])
+            drifts[config["column"]] = ColumnDrift(
+                config["column"], method, score, threshold, is_drifted(method, score, threshold)
+            )
+        elif kind in ("RMSE", "MAE", "MeanError"):
+            values[kind] = float(value["mean"] if isinstance(value, dict) else value)
+    return ReportFigures(
+        features=DatasetDrift(tuple(drifts[name] for name in FEATURE_TYPES), DATASET_DRIFT_SHARE),
+        prediction=drifts[PREDICTION],
+        target=drifts[TARGET],
+        rmse=values["RMSE"],
+        mae=values["MAE"],
+        mean_error=values["MeanError"],
     )
