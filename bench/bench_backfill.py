@@ -9,7 +9,7 @@ DuckDB loads in a bare script (bench/backfill_floor.py). Both sides in one run, 
    looks at new backfills every 2 s (the platform's run queue, taxi_assets/execution.py; Dagster's own interval is
    30 s): that wait (submitted to first run queued) is printed apart from the backfill's own time (its first run
    queued to its last run finished).
-3. The README's command-line backfill (`python -m taxi_assets.backfill trip_data_job MONTHS`): the same GraphQL
+3. The README's command-line backfill (`taxi-backfill trip_data_job MONTHS`): the same GraphQL
    launch, watched until the backfill is over; timed from the command's start to its exit.
 
 With --postgres, the UI backfill also runs on compose's instance (docker/dagster.yaml) over a real PostgreSQL
@@ -95,7 +95,7 @@ def ui_backfill(work: Path, months: list[str], instance_yaml: Path = LOCAL_INSTA
 
 
 def readme_backfill(work: Path, months: list[str]) -> dict[str, float]:
-    """The command the README recommends, `python -m taxi_assets.backfill trip_data_job MONTHS`, against a running
+    """The command the README recommends, `taxi-backfill trip_data_job MONTHS`, against a running
     webserver and daemon: wall time from the command's start to its exit (it exits once the backfill is over)."""
     enter_platform_environment(work)
     dagster_home = work / "dagster_home"
@@ -107,7 +107,7 @@ def readme_backfill(work: Path, months: list[str]) -> dict[str, float]:
         wait_for_daemon(instance)
         started = time.monotonic()
         subprocess.run(
-            [sys.executable, "-m", "taxi_assets.backfill", "trip_data_job", ",".join(months), "--url", webserver],
+            [sys.executable, "-m", "taxi_assets.cli.backfill", "trip_data_job", ",".join(months), "--url", webserver],
             cwd=REPO_ROOT,
             capture_output=True,
             text=True,
@@ -150,7 +150,7 @@ def main() -> None:
         )
     if cli is not None:
         print(
-            f"README's backfill command (`python -m taxi_assets.backfill trip_data_job`, {cli['runs']:.0f} runs): "
+            f"README's backfill command (`taxi-backfill trip_data_job`, {cli['runs']:.0f} runs): "
             f"{cli['wall']:.1f} s from command start to exit = {cli['wall'] / floor_wall:.2f}x the floor "
             f"(goal <= {GOAL_RATIO:.0f}x)"
         )
