@@ -353,7 +353,9 @@ def main(argv: list[str] | None = None) -> int:
     arguments.add_argument(
         "--months", default=DEFAULT_MONTHS, help="months to load; the model trains on the first, the second is normal"
     )
-    arguments.add_argument("--rides", type=int, default=6000, help="rides per replay phase")
+    # Two online windows (last_5000): an alarm needs the window before the newest one, with no ride in common, to
+    # agree, so the scenario's drift is confirmed once 10,000 of its rides are in.
+    arguments.add_argument("--rides", type=int, default=10000, help="rides per replay phase")
     arguments.add_argument("--rate", default="max", help="rides per second, or max")
     arguments.add_argument(
         "--drift-month",
