@@ -18,6 +18,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
@@ -143,6 +144,33 @@ def delay(prof, held, changed, segments, size, alarm) -> list[int | None]:
     return [int(ends[hits[0]] - middle) if len(hits) else None]
 
 
+def rmse_ceiling(months: list[str], size: int) -> None:
+    """What any RMSE bound could do on these days: the sliding windows' RMSE on held-out validation days, unchanged
+    and with durations x1.10, against an oracle bound, the (1 - RMSE_ALPHA) quantile of a normal fitted to the
+    held-out windows' own RMSE (in-sample by construction: no calibration can know the held-out days this well)."""
+    print(
+        f"\nRMSE ceiling, held-out validation days, last_{size} every {alarm_days.STEP} rides: day-to-day spread of the"
+        " window RMSE against the shift of rides 10% slower; detection with an oracle bound (IN-SAMPLE, see above)"
+    )
+    print(f"{'month':8s} {'windows':>8s} {'RMSE':>6s} {'sd':>6s} {'x1.10':>6s} {'shift/sd':>9s} {'oracle det':>11s}")
+    z = NormalDist().inv_cdf(1 - drift.RMSE_ALPHA)
+    for month in months:
+        unchanged, slower = [], []
+        for fold in (0, 1):
+            held = alarm_days.held_out(month, fold)[2]
+            rows = alarm_days.sliding(alarm_days.segments_of(held), size)
+            for scale, into in ((1.0, unchanged), (1.10, slower)):
+                errors = held[TARGET].to_numpy("float64") * scale - held[PREDICTION].to_numpy("float64")
+                into.append(np.sqrt((errors[rows] ** 2).mean(axis=1)))
+        unchanged, slower = np.concatenate(unchanged), np.concatenate(slower)
+        spread = unchanged.std(ddof=1)
+        oracle = np.mean(slower > unchanged.mean() + z * spread)
+        print(
+            f"{month:8s} {len(unchanged):8d} {unchanged.mean():6.2f} {spread:6.2f} {slower.mean():6.2f}"
+            f" {(slower.mean() - unchanged.mean()) / spread:9.1f} {oracle:11.1%}"
+        )
+
+
 def batch_table() -> None:
     prof = alarm_days.whole(OLD_MODEL)
     arrays = profile.arrays(prof)
@@ -186,6 +214,8 @@ def main() -> None:
         unchanged_days(args.months, args.size)
     if not args.skip_detection:
         detection(args.months, args.sizes, np.random.default_rng(args.seed), args.scenarios)
+        if "durations x1.10" in args.scenarios:
+            rmse_ceiling(args.months, args.size)
     if not args.skip_batch:
         batch_table()
     print(f"\n{time.perf_counter() - started:.0f} s")
