@@ -31,7 +31,8 @@ def next_month(loaded: set[str]) -> str | None:
 )
 def new_month_sensor(context: dg.SensorEvaluationContext, trip_data: TripDataSource) -> dg.SensorResult:
     """Checks the trip-data source (TAXI_TRIP_DATA_URL) for the month after the newest month of `trips` and
-    requests `raw_trips` and `trips` for it once it is there.
+    requests `raw_trips` for it once it is there; `trips` follows by its automation condition, like everything
+    downstream.
 
     A month already loaded is never requested again; a month whose file changes after a failed load is requested
     again (the run key carries the file's size and modification time, or its ETag). On an empty warehouse it
@@ -52,12 +53,13 @@ def new_month_sensor(context: dg.SensorEvaluationContext, trip_data: TripDataSou
     if version is None:
         return dg.SensorResult(skip_reason=dg.SkipReason(f"{month} is not published yet at {location}"))
     context.log.info(f"{month} is published at {location}: loading it")
-    # The assets named (not only the job): the automation then knows this run also updated `trips`, and does not
-    # request it again for the `raw_trips` update.
+    # `raw_trips` alone: `trips` has one requester, its automation condition. When this run also built `trips`,
+    # the condition sensor could read the run as ended before it read the new `trips` as materialized, and request
+    # it a second time (seen in one of two fresh-clone runs on 2026-12-02); the price is one condition tick.
     request = dg.RunRequest(
         run_key=f"{month}@{version}",
         partition_key=month,
-        asset_selection=[raw_trips, trips],
+        asset_selection=[raw_trips],
         tags={"taxi/source": location},
     )
     return dg.SensorResult(run_requests=[request])
