@@ -173,7 +173,7 @@ def rmse_ceiling(months: list[str], size: int) -> None:
 
 def batch_table() -> None:
     prof = alarm_days.whole(OLD_MODEL)
-    arrays = profile.arrays(prof)
+    arrays = prof.arrays()
     columns = [*BATCH_FEATURES, PREDICTION, TARGET]
 
     def line(label: str, verdict: drift.DriftVerdict, extra: list[drift.FeatureDrift]) -> str:
@@ -191,7 +191,7 @@ def batch_table() -> None:
         print(line(month, verdict, list(drift.assess(prof, arrays, frame, "batch", outputs, month=True).features)))
     print(f"{'month over month':22s} {'':6s} {header}")
     for previous, month in MOM_PAIRS:
-        before = profile.arrays(profile.describe(scored(previous, OLD_MODEL)))
+        before = profile.describe(scored(previous, OLD_MODEL)).arrays()
         frame = scored(month, OLD_MODEL)
         verdict = drift.assess(prof, before, frame, "batch", BATCH_FEATURES, month=True)
         extra = list(drift.assess(prof, before, frame, "batch", outputs, month=True).features)

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from taxi_assets.core import calibration, profile
+from taxi_assets.core import calibration
 from taxi_assets.core.batch import metric_rows, month_figures, verdict_html
 from taxi_assets.core.drift_scores import CATEGORICAL, NUMERICAL
 from taxi_assets.core.evidently_report import (
@@ -141,7 +141,7 @@ def month_report():
         validation_month="2021-02",
         sizes=(5000,),
     )
-    figures = month_figures(scored_month("2023-03"), prof, profile.arrays(prof), scored_month("2023-02"), "2023-02")
+    figures = month_figures(scored_month("2023-03"), prof, prof.arrays(), scored_month("2023-02"), "2023-02")
     rows = metric_rows(figures)
     verdicts = {f.feature: f for f in (*figures.since_training.features, figures.prediction, figures.target)}
     snapshot = build_snapshot(report_frame(scored_month("2023-03")), report_frame(reference), verdicts)

@@ -14,6 +14,7 @@ import pytest
 from taxi_assets.core import calibration, drift, drift_scores, profile, timeslots
 from taxi_assets.core.drift import DEFAULT_WINDOW
 from taxi_assets.core.drift_scores import BATCH_FEATURES, ONLINE_FEATURES
+from taxi_assets.core.profile import ReferenceProfile
 from tests.support import alarm_days
 from tests.support.drift_data import scored
 from tests.support.evidently_defaults import dataset_drift
@@ -25,19 +26,19 @@ REFERENCE, VALIDATION, AFTER = "2022-01", "2022-02", "2022-03"
 
 
 @pytest.fixture(scope="module")
-def held() -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+def held() -> tuple[ReferenceProfile, pd.DataFrame, pd.DataFrame]:
     """(profile without fold 0's days, fold 0's days of 2022-01, fold 0's days of 2022-02)."""
     return alarm_days.held_out(REFERENCE, 0)
 
 
 @pytest.fixture(scope="module")
-def built(held) -> dict:
+def built(held) -> ReferenceProfile:
     return held[0]
 
 
 @pytest.fixture(scope="module")
-def arrays(built: dict) -> drift_scores.ReferenceArrays:
-    return profile.arrays(built)
+def arrays(built: ReferenceProfile) -> drift_scores.ReferenceArrays:
+    return built.arrays()
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,7 @@ def rate(values) -> float:
     return float(np.mean(list(values)))
 
 
-def confirmed_share(prof: dict, frame: pd.DataFrame, alarm: str, size: int = DEFAULT_WINDOW) -> float:
+def confirmed_share(prof: ReferenceProfile, frame: pd.DataFrame, alarm: str, size: int = DEFAULT_WINDOW) -> float:
     """Share of full sliding windows (with an evaluation before them) whose `alarm` is raised."""
     segments = alarm_days.segments_of(frame)
     previous = alarm_days.previous_sliding(segments, size)
@@ -130,7 +131,7 @@ def test_the_rmse_bound_holds_on_held_out_days_of_the_validation_month(held):
     rows = np.random.default_rng(5).integers(0, len(validation), (200, DEFAULT_WINDOW))
     assert alarm_days.evaluate(prof, validation, list(rows)).rmse.mean() <= 0.02
     # Fewer rows, wider bound.
-    assert profile.rmse_bound(prof, 100, drift_scores.SPREAD) > profile.rmse_bound(prof, 5000, drift_scores.SPREAD)
+    assert prof.rmse_bound(100, drift_scores.SPREAD) > prof.rmse_bound(5000, drift_scores.SPREAD)
 
 
 def test_odometer_glitches_raise_the_outlier_alarm(held):
@@ -151,7 +152,7 @@ def test_the_spring_forward_night_is_an_ordinary_night():
     pickup = days["pickup_datetime"]
     night = np.flatnonzero((pickup >= "2023-03-11 20:00") & (pickup < "2023-03-12 08:00"))
     windows = np.stack([np.arange(start, start + 1000) for start in night[::20] if start + 1000 <= len(days)])
-    arrays = profile.arrays(prof)
+    arrays = prof.arrays()
     judged = verdicts(prof, arrays, days, windows, {"pickup_hour": drift_scores.TIME})
     assert len(judged) >= 10
     assert rate(v.dataset_drift for v in judged) <= 0.05
@@ -178,7 +179,7 @@ def test_batch_month_against_the_profile_and_month_over_month():
         validation_month="2021-02",
         sizes=(5000,),
     )
-    old_arrays = profile.arrays(old)
+    old_arrays = old.arrays()
 
     def month_verdict(reference_arrays, month: str) -> drift.DriftVerdict:
         return drift.assess(old, reference_arrays, scored(month, "2021-01"), "batch", BATCH_FEATURES, month=True)
@@ -188,7 +189,7 @@ def test_batch_month_against_the_profile_and_month_over_month():
     assert since_training.dataset_drift
     assert {"PULocationID", "trip_distance", "fare_amount"} <= {f.feature for f in since_training.features if f.drifted}
     for previous, month in (("2022-01", "2022-02"), ("2023-02", "2023-03"), ("2023-03", "2023-04")):
-        before = profile.arrays(profile.describe(scored(previous, "2021-01")))
+        before = profile.describe(scored(previous, "2021-01")).arrays()
         assert not month_verdict(before, month).dataset_drift, (previous, month)
 
 
@@ -197,22 +198,22 @@ def test_profile_is_json_and_round_trips_through_duckdb(built):
     profile.save(conn, built)
     profile.save(conn, built)  # replaced, not duplicated
     assert conn.execute("SELECT count(*) FROM reference_profile").fetchone() == (1,)
-    loaded = profile.load(conn, built["model_tag"])
+    loaded = profile.load(conn, built.model_tag)
     assert loaded == built
     assert profile.load(conn, "other:tag") is None
-    assert loaded["validation_month"] == VALIDATION
-    assert set(loaded["floors"]) == set(drift_scores.PROFILED)
-    assert set(loaded["features"]) == set(drift_scores.PROFILED)
+    assert loaded.validation_month == VALIDATION
+    assert set(loaded.floors) == set(drift_scores.PROFILED)
+    assert set(loaded.features) == set(drift_scores.PROFILED)
 
 
 def test_outliers_are_rare_in_the_reference_and_found_in_glitches(built, reference):
-    shares = built["outliers"]["reference_shares"]
+    shares = built.outliers.reference_shares
     # Odometer glitches (beyond 100 miles) come on top of the 0.1% beyond the 99.9th percentile.
     assert shares["distance_above_p999"] <= 0.003 and shares["speed_above_p999"] <= 0.003
     glitches = reference.head(100).assign(
         trip_distance=[250_000.0] * 10 + [0.0] * 90, duration=[5.0] * 10 + [59.0] * 90
     )
-    flags = profile.outlier_flags(glitches, built)
+    flags = built.outliers.flags(glitches)
     assert flags["distance_above_p999"].sum() == 10 and flags["speed_above_p999"].sum() == 10
     assert flags["zero_distance_long_ride"].sum() == 90
 

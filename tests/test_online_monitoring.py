@@ -15,7 +15,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from taxi_assets import settings
-from taxi_assets.core import calibration, predlog, profile, warehouse
+from taxi_assets.core import calibration, predlog, warehouse
 from taxi_assets.core.drift_scores import ONLINE_FEATURES
 from taxi_assets.core.model import predict
 from taxi_assets.core.online import online_samples, window_figures
@@ -349,7 +349,7 @@ def test_window_figures_judge_windows_against_the_profile() -> None:
         validation_month="2021-02",
         sizes=(1000,),
     )
-    arrays = profile.arrays(prof)
+    arrays = prof.arrays()
     window = reference.sample(1000, random_state=2)
     quiet = window_figures("last_1000", window, prof, arrays)
     longer = window_figures("last_1000", window.assign(trip_distance=window.trip_distance * 1.25), prof, arrays)

@@ -50,9 +50,9 @@ class BatchFigures:
     weights_from: str
 
 
-def outlier_examples(frame: pd.DataFrame, prof: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
+def outlier_examples(frame: pd.DataFrame, prof: profile.ReferenceProfile) -> dict[str, list[dict[str, Any]]]:
     """A few flagged rides per outlier rule, as plain records."""
-    flags = profile.outlier_flags(frame, prof)
+    flags = prof.outliers.flags(frame)
     columns = [c for c in ("pickup_datetime", "PULocationID", "DOLocationID", "trip_distance", TARGET) if c in frame]
     examples = {}
     for rule in profile.OUTLIER_RULES:
@@ -66,7 +66,7 @@ def outlier_examples(frame: pd.DataFrame, prof: Mapping[str, Any]) -> dict[str, 
 
 def month_figures(
     current: pd.DataFrame,
-    prof: Mapping[str, Any],
+    prof: profile.ReferenceProfile,
     reference: drift_scores.ReferenceArrays,
     previous: pd.DataFrame | None = None,
     previous_month: str | None = None,
@@ -78,7 +78,7 @@ def month_figures(
     outputs = drift.assess(prof, reference, current, "batch", {PREDICTION: NUMERICAL, TARGET: NUMERICAL}, month=True)
     month_over_month = None
     if previous is not None and not previous.empty:
-        before = profile.arrays(profile.describe(previous, BATCH_FEATURES))
+        before = profile.describe(previous, BATCH_FEATURES).arrays()
         month_over_month = drift.assess(prof, before, current, "batch", BATCH_FEATURES, month=True)
     return BatchFigures(
         rows=len(current),
@@ -89,7 +89,7 @@ def month_figures(
         target=outputs.feature(TARGET),
         errors=error_summary((current[PREDICTION] - current[TARGET]).to_numpy()),
         segments=segment_errors(current),
-        outliers=profile.outlier_shares(current, prof),
+        outliers=prof.outliers.shares(current),
         outlier_examples=outlier_examples(current, prof),
         ranking=drift.importance_ranking(since_training, importance),
         weights_from="permutation_importance" if importance else EQUAL_WEIGHTS,

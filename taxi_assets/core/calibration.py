@@ -7,9 +7,7 @@ Pure: numpy and pandas only.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from statistics import NormalDist
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,7 +23,16 @@ from taxi_assets.core.drift_scores import (
     ReferenceArrays,
 )
 from taxi_assets.core.model import PREDICTION, TARGET
-from taxi_assets.core.profile import OUTLIER_ALPHA, OUTLIERS, arrays, describe, outlier_flags
+from taxi_assets.core.profile import (
+    OUTLIER_ALPHA,
+    OUTLIERS,
+    OutlierLimits,
+    ReferenceProfile,
+    Residuals,
+    RmseBounds,
+    Thresholds,
+    describe,
+)
 
 RANDOM_SEED = 20220101
 # The verdict sets the thresholds are calibrated for: their features and each feature's false-alarm budget.
@@ -91,7 +98,7 @@ def _sources(frames: list[pd.DataFrame]) -> list[tuple[ReferenceArrays, pd.DataF
             if held.all() or not held.any():
                 continue
             part = describe(frame[~held].reset_index(drop=True), PROFILED)
-            sources.append((arrays(part), frame[held].reset_index(drop=True)))
+            sources.append((part.arrays(), frame[held].reset_index(drop=True)))
     return sources
 
 
@@ -115,21 +122,21 @@ def fitted_quantiles(
 
 
 def calibrate(
-    described: Mapping[str, Any],
+    limits: OutlierLimits,
     frames: list[pd.DataFrame],
     sizes: tuple[int, ...] = CALIBRATION_SIZES,
     seed: int = RANDOM_SEED,
-) -> dict[str, Any]:
-    """Thresholds per verdict set, window kind, feature and window size, and the outlier-share thresholds, from
-    windows of held-out days (see above). `frames`: the training month, then the validation month and any earlier
-    months, each sorted by pickup with the PROFILED columns."""
+) -> Thresholds:
+    """Thresholds per verdict set, window kind, feature and window size, and the outlier-share thresholds (rides
+    outside the training month's `limits`), from windows of held-out days (see above). `frames`: the training
+    month, then the validation month and any earlier months, each sorted by pickup with the PROFILED columns."""
     rng = np.random.default_rng(seed)
     pooled: dict[tuple[str, int, str], list[np.ndarray]] = {}
     effects: dict[tuple[str, int, str], list[np.ndarray]] = {}
     for reference, frame in _sources(frames):
         rides = drift_scores.encode(reference, frame, PROFILED)
         blocks = day_blocks(frame["pickup_datetime"].to_numpy("datetime64[ns]"))
-        flagged = outlier_flags(frame, described).any(axis=1).to_numpy()
+        flagged = limits.flags(frame).any(axis=1).to_numpy()
         for size in sizes:
             if size > len(frame):
                 continue
@@ -152,29 +159,29 @@ def calibrate(
     def table(kind: str, name: str, alpha: float) -> list[float]:
         return fitted_quantiles(sizes, [np.concatenate(pooled[(kind, size, name)]) for size in sizes], alpha)
 
-    return {
-        "sizes": list(sizes),
-        "windows": {str(size): counts[size] for size in sizes},
-        "block_days": BLOCK_DAYS,
-        "seed": seed,
-        "alphas": VERDICT_SETS,
-        "sets": {
+    return Thresholds(
+        sizes=list(sizes),
+        windows={str(size): counts[size] for size in sizes},
+        block_days=BLOCK_DAYS,
+        seed=seed,
+        alphas=VERDICT_SETS,
+        sets={
             verdict_set: {
                 kind: {name: table(kind, name, alpha) for name, alpha in alphas.items()} for kind in WINDOW_KINDS
             }
             for verdict_set, alphas in VERDICT_SETS.items()
         },
-        OUTLIERS: {kind: table(kind, OUTLIERS, OUTLIER_ALPHA) for kind in WINDOW_KINDS},
+        outlier_share={kind: table(kind, OUTLIERS, OUTLIER_ALPHA) for kind in WINDOW_KINDS},
         # The typical effect of an unchanged window of held-out days (its days' own character): the floors add
-        # the month-to-month change on top of it (`drift.effect_floor`).
-        "day_effects": {
+        # the month-to-month change on top of it (`ReferenceProfile.effect_floor`).
+        day_effects={
             kind: {
                 name: [float(np.median(np.concatenate(effects[(kind, size, name)]))) for size in sizes]
                 for name in PROFILED
             }
             for kind in WINDOW_KINDS
         },
-    }
+    )
 
 
 # Months before the training month the profile pools into its calibration and floors, where the warehouse has them.
@@ -193,7 +200,7 @@ def effect_floors(months: list[pd.DataFrame]) -> dict[str, float]:
     happens from one month to the next without anything being wrong."""
     largest = dict.fromkeys(PROFILED, 0.0)
     for before, after in zip(months, months[1:], strict=False):
-        reference = arrays(describe(before, PROFILED))
+        reference = describe(before, PROFILED).arrays()
         rides = drift_scores.encode(reference, after, PROFILED)
         for name in PROFILED:
             largest[name] = max(largest[name], float(drift_scores.feature_scores(reference, rides, name).effect[0]))
@@ -209,7 +216,7 @@ def rmse_bounds(
     sizes: tuple[int, ...] = CALIBRATION_SIZES,
     alpha: float = RMSE_ALPHA,
     seed: int = RANDOM_SEED,
-) -> dict[str, Any]:
+) -> RmseBounds:
     """Per window kind and size, the RMSE an unchanged window of validation residuals (`errors` in pickup order,
     `pickup` their times) stays below with probability 1 - alpha. Errors go together by day and by week (weather,
     road works), so the bound is cross-fitted like the drift thresholds: the validation month's blocks of days in
@@ -249,7 +256,7 @@ def rmse_bounds(
         ]
         for kind in WINDOW_KINDS
     }
-    return {"sizes": list(sizes), "bounds": bounds, "alpha": alpha, "resampled": "blocks of days, cross-fitted"}
+    return RmseBounds(sizes=list(sizes), bounds=bounds, alpha=alpha, resampled="blocks of days, cross-fitted")
 
 
 def build_profile(
@@ -262,11 +269,11 @@ def build_profile(
     earlier: list[pd.DataFrame] = (),
     sizes: tuple[int, ...] = CALIBRATION_SIZES,
     seed: int = RANDOM_SEED,
-) -> dict[str, Any]:
-    """The profile of a model, JSON-ready: its scored reference rides (pickup_datetime, the PROFILED columns)
-    described; thresholds calibrated on held-out days of them, of the validation month and of `earlier` months
-    (consecutive months before the training month, oldest first; the same columns, scored by the same model);
-    effect floors from the change between consecutive months; the validation residuals' RMSE bounds."""
+) -> ReferenceProfile:
+    """The profile of a model: its scored reference rides (pickup_datetime, the PROFILED columns) described;
+    thresholds calibrated on held-out days of them, of the validation month and of `earlier` months (consecutive
+    months before the training month, oldest first; the same columns, scored by the same model); effect floors from
+    the change between consecutive months; the validation residuals' RMSE bounds."""
     if reference.empty:
         raise ValueError(f"the reference month {reference_month} has no rides")
     if validation.empty:
@@ -276,23 +283,25 @@ def build_profile(
         for month in (*earlier, reference, validation)
     ]
     training, later = ordered[len(earlier)], ordered[len(earlier) + 1]
-    profile = {
-        "model_tag": model_tag,
-        "reference_month": reference_month,
-        "validation_month": validation_month,
-        **describe(training),
-    }
-    profile["thresholds"] = calibrate(profile, [training, later, *ordered[: len(earlier)]], sizes, seed)
-    profile["floors"] = effect_floors(ordered)
+    described = describe(training)
+    thresholds = calibrate(described.outliers, [training, later, *ordered[: len(earlier)]], sizes, seed)
+    floors = effect_floors(ordered)
     errors = (later[PREDICTION] - later[TARGET]).to_numpy("float64")
     known = np.isfinite(errors)
     pickup = later["pickup_datetime"].to_numpy("datetime64[ns]")[known]
     errors = errors[known]
-    profile["residuals"] = {
-        "rows": len(errors),
-        "rmse": float(np.sqrt(np.mean(errors**2))),
-        "mean_error": float(np.mean(errors)),
-        "quantiles": {f"p{q:g}": float(np.quantile(errors, q / 100)) for q in (1, 5, 25, 50, 75, 95, 99)},
-        "rmse_bound": rmse_bounds(errors, pickup, sizes, seed=seed),
-    }
-    return profile
+    return ReferenceProfile(
+        **vars(described),
+        model_tag=model_tag,
+        reference_month=reference_month,
+        validation_month=validation_month,
+        thresholds=thresholds,
+        floors=floors,
+        residuals=Residuals(
+            rows=len(errors),
+            rmse=float(np.sqrt(np.mean(errors**2))),
+            mean_error=float(np.mean(errors)),
+            quantiles={f"p{q:g}": float(np.quantile(errors, q / 100)) for q in (1, 5, 25, 50, 75, 95, 99)},
+            rmse_bound=rmse_bounds(errors, pickup, sizes, seed=seed),
+        ),
+    )

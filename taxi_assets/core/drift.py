@@ -1,17 +1,17 @@
 """Drift verdicts that mean something: a month or a window of rides against the deployed model's reference profile,
 judged on the statistics of `taxi_assets.core.drift_scores`.
 
-Verdicts. Each feature's statistic is compared with the threshold calibrated for the window's kind and size (the
-profile holds a table; sizes in between are interpolated in 1/sqrt(n)): the (1 - alpha / k) quantile of the
-statistic over windows of days the compared description never saw (`calibration.calibrate`), for a dataset budget
-`DATASET_ALPHA` split over the k features of the verdict. A window's feature also needs an effect beyond its floor
-(`effect_floor`: ordinary month-to-month change on top of what an unchanged window of held-out days shows): a
-significant difference is not yet one that matters. A window under MIN_WINDOW_ROWS rides is insufficient data. The
-dataset drifted when any feature drifted; an alarm needs the window before, with no ride in common, to agree
-(`online.confirmed`). Months (tens of thousands of rides) make every statistic significant, so a month also needs an
-effect size of at least `BATCH_MIN_EFFECT` to count as drifted: ordinary months differ from the month before by KS
-distances up to 0.033 and Jensen-Shannon distances up to 0.053 (zones) and 0.041 (hours), while the 2022/2023 months
-differ from 2021-01 by at least 0.065, 0.22 and 0.11 (bench/bench_drift_calibration.py).
+Verdicts. Each feature's statistic is compared with the threshold calibrated for the window's kind and size (the profile
+holds a table, `ReferenceProfile.threshold`; sizes in between are interpolated in 1/sqrt(n)): the (1 - alpha / k)
+quantile of the statistic over windows of days the compared description never saw (`calibration.calibrate`), for a
+dataset budget `DATASET_ALPHA` split over the k features of the verdict. A window's feature also needs an effect beyond
+its floor (`ReferenceProfile.effect_floor`: ordinary month-to-month change on top of what an unchanged window of
+held-out days shows): a significant difference is not yet one that matters. A window under MIN_WINDOW_ROWS rides is
+insufficient data. The dataset drifted when any feature drifted; an alarm needs the window before, with no ride in
+common, to agree (`online.confirmed`). Months (tens of thousands of rides) make every statistic significant, so a month
+also needs an effect size of at least `BATCH_MIN_EFFECT` to count as drifted: ordinary months differ from the month
+before by KS distances up to 0.033 and Jensen-Shannon distances up to 0.053 (zones) and 0.041 (hours), while the
+2022/2023 months differ from 2021-01 by at least 0.065, 0.22 and 0.11 (bench/bench_drift_calibration.py).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from taxi_assets.core.drift_scores import (
     feature_scores,
     window_kind,
 )
+from taxi_assets.core.profile import ReferenceProfile
 
 # ---- Settings (documented defaults; the profile records the values it was calibrated with) ----
 # False-alarm budget of one evaluation's dataset verdict, split evenly (Bonferroni) over the features of the
@@ -63,23 +64,6 @@ FLOOR_MARGIN = 1.5
 ONLINE_MIN_EFFECT = {NUMERICAL: 0.025, CATEGORICAL: 0.08, TIME: 0.07}
 # A month drifts only by an effect at least this large (the batch verdicts; measured on ordinary month pairs).
 BATCH_MIN_EFFECT = {NUMERICAL: 0.05, CATEGORICAL: 0.1, TIME: 0.07}
-
-
-def threshold(profile: Mapping, verdict_set: str, kind: str, feature: str, rows: float) -> float:
-    """The calibrated threshold of `feature` in `verdict_set` (online or batch) for a window of `rows` rows of
-    kind `kind` (`spread` or `consecutive`)."""
-    table = profile["thresholds"]
-    return interpolate_threshold(table["sizes"], table["sets"][verdict_set][kind][feature], rows)
-
-
-def effect_floor(profile: Mapping, kind: str, feature: str, rows: float) -> float:
-    """The effect a window of `rows` rides of kind `kind` must reach to matter: the profile's floor for `feature`
-    (ordinary month-to-month change) on top of the typical effect of an unchanged window of that size and kind (the
-    character of its own days), added in squares as independent variations are."""
-    day = interpolate_threshold(
-        profile["thresholds"]["sizes"], profile["thresholds"]["day_effects"][kind][feature], rows
-    )
-    return float(np.hypot(profile["floors"][feature], day))
 
 
 @dataclass(frozen=True)
@@ -140,13 +124,6 @@ TEST_NAMES = {NUMERICAL: "ks", CATEGORICAL: "chisquare_pooled", TIME: "chisquare
 EFFECT_NAMES = {NUMERICAL: "ks_distance", CATEGORICAL: "jensenshannon", TIME: "jensenshannon"}
 
 
-def interpolate_threshold(sizes: list[int], thresholds: list[float], n: float) -> float:
-    """Threshold at window size `n`, linear in 1/sqrt(n) between calibrated sizes, constant beyond them."""
-    x = 1 / np.sqrt(np.asarray(sizes, dtype="float64"))
-    order = np.argsort(x)
-    return float(np.interp(1 / np.sqrt(max(n, 1.0)), x[order], np.asarray(thresholds, dtype="float64")[order]))
-
-
 def judge(
     name: str,
     kind: str,
@@ -205,7 +182,7 @@ def importance_ranking(
 
 
 def window_verdicts(
-    thresholds: Mapping,
+    profile: ReferenceProfile,
     reference: ReferenceArrays,
     rides: Rides,
     verdict_set: str,
@@ -215,7 +192,7 @@ def window_verdicts(
     month: bool = False,
 ) -> list[DriftVerdict]:
     """The verdict on each window (row numbers `rows` of `rides`, shape (windows, n); all rides when None) against
-    `reference`, with the thresholds of profile `thresholds` for `verdict_set` and each window's kind and size. A
+    `reference`, with the thresholds of `profile` for `verdict_set` and each window's kind and size. A
     window also needs an effect of at least the profile's floor (ordinary month-to-month change) and at least
     MIN_WINDOW_ROWS rides; a `month` needs effects of at least BATCH_MIN_EFFECT."""
     rows = np.arange(len(rides))[None, :] if rows is None else np.atleast_2d(rows)
@@ -229,23 +206,23 @@ def window_verdicts(
                     name,
                     kind,
                     scores,
-                    threshold(thresholds, verdict_set, kinds[window], name, float(scores.rows[window])),
+                    profile.threshold(verdict_set, kinds[window], name, float(scores.rows[window])),
                     BATCH_MIN_EFFECT[kind]
                     if month
-                    else effect_floor(thresholds, kinds[window], name, float(scores.rows[window])),
+                    else profile.effect_floor(kinds[window], name, float(scores.rows[window])),
                     window,
                     1 if month else MIN_WINDOW_ROWS,
                 )
                 for window in range(len(rows))
             ]
         )
-    alphas = thresholds["thresholds"]["alphas"][verdict_set]
+    alphas = profile.thresholds.alphas[verdict_set]
     alpha = float(sum(alphas[name] for name in features))
     return [DriftVerdict(tuple(verdicts), alpha) for verdicts in zip(*per_feature, strict=True)]
 
 
 def assess(
-    thresholds: Mapping,
+    profile: ReferenceProfile,
     reference: ReferenceArrays,
     frame: pd.DataFrame,
     verdict_set: str,
@@ -255,4 +232,4 @@ def assess(
 ) -> DriftVerdict:
     """The verdict on `frame` (one window or one month, with `pickup_datetime` and the columns `features`)."""
     rides = encode(reference, frame, features)
-    return window_verdicts(thresholds, reference, rides, verdict_set, features, month=month)[0]
+    return window_verdicts(profile, reference, rides, verdict_set, features, month=month)[0]

@@ -40,7 +40,7 @@ like a plausible stretch of hours (measured: flagged as often as an unchanged on
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -229,9 +229,10 @@ class TimeReference:
     rate: np.ndarray  # (SLOTS,)
 
     @classmethod
-    def from_profile(cls, profile: Mapping) -> TimeReference:
-        counts = np.asarray(profile["slots"]["counts"], dtype="float64")
-        hours = np.asarray(profile["slots"]["hours"], dtype="float64")
+    def from_slots(cls, counts: Sequence[int], hours: Sequence[float]) -> TimeReference:
+        """From the reference's rides per slot and the hours of each slot it spans."""
+        counts = np.asarray(counts, dtype="float64")
+        hours = np.asarray(hours, dtype="float64")
         rate = np.where(hours > 0, counts / np.maximum(hours, 1e-9), 0.0)
         # A slot the reference never saw gets the average rate, not zero (which no ride could match).
         return cls(np.where(hours > 0, rate, rate[hours > 0].mean() if (hours > 0).any() else 1.0))
@@ -260,7 +261,7 @@ def time_scores(pickup_hours: np.ndarray, slots: np.ndarray, reference: TimeRefe
 
 @dataclass(frozen=True)
 class ReferenceArrays:
-    """A profile as the arrays the tests need; built once per profile (`taxi_assets.core.profile.arrays`)."""
+    """A profile as the arrays the tests need; built once per profile (`profile.Description.arrays`)."""
 
     features: dict[str, FeatureReference]
     time: TimeReference

@@ -7,18 +7,17 @@ never against the reference rows. A window is `spread` or `consecutive` by its p
 """
 
 import datetime as dt
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from taxi_assets.core import drift, drift_scores, profile, timeslots
+from taxi_assets.core import drift, drift_scores, timeslots
 from taxi_assets.core.drift import DriftVerdict, FeatureDrift
 from taxi_assets.core.drift_scores import NUMERICAL, ONLINE_FEATURES
 from taxi_assets.core.metrics import Sample, outlier_samples, output_samples, verdict_samples
 from taxi_assets.core.model import PREDICTION, TARGET, error_summary
+from taxi_assets.core.profile import ReferenceProfile
 
 ACTUAL = "actual_duration"
 # What the online monitoring alarms on.
@@ -52,7 +51,7 @@ def last_complete_hour(as_of: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
 
 
 def window_figures(
-    window: str, current: pd.DataFrame, prof: Mapping[str, Any], reference: drift_scores.ReferenceArrays
+    window: str, current: pd.DataFrame, prof: ReferenceProfile, reference: drift_scores.ReferenceArrays
 ) -> WindowFigures:
     """A window of logged predictions (with `actual_duration` where feedback arrived) against the profile.
 
@@ -66,14 +65,14 @@ def window_figures(
     )
     features = drift.assess(prof, reference, rides, "online", ONLINE_FEATURES)
     prediction = drift.assess(prof, reference, rides, "online", {PREDICTION: NUMERICAL}).feature(PREDICTION)
-    outliers = profile.outlier_shares(rides, prof)
+    outliers = prof.outliers.shares(rides)
     error = (rides[PREDICTION] - rides[TARGET]).dropna() if TARGET in rides else pd.Series(dtype="float64")
-    flagged = profile.outlier_flags(rides, prof).any(axis=1).mean()
+    flagged = prof.outliers.flags(rides).any(axis=1).mean()
     if error.empty:
         verdicts = alarms(prof, features, prediction, len(current), kind, None, 0, flagged)
         return WindowFigures(window, len(current), 0, kind, features, prediction, None, None, None, outliers, verdicts)
     summary = error_summary(error.to_numpy(np.float64))
-    bound = profile.rmse_bound(prof, summary.rows, kind)
+    bound = prof.rmse_bound(summary.rows, kind)
     verdicts = alarms(prof, features, prediction, len(current), kind, summary.rmse, summary.rows, flagged)
     return WindowFigures(
         window,
@@ -101,7 +100,7 @@ def confirmed(current: WindowFigures, previous: WindowFigures) -> dict[str, bool
 
 
 def alarms(
-    prof: Mapping[str, Any],
+    prof: ReferenceProfile,
     features: DriftVerdict,
     prediction: FeatureDrift,
     rows: int,
@@ -117,11 +116,9 @@ def alarms(
         "dataset": features.dataset_drift,
         "prediction": prediction.drifted,
         "rmse": bool(
-            rmse is not None
-            and feedback_rows >= drift.MIN_WINDOW_ROWS
-            and rmse > profile.rmse_bound(prof, feedback_rows, kind)
+            rmse is not None and feedback_rows >= drift.MIN_WINDOW_ROWS and rmse > prof.rmse_bound(feedback_rows, kind)
         ),
-        "outliers": bool(enough and outlier_share > profile.outlier_threshold(prof, rows, kind)),
+        "outliers": bool(enough and outlier_share > prof.outlier_threshold(rows, kind)),
     }
 
 

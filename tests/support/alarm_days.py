@@ -18,9 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from taxi_assets.core import calibration, drift, drift_scores, online, profile
+from taxi_assets.core import calibration, drift, drift_scores, online
 from taxi_assets.core.drift_scores import NUMERICAL, ONLINE_FEATURES
 from taxi_assets.core.model import PREDICTION, TARGET, predict
+from taxi_assets.core.profile import ReferenceProfile
 from tests.support.drift_data import model, next_month, scored
 
 STEP = 1000
@@ -64,15 +65,15 @@ def hours(frame: pd.DataFrame) -> list[np.ndarray]:
     return [rows for rows in frame.groupby(hour).indices.values()]
 
 
-def evaluate(prof: dict, frame: pd.DataFrame, windows: list[np.ndarray] | np.ndarray) -> Evaluations:
+def evaluate(prof: ReferenceProfile, frame: pd.DataFrame, windows: list[np.ndarray] | np.ndarray) -> Evaluations:
     """Every alarm of each window (rows of `frame`, sorted by pickup, scored, with TARGET as feedback)."""
-    reference = profile.arrays(prof)
+    reference = prof.arrays()
     groups: dict[int, list[int]] = {}
     for index, rows in enumerate(windows):
         groups.setdefault(len(rows), []).append(index)
     result = {name: np.zeros(len(windows), dtype=bool) for name in ("dataset", "prediction", "rmse", "outliers")}
     rides = drift_scores.encode(reference, frame, {**ONLINE_FEATURES, PREDICTION: NUMERICAL})
-    flagged = profile.outlier_flags(frame, prof).any(axis=1).to_numpy()
+    flagged = prof.outliers.flags(frame).any(axis=1).to_numpy()
     squared = (frame[PREDICTION] - frame[TARGET]).to_numpy("float64") ** 2
     for size, indices in groups.items():
         rows = np.stack([windows[i] for i in indices])
@@ -115,7 +116,7 @@ def fold_of(frame: pd.DataFrame, fold: int) -> np.ndarray:
 
 
 @functools.cache
-def held_out(month: str, fold: int) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+def held_out(month: str, fold: int) -> tuple[ReferenceProfile, pd.DataFrame, pd.DataFrame]:
     """The profile of the `month` model built without the days of `fold` of its training month and of its
     validation month (the RMSE bound from the other days' residuals), and those held-out days of both months."""
     training, validation = month_rides(month, month), month_rides(next_month(month), month)
@@ -131,7 +132,7 @@ def held_out(month: str, fold: int) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
 
 
 @functools.cache
-def whole(month: str) -> dict:
+def whole(month: str) -> ReferenceProfile:
     return calibration.build_profile(
         scored(month, month),
         scored(next_month(month), month),
@@ -189,7 +190,7 @@ def previous_hours(frame: pd.DataFrame) -> np.ndarray:
 
 
 def stream_alarms(
-    prof: dict, frame: pd.DataFrame, segments: list[tuple[int, int]], size: int, *, split: bool = False
+    prof: ReferenceProfile, frame: pd.DataFrame, segments: list[tuple[int, int]], size: int, *, split: bool = False
 ) -> Evaluations | tuple[Evaluations, Evaluations]:
     """The alarms a user sees on a stream: the sliding window and every clock hour, each confirmed by the
     window before it (`online.confirmed`); with `split`, the two apart."""

@@ -150,9 +150,7 @@ def batch_drift(
             # Scoring it here (nothing stored) keeps month over month independent of the order runs finish in.
             previous = score_trips(conn, previous_month, pipeline, model["tag"])
     importance = model_registry.info(model["tag"])["metadata"].get(IMPORTANCE_KEY)
-    figures = month_figures(
-        current, prof, profile.arrays(prof), previous, previous_month, importance if importance else None
-    )
+    figures = month_figures(current, prof, prof.arrays(), previous, previous_month, importance if importance else None)
     rows = metric_rows(figures)
     with warehouse.get_connection() as conn:
         conn.execute(DRIFT_METRICS_DDL)
@@ -170,13 +168,13 @@ def batch_drift(
         context.log.info(f"monitoring_report[{month}] skipped (run config report: false)")
 
 
-def _metadata(figures: BatchFigures, prof: dict, model: dict, row_count: int, pushed: bool) -> dict:
+def _metadata(figures: BatchFigures, prof: profile.ReferenceProfile, model: dict, row_count: int, pushed: bool) -> dict:
     since, mom = figures.since_training, figures.month_over_month
     gap = borough_rmse_gap(figures.segments)
     ranked = [f"{feature.feature} ({weight:.2f})" for feature, weight, _ in figures.ranking]
     return {
         "dagster/row_count": row_count,
-        "reference_month": prof["reference_month"],
+        "reference_month": prof.reference_month,
         "model_tag": model["tag"],
         "rows_scored": figures.rows,
         "drifted_since_training": float(since.dataset_drift),
@@ -205,14 +203,14 @@ def _report(
     month: str,
     figures: BatchFigures,
     current: pd.DataFrame,
-    prof: dict,
+    prof: profile.ReferenceProfile,
     model: dict,
     warehouse: Warehouse,
     pipeline: "Pipeline",
     reports: MonitoringReports,
 ) -> dg.MaterializeResult:
     """The Evidently page of the month against the training month's rows, with the alarms' verdicts."""
-    reference_month = prof["reference_month"]
+    reference_month = prof.reference_month
     with warehouse.get_connection() as conn:
         reference = stored_predictions(conn, reference_month, model["tag"])
         if reference.empty:

@@ -5,7 +5,7 @@ import time
 import dagster as dg
 
 from taxi_assets.core import calibration, profile
-from taxi_assets.core.drift import DEFAULT_WINDOW, threshold
+from taxi_assets.core.drift import DEFAULT_WINDOW
 from taxi_assets.core.drift_scores import ONLINE_FEATURES, SPREAD, WINDOW_KINDS
 from taxi_assets.core.model import PREDICTION
 from taxi_assets.core.scoring import score_trips
@@ -69,7 +69,7 @@ def reference_profile(
 
     lines = ["| feature | spread | consecutive |", "|---|---:|---:|"]
     for name in [*ONLINE_FEATURES, PREDICTION]:
-        cells = [f"{threshold(built, 'online', kind, name, DEFAULT_WINDOW):.3g}" for kind in WINDOW_KINDS]
+        cells = [f"{built.threshold('online', kind, name, DEFAULT_WINDOW):.3g}" for kind in WINDOW_KINDS]
         lines.append(f"| {name} | {' | '.join(cells)} |")
     return dg.MaterializeResult(
         metadata={
@@ -78,17 +78,15 @@ def reference_profile(
             "validation_month": validation_month,
             "reference_rows": len(reference),
             "validation_rows": len(validation),
-            "validation_rmse": built["residuals"]["rmse"],
-            f"rmse_bound_{DEFAULT_WINDOW}_spread": profile.rmse_bound(built, DEFAULT_WINDOW, SPREAD),
-            f"rmse_bound_{DEFAULT_WINDOW}_consecutive": profile.rmse_bound(built, DEFAULT_WINDOW, "consecutive"),
+            "validation_rmse": built.residuals.rmse,
+            f"rmse_bound_{DEFAULT_WINDOW}_spread": built.rmse_bound(DEFAULT_WINDOW, SPREAD),
+            f"rmse_bound_{DEFAULT_WINDOW}_consecutive": built.rmse_bound(DEFAULT_WINDOW, "consecutive"),
             f"thresholds_at_{DEFAULT_WINDOW}": dg.MetadataValue.md("\n".join(lines)),
-            "calibration_windows": dg.MetadataValue.json(built["thresholds"]["windows"]),
+            "calibration_windows": dg.MetadataValue.json(built.thresholds.windows),
             "earlier_months": len(earlier),
-            **{f"effect_floor/{name}": built["floors"][name] for name in [*ONLINE_FEATURES, PREDICTION]},
-            "calibration_sizes": ", ".join(str(size) for size in built["thresholds"]["sizes"]),
-            "outlier_limits": dg.MetadataValue.json(
-                {k: v for k, v in built["outliers"].items() if k != "reference_shares"}
-            ),
+            **{f"effect_floor/{name}": built.floors[name] for name in [*ONLINE_FEATURES, PREDICTION]},
+            "calibration_sizes": ", ".join(str(size) for size in built.thresholds.sizes),
+            "outlier_limits": dg.MetadataValue.json(built.outliers.ranges()),
             "seconds": time.perf_counter() - started,
         }
     )

@@ -143,11 +143,11 @@ def online_drift(
         prof = profile.load(conn, model["tag"])
     if prof is None:
         raise dg.Failure(f"no reference profile for {model['tag']}; materialize reference_profile first")
-    reference = profile.arrays(prof)
+    reference = prof.arrays()
 
     metadata: dict[str, object] = {
         "model_tag": model["tag"],
-        "reference_month": prof["reference_month"],
+        "reference_month": prof.reference_month,
         "validation_rmse": float(model["validation_rmse"]),
         "hour_window": f"{start:%Y-%m-%d %H:%M} to {end:%H:%M} UTC",
     }
