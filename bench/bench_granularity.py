@@ -1,7 +1,6 @@
 """`concurrency: pools: granularity: run` against the shipped `granularity: op` (issue 20), on a real daemon.
 
-    PYTHONPATH=. .venv/bin/python bench/bench_granularity.py [--rounds 2] [--days 3] [--records 50000]
-                                                            [--skip-tests]
+    .venv/bin/python bench/bench_granularity.py [--rounds 3] [--days 3] [--records 50000] [--skip-tests]
 
 With run granularity Dagster's run queue holds back a run while any pool it uses is full, and a started run's steps
 claim nothing (`InstanceConcurrencyContext.claim` returns at once), so the project's executor
@@ -158,7 +157,7 @@ def recovery_tests(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=2, help="rounds of the three measurements, order alternating")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the three measurements, order alternating")
     parser.add_argument("--days", type=int, default=3, help="days of prediction logs for the sensor to ingest")
     parser.add_argument("--records", type=int, default=50_000, help="prediction records per day")
     parser.add_argument("--skip-tests", action="store_true", help="leave out tests/test_recovery.py")
