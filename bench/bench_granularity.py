@@ -14,7 +14,8 @@ alternating order, with fresh DAGSTER_HOMEs and DuckDB files:
    to last run end, against the bare DuckDB floor (bench/backfill_floor.py) measured in the same round.
 2. The prediction-log sensor's ingest: `--records` records on each of `--days` past days written before the daemon
    starts, so its first tick requests one run per day (`prediction_logs` + `online_drift`, both in the `duckdb`
-   pool); first run queued to the last day's `prediction_logs` materialization.
+   pool); first run queued to the last day's `prediction_logs` materialization. No model is deployed, so each run's
+   `online_drift` step then fails at once (the same for both granularities): the figure is the ingest's.
 3. kill -9 of the run holding the warehouse (stalled inside raw_trips' download, tests/test_recovery.py's
    StallingSource) while a second run is queued behind it: seconds from the kill to the second run's success.
 
