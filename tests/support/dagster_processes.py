@@ -21,7 +21,9 @@ from tests.support.platform import REPO_ROOT, free_port, wait_http
 DAGSTER = REPO_ROOT / ".venv" / "bin" / "dagster"
 WORKSPACE = REPO_ROOT / "workspace.yaml"
 # The instance `make up` runs (SQLite in DAGSTER_HOME) and the one compose runs (PostgreSQL, from DAGSTER_PG_*).
-LOCAL_INSTANCE = REPO_ROOT / "dagster_home" / "dagster.yaml"
+# TAXI_TEST_DAGSTER_YAML stands in for the first: bench/bench_granularity.py runs tests/test_recovery.py on a
+# variant of it with `granularity: run`.
+LOCAL_INSTANCE = Path(os.getenv("TAXI_TEST_DAGSTER_YAML") or REPO_ROOT / "dagster_home" / "dagster.yaml")
 COMPOSE_INSTANCE = REPO_ROOT / "docker" / "dagster.yaml"
 
 
