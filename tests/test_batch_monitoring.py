@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from taxi_assets.core.batch import EQUAL_WEIGHTS
 from taxi_assets.core.drift_scores import BATCH_FEATURES
 from taxi_assets.core.metrics import BATCH_JOB, Sample
+from taxi_assets.defs.batch_monitoring import assets as batch_monitoring_assets
 from taxi_assets.defs.batch_monitoring.assets import batch_drift, batch_predictions
 from taxi_assets.defs.model.assets import deployed_model, duration_model
 from taxi_assets.defs.model.profile import reference_profile
@@ -155,6 +156,27 @@ def test_monthly_monitoring_chain(
     again = dg.materialize([batch_drift], partition_key="2023-03", instance=instance, resources=platform_resources())
     assert metadata_of(again, DRIFT_METRICS)["dagster/row_count"] == len(table)
     assert len(drift_table("2023-03")) == len(table)
+
+    # Evidently's page is drawn while the figures are stored: when it fails, the figures are stored and
+    # materialized all the same, the step fails with Evidently's error and the month's last report stays.
+    def broken_page(*args):
+        raise RuntimeError("Evidently could not draw the page")
+
+    last_page = Path(report["path"]).read_text()
+    with monkeypatch.context() as patch:
+        patch.setattr(batch_monitoring_assets, "build_snapshot", broken_page)
+        no_page = dg.materialize(
+            [batch_drift],
+            partition_key="2023-03",
+            instance=instance,
+            resources=platform_resources(),
+            raise_on_error=False,
+        )
+    assert not no_page.success
+    assert [event.asset_key for event in no_page.get_asset_materialization_events()] == [DRIFT_METRICS]
+    assert "Evidently could not draw the page" in str(no_page.get_step_failure_events()[0].event_specific_data.error)
+    assert len(drift_table("2023-03")) == len(table)
+    assert Path(report["path"]).read_text() == last_page
 
     # Without the deployed model's profile the month fails, saying what to materialize.
     with platform_resources()["warehouse"].get_connection() as conn:

@@ -1,6 +1,7 @@
 """Batch monitoring: score every month with the deployed model, compare it with the model's training month."""
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -30,6 +31,8 @@ from taxi_assets.defs.resources import DUCKDB_POOL, ModelRegistry, Pushgateway, 
 from taxi_assets.defs.trip_data.assets import taxi_zones, trips
 
 if TYPE_CHECKING:
+    import duckdb
+    from evidently.core.report import Snapshot
     from sklearn.pipeline import Pipeline
 
 
@@ -149,23 +152,35 @@ def batch_drift(
             # Months of a backfill run side by side: the month before may have trips but no predictions yet.
             # Scoring it here (nothing stored) keeps month over month independent of the order runs finish in.
             previous = score_trips(conn, previous_month, pipeline, model["tag"])
+        # The report's reference rows come with the month's, in the same connection.
+        reference = _training_rows(conn, prof.reference_month, model, pipeline) if config.report else None
     importance = model_registry.info(model["tag"])["metadata"].get(IMPORTANCE_KEY)
     figures = month_figures(current, prof, prof.arrays(), previous, previous_month, importance if importance else None)
     rows = metric_rows(figures)
-    with warehouse.get_connection() as conn:
-        conn.execute(DRIFT_METRICS_DDL)
-        conn.register("metric_rows", pd.DataFrame(rows))
-        replace_partition(
-            conn, "month", month, {"drift_metrics": "SELECT $month, metric, column_or_segment, value FROM metric_rows"}
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="monitoring_report") as pool:
+        # Evidently's page needs only the figures; it is Python work, while storing and pushing the figures mostly
+        # waits for DuckDB's commit and the network: on two cores the page is drawn meanwhile.
+        page = pool.submit(_page, month, figures, current, reference, prof.reference_month) if config.report else None
+        with warehouse.get_connection() as conn:
+            conn.execute(DRIFT_METRICS_DDL)
+            conn.register("metric_rows", pd.DataFrame(rows))
+            replace_partition(
+                conn,
+                "month",
+                month,
+                {"drift_metrics": "SELECT $month, metric, column_or_segment, value FROM metric_rows"},
+            )
+        pushed = pushgateway.push(
+            BATCH_JOB, {"month": month}, batch_samples(figures, month_start_seconds(month)), context.log
         )
-    pushed = pushgateway.push(
-        BATCH_JOB, {"month": month}, batch_samples(figures, month_start_seconds(month)), context.log
-    )
-    yield dg.MaterializeResult(asset_key="drift_metrics", metadata=_metadata(figures, prof, model, len(rows), pushed))
-    if config.report:
-        yield _report(month, figures, current, prof, model, warehouse, pipeline, reports)
-    else:
-        context.log.info(f"monitoring_report[{month}] skipped (run config report: false)")
+        yield dg.MaterializeResult(
+            asset_key="drift_metrics", metadata=_metadata(figures, prof, model, len(rows), pushed)
+        )
+        if page is None:
+            context.log.info(f"monitoring_report[{month}] skipped (run config report: false)")
+            return
+        snapshot, html = page.result()
+    yield _report(month, figures, prof.reference_month, snapshot, html, reports)
 
 
 def _metadata(figures: BatchFigures, prof: profile.ReferenceProfile, model: dict, row_count: int, pushed: bool) -> dict:
@@ -199,27 +214,32 @@ def _metadata(figures: BatchFigures, prof: profile.ReferenceProfile, model: dict
     }
 
 
-def _report(
-    month: str,
-    figures: BatchFigures,
-    current: pd.DataFrame,
-    prof: profile.ReferenceProfile,
-    model: dict,
-    warehouse: Warehouse,
-    pipeline: "Pipeline",
-    reports: MonitoringReports,
-) -> dg.MaterializeResult:
-    """The Evidently page of the month against the training month's rows, with the alarms' verdicts."""
-    reference_month = prof.reference_month
-    with warehouse.get_connection() as conn:
-        reference = stored_predictions(conn, reference_month, model["tag"])
-        if reference.empty:
-            # The training month need not be a scored partition of its own: score its trips here, store nothing.
-            reference = score_trips(conn, reference_month, pipeline, model["tag"])
+def _training_rows(
+    conn: "duckdb.DuckDBPyConnection", reference_month: str, model: dict, pipeline: "Pipeline"
+) -> pd.DataFrame:
+    """The training month's scored rows, the report's reference."""
+    reference = stored_predictions(conn, reference_month, model["tag"])
+    if reference.empty:
+        # The training month need not be a scored partition of its own: score its trips here, store nothing.
+        reference = score_trips(conn, reference_month, pipeline, model["tag"])
+    return reference
+
+
+def _page(
+    month: str, figures: BatchFigures, current: pd.DataFrame, reference: pd.DataFrame, reference_month: str
+) -> "tuple[Snapshot, str]":
+    """The Evidently page of the month against the training month's rows, with the alarms' verdicts: the snapshot
+    and its HTML with the verdict table on top."""
     verdicts = {f.feature: f for f in (*figures.since_training.features, figures.prediction, figures.target)}
     snapshot = build_snapshot(report_frame(current), report_frame(reference), verdicts)
     html = snapshot.get_html_str(as_iframe=False)
-    html = html.replace("<body>", "<body>" + verdict_html(figures, month, reference_month), 1)
+    return snapshot, html.replace("<body>", "<body>" + verdict_html(figures, month, reference_month), 1)
+
+
+def _report(
+    month: str, figures: BatchFigures, reference_month: str, snapshot: "Snapshot", html: str, reports: MonitoringReports
+) -> dg.MaterializeResult:
+    """The month's page published: the HTML file and the Evidently workspace's snapshot."""
     report, url = reports.publish(month, snapshot, html)
     since = figures.since_training
     summary = (
