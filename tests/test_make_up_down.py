@@ -130,9 +130,12 @@ def test_ctrl_c_while_make_up_starts_stops_what_it_started(tmp_path: Path, tlc_d
         ["./scripts/up.sh"], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     run = tmp_path / "run"
-    deadline = time.monotonic() + 60
+    # Interrupted while it waits for the Dagster UI (the last process it starts, seconds before the UI answers).
+    # On a loaded machine starting the others takes minutes: a short wait here signalled a finished `make up`.
+    deadline = time.monotonic() + 300
     while not (run / "dagster-webserver.pid").exists() and time.monotonic() < deadline:
         time.sleep(0.2)
+    assert up.poll() is None and (run / "dagster-webserver.pid").exists(), "make up did not reach the Dagster UI"
     processes = tree(sorted(run.glob("*.pid")))
     up.send_signal(signal.SIGINT)
     output, _ = up.communicate(timeout=60)
