@@ -42,20 +42,31 @@ if [ ${#pids[@]} -eq 0 ]; then
   exit 0
 fi
 
-echo "down: stopping ${names[*]}"
-kill -TERM "${pids[@]}" 2>/dev/null
-for _ in $(seq 200); do
+# Sets `alive` to those of the given pids that have not finished (a zombie has: only its parent's wait is missing).
+unfinished() {
   alive=()
-  for pid in "${pids[@]}"; do
-    # A zombie has finished: only its parent's wait is missing.
+  local pid state
+  for pid in "$@"; do
     state=$(ps -o stat= -p "$pid" 2>/dev/null || true)
     [ -n "$state" ] && [ "${state:0:1}" != Z ] && alive+=("$pid")
   done
+}
+
+echo "down: stopping ${names[*]}"
+kill -TERM "${pids[@]}" 2>/dev/null
+for _ in $(seq 200); do
+  unfinished "${pids[@]}"
   [ ${#alive[@]} -eq 0 ] && break
   sleep 0.1
 done
 if [ ${#alive[@]} -gt 0 ]; then
   echo "down: still running after 20 s, killing: ${alive[*]}"
   kill -KILL "${alive[@]}" 2>/dev/null
+  # A killed process takes a moment to exit on a loaded machine (seen at load 16): "stopped" means gone.
+  for _ in $(seq 100); do
+    unfinished "${alive[@]}"
+    [ ${#alive[@]} -eq 0 ] && break
+    sleep 0.1
+  done
 fi
 echo "down: stopped"

@@ -2,6 +2,7 @@
 everything they started, leaving no process and no listening port; Ctrl-C while `make up` starts stops what it
 started."""
 
+import os
 import signal
 import subprocess
 import time
@@ -126,18 +127,28 @@ def test_make_down_stops_everything_make_up_started(tmp_path: Path, tlc_dir: Pat
 
 def test_ctrl_c_while_make_up_starts_stops_what_it_started(tmp_path: Path, tlc_dir: Path) -> None:
     env, ports = make_up_environment(tmp_path, tlc_dir)
+    # Started as from a terminal: SIGINT at its default (a suite started in the background, as `nohup make test &`,
+    # ignores it, and bash can trap no signal ignored when it started) and a process group of its own, signalled
+    # as a whole as Ctrl-C does (`make up`'s services run in sessions of their own).
     up = subprocess.Popen(
-        ["./scripts/up.sh"], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        ["./scripts/up.sh"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     run = tmp_path / "run"
     # Interrupted while it waits for the Dagster UI (the last process it starts, seconds before the UI answers).
-    # On a loaded machine starting the others takes minutes: a short wait here signalled a finished `make up`.
+    # On a loaded machine starting the others takes minutes.
     deadline = time.monotonic() + 300
     while not (run / "dagster-webserver.pid").exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert up.poll() is None and (run / "dagster-webserver.pid").exists(), "make up did not reach the Dagster UI"
     processes = tree(sorted(run.glob("*.pid")))
-    up.send_signal(signal.SIGINT)
+    os.killpg(up.pid, signal.SIGINT)
     output, _ = up.communicate(timeout=60)
     assert up.returncode == 130, output
     assert "interrupted: stopping what was started" in output
