@@ -33,6 +33,7 @@ from taxi_assets.core.profile import (
     RmseBounds,
     Thresholds,
     describe,
+    interpolate_threshold,
 )
 from taxi_assets.core.timeslots import slot_of
 
@@ -288,26 +289,28 @@ def rmse_bounds(
                 other, others = total - window, np.full(len(rows), rides - size)
             keep = others > 0
             ratios[(kind, size)] = np.sqrt(window[keep] / size) / np.sqrt(other[keep] / others[keep])
-    sizes = tuple(
-        size for size in sizes if all(len(ratios[(kind, size)]) >= MIN_CALIBRATION_WINDOWS for kind in WINDOW_KINDS)
-    )
-    if not sizes:
-        raise ValueError("too few validation rides to bound the RMSE of a window of the smallest size")
-    between, days = day_variance(squared, pickup)
-    rmse = float(np.sqrt(squared.mean()))
-    bounds = {
-        kind: [
-            rmse * ratio
-            for ratio in fitted_quantiles(
-                sizes,
-                [ratios[(kind, size)] for size in sizes],
-                alpha,
-                growing=False,
-                extra_variance=between * (24 / SPREAD_HOURS + 1 / days) if kind != CONSECUTIVE and days else 0.0,
-            )
-        ]
+    # A kind's sizes with enough windows: a month's blocks hold few non-overlapping stretches of thousands of rides,
+    # while random windows are drawn at every size; beyond a kind's largest such size its bound stays constant, as
+    # `ReferenceProfile.rmse_bound` reads a table beyond its sizes.
+    usable = {
+        kind: tuple(size for size in sizes if len(ratios[(kind, size)]) >= MIN_CALIBRATION_WINDOWS)
         for kind in WINDOW_KINDS
     }
+    if not all(usable.values()):
+        raise ValueError("too few validation rides to bound the RMSE of a window of the smallest size")
+    sizes = tuple(size for size in sizes if any(size in kind_sizes for kind_sizes in usable.values()))
+    between, days = day_variance(squared, pickup)
+    rmse = float(np.sqrt(squared.mean()))
+    bounds = {}
+    for kind, kind_sizes in usable.items():
+        ratio = fitted_quantiles(
+            kind_sizes,
+            [ratios[(kind, size)] for size in kind_sizes],
+            alpha,
+            growing=False,
+            extra_variance=between * (24 / SPREAD_HOURS + 1 / days) if kind != CONSECUTIVE and days else 0.0,
+        )
+        bounds[kind] = [rmse * interpolate_threshold(list(kind_sizes), ratio, size) for size in sizes]
     return RmseBounds(
         sizes=list(sizes), bounds=bounds, alpha=alpha, resampled="windows against the other days, between-day variance"
     )
