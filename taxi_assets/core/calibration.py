@@ -260,7 +260,7 @@ def rmse_bounds(
       a week) against all the month's, the between-day variance component (`day_variance`) over each's number.
     (Ratios to the other one of two folds of alternate weeks mixed one draw of the fold-to-fold offset into the
     spread: with two or three weeks per fold, one unusual week set the bound; bench/bench_drift_calibration.py,
-    durations x1.10 in random 5,000-ride windows of held-out days: 13.5-56% detected before, 90-97.5% after.)"""
+    durations x1.10 in random 5,000-ride windows of held-out days: 13.5-56% detected before, 89-99.5% after.)"""
     rng = np.random.default_rng(seed + 1)
     squared = np.asarray(errors, dtype="float64") ** 2
     pickup = np.asarray(pickup, dtype="datetime64[ns]")
