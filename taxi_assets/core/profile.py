@@ -12,7 +12,7 @@ the reference rows:
 - effect floors per feature: ordinary month-to-month change, which a window must exceed to matter, and the
   typical effect of an unchanged window of held-out days;
 - the validation residuals (the month after training, out of sample): RMSE, quantiles and the RMSE bound per
-  window size and kind, cross-fitted over blocks of days (`Residuals`, `RmseBounds`);
+  window size and kind, from windows set against days they never saw (`Residuals`, `RmseBounds`);
 - plausible ranges for the outlier counts: the reference's 99.9th percentiles of distance and implied speed
   (`OutlierLimits`).
 
