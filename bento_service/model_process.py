@@ -14,6 +14,7 @@ This module stays light (no bentoml): the spawned child imports it to find the f
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import multiprocessing
 import os
@@ -58,8 +59,24 @@ def served_trees(pipeline) -> BoostedTrees | None:
     return compat.boosted_trees(pipeline.steps[-1][1]) if hasattr(pipeline, "steps") else None
 
 
+# glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def _keep_freed_memory() -> None:
+    """Have malloc reuse freed blocks instead of handing them back to the kernel. A 1,000-ride batch allocates a
+    dozen arrays of 0.4-0.8 MB: glibc maps each afresh and unmaps it when freed, and the ~750 page faults a batch
+    cost as much CPU as the prediction itself (1.7 ms of system time beside 2.4 ms of user time)."""
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    if mallopt is None:  # not glibc: its allocator is left as it is
+        return
+    mallopt(_M_MMAP_THRESHOLD, 32 << 20)  # glibc's maximum; a 10,000-ride batch's largest array is 4 MB
+    mallopt(_M_TRIM_THRESHOLD, 64 << 20)
+
+
 def _serve(conn: Connection, pipeline, trees: BoostedTrees | None) -> None:
     """The child's loop: one batch of columns in, its predictions (or the exception raised) out."""
+    _keep_freed_memory()
     # The service validated every value (finite, typed) and the pipeline's parameters were checked when it was
     # fitted: scikit-learn's own re-checks were a sixth of a 1,000-ride predict, and this process is the batch
     # path's bound.
