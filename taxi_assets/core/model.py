@@ -62,9 +62,8 @@ def ride_features(frame: pd.DataFrame) -> pd.DataFrame:
     hours = moments.astype("datetime64[h]").astype("int64")  # since 1970-01-01 00:00, a Thursday (weekday 3)
     hour, weekday = (hours % 24).astype("float64"), ((hours // 24 + 3) % 7).astype("float64")
     hour[np.isnat(moments)] = weekday[np.isnat(moments)] = np.nan
-    numeric = [pd.to_numeric(frame[field]).to_numpy("float64") for field in ["PULocationID", "DOLocationID"]]
-    distance = pd.to_numeric(frame["trip_distance"]).to_numpy("float64")
-    return pd.DataFrame(np.column_stack([*numeric, distance, hour, weekday]), columns=RIDE_FEATURES, index=frame.index)
+    numeric = [pd.to_numeric(frame[field]).to_numpy("float64") for field in [*LOCATION_FIELDS, "trip_distance"]]
+    return pd.DataFrame(np.column_stack([*numeric, hour, weekday]), columns=RIDE_FEATURES, index=frame.index)
 
 
 def route_records(features: pd.DataFrame) -> list[dict]:
