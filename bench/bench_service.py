@@ -7,8 +7,10 @@ Trains the default model on 2021-01 into a temporary BentoML home (or uses --ben
 rides, and (c) `/predict_batch` with 1,000-ride batches. Designs: `today` (bento_service, the served one) and
 `native` (bench/native_service.py: BentoML's adaptive batching in a model service reached through
 `bentoml.depends`). All of them in one invocation, so they share the machine's load and the empty baseline.
-The peer of `/predict_batch` is the model alone: the deployed pipeline predicting the same 1,000-ride batches in
-this process, right after the service's run, so both see the same load.
+The peer of `/predict_batch` is the model alone: the deployed model predicting the same 1,000-ride batches in this
+process as the model process does, right after the service's run, so both see the same load; beside it, the
+pipeline's own scikit-learn predict on them. Each run also reports the CPU a request cost the service's request-
+handling worker and its model process: the bound of either, whatever share of the shared cores the load leaves.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -82,13 +86,33 @@ def bench(target: str, path: str, script: Path, args, work: Path, name: str) -> 
     try:
         url = f"http://127.0.0.1:{port}{path}"
         run_wrk(url, script, 3, args.connections)  # warm-up: connections, first-call costs
-        return run_wrk(url, script, args.duration, args.connections)
+        before = _cpu_seconds(process)
+        figures = run_wrk(url, script, args.duration, args.connections)
+        requests = figures["rps"] * args.duration
+        figures["cpu_ms"] = {
+            role: (spent - before.get(role, 0.0)) / requests * 1e3 for role, spent in _cpu_seconds(process).items()
+        }
+        return figures
     finally:
         harness.stop(process)
 
 
-def model_alone_rides_per_second(bentoml_home: Path, batches: list[bytes], seconds: float = 5.0) -> float:
-    """Rides/s of the deployed pipeline alone on `batches`, as the model process predicts them (one call each)."""
+def _cpu_seconds(server) -> dict[str, float]:
+    """CPU seconds spent so far by the server's request-handling workers and by their model processes: what a
+    request costs each, whatever share of the shared cores the load left them."""
+    spent = {"request": 0.0, "model": 0.0}
+    for process in psutil.Process(server.pid).children(recursive=True):
+        command = " ".join(process.cmdline())
+        role = "model" if "spawn_main" in command else "request" if "worker.service" in command else None
+        if role:
+            times = process.cpu_times()
+            spent[role] += times.user + times.system
+    return spent
+
+
+def model_alone_rides_per_second(bentoml_home: Path, batches: list[bytes], seconds: float = 5.0) -> dict[str, float]:
+    """Rides/s of the deployed model alone on `batches`, one call each: as the model process predicts them (the
+    pipeline's feature steps, then its trees as boosted_trees) and by the pipeline's own scikit-learn predict."""
     import joblib
 
     from bento_service import model_process, service
@@ -96,11 +120,14 @@ def model_alone_rides_per_second(bentoml_home: Path, batches: list[bytes], secon
     (path,) = bentoml_home.glob("models/taxi_duration_deployed/*/saved_model.pkl")
     pipeline = joblib.load(path)
     inputs = [service._model_input(service._parse_batch(body)) for body in batches]
-    rides, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        for columns in inputs:
-            rides += len(model_process._predict(pipeline, columns))
-    return rides / (time.perf_counter() - started)
+    figures = {}
+    for name, trees in (("served", model_process.served_trees(pipeline)), ("scikit-learn", None)):
+        rides, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            for columns in inputs:
+                rides += len(model_process._predict(pipeline, trees, columns))
+        figures[name] = rides / (time.perf_counter() - started)
+    return figures
 
 
 def main() -> None:
@@ -145,9 +172,11 @@ def main() -> None:
             f"  p50 {batch_figures['p50_ms']:.1f} ms  p99 {batch_figures['p99_ms']:.1f} ms"
             f"  non-2xx {batch_figures['non_2xx']}  (goal >= 150,000 rides/s)"
         )
+        print(f"  CPU per batch: {_cpu_line(batch_figures)}")
         print(
-            f"  model alone on the same batches: {model_alone:8.0f} rides/s;"
-            f" ratio /predict_batch / model alone: {batch_figures['rps'] * 1000 / model_alone:.2f}"
+            f"  model alone on the same batches: {model_alone['served']:8.0f} rides/s as served"
+            f" ({model_alone['scikit-learn']:.0f} by the pipeline's scikit-learn predict);"
+            f" ratio /predict_batch / model alone: {batch_figures['rps'] * 1000 / model_alone['served']:.2f}"
         )
 
 
@@ -156,6 +185,11 @@ def _print_line(name: str, figures: dict) -> None:
         f"{name}: {figures['rps']:8.0f} req/s  p50 {figures['p50_ms']:6.1f} ms  p99 {figures['p99_ms']:6.1f} ms"
         f"  non-2xx {figures['non_2xx']}  socket errors {figures['socket_errors']}"
     )
+    print(f"  CPU per request: {_cpu_line(figures)}")
+
+
+def _cpu_line(figures: dict) -> str:
+    return ", ".join(f"{role} process {ms:.2f} ms" for role, ms in figures["cpu_ms"].items() if ms)
 
 
 if __name__ == "__main__":

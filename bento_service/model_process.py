@@ -5,12 +5,16 @@ the event loop's process it stalls request parsing for that long, so throughput 
 service's. In a child process it runs on the other core while the event loop keeps accepting and parsing, and
 the requests arriving meanwhile form the next batch. Only plain columns cross the process boundary.
 
+The pipeline's own steps prepare the features (the ones training used); a gradient-boosting regressor at its end
+then predicts as boosted_trees.BoostedTrees, its answers bit for bit in a fraction of its time.
+
 This module stays light (no bentoml): the spawned child imports it to find the functions it runs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import multiprocessing
 import os
@@ -21,6 +25,7 @@ import numpy as np
 import pandas as pd
 import sklearn
 
+from bento_service.boosted_trees import BoostedTrees
 from taxi_assets.core import model as taxi_model
 
 log = logging.getLogger(__name__)
@@ -38,13 +43,40 @@ _DTYPES = {
 }
 
 
-def _predict(pipeline, columns: Columns) -> np.ndarray:
+def _predict(pipeline, trees: BoostedTrees | None, columns: Columns) -> np.ndarray:
     frame = pd.DataFrame({field: np.array(columns[field], dtype=dtype) for field, dtype in _DTYPES.items()})
-    return taxi_model.predict(pipeline, frame)
+    if trees is None:
+        return taxi_model.predict(pipeline, frame)
+    return trees.predict(taxi_model.regressor_input(pipeline, frame))
 
 
-def _serve(conn: Connection, pipeline) -> None:
+def served_trees(pipeline) -> BoostedTrees | None:
+    """The trees that predict for `pipeline`'s regressor when it is gradient boosting, else None (the pipeline
+    predicts). Read in the parent: the scikit-learn internals are compat's, and compat imports BentoML, which the
+    child does without."""
+    from bento_service import compat
+
+    return compat.boosted_trees(pipeline.steps[-1][1]) if hasattr(pipeline, "steps") else None
+
+
+# glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def _keep_freed_memory() -> None:
+    """Have malloc reuse freed blocks instead of handing them back to the kernel. A 1,000-ride batch allocates a
+    dozen arrays of 0.4-0.8 MB: glibc maps each afresh and unmaps it when freed, and the ~750 page faults a batch
+    cost as much CPU as the prediction itself (1.7 ms of system time beside 2.4 ms of user time)."""
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    if mallopt is None:  # not glibc: its allocator is left as it is
+        return
+    mallopt(_M_MMAP_THRESHOLD, 32 << 20)  # glibc's maximum; a 10,000-ride batch's largest array is 4 MB
+    mallopt(_M_TRIM_THRESHOLD, 64 << 20)
+
+
+def _serve(conn: Connection, pipeline, trees: BoostedTrees | None) -> None:
     """The child's loop: one batch of columns in, its predictions (or the exception raised) out."""
+    _keep_freed_memory()
     # The service validated every value (finite, typed) and the pipeline's parameters were checked when it was
     # fitted: scikit-learn's own re-checks were a sixth of a 1,000-ride predict, and this process is the batch
     # path's bound.
@@ -55,7 +87,7 @@ def _serve(conn: Connection, pipeline) -> None:
         except EOFError:  # the parent closed the pipe or died
             return
         try:
-            answer = _predict(pipeline, columns)
+            answer = _predict(pipeline, trees, columns)
         except Exception as error:  # the callers of the batch get it, the child serves on
             answer = error
         conn.send(answer)
@@ -72,6 +104,7 @@ class ModelProcess:
     def __init__(self, tag: str, pipeline, warm_up: Columns) -> None:
         self.tag = tag
         self._pipeline = pipeline
+        self._trees = served_trees(pipeline)
         # One batch in flight: the child serves one at a time, and a large batch written while the child is
         # still writing the previous answer would block both ends.
         self._lock = asyncio.Lock()
@@ -93,7 +126,7 @@ class ModelProcess:
         # spawn, not fork: the parent runs threads (event loop, log flusher) that a fork would copy mid-state.
         context = multiprocessing.get_context("spawn")
         self._conn, child_end = context.Pipe()
-        self._process = context.Process(target=_serve, args=(child_end, self._pipeline), daemon=True)
+        self._process = context.Process(target=_serve, args=(child_end, self._pipeline, self._trees), daemon=True)
         self._process.start()
         child_end.close()  # so that the child's death reads as end-of-file here
         # Reaps the child the moment it exits, so a dead one never lingers as a zombie until the next batch.

