@@ -121,7 +121,7 @@ def model_alone_rides_per_second(bentoml_home: Path, batches: list[bytes], secon
     pipeline = joblib.load(path)
     inputs = [service._model_input(service._parse_batch(body)) for body in batches]
     figures = {}
-    for name, trees in (("served", model_process.served_trees(pipeline)), ("scikit-learn", None)):
+    for name, trees in (("served", model_process.served_trees(pipeline, inputs[0])), ("scikit-learn", None)):
         rides, started = 0, time.perf_counter()
         while time.perf_counter() - started < seconds:
             for columns in inputs:

@@ -20,7 +20,8 @@ written for (pyproject: `bentoml==1.4.40`; tests/test_compat.py fails when the u
 4. A fitted HistGradientBoostingRegressor's trees (scikit-learn `_predictors`, `_baseline_prediction`,
    `_bin_mapper.make_known_categories_bitsets`, the node records of `TreePredictor.nodes`), for
    boosted_trees.BoostedTrees, which predicts 1,000 rides 7 to 14 times faster than scikit-learn does. Not pinned
-   (scikit-learn>=1.5): tests/test_boosted_trees.py checks its answers against scikit-learn's own, bit for bit.
+   (scikit-learn>=1.5): tests/test_boosted_trees.py checks its answers against scikit-learn's own, bit for bit,
+   and the model process checks them on the warm-up rides before the trees serve (else the pipeline predicts).
 
 The empty baseline service (bench/empty_service.py) uses 1. too, so the bench compares the model's cost.
 """

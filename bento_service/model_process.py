@@ -50,13 +50,29 @@ def _predict(pipeline, trees: BoostedTrees | None, columns: Columns) -> np.ndarr
     return trees.predict(taxi_model.regressor_input(pipeline, frame))
 
 
-def served_trees(pipeline) -> BoostedTrees | None:
+def served_trees(pipeline, rides: Columns) -> BoostedTrees | None:
     """The trees that predict for `pipeline`'s regressor when it is gradient boosting, else None (the pipeline
     predicts). Read in the parent: the scikit-learn internals are compat's, and compat imports BentoML, which the
-    child does without."""
+    child does without. scikit-learn is not pinned, so the trees must give the pipeline's own answers, bit for
+    bit, on `rides` (the warm-up rides) before they serve: a version whose internals read differently is served
+    by the pipeline, slower but right, and the log says so."""
     from bento_service import compat
 
-    return compat.boosted_trees(pipeline.steps[-1][1]) if hasattr(pipeline, "steps") else None
+    if not hasattr(pipeline, "steps"):
+        return None
+    try:
+        trees = compat.boosted_trees(pipeline.steps[-1][1])
+        if trees is None or np.array_equal(_predict(pipeline, trees, rides), _predict(pipeline, None, rides)):
+            return trees
+        reason = "answers that differ from scikit-learn's"
+    except Exception as error:  # the internals compat reads are not there: scikit-learn changed them
+        reason = repr(error)
+    log.warning(
+        "model served by the scikit-learn pipeline: the fast tree predictor gave %s (scikit-learn %s)",
+        reason,
+        sklearn.__version__,
+    )
+    return None
 
 
 # glibc's mallopt parameters (malloc.h).
@@ -104,7 +120,7 @@ class ModelProcess:
     def __init__(self, tag: str, pipeline, warm_up: Columns) -> None:
         self.tag = tag
         self._pipeline = pipeline
-        self._trees = served_trees(pipeline)
+        self._trees = served_trees(pipeline, warm_up)
         # One batch in flight: the child serves one at a time, and a large batch written while the child is
         # still writing the previous answer would block both ends.
         self._lock = asyncio.Lock()

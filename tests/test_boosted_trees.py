@@ -38,7 +38,7 @@ def _columns(rides: pd.DataFrame) -> dict[str, np.ndarray]:
 @pytest.mark.parametrize("recipe", ["hgb", "hgb_te"])
 def test_the_served_model_predicts_every_real_ride_bit_for_bit_as_scikit_learn(pipelines, months, recipe) -> None:
     pipeline = pipelines[recipe]
-    trees = model_process.served_trees(pipeline)
+    trees = model_process.served_trees(pipeline, _columns(months["2021-02"].head(100)))
     assert trees is not None
     for month, rides in months.items():
         expected = predict(pipeline, rides)
@@ -76,7 +76,7 @@ def test_unseen_missing_and_extreme_inputs_predict_as_scikit_learn(pipelines, mo
 
 def test_a_pipeline_without_gradient_boosting_predicts_itself(pipelines, months) -> None:
     pipeline = pipelines["seed"]
-    assert model_process.served_trees(pipeline) is None
+    assert model_process.served_trees(pipeline, _columns(months["2022-01"].head(100))) is None
     rides = months["2022-01"].head(1000)
     np.testing.assert_array_equal(model_process._predict(pipeline, None, _columns(rides)), predict(pipeline, rides))
 
@@ -99,3 +99,24 @@ def test_pickup_hour_and_weekday_are_pandas_own() -> None:
         wall_clock = pickup.dt.tz_localize(None) if pickup.dt.tz is not None else pickup
         np.testing.assert_array_equal(features["pickup_hour"], wall_clock.dt.hour.to_numpy("float64"))
         np.testing.assert_array_equal(features["pickup_weekday"], wall_clock.dt.weekday.to_numpy("float64"))
+
+
+def test_trees_read_wrongly_from_another_scikit_learn_are_not_served(pipelines, months, monkeypatch, caplog) -> None:
+    """scikit-learn is not pinned: trees whose internals read differently (a node's value off by a rounding step,
+    or an attribute gone) are refused on the warm-up rides, and the pipeline serves, with a warning."""
+    pipeline, rides = pipelines["hgb_te"], _columns(months["2022-01"].head(200))
+    read = compat.boosted_trees
+
+    def off_by_one_step(regressor):
+        trees = read(regressor)
+        trees._baseline = np.nextafter(trees._baseline, np.inf)
+        return trees
+
+    def gone(regressor):
+        raise AttributeError("'HistGradientBoostingRegressor' object has no attribute '_predictors'")
+
+    for reading in (off_by_one_step, gone):
+        monkeypatch.setattr(compat, "boosted_trees", reading)
+        caplog.clear()
+        assert model_process.served_trees(pipeline, rides) is None
+        assert "served by the scikit-learn pipeline" in caplog.text
