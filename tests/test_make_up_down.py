@@ -141,16 +141,22 @@ def test_ctrl_c_while_make_up_starts_stops_what_it_started(tmp_path: Path, tlc_d
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     run = tmp_path / "run"
-    # Interrupted while it waits for the Dagster UI (the last process it starts, seconds before the UI answers).
-    # On a loaded machine starting the others takes minutes.
-    deadline = time.monotonic() + 300
-    while not (run / "dagster-webserver.pid").exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert up.poll() is None and (run / "dagster-webserver.pid").exists(), "make up did not reach the Dagster UI"
-    processes = tree(sorted(run.glob("*.pid")))
-    os.killpg(up.pid, signal.SIGINT)
-    output, _ = up.communicate(timeout=60)
-    assert up.returncode == 130, output
-    assert "interrupted: stopping what was started" in output
-    assert not gone(processes)
-    assert not [port for port in ports.values() if listening(port)]
+    try:
+        # Interrupted while it waits for the Dagster UI (the last process it starts, seconds before the UI
+        # answers). On a loaded machine starting the others takes minutes.
+        deadline = time.monotonic() + 300
+        while not (run / "dagster-webserver.pid").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert up.poll() is None and (run / "dagster-webserver.pid").exists(), "make up did not reach the Dagster UI"
+        processes = tree(sorted(run.glob("*.pid")))
+        os.killpg(up.pid, signal.SIGINT)
+        output, _ = up.communicate(timeout=60)
+        assert up.returncode == 130, output
+        assert "interrupted: stopping what was started" in output
+        assert not gone(processes)
+        assert not [port for port in ports.values() if listening(port)]
+    finally:
+        # A platform the interrupt did not stop must not outlive the test (checked above, before this).
+        if up.poll() is None:
+            up.kill()
+        subprocess.run(["./scripts/down.sh"], cwd=REPO_ROOT, env=env, capture_output=True, timeout=120)
