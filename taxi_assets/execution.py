@@ -72,6 +72,8 @@ from dagster._core.execution.plan.plan import ExecutionPlan
 from dagster._core.executor.in_process import InProcessExecutor
 from dagster._core.launcher import CheckRunHealthResult, LaunchRunContext, WorkerStatus
 from dagster._core.run_coordinator import QueuedRunCoordinator as DagsterQueuedRunCoordinator
+from dagster._daemon.backfill import execute_backfill_iteration_loop
+from dagster._daemon.daemon import BackfillDaemon
 from dagster._utils.interrupts import check_captured_interrupt
 
 DAGSTER_VERSION = "1.13.27"
@@ -386,19 +388,12 @@ class _ShortWaits:
         return self._event.wait(self._seconds if timeout is None else min(timeout, self._seconds))
 
 
-def dagster_backfill_core_loop():
-    """Dagster's own `BackfillDaemon.core_loop`, replaced or not (tests/test_compat.py compares it with upstream)."""
-    from dagster._daemon.daemon import BackfillDaemon
-
-    return getattr(BackfillDaemon.core_loop, "dagster_core_loop", BackfillDaemon.core_loop)
+# Dagster's own loop, kept for tests/test_compat.py to compare with upstream.
+DAGSTER_BACKFILL_CORE_LOOP = BackfillDaemon.core_loop
 
 
 def pick_up_backfills_every(seconds: float) -> None:
     """Make this process's backfill daemon look for new backfills (and advance running ones) every `seconds`."""
-    # Imported here, not with the module: the daemon's modules weigh as much as the rest of Dagster, and every run
-    # worker imports this module (the executor) without ever building a run coordinator.
-    from dagster._daemon.backfill import execute_backfill_iteration_loop
-    from dagster._daemon.daemon import BackfillDaemon
 
     def core_loop(self: BackfillDaemon, workspace_process_context, shutdown_event):
         yield from execute_backfill_iteration_loop(
@@ -409,7 +404,6 @@ def pick_up_backfills_every(seconds: float) -> None:
             submit_threadpool_executor=self._submit_threadpool_executor,
         )
 
-    core_loop.dagster_core_loop = dagster_backfill_core_loop()
     BackfillDaemon.core_loop = core_loop
 
 

@@ -164,7 +164,7 @@ def test_the_dagster_code_execution_copies_is_unchanged() -> None:
         "SqlEventLogStorage.free_concurrency_slots_for_run": SqlEventLogStorage.free_concurrency_slots_for_run,
         "execute_run_monitoring_iteration": execute_run_monitoring_iteration,
         "monitor_started_run": monitor_started_run,
-        "BackfillDaemon.core_loop": execution.dagster_backfill_core_loop(),
+        "BackfillDaemon.core_loop": execution.DAGSTER_BACKFILL_CORE_LOOP,
         "execute_backfill_iteration_loop": execute_backfill_iteration_loop,
     }
     digests = {name: hashlib.sha256(inspect.getsource(f).encode()).hexdigest() for name, f in functions.items()}
@@ -185,7 +185,7 @@ def test_the_instance_s_run_queue_makes_the_daemon_pick_up_backfills_every_two_s
         assert isinstance(coordinator, execution.QueuedRunCoordinator)
         assert coordinator.backfill_interval_seconds == 2 and coordinator.dequeue_interval_seconds == 1
         assert BackfillDaemon.daemon_type() in instance.get_required_daemon_types()
-    assert BackfillDaemon.core_loop is not execution.dagster_backfill_core_loop()
+    assert BackfillDaemon.core_loop is not execution.DAGSTER_BACKFILL_CORE_LOOP
 
     shutdown = threading.Event()
     waits = execution._ShortWaits(shutdown, 0.2)
