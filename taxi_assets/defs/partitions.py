@@ -19,8 +19,10 @@ prediction_days = dg.DailyPartitionsDefinition(start_date=settings.current().pre
 
 # A backfill hands an asset with this policy up to a year of contiguous months per run. A run costs a process and
 # a code load (seconds); a month of TLC data costs a quarter of a second in DuckDB, so one run per month spent most
-# of a backfill starting runs. Twelve, not unbounded: a run holds the DuckDB pool for its whole range, and between
-# two runs the queue lets other warehouse work (the prediction-log ingest) through.
+# of a backfill starting runs. Twelve, not unbounded: a run holds the DuckDB pool while it loads its whole range, and
+# between two runs the queue lets other warehouse work (the prediction-log ingest) through. A run's partitions are
+# one range, so Dagster splits a backfill at every gap: the ten local months (2021-01..03, 2022-01..03,
+# 2023-01..04) are three runs whatever this limit.
 MONTHS_PER_RUN = 12
 monthly_backfill_policy = dg.BackfillPolicy.multi_run(max_partitions_per_run=MONTHS_PER_RUN)
 
