@@ -16,7 +16,9 @@ works around changes, or when another Dagster is installed.
   with `should_assign` from the first), and hands a freed slot to the waiting steps only when it is freed
   (`free_concurrency_slot_for_step` → `assign_pending_steps`). A slot freed between the two statements is given to
   no one, and the step waits forever beside a free slot: seen in a 10-month backfill whose third run waited 11
-  minutes with the `duckdb` slot free and the other two runs finished.
+  minutes with the `duckdb` slot free and the other two runs finished. A step that has closed the warehouse gives
+  its slot back before it ends (`release_pool_slot`; trip_months does): a backfill's next run loads its months
+  while this one records its events.
 * `LocalRunLauncher` (named in dagster.yaml): Dagster's default launcher, whose run workers are processes on the
   daemon's machine, plus the health check that run monitoring needs to fail a run whose worker died (kill -9, OOM
   kill, power cut). The default launcher has none: the code server that started a worker notices its death only
