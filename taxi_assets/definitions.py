@@ -3,11 +3,14 @@
 Everything under `taxi_assets/defs/` is discovered; the executor is set here, once.
 """
 
+import functools
+import os
 import warnings
 from pathlib import Path
 
 import dagster as dg
 
+from taxi_assets import settings
 from taxi_assets.execution import executor
 
 # monthly_job spans the whole monthly graph, mixing the trip tables' ranged backfill policy
@@ -19,6 +22,15 @@ warnings.filterwarnings("ignore", message=r"Asset job \S+ materializes assets wi
 
 @dg.definitions
 def defs() -> dg.Definitions:
+    # Dagster builds the definitions twice in every run's process (for the run's job, then for the run's selection
+    # of it), each build half a second of CPU while the backfill's other runs load their months. The resources take
+    # their values from the settings' variables at build time (tests point them elsewhere), so a build is reused
+    # only while those variables are the same.
+    return _built_for(tuple(os.environ.get(setting.env) for setting in settings.SETTINGS.values()))
+
+
+@functools.lru_cache(maxsize=1)
+def _built_for(settings_environment: tuple[str | None, ...]) -> dg.Definitions:
     return dg.Definitions.merge(
         dg.load_from_defs_folder(path_within_project=Path(__file__).parent),
         # Steps share the warehouse one at a time anyway; running them inside the run's process saves a

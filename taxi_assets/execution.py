@@ -7,15 +7,18 @@ works around changes, or when another Dagster is installed.
 * `executor`: Dagster's in-process executor (one process per run, steps one after the other), except while a step
   waits for a slot of a pool (`duckdb`). Dagster 1.13 then polls without ever sleeping (its
   `interval_to_next_pending_claim_check` is `min(0, …)`; dagster-io/dagster#20367 proposed the fix and was closed
-  unmerged), so a blocked run burns a core, and it only looks at a
-  SIGTERM/SIGINT once the step has its slot: a run waiting behind a wedged slot could not even be stopped. Here a
-  blocked step sleeps until its next claim attempt, in slices of at most `INTERRUPT_CHECK_SECONDS`, and a
-  termination received meanwhile ends the run at once. And a blocked step whose pool has a free slot that nobody
-  was given is given it: Dagster 1.13 registers a waiting step in two statements (`has_unassigned_slots`, then
-  `add_pending_step` with `should_assign` from the first), and hands a freed slot to the waiting steps only when it
-  is freed (`free_concurrency_slot_for_step` → `assign_pending_steps`). A slot freed between the two statements is
-  given to no one, and the step waits forever beside a free slot: seen in a 10-month backfill whose third run
-  waited 11 minutes with the `duckdb` slot free and the other two runs finished.
+  unmerged), so a blocked run burns a core, and it only looks at a SIGTERM/SIGINT once the step has its slot: a run
+  waiting behind a wedged slot could not even be stopped. Here a blocked step sleeps until its next claim attempt,
+  in slices of at most `INTERRUPT_CHECK_SECONDS`, and a termination received meanwhile ends the run at once. Its
+  attempts come every `CLAIM_RETRY_SECONDS`, not after Dagster's growing back-off, so the next run takes the
+  warehouse within a fraction of a second. And a blocked step whose pool has a free slot that nobody was given is
+  given it: Dagster 1.13 registers a waiting step in two statements (`has_unassigned_slots`, then `add_pending_step`
+  with `should_assign` from the first), and hands a freed slot to the waiting steps only when it is freed
+  (`free_concurrency_slot_for_step` → `assign_pending_steps`). A slot freed between the two statements is given to
+  no one, and the step waits forever beside a free slot: seen in a 10-month backfill whose third run waited 11
+  minutes with the `duckdb` slot free and the other two runs finished. A step that has closed the warehouse gives
+  its slot back before it ends (`release_pool_slot`; trip_months does): a backfill's next run loads its months
+  while this one records its events.
 * `LocalRunLauncher` (named in dagster.yaml): Dagster's default launcher, whose run workers are processes on the
   daemon's machine, plus the health check that run monitoring needs to fail a run whose worker died (kill -9, OOM
   kill, power cut). The default launcher has none: the code server that started a worker notices its death only
@@ -78,6 +81,10 @@ from dagster._utils.interrupts import check_captured_interrupt
 DAGSTER_VERSION = "1.13.27"
 # How long a SIGTERM can wait while a step waits for its pool slot.
 INTERRUPT_CHECK_SECONDS = 0.5
+# How long a blocked step waits before it asks for its slot again. Dagster backs off from 1 s by 10 % per attempt
+# (up to 15 s), so the run behind a 10-s holder found the slot freed 1-3 s late, and a backfill's ranged runs hand
+# the warehouse over to one another twice. An attempt is a few reads of the instance's storage.
+CLAIM_RETRY_SECONDS = 0.5
 # Where a run's process lives, tagged by the executor (and the host by the launcher, before the process starts):
 # only that machine can tell whether the process still lives, and a pid is that process only with its start time.
 WORKER_HOST_TAG = "taxi/worker_host"
@@ -211,6 +218,7 @@ class _InterruptibleClaims(InstanceConcurrencyContext):
             self._reported_at.pop(step_key, None)
             return True
         if self._pending_claim_counts[step_key] > checks:  # the storage was asked, and said blocked
+            self._pending_timeouts[step_key] = min(self._pending_timeouts[step_key], time.time() + CLAIM_RETRY_SECONDS)
             storage = self._instance.event_log_storage
             if storage.has_unassigned_slots(concurrency_key):
                 # Dagster's own hand-out (highest priority, then oldest, first); the slot rows stay the semaphore,
@@ -277,11 +285,32 @@ class _InterruptibleClaims(InstanceConcurrencyContext):
         return max(0.0, min(next_attempt - time.time(), INTERRUPT_CHECK_SECONDS))
 
 
+# The pool claims of the run this process executes with `executor` (one run per process), for `release_pool_slot`.
+_run_claims: _InterruptibleClaims | None = None
+
+
 def _execution_iterator(
     job_context: PlanExecutionContext, execution_plan: ExecutionPlan, instance_concurrency_context=None
 ) -> Iterator[dg.DagsterEvent]:
+    global _run_claims
     with _InterruptibleClaims(job_context.instance, job_context.dagster_run, job_context.log) as claims:
-        yield from inner_plan_execution_iterator(job_context, execution_plan, claims)
+        _run_claims = claims
+        try:
+            yield from inner_plan_execution_iterator(job_context, execution_plan, claims)
+        finally:
+            _run_claims = None
+
+
+def release_pool_slot(context: dg.AssetExecutionContext) -> bool:
+    """Give the running step's pool slot back before the step ends, for a step that has closed the warehouse and
+    has only its events left to record (dozens for a backfill's range, 30-100 ms each on SQLite storage): the next
+    run's step opens the warehouse meanwhile. Whether a slot was given back: not in a run that the project's
+    `executor` does not execute (`dg.materialize`, `execute_in_process`), which keeps it to the step's end."""
+    step_key = context.get_step_execution_context().step.key
+    if _run_claims is None or step_key not in _run_claims._claims:
+        return False
+    _run_claims.free_step(step_key)  # Dagster's own free at the step's end then finds nothing to free
+    return True
 
 
 class _InterruptibleInProcessExecutor(InProcessExecutor):

@@ -247,6 +247,39 @@ def test_a_step_waiting_beside_a_free_slot_gets_it(tmp_path: Path) -> None:
                 assert not _claims_within(waiting, 2.0)
 
 
+@dg.asset(pool="duckdb")
+def slot_giver(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    """Gives its duckdb slot back, then sees whether another run's step gets it while this step still runs."""
+    given_back = execution.release_pool_slot(context)
+    following = context.instance.create_run_for_job(dg.GraphDefinition("following").to_job())
+    storage = context.instance.event_log_storage
+    taken = storage.claim_concurrency_slot("duckdb", following.run_id, "trip_months").is_claimed
+    return dg.MaterializeResult(metadata={"given_back": given_back, "taken_by_the_next_run": taken})
+
+
+def slot_giver_job() -> dg.JobDefinition:
+    jobs = [dg.define_asset_job("slot_giver_job", [slot_giver])]
+    return dg.Definitions(assets=[slot_giver], jobs=jobs, executor=execution.executor).resolve_job_def("slot_giver_job")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("executed_by", ["the project's executor", "dg.materialize"])
+def test_a_step_gives_its_pool_slot_back_only_under_the_project_s_executor(tmp_path: Path, executed_by: str) -> None:
+    """`release_pool_slot` frees the running step's slot for the next run (a backfill's next range); a run the
+    executor does not execute keeps the slot to the step's end, as Dagster's own executor does."""
+    pools = {"concurrency": {"pools": {"granularity": "op", "default_limit": 1}}}
+    with dg.instance_for_test(temp_dir=str(tmp_path), overrides=pools) as instance:
+        if executed_by == "dg.materialize":
+            result = dg.materialize([slot_giver], instance=instance)
+        else:
+            result = dg.execute_job(dg.reconstructable(slot_giver_job), instance=instance)
+        assert result.success
+        (materialization,) = result.asset_materializations_for_node("slot_giver")
+        mine = executed_by != "dg.materialize"
+        assert materialization.metadata["given_back"].value is mine
+        assert materialization.metadata["taken_by_the_next_run"].value is mine
+
+
 def _holder(instance: dg.DagsterInstance, tags: dict[str, str]) -> dg.DagsterRun:
     """A started run holding the pool's one slot, its process as `tags` say."""
     storage = instance.event_log_storage

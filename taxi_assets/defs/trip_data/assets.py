@@ -5,6 +5,7 @@ import logging
 import dagster as dg
 import duckdb
 
+from taxi_assets import execution
 from taxi_assets.core.tlc import (
     PICKUP_MONTHS_SQL,
     RAW_COLUMNS,
@@ -159,13 +160,16 @@ def trip_months(context: dg.AssetExecutionContext, warehouse: Warehouse, trip_da
     range of months, and each month of each table commits, succeeds or fails on its own (a bad month names its
     problem and keeps its previous rows; the other months land)."""
     with warehouse.get_connection() as conn:
-        yield from materialize_partitions(
+        outcome = materialize_partitions(
             context,
             {
                 raw_trips: lambda month: load_raw_month(conn, month, trip_data, context.log),
                 trips: lambda month: build_trips_month(conn, month),
             },
         )
+    # The warehouse is closed: the next run of a backfill takes it while this one records its events.
+    execution.release_pool_slot(context)
+    yield from outcome.events()
 
 
 @dg.asset(
