@@ -246,6 +246,15 @@ def _ride_columns(rides: list[Ride]) -> columnar.RideColumns:
     )
 
 
+def _with_ids(given: list[str | None]) -> list[str]:
+    """The rides' ids, generated where none was given."""
+    missing = given.count(None)
+    if missing == len(given):  # most callers give none: no merging
+        return predlog.new_record_ids(missing)
+    fresh = iter(predlog.new_record_ids(missing))
+    return [next(fresh) if i is None else i for i in given]
+
+
 def _model_input(columns: columnar.RideColumns) -> dict[str, np.ndarray]:
     return {
         "PULocationID": columns.PULocationID,
@@ -334,8 +343,7 @@ class TaxiDuration:
         """Predict, log and count rides given column-wise: their ids, predicted durations and model tag."""
         predictor = self.predictor  # one model per batch, and its tag is the one answered and logged
         durations = await predictor.predict(_model_input(columns))
-        fresh = iter(predlog.new_record_ids(columns.id.count(None)))
-        ids = [next(fresh) if i is None else i for i in columns.id]
+        ids = _with_ids(columns.id)
         predictions = durations.tolist()
         rides = {
             "id": ids,

@@ -96,3 +96,30 @@ def test_plainly_valid_batches_take_the_fast_path(rides: list) -> None:
 )
 def test_invalid_batches_are_left_to_the_pydantic_rules(rides: list) -> None:
     assert _parse(rides) is None
+
+
+@pytest.mark.parametrize(
+    "pickup", ["2022-01-03 08:15", "2022-01-03T08:15:00", "2022-01-03T08:15:00.5", "2022-01-03 08:15:00.123456"]
+)
+def test_every_plain_pickup_spelling_takes_the_fast_path(pickup: str) -> None:
+    assert _assert_same_as_pydantic([RIDE, {**RIDE, "pickup_datetime": pickup}]) is not None
+
+
+@pytest.mark.parametrize(
+    "pickup",
+    [
+        "2022-01-03T08:15:00.",
+        "2022-01-03T08:15:00.1234567",
+        "2022-01-03t08:15:00",
+        "2022-01-03T08:15:0",
+        "2022-01-03T08-15:00",
+        "２022-01-03T08:15:00",
+        "2022-01-03T08:15:00\x00",
+        "2022-01-03T08:15:00Z",
+        "2022-01-03",
+    ],
+)
+def test_other_pickup_spellings_are_left_to_the_pydantic_rules(pickup: str) -> None:
+    rides = [RIDE, {**RIDE, "pickup_datetime": pickup}]
+    assert _parse(rides) is None
+    _assert_same_as_pydantic(rides)

@@ -1,6 +1,7 @@
 """Prediction-log store: embedded segment files and MongoDB (mongomock; a real server when MONGODB_URI is set)."""
 
 import datetime as dt
+import itertools
 import json
 import multiprocessing
 import os
@@ -8,10 +9,12 @@ import socket
 import time
 from pathlib import Path
 
+import duckdb
 import mongomock
 import pytest
 
 from taxi_assets.core import predlog
+from taxi_assets.core.predlog import records as predlog_records
 
 pytestmark = pytest.mark.unit
 
@@ -103,6 +106,58 @@ def test_segments_rotate_by_size(tmp_path: Path) -> None:
     assert len(list((tmp_path / _today()).glob("*.jsonl"))) > 5
     reader = predlog.FileLogReader(tmp_path)
     assert sorted(r["id"] for r in reader.read_day(_today())) == sorted(f"ride-{i}" for i in range(40))
+
+
+def test_a_prediction_batch_reads_back_as_its_records_one_by_one(tmp_path: Path) -> None:
+    """The service logs batches column-wise (PredictionBatch); every reader must see exactly the records that
+    `prediction_record` gives for each ride, edge values included, and a non-finite prediction is refused alike."""
+    rides = {
+        "id": ["r1", "é-ride", 'q"uote\\', *predlog.new_record_ids(2)],
+        "PULocationID": [1, 265, 74, 42, 7],
+        "DOLocationID": [265, 1, 42, 74, 7],
+        "trip_distance": [0.0, 260_000.0, 1e-7, 1.7, 12.345678901234567],
+        "pickup_datetime": [
+            dt.datetime(2022, 1, 3, 8, 15),
+            dt.datetime(2022, 1, 3, 8, 15, 0, 250_000),
+            dt.datetime(2099, 12, 31, 23, 59, 59, 999_999),
+            dt.datetime(2000, 1, 1),
+            "2022-01-03T08:15:00",
+        ],
+    }
+    predictions = [9.5, 1e16, 5e-324, 0.1, 1234.5678]
+    ts, tag = predlog.utc_now_iso(), "taxi_duration_deployed:v1"
+    one_by_one = [
+        predlog.prediction_record({k: v[i] for k, v in rides.items()}, predictions[i], tag, ts) for i in range(5)
+    ]
+    for name, records in (("batch", predlog.PredictionBatch(rides, predictions, tag, ts)), ("records", one_by_one)):
+        writer = predlog.FileLogWriter(tmp_path / name)
+        assert writer.append(records)
+        for bad in (float("nan"), float("inf")):
+            refused = (
+                predlog.PredictionBatch(rides, [*predictions[:4], bad], tag, ts)
+                if name == "batch"
+                else [predlog.prediction_record(RIDE, bad, tag, ts)]
+            )
+            assert not writer.append(refused)
+        writer.close()
+    day = ts[:10]
+    read = {name: predlog.FileLogReader(tmp_path / name).read_day(day) for name in ("batch", "records")}
+    assert read["batch"] == read["records"] == one_by_one
+    staged = {}
+    for name in read:
+        with duckdb.connect() as conn:
+            predlog.FileLogReader(tmp_path / name).stage_day(conn, day)
+            staged[name] = conn.execute(f"SELECT * FROM {predlog.STAGING_TABLE}").fetchall()
+    assert staged["batch"] == staged["records"] and len(staged["batch"]) == 5
+
+
+def test_generated_ids_are_unique_and_a_new_prefix_follows_the_last_counter(monkeypatch: pytest.MonkeyPatch) -> None:
+    ids = predlog.new_record_ids(1000) + predlog.new_record_ids(0) + [predlog.new_record_id()]
+    prefix, first = ids[0][:16], int(ids[0][16:], 16)
+    assert ids == [f"{prefix}{number:08x}" for number in range(first, first + 1001)]
+    monkeypatch.setattr(predlog_records, "_id_counter", itertools.count(2**32 - 1))
+    after = predlog.new_record_ids(2)
+    assert after[0][:16] != prefix and [i[16:] for i in after] == ["00000000", "00000001"]
 
 
 def _write_many(root: str, worker: int, count: int) -> None:
