@@ -66,7 +66,7 @@ VERDICT_SETS: dict[str, dict[str, float]] = {
 # the typical effect of spread windows of held-out days, `day_effects`). Measured by
 # bench/bench_drift_calibration.py on held-out days: with the threshold from windows of the other fold's weeks, a
 # fold-to-fold offset went into it (2.3-3.6 for the distance at 5,000 rides against 1.8-2.7 from sampling), and a
-# 10% longer distance went unseen in 37.5% of random 5,000-ride windows of 2021-01 (8.5-11% now).
+# 10% longer distance went unseen in 37.5% of random 5,000-ride windows of 2021-01 (6.5-11% now, over three draws).
 # Decision: ordinary month-to-month change (the validation month's change included) does not widen a threshold;
 # it enters once, as the effect floors (`effect_floors`). Measured by bench/bench_drift_calibration.py: letting
 # the validation month's windows into the thresholds set the distance threshold at 5,000 rides to 5.2 (2023-01)
@@ -201,8 +201,9 @@ def calibrate(
     def table(kind: str, name: str, alpha: float) -> list[float]:
         # Only windows the test can judge: one whose cells are all pooled is "insufficient data" to the verdict
         # (`drift.judge`), and its statistic of 0 (no spread at all) pinned the fit at the smallest sizes, which
-        # bent the thresholds of the sizes above (the pickup-hour threshold of random 1,000-ride windows rose by a
-        # third). Below its smallest testable size a feature's table stays constant; no window there is judged.
+        # bent the thresholds of the sizes above (2023-01: the pickup-hour threshold of random 100-ride windows came
+        # out at 0.07, that of 1,000 rides 8-11% higher). Below its smallest testable size a feature's table stays
+        # constant; no window there is judged.
         samples = {size: np.concatenate(pooled[(kind, size, name)]) for size in sizes}
         testable = [size for size in sizes if len(samples[size]) >= MIN_CALIBRATION_WINDOWS]
         if not testable:
