@@ -3,16 +3,16 @@ per evaluation and per day as a user lives with them (prints tables; not a test)
 
     .venv/bin/python bench/bench_drift_calibration.py [--months 2021-01 2022-01 2023-01 2023-03] [--size 5000]
 
-Protocol (tests/support/alarm_days.py): for each reference month, the `hgb_te` model trained on it; its days in
-blocks of 7, a profile built from alternate blocks (and the validation month) and evaluated on the others, both ways
-round. Unchanged days: the sliding `last_<size>` window evaluated every 1,000 rides plus every clock hour, an alarm
-only when the window of the rides before it agrees (what `taxi_online_alarm` pushes); a day counts when any alarm
-(dataset, prediction, RMSE, outlier share) was raised that day. The month after the validation month is evaluated
-against the whole month's profile. Detection: scenarios applied to the held-out days, predictions re-made; the share
-of full windows alarmed (sliding windows of consecutive rides, confirmed; random rides, one evaluation) and the
-delay in rides from a change starting mid-week (held-out weeks joined) to the first confirmed alarm. The same
-figures as deployed: the whole training month's profile against the month after the validation month (m+2). Then the
-batch table (month level).
+Protocol (tests/support/alarm_days.py): for each reference month, the `hgb_te` model trained on it; its days in blocks
+of 7, a profile built from alternate blocks (and the validation month) and evaluated on the others, both ways round.
+Unchanged days: the sliding `last_<size>` window evaluated every 1,000 rides plus every clock hour, an alarm only when
+the window of the rides before it (for an hour, the two hours before) agrees (what `taxi_online_alarm` pushes); a day
+counts when any alarm (dataset, prediction, RMSE, outlier share) was raised that day. The month after the validation
+month is evaluated against the whole month's profile. Detection: scenarios applied to the held-out days, predictions
+re-made; the share of full windows alarmed (sliding windows of consecutive rides, confirmed; random rides, one
+evaluation) and the delay in rides from a change starting mid-week (held-out weeks joined) to the first confirmed alarm.
+The same figures as deployed: the whole training month's profile against the month after the validation month (m+2).
+Then the batch table (month level).
 """
 
 import argparse

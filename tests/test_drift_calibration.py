@@ -69,9 +69,10 @@ def confirmed_share(
 
 def test_unchanged_days_rarely_see_an_alarm():
     """Per day as a user lives with it: the sliding last_5000 every 1,000 rides and every hour window, an alarm
-    when the window before (no ride in common) agrees. Held-out days of the training month (both folds): measured
-    0 of 31 days (3.2% while the window 1,000 rides earlier confirmed); the month after validation against the whole
-    month's profile: 3.2% (goal 10%)."""
+    when the windows before (no ride in common; for an hour the two hours before) agree. Held-out days of the
+    training month (both folds): measured 0 of 31 days (3.2% while the window 1,000 rides earlier confirmed); the
+    month after validation against the whole month's profile: 0 of 31 (goal 10%; 3.2%, one day, while one hour
+    confirmed an hour)."""
     parts = []
     for fold in (0, 1):
         prof, days, _ = alarm_days.held_out(REFERENCE, fold)
@@ -81,7 +82,7 @@ def test_unchanged_days_rarely_see_an_alarm():
     assert alarm_days.Evaluations.concat(parts).day_share() <= 0.05
     after = alarm_days.month_rides(AFTER, REFERENCE)
     later = alarm_days.stream_alarms(alarm_days.whole(REFERENCE), after, [(0, len(after))], DEFAULT_WINDOW)
-    assert later.day_share() <= 0.10
+    assert later.day_share() <= 0.02
 
 
 def test_a_day_of_consecutive_rides_does_not_flag_the_hour(built, arrays, reference):

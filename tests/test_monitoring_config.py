@@ -485,7 +485,7 @@ def test_pushed_series_are_what_the_code_pushes() -> None:
     )
     produced = {
         "taxi_batch_monitoring": batch_samples(figures, 0.0),
-        "taxi_online_monitoring": online_samples(window, window, "taxi_duration_deployed:v1", 5.0),
+        "taxi_online_monitoring": online_samples(window, [window], "taxi_duration_deployed:v1", 5.0),
     }
     for job, _, metrics in PUSHED:
         if job not in produced:

@@ -1,5 +1,6 @@
 """Online monitoring: the prediction-log sensor, the exactly-once ingest of log days and the window drift."""
 
+import dataclasses
 import datetime as dt
 import json
 import subprocess
@@ -298,9 +299,10 @@ def test_online_drift_windows_are_pushed(deployed, pushgateway: str) -> None:
     last_error = (last.prediction - last.duration)[last.index % 2 == 1]
     assert meta["last_1000/rows"] == 1000 and meta["last_1000/feedback_rows"] == 500
     assert meta["hour/rows"] == 1200 and meta["hour/feedback_rows"] == 600
-    # The window that confirms an alarm shares no ride with the current one: the 200 rides before the newest 1,000
-    # (the hour before had none).
-    assert meta["last_1000/previous_window_rows"] == 200 and meta["hour/previous_window_rows"] == 0
+    # The windows that confirm an alarm share no ride with the current one: the 200 rides before the newest 1,000
+    # (the two hours before had none).
+    assert meta["last_1000/previous_window_rows"] == meta["last_1000/agreeing_windows_min_rows"] == 200
+    assert meta["hour/previous_window_rows"] == meta["hour/agreeing_windows_min_rows"] == 0
     assert meta["last_1000/rmse"] == pytest.approx(float(np.sqrt((last_error**2).mean())))
     assert meta["last_1000/mae"] == pytest.approx(float(last_error.abs().mean()))
     for name in ("last_1000/drift_share", "last_1000/dataset_drift", "last_1000/prediction_drift_score", "hour/rmse"):
@@ -358,21 +360,30 @@ def test_window_figures_judge_windows_against_the_profile() -> None:
     assert quiet.rmse == pytest.approx(float(np.sqrt(((window.prediction - window.duration) ** 2).mean())))
     assert quiet.rmse < quiet.rmse_bound
 
-    names = {sample.name for sample in online_samples(longer, quiet, "stand-in", 5.0)}
+    names = {sample.name for sample in online_samples(longer, [quiet], "stand-in", 5.0)}
     assert {"taxi_online_rmse_bound", "taxi_online_prediction_drifted", "taxi_online_feature_drift_effect"} <= names
+
+    def dataset_alarm(figures, previous) -> float:
+        (alarm,) = (
+            s.value
+            for s in online_samples(figures, previous, "t", 5.0)
+            if s.name == "taxi_online_alarm" and s.labels["alarm"] == "dataset"
+        )
+        return alarm
+
     # An alarm needs the evaluation before to agree: a drifted window after a quiet one is not yet an alarm.
-    alarm = {
-        s.labels["alarm"]: s.value for s in online_samples(longer, longer, "t", 5.0) if s.name == "taxi_online_alarm"
-    }
-    assert alarm["dataset"] == 1.0
-    alarm = {
-        s.labels["alarm"]: s.value for s in online_samples(longer, quiet, "t", 5.0) if s.name == "taxi_online_alarm"
-    }
-    assert alarm["dataset"] == 0.0
+    assert dataset_alarm(longer, [longer]) == 1.0
+    assert dataset_alarm(longer, [quiet]) == 0.0
+    # An hour needs both hours before it to agree; given one, the caller is wrong, not the traffic.
+    hour = dataclasses.replace(longer, window="hour")
+    assert dataset_alarm(hour, [longer, longer]) == 1.0
+    assert dataset_alarm(hour, [longer, quiet]) == dataset_alarm(hour, [quiet, longer]) == 0.0
+    with pytest.raises(ValueError, match="needs 2 windows before it"):
+        dataset_alarm(hour, [longer])
     # Too few rides for any test: "insufficient data", no verdict either way.
     for few in (window.head(0), window.head(50)):
         figures = window_figures("hour", few, prof, arrays)
-        samples = {sample.name: sample.value for sample in online_samples(figures, figures, "t", 5.0)}
+        samples = {sample.name: sample.value for sample in online_samples(figures, [figures, figures], "t", 5.0)}
         assert samples["taxi_online_window_sufficient"] == 0.0
         assert not set(samples) & {"taxi_online_dataset_drift", "taxi_online_feature_drifted", "taxi_online_alarm"}
 

@@ -64,7 +64,7 @@ def every_push() -> list[tuple[str, dict[str, str], list[Sample]]]:
     return [
         (BATCH_JOB, {"month": "2021-02"}, batch_samples(figures, 1.6e9)),
         (BATCH_JOB, {"month": "2021-03"}, batch_samples(figures, 1.61e9)),
-        (ONLINE_JOB, {"window": "last_1000"}, online_samples(window, window, "taxi_duration_deployed:v1", 5.9)),
+        (ONLINE_JOB, {"window": "last_1000"}, online_samples(window, [window], "taxi_duration_deployed:v1", 5.9)),
         (INGEST_JOB, {}, ingest_samples(12, 30.0, 1.7e9)),
         (AUTOMATION_JOB, {}, automation_samples(2, 1)),
         # The supervisor pushes these with prometheus_client gauges named and documented from the same table.

@@ -161,13 +161,15 @@ def altered(frame: pd.DataFrame, month: str, scenario: str) -> pd.DataFrame:
     return frame.assign(**{PREDICTION: predict(model(month), frame)})
 
 
-def confirmed(evaluations: Evaluations, previous: np.ndarray) -> Evaluations:
-    """Each alarm only where the evaluation before it (`previous[i]`, -1 for none) raised it too."""
-    has = previous >= 0
-    fields = {}
-    for name in ("dataset", "prediction", "rmse", "outliers"):
-        values = getattr(evaluations, name)
-        fields[name] = values & has & values[np.maximum(previous, 0)]
+def confirmed(evaluations: Evaluations, previous: np.ndarray, windows: int = 1) -> Evaluations:
+    """Each alarm only where the `windows` evaluations before it (`previous[i]`, `previous[previous[i]]`...; -1 for
+    none) raised it too (`online.confirmed`)."""
+    fields = {name: getattr(evaluations, name).copy() for name in online.ALARMS}
+    before = np.arange(len(previous))
+    for _ in range(windows):
+        before = np.where(before >= 0, previous[np.maximum(before, 0)], -1)
+        for name, alarms in fields.items():
+            alarms &= (before >= 0) & getattr(evaluations, name)[np.maximum(before, 0)]
     return Evaluations(evaluations.day, **fields)
 
 
@@ -193,7 +195,10 @@ def stream_alarms(
     prof: ReferenceProfile, frame: pd.DataFrame, segments: list[tuple[int, int]], size: int, *, split: bool = False
 ) -> Evaluations | tuple[Evaluations, Evaluations]:
     """The alarms a user sees on a stream: the sliding window and every clock hour, each confirmed by the
-    window before it (`online.confirmed`); with `split`, the two apart."""
+    windows before it (`online.confirmed`: the window of the rides before it; the two hours before); with `split`,
+    the two apart."""
     slide = confirmed(evaluate(prof, frame, sliding(segments, size)), previous_sliding(segments, size))
-    hour = confirmed(evaluate(prof, frame, hours(frame)), previous_hours(frame))
+    hour = confirmed(
+        evaluate(prof, frame, hours(frame)), previous_hours(frame), online.agreeing_windows(online.HOUR_WINDOW)
+    )
     return (slide, hour) if split else Evaluations.concat([slide, hour])

@@ -15,7 +15,14 @@ from pydantic import Field
 from taxi_assets.core import profile
 from taxi_assets.core.drift import CALIBRATION_SIZES, DEFAULT_WINDOW
 from taxi_assets.core.metrics import ONLINE_JOB
-from taxi_assets.core.online import confirmed, last_complete_hour, online_samples, window_figures
+from taxi_assets.core.online import (
+    HOUR_WINDOW,
+    agreeing_windows,
+    confirmed,
+    last_complete_hour,
+    online_samples,
+    window_figures,
+)
 from taxi_assets.core.warehouse import PREDICTION_LOG_DAY_SELECTS, PREDICTION_LOG_SCHEMA, replace_partition
 from taxi_assets.defs.model.profile import reference_profile
 from taxi_assets.defs.online_monitoring.resources import PredictionLogStore
@@ -118,26 +125,29 @@ def online_drift(
     with the threshold calibrated for the window's size and kind (spread over a week or more, or consecutive rides)
     and the profile's effect floor; the window drifted when any feature did. RMSE and MAE cover the rows whose
     feedback arrived, against the RMSE bound of the model's validation residuals at that many rows; the share of
-    outlier rides against its calibrated threshold. The window before each one is judged too (the `last_n` rides
-    before the newest `last_n`, the hour before): `taxi_online_alarm` is 1 only where both agree, which the alert
-    rules page on. A
-    window of fewer than 100 rides is "insufficient data". Pushed to the Pushgateway (job `taxi_online_monitoring`,
-    grouping key `window`).
+    outlier rides against its calibrated threshold. The windows before each one are judged too (the `last_n` rides
+    before the newest `last_n`; the two hours before the hour): `taxi_online_alarm` is 1 only where they all agree
+    (`online.confirmed`), which the alert rules page on. A window of fewer than 100 rides is "insufficient data".
+    Pushed to the Pushgateway (job `taxi_online_monitoring`, grouping key `window`).
     """
     _, model = model_registry.load_deployed()
     start, end = last_complete_hour(_utc_naive(config.as_of))
     with warehouse.get_connection() as conn:
         if not conn.execute("SELECT 1 FROM duckdb_views() WHERE view_name = 'online_predictions'").fetchall():
             raise dg.Failure("DuckDB has no prediction log yet; materialize prediction_logs first")
-        # Each window with the one before it (no ride in common), which must agree before an alarm is raised.
+        # Each window with those before it (no ride in common), which must agree before an alarm is raised.
+        hour = dt.timedelta(hours=1)
         windows = {
             f"last_{config.last_n}": (
                 recent_predictions(conn, model["tag"], config.last_n),
-                recent_predictions(conn, model["tag"], config.last_n, config.last_n),
+                [recent_predictions(conn, model["tag"], config.last_n, config.last_n)],
             ),
-            "hour": (
+            HOUR_WINDOW: (
                 hour_predictions(conn, model["tag"], start, end),
-                hour_predictions(conn, model["tag"], start - dt.timedelta(hours=1), start),
+                [
+                    hour_predictions(conn, model["tag"], start - back * hour, start - (back - 1) * hour)
+                    for back in range(1, agreeing_windows(HOUR_WINDOW) + 1)
+                ],
             ),
         }
         prof = profile.load(conn, model["tag"])
@@ -153,12 +163,14 @@ def online_drift(
     }
     for name, (current, before) in windows.items():
         figures = window_figures(name, current, prof, reference)
-        previous = window_figures(name, before, prof, reference)
+        previous = [window_figures(name, rides, prof, reference) for rides in before]
         samples = online_samples(figures, previous, model["tag"], float(model["validation_rmse"]))
         pushed = pushgateway.push(ONLINE_JOB, {"window": name}, samples, context.log)
         metadata |= {f"{name}/rows": figures.rows, f"{name}/feedback_rows": figures.feedback_rows}
-        # The window that must agree before an alarm is raised, for a user reading why one was or was not.
-        metadata[f"{name}/previous_window_rows"] = previous.rows
+        # The windows that must agree before an alarm is raised, for a user reading why one was or was not: the
+        # one just before, and the fewest rides among them.
+        metadata[f"{name}/previous_window_rows"] = previous[0].rows
+        metadata[f"{name}/agreeing_windows_min_rows"] = min(window.rows for window in previous)
         metadata[f"{name}/pushed_to_pushgateway"] = pushed
         if not figures.sufficient:
             metadata[f"{name}/verdict"] = f"insufficient data: {figures.rows} rides, fewer than {CALIBRATION_SIZES[0]}"
