@@ -67,6 +67,14 @@ def test_a_month_report_gets_its_page_and_the_month_as_its_time(tmp_path: Path) 
     assert url == f"http://127.0.0.1:8000/projects/{project.id}/reports/{snapshot_id}"
     assert stored.name == "monitoring_report 2022-02" and stored.timestamp == dt.datetime(2022, 2, 1)
     assert {"report", "month=2022-02"} <= set(stored.tags)
+    # The snapshot is stored as the very text Evidently's own storage writes, only encoded in one go.
+    from evidently.ui.storage.local.base import LocalState
+
+    state = workspace.workspace.state
+    evidently_writes = LocalState.write_snapshot.evidently_write_snapshot
+    evidently_writes(state, project.id, "evidently-own", snapshot.to_snapshot_model())
+    snapshots = tmp_path / "evidently" / str(project.id) / "snapshots"
+    assert (snapshots / f"{snapshot_id}.json").read_bytes() == (snapshots / "evidently-own.json").read_bytes()
 
 
 def test_windows_are_series_of_their_own(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -151,10 +152,12 @@ def _write_whole(final: str, mode: str):
             os.remove(temporary)
 
 
-def _whole_writes() -> None:
-    """Make Evidently's local storage (0.7's `FSLocation.open`, the one way it writes a workspace file) write
-    whole files; reads and remote file systems are left as they are."""
+def _local_storage() -> None:
+    """Make Evidently's local storage write whole files (0.7's `FSLocation.open`, the one way it writes a workspace
+    file; reads and remote file systems are left as they are) and encode snapshots in one go."""
+    from evidently.legacy.utils import NumpyEncoder
     from evidently.ui.service.storage.fslocation import FSLocation
+    from evidently.ui.storage.local.base import LocalState
     from fsspec.implementations.local import LocalFileSystem
 
     if getattr(FSLocation.open, "writes_whole_files", False):
@@ -170,8 +173,19 @@ def _whole_writes() -> None:
         with _write_whole(self._resolve_path(path), mode) as file:
             yield file
 
+    def write_snapshot(self: LocalState, project_id, snapshot_id, snapshot) -> None:
+        # 0.7's `LocalState.write_snapshot` with `json.dumps` for its `json.dump`: the same text, but `json.dump`
+        # streams through the pure-Python encoder, which took 0.45 s of the 0.75 s spent storing a month's report
+        # (4 MB), while `json.dumps` uses the C encoder (0.05 s).
+        text = json.dumps(snapshot.dict(), cls=NumpyEncoder)
+        self.location.makedirs(self._snapshot_dir(project_id))
+        with self.location.open(self._snapshot_path(project_id, snapshot_id), "w") as file:
+            file.write(text)
+
     open_whole.writes_whole_files = True
     FSLocation.open = open_whole
+    write_snapshot.evidently_write_snapshot = LocalState.write_snapshot
+    LocalState.write_snapshot = write_snapshot
 
 
 class MonitoringWorkspace:
@@ -180,7 +194,7 @@ class MonitoringWorkspace:
     def __init__(self, path: str | Path, ui_url: str) -> None:
         from evidently.ui.workspace import Workspace
 
-        _whole_writes()
+        _local_storage()
 
         Path(path).mkdir(parents=True, exist_ok=True)
         self.workspace = Workspace(str(path))
