@@ -12,7 +12,7 @@ month is evaluated against the whole month's profile. Detection: scenarios appli
 re-made; the share of full windows alarmed (sliding windows of consecutive rides, confirmed; random rides, one
 evaluation) and the delay in rides from a change starting mid-week (held-out weeks joined) to the first confirmed alarm.
 The same figures as deployed: the whole training month's profile against the month after the validation month (m+2).
-Then the batch table (month level).
+The hour windows' own alarms, confirmed by one hour or by the rule's two. Then the batch table (month level).
 """
 
 import argparse
@@ -27,7 +27,7 @@ import pandas as pd
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from taxi_assets.core import drift, drift_scores, profile  # noqa: E402
+from taxi_assets.core import drift, drift_scores, online, profile  # noqa: E402
 from taxi_assets.core.drift import DEFAULT_WINDOW  # noqa: E402
 from taxi_assets.core.drift_scores import BATCH_FEATURES, ONLINE_FEATURES  # noqa: E402
 from taxi_assets.core.model import PREDICTION, TARGET  # noqa: E402
@@ -48,6 +48,8 @@ SCENARIOS = {
     # No change: the RMSE alarm's false alarms on held-out validation days, consecutive and random windows.
     "durations x1.00": "rmse",
 }
+# What the hour windows' rule is measured on: no change, and the changes `last_5000` catches in every full window.
+HOUR_SCENARIOS = ("unchanged", "distance x1.25", "durations x1.25")
 OLD_MODEL = "2021-01"
 MOM_PAIRS = [(a, b) for a, b in zip(MONTHS, MONTHS[1:], strict=False) if next_month(a) == b]
 
@@ -128,6 +130,32 @@ def deployed_detection(months: list[str], sizes: list[int], rng: np.random.Gener
             streams = [(alarm_days.whole(month), frame, [(0, len(frame))])]
             label = f"{month}>{after}"
             print(f"{scenario:28s} {label:8s} " + " ".join(cell(streams, size, month, scenario, rng) for size in sizes))
+
+
+def hour_detection(months: list[str], scenarios: list[str]) -> None:
+    """The hour windows' own figures on held-out days, with the rule's alternatives: the share of clock hours whose
+    alarm is raised when the hour before agrees, and when the `online.agreeing_windows` hours before agree."""
+    needed = online.agreeing_windows(online.HOUR_WINDOW)
+    print(
+        "\nHour windows on held-out days: share of clock hours with an alarm, confirmed by the hour before / by the"
+        f" {needed} hours before (the rule)"
+    )
+    print(f"{'scenario':28s} {'month':8s} {'1 hour':>8s} {f'{needed} hours':>8s}")
+    for scenario in (s for s in scenarios if s in HOUR_SCENARIOS):
+        index = 2 if SCENARIOS[scenario] == "rmse" else 1
+        for month in months:
+            shares = {1: [], needed: []}
+            for fold in (0, 1):
+                prof, held = alarm_days.held_out(month, fold)[0], alarm_days.held_out(month, fold)[index]
+                changed = alarm_days.altered(held, month, scenario)
+                evaluations = alarm_days.evaluate(prof, changed, alarm_days.hours(changed))
+                for windows, into in shares.items():
+                    confirmed = alarm_days.confirmed(evaluations, alarm_days.previous_hours(changed), windows)
+                    into.append(getattr(confirmed, SCENARIOS[scenario]))
+            print(
+                f"{scenario:28s} {month:8s} "
+                + " ".join(f"{np.mean(np.concatenate(shares[w])):8.1%}" for w in (1, needed))
+            )
 
 
 def detection_header(sizes: list[int]) -> str:
@@ -278,6 +306,7 @@ def main() -> None:
     if not args.skip_detection:
         detection(args.months, args.sizes, np.random.default_rng(args.seed), args.scenarios)
         deployed_detection(args.months, args.sizes, np.random.default_rng(args.seed), args.scenarios)
+        hour_detection(args.months, args.scenarios)
         if "durations x1.10" in args.scenarios:
             rmse_ceiling(args.months, args.size)
         if "distance x1.10" in args.scenarios:

@@ -31,8 +31,9 @@ HOUR_WINDOW = "hour"
 # bench/bench_drift_calibration.py on unchanged held-out days of four months, hour windows confirmed by one hour
 # put an alarm on 3.2-3.6% of days in seven of the eleven month rows (all three months after validation), with two
 # hours in two (2021-02's snowstorm week, 2023-02's Presidents' Day morning). What it costs is hour windows'
-# own detection, which is small either way: distances 25% longer alarm 1.1-3.6% of hours instead of 2.8-8.7%, rides
-# 25% slower 13-16% instead of 19-20%, while `last_5000` catches both in every full window.
+# own detection (the bench's hour-window table), small either way: distances 25% longer alarm 1.1-3.6% of hours
+# instead of 2.8-8.7%, rides 25% slower 13-16% instead of 19-20%, while `last_5000` catches both in every full
+# window.
 AGREEING_WINDOWS = {HOUR_WINDOW: 2}
 
 
