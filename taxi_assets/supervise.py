@@ -142,7 +142,11 @@ class Supervisor:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        (self.run_dir / f"{watched.name}.pid").write_text(f"{process.pid}\n")
+        # Written aside and renamed over the old file: `write_text` truncates first, and a reader in between (the
+        # supervisor's next check, scripts/down.sh, a test) saw an empty pid file (a fresh-clone CI run failed on it).
+        pid_file = self.run_dir / f"{watched.name}.pid"
+        pid_file.with_suffix(".pid.tmp").write_text(f"{process.pid}\n")
+        os.replace(pid_file.with_suffix(".pid.tmp"), pid_file)
         watched.pid, watched.started, watched.failed_checks = process.pid, time.time(), 0
         watched.restarts += 1
         watched.state, watched.problem, watched.restarted_because = "restarted", "", why
