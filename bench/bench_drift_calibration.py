@@ -100,9 +100,7 @@ def detection(months: list[str], sizes: list[int], rng: np.random.Generator, sce
     )
     print(detection_header(sizes))
     for scenario in scenarios:
-        # Drift scenarios on held-out training days; the RMSE on held-out validation days (the training month's
-        # errors are in-sample).
-        index = 2 if SCENARIOS[scenario] == "rmse" else 1
+        index = held_index(scenario)
         for month in months:
             streams = []
             for fold in (0, 1):
@@ -142,7 +140,7 @@ def hour_detection(months: list[str], scenarios: list[str]) -> None:
     )
     print(f"{'scenario':28s} {'month':8s} {'1 hour':>8s} {f'{needed} hours':>8s}")
     for scenario in (s for s in scenarios if s in HOUR_SCENARIOS):
-        index = 2 if SCENARIOS[scenario] == "rmse" else 1
+        index = held_index(scenario)
         for month in months:
             shares = {1: [], needed: []}
             for fold in (0, 1):
@@ -156,6 +154,12 @@ def hour_detection(months: list[str], scenarios: list[str]) -> None:
                 f"{scenario:28s} {month:8s} "
                 + " ".join(f"{np.mean(np.concatenate(shares[w])):8.1%}" for w in (1, needed))
             )
+
+
+def held_index(scenario: str) -> int:
+    """Which held-out days of `alarm_days.held_out` a scenario is applied to: drift scenarios to the training
+    month's (1); the RMSE ones to the validation month's (2), the training month's errors being in-sample."""
+    return 2 if SCENARIOS[scenario] == "rmse" else 1
 
 
 def detection_header(sizes: list[int]) -> str:
