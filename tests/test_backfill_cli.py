@@ -63,7 +63,7 @@ def test_month_ranges_and_lists() -> None:
 
 @pytest.mark.unit
 def test_a_partition_is_as_far_as_its_least_advanced_run() -> None:
-    keys = ["2021-01", "2021-02", "2021-03"]
+    keys, assets = ["2021-01", "2021-02", "2021-03"], ["raw_trips", "trips"]
     runs = [
         {"status": "SUCCESS", "tags": [{"key": "dagster/partition", "value": "2021-01"}]},
         {"status": "STARTED", "tags": [{"key": "dagster/partition", "value": "2021-01"}]},
@@ -76,8 +76,8 @@ def test_a_partition_is_as_far_as_its_least_advanced_run() -> None:
             ],
         },
     ]
-    assert Progress(keys).states(runs) == {"2021-01": "running", "2021-02": "failed", "2021-03": "failed"}
-    assert Progress(keys).states([]) == dict.fromkeys(keys, "queued")
+    assert Progress(keys, assets).states(runs) == {"2021-01": "running", "2021-02": "failed", "2021-03": "failed"}
+    assert Progress(keys, assets).states([]) == dict.fromkeys(keys, "queued")
     # Within a failed run over a range, the months whose every asset was materialized have succeeded.
     ranged = {
         **runs[2],
@@ -88,4 +88,37 @@ def test_a_partition_is_as_far_as_its_least_advanced_run() -> None:
             {"partition": "2021-03", "assetKey": {"path": ["raw_trips"]}},
         ],
     }
-    assert Progress(keys).states([ranged]) == {"2021-01": "queued", "2021-02": "succeeded", "2021-03": "failed"}
+    assert Progress(keys, assets).states([ranged]) == {"2021-01": "queued", "2021-02": "succeeded", "2021-03": "failed"}
+
+
+@pytest.mark.unit
+def test_the_outcome_is_known_once_every_asset_of_every_partition_is_materialized() -> None:
+    """The command exits without waiting for the daemon to mark the backfill completed only when nothing is left
+    for the daemon to launch: every asset of every partition materialized by the backfill's runs."""
+    progress = Progress(["2021-01", "2021-02"], ["raw_trips", "trips"])
+
+    def run(*materialized: tuple[str, str]) -> dict:
+        events = [{"partition": month, "assetKey": {"path": [asset]}} for month, asset in materialized]
+        return {"status": "SUCCESS", "tags": [], "assetMaterializations": events}
+
+    # A backfill whose downstream asset runs in a later run: its first run's success is not the end.
+    assert not progress.all_materialized([run(("2021-01", "raw_trips"), ("2021-02", "raw_trips"))])
+    assert not progress.all_materialized([run(("2021-01", "raw_trips"), ("2021-01", "trips"))])
+    assert not progress.all_materialized([])
+    assert progress.all_materialized(
+        [run(("2021-01", "raw_trips"), ("2021-01", "trips")), run(("2021-02", "raw_trips"), ("2021-02", "trips"))]
+    )
+
+
+@pytest.mark.unit
+def test_the_command_starts_without_importing_dagster() -> None:
+    """Importing Dagster is about a second of the command's start: only submitting a run needs its client."""
+    imported = "import sys, taxi_assets.cli.backfill; print(sorted(m for m in sys.modules if m.startswith('dagster')))"
+    done = subprocess.run(
+        [str(REPO_ROOT / ".venv" / "bin" / "python"), "-c", imported],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == "[]", done.stdout

@@ -82,6 +82,7 @@ class Progress:
     every asset of the run is materialized has succeeded, whatever becomes of the rest of the run."""
 
     keys: list[str]
+    assets: list[str]
 
     def states(self, runs: Iterable[dict]) -> dict[str, str]:
         per_partition: dict[str, list[str]] = {key: [] for key in self.keys}
@@ -111,6 +112,16 @@ class Progress:
             return self.keys[self.keys.index(start) : self.keys.index(end) + 1]
         return []
 
+    def all_materialized(self, runs: Iterable[dict]) -> bool:
+        """Every asset materialized for every partition by the backfill's runs: nothing is left for the daemon to
+        launch, so the outcome is known before the daemon marks the backfill completed (up to its interval later)."""
+        done = {
+            (event["partition"], "/".join(event["assetKey"]["path"]))
+            for run in runs
+            for event in run.get("assetMaterializations") or []
+        }
+        return all((key, asset) in done for key in self.keys for asset in self.assets)
+
     @staticmethod
     def combine(states: list[str]) -> str:
         """A partition with several runs (assets that cannot share one) is as far as its least advanced run."""
@@ -120,9 +131,12 @@ class Progress:
         return "succeeded" if states else "queued"
 
 
-def watch(client: DagsterClient, backfill_id: str, keys: list[str], poll: float, out=sys.stdout) -> int:
-    """Print every partition's changes until the backfill is over; the exit status."""
-    progress, started, shown = Progress(keys), time.monotonic(), dict.fromkeys(keys, "")
+def watch(
+    client: DagsterClient, backfill_id: str, keys: list[str], assets: list[str], poll: float, out=sys.stdout
+) -> int:
+    """Print every partition's changes until the backfill is over (or every asset of every partition is
+    materialized); the exit status."""
+    progress, started, shown = Progress(keys, assets), time.monotonic(), dict.fromkeys(keys, "")
     while True:
         backfill = client.backfill(backfill_id)
         runs = backfill["runs"]
@@ -131,14 +145,17 @@ def watch(client: DagsterClient, backfill_id: str, keys: list[str], poll: float,
         if changes:
             print(f"[{time.monotonic() - started:5.0f} s] {'; '.join(changes)}", file=out, flush=True)
             shown.update(states)
-        if backfill["status"] in FINISHED_BACKFILL and all(run["status"] in FINISHED_RUN for run in runs):
+        if all(run["status"] in FINISHED_RUN for run in runs) and (
+            backfill["status"] in FINISHED_BACKFILL or progress.all_materialized(runs)
+        ):
             break
         time.sleep(poll)
 
     counts = {state: list(states.values()).count(state) for state in ("succeeded", "failed", "canceled", "queued")}
     elapsed = time.monotonic() - started
+    status = backfill["status"].lower() if backfill["status"] in FINISHED_BACKFILL else "materialized"
     print(
-        f"backfill {backfill_id} {backfill['status'].lower()} after {elapsed:.0f} s: "
+        f"backfill {backfill_id} {status} after {elapsed:.0f} s: "
         f"{counts['succeeded']} succeeded, {counts['failed']} failed, {counts['canceled']} canceled"
         + (f", {counts['queued']} never ran (upstream failed)" if counts["queued"] else ""),
         file=out,
@@ -194,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     if options.no_wait:
         return 0
     try:
-        return watch(client, backfill_id, keys, options.poll)
+        return watch(client, backfill_id, keys, assets, options.poll)
     except KeyboardInterrupt:
         print(f"\nstopped watching; backfill {backfill_id} goes on: {client.url}/runs/b/{backfill_id}")
         return EXIT_FAILED
