@@ -3,13 +3,15 @@ daemon runs it, and names the failed partitions with their errors."""
 
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import duckdb
 import pytest
 
 from taxi_assets.cli import ToolError
-from taxi_assets.cli.backfill import Progress, partitions
+from taxi_assets.cli.backfill import FINISHED_BACKFILL, Progress, partitions
+from taxi_assets.cli.dagster_client import DagsterClient
 from tests.support import chromium
 from tests.support.dagster_processes import running_daemon, running_webserver
 from tests.support.platform import MANIFEST_ROWS, REPO_ROOT
@@ -35,6 +37,24 @@ def test_a_backfill_is_followed_to_the_end_and_failed_months_are_named(platform_
         chromium.readme_screenshot(
             "partition_backfill", f"{webserver}/runs/b/{backfill_id}", platform_env, size="1440,600", budget_ms=60000
         )
+        # --no-wait: the backfill is launched, named, and left to the daemon; the command does not follow it.
+        launched = subprocess.run(
+            [str(TAXI_BACKFILL), "trip_data_job", "2021-03", "--url", webserver, "--no-wait"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert launched.returncode == 0, launched.stdout + launched.stderr
+        assert re.fullmatch(
+            r"backfill: trip data from .+\nbackfill \w+: trip_data_job \(raw_trips, trips\) for 1 partition: \S+\n",
+            launched.stdout,
+        ), launched.stdout
+        left_alone_id = re.search(r"^backfill (\w+):", launched.stdout, re.MULTILINE).group(1)
+        client, deadline = DagsterClient(webserver), time.monotonic() + 180
+        while client.backfill(left_alone_id)["status"] not in FINISHED_BACKFILL and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert client.backfill(left_alone_id)["status"] == "COMPLETED_SUCCESS"
     lines = done.stdout.splitlines()
     assert done.returncode == 1, done.stdout + done.stderr
     assert lines[0].startswith("backfill: trip data from ")  # which source, first

@@ -301,3 +301,50 @@ def test_a_truncated_download_is_refused_and_never_cached(
     error = capsys.readouterr().err
     assert f"2021-04: {source.format(month='2021-04')} ended after 1000 of 100000 bytes" in error, error
     assert list((tmp_path / "cache").iterdir()) == []
+
+
+class SlowService(http.server.BaseHTTPRequestHandler):
+    """A /predict that answers after a pause, counting the requests it holds at once (the server's `in_flight`)."""
+
+    def do_POST(self) -> None:
+        server = self.server
+        self.rfile.read(int(self.headers["Content-Length"]))
+        with server.lock:
+            server.in_flight += 1
+            server.most = max(server.most, server.in_flight)
+        time.sleep(0.2)  # long enough for every request the replay holds open to arrive, on a busy machine too
+        with server.lock:
+            server.in_flight -= 1
+        body = b'{"prediction": 12.0}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("concurrency", [3, 8])
+def test_concurrency_is_the_number_of_requests_in_flight(concurrency: int, tlc_dir: Path) -> None:
+    """`--concurrency N`: as fast as it can (`--rate max`), the replay holds exactly N requests open at once."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowService)
+    server.lock, server.in_flight, server.most = threading.Lock(), 0, 0
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        done = subprocess.run(
+            [str(TAXI_REPLAY), "--url", f"http://127.0.0.1:{server.server_address[1]}", "--source", str(tlc_dir)]
+            + ["--month", "2021-01", "--limit", str(5 * concurrency), "--rate", "max", "--no-feedback"]
+            + ["--no-progress", "--concurrency", str(concurrency)],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        server.shutdown()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"sent {5 * concurrency}, 2xx {5 * concurrency}" in done.stdout + done.stderr
+    assert server.most == concurrency

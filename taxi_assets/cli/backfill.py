@@ -207,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     except ToolError as error:
         print(f"backfill: {error}", file=sys.stderr)
         return EXIT_NOT_LAUNCHED
-    print(f"backfill {backfill_id}: {described} for {len(keys)} partitions: {client.url}/runs/b/{backfill_id}")
+    partitions_text = f"{len(keys)} partition{'' if len(keys) == 1 else 's'}"
+    print(f"backfill {backfill_id}: {described} for {partitions_text}: {client.url}/runs/b/{backfill_id}")
     if options.no_wait:
         return 0
     try:
