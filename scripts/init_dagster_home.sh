@@ -21,6 +21,14 @@ if [ ! -f "$stamp" ] || [ ! -f "$home/history/runs.db" ]; then
     echo "init_dagster_home: dagster instance migrate failed for $home" >&2
     exit 1
   fi
+  # The DuckDB pool's slots, before any run can claim one: created lazily, by two first runs at once, a limit of
+  # one became two slots (taxi_assets.execution.initialize_pools).
+  if ! output=$(DAGSTER_HOME="$home" .venv/bin/python -c \
+      'from taxi_assets.execution import initialize_pools; initialize_pools()' 2>&1); then
+    echo "$output" >&2
+    echo "init_dagster_home: the DuckDB pool could not be created in $home" >&2
+    exit 1
+  fi
   rm -f "$home"/.migrated-dagster-*
   touch "$stamp"
   echo "init_dagster_home: Dagster instance in $home is ready (dagster $version)"

@@ -436,6 +436,18 @@ class QueuedRunCoordinator(DagsterQueuedRunCoordinator):
         return coordinator
 
 
+def initialize_pools() -> None:
+    """Create the `duckdb` pool's slots at the instance's default limit, in this one process (set-up does, in
+    scripts/init_dagster_home.sh, before any run). Dagster creates a pool's slots on the pool's first claim
+    (`initialize_concurrency_limit_to_default`, counting the slots, then adding the missing ones): two runs
+    claiming at once on a fresh SQLite instance both counted none and added one each, two slots for a limit of one,
+    and both opened the DuckDB file (tests/test_instance.py, 2026-12-03: "Conflicting lock is held")."""
+    from taxi_assets.defs.resources import DUCKDB_POOL  # the definitions import this module
+
+    with dg.DagsterInstance.get() as instance:
+        instance.event_log_storage.initialize_concurrency_limit_to_default(DUCKDB_POOL)
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m taxi_assets.execution release RUN_ID`: stop a stuck run and free its pool slots."""
     parser = argparse.ArgumentParser(prog="python -m taxi_assets.execution", description=main.__doc__)

@@ -14,6 +14,7 @@ import dagster as dg
 import pytest
 import yaml
 
+from taxi_assets.defs.resources import DUCKDB_POOL
 from tests.support.dagster_processes import DAGSTER
 from tests.support.platform import REPO_ROOT
 
@@ -52,6 +53,16 @@ def test_two_first_commands_at_once_on_a_home_set_up_by_setup_both_succeed(platf
         [str(INIT)], env={**os.environ, "DAGSTER_HOME": str(dagster_home)}, capture_output=True, text=True
     )
     assert again.returncode == 0 and again.stdout == ""
+
+
+@pytest.mark.integration
+def test_set_up_creates_the_duckdb_pool_before_any_run(tmp_path: Path) -> None:
+    """Dagster creates a pool's slots on the pool's first claim: two first runs at once each added one, two slots
+    for a limit of one, and both opened DuckDB (this file's e2e test, once). Set-up creates the one slot first."""
+    home = tmp_path / "dagster_home"
+    subprocess.run([str(INIT)], env={**os.environ, "DAGSTER_HOME": str(home)}, check=True, capture_output=True)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.event_log_storage.get_concurrency_info(DUCKDB_POOL).slot_count == 1
 
 
 @pytest.mark.unit
