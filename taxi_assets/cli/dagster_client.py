@@ -10,6 +10,7 @@ never a traceback.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 import urllib.parse
@@ -180,7 +181,9 @@ class DagsterClient:
     def __init__(self, url: str) -> None:
         self.url = url.rstrip("/")
 
+    @functools.cached_property
     def _graphql_client(self) -> DagsterGraphQLClient:
+        """Built once: its first query fetches the server's schema, which polling must not repeat."""
         from dagster_graphql import DagsterGraphQLClient
 
         parts = urllib.parse.urlsplit(self.url)
@@ -199,7 +202,7 @@ class DagsterClient:
         from dagster_graphql import DagsterGraphQLClientError
 
         try:
-            return self._graphql_client().submit_job_execution(
+            return self._graphql_client.submit_job_execution(
                 job.name,
                 repository_location_name=job.location,
                 repository_name=job.repository,
@@ -214,7 +217,7 @@ class DagsterClient:
         from dagster_graphql import DagsterGraphQLClientError
 
         try:
-            return self._graphql_client().get_run_status(run_id).value
+            return self._graphql_client.get_run_status(run_id).value
         except DagsterGraphQLClientError as error:
             raise self._failed(error, f"run {run_id}") from error
 
