@@ -23,8 +23,7 @@ if [ ! -f "$stamp" ] || [ ! -f "$home/history/runs.db" ]; then
   fi
   # The DuckDB pool's slots, before any run can claim one: created lazily, by two first runs at once, a limit of
   # one became two slots (taxi_assets.execution.initialize_pools).
-  if ! output=$(DAGSTER_HOME="$home" .venv/bin/python -c \
-      'from taxi_assets.execution import initialize_pools; initialize_pools()' 2>&1); then
+  if ! output=$(DAGSTER_HOME="$home" .venv/bin/python -m taxi_assets.execution initialize-pools 2>&1); then
     echo "$output" >&2
     echo "init_dagster_home: the DuckDB pool could not be created in $home" >&2
     exit 1

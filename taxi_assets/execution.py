@@ -438,24 +438,36 @@ class QueuedRunCoordinator(DagsterQueuedRunCoordinator):
 
 def initialize_pools() -> None:
     """Create the `duckdb` pool's slots at the instance's default limit, in this one process (set-up does, in
-    scripts/init_dagster_home.sh, before any run). Dagster creates a pool's slots on the pool's first claim
-    (`initialize_concurrency_limit_to_default`, counting the slots, then adding the missing ones): two runs
-    claiming at once on a fresh SQLite instance both counted none and added one each, two slots for a limit of one,
-    and both opened the DuckDB file (tests/test_instance.py, 2026-12-03: "Conflicting lock is held")."""
+    scripts/init_dagster_home.sh and compose's dagster-init, before any run). Dagster creates a pool's slots on the
+    pool's first claim (`initialize_concurrency_limit_to_default`, counting the slots, then adding the missing
+    ones): two runs claiming at once on a fresh SQLite instance both counted none and added one each, two slots for
+    a limit of one, and both opened the DuckDB file (tests/test_instance.py, 2026-12-03: "Conflicting lock is held")."""
     from taxi_assets.defs.resources import DUCKDB_POOL  # the definitions import this module
 
     with dg.DagsterInstance.get() as instance:
-        instance.event_log_storage.initialize_concurrency_limit_to_default(DUCKDB_POOL)
+        # Only when Dagster's first claim would (`InstanceConcurrencyContext.claim`): the pool has no limit yet, or its
+        # default changed. Called again on PostgreSQL, the insertion's unique violation aborts the transaction the
+        # update after it needs (compose's dagster-init runs at every `docker compose up`).
+        default = instance.get_concurrency_config().pool_config.default_pool_limit
+        pools = {pool.name: pool for pool in instance.event_log_storage.get_pool_limits()}
+        pool = pools.get(DUCKDB_POOL)
+        if (pool is None and default is not None) or (pool is not None and pool.from_default and pool.limit != default):
+            instance.event_log_storage.initialize_concurrency_limit_to_default(DUCKDB_POOL)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m taxi_assets.execution release RUN_ID`: stop a stuck run and free its pool slots."""
+    """`python -m taxi_assets.execution release RUN_ID`: stop a stuck run and free its pool slots.
+    `python -m taxi_assets.execution initialize-pools`: create the pools' slots (set-up, local and compose)."""
     parser = argparse.ArgumentParser(prog="python -m taxi_assets.execution", description=main.__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     release = commands.add_parser("release", help="stop a run (SIGTERM, then SIGKILL), fail it, free its slots")
     release.add_argument("run_id")
     release.add_argument("--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL")
+    commands.add_parser("initialize-pools", help="create the duckdb pool's slots before any run claims one")
     options = parser.parse_args(argv)
+    if options.command == "initialize-pools":
+        initialize_pools()
+        return 0
     with dg.DagsterInstance.get() as instance:
         run = instance.get_run_by_id(options.run_id)
         if run is None:

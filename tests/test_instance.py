@@ -17,6 +17,7 @@ import yaml
 from taxi_assets.defs.resources import DUCKDB_POOL
 from tests.support.dagster_processes import DAGSTER
 from tests.support.platform import REPO_ROOT
+from tests.support.postgres import running_postgres
 
 INIT = REPO_ROOT / "scripts" / "init_dagster_home.sh"
 LOCAL_AND_COMPOSE = ("dagster_home/dagster.yaml", "docker/dagster.yaml")
@@ -63,6 +64,27 @@ def test_set_up_creates_the_duckdb_pool_before_any_run(tmp_path: Path) -> None:
     subprocess.run([str(INIT)], env={**os.environ, "DAGSTER_HOME": str(home)}, check=True, capture_output=True)
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert instance.event_log_storage.get_concurrency_info(DUCKDB_POOL).slot_count == 1
+
+
+@pytest.mark.e2e
+def test_compose_set_up_creates_the_duckdb_pool_before_any_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compose's `dagster-init` command, as compose runs it (its shell, the image's PATH, the repository as working
+    folder), on compose's instance (docker/dagster.yaml) over a real PostgreSQL cluster: the schema and the one
+    slot, also when run again (a `docker compose up` after the first)."""
+    command = yaml.safe_load((REPO_ROOT / "compose.yaml").read_text())["services"]["dagster-init"]["command"]
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((REPO_ROOT / LOCAL_AND_COMPOSE[1]).read_text())
+    with running_postgres("dagster", "dagster", tmp_path / "postgres.log") as database:
+        for variable, value in database.environment().items():
+            monkeypatch.setenv(variable, value)
+        env = {**os.environ, "DAGSTER_HOME": str(home), "PATH": f"{DAGSTER.parent}:{os.environ['PATH']}"}
+        for _ in range(2):
+            init = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=180)
+            assert init.returncode == 0, init.stdout + init.stderr
+            with dg.DagsterInstance.from_config(str(home)) as instance:
+                assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+                assert instance.event_log_storage.get_concurrency_info(DUCKDB_POOL).slot_count == 1
 
 
 @pytest.mark.unit
