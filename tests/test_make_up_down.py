@@ -30,8 +30,17 @@ NAMES = {
 }
 
 
-def listening(port: int) -> bool:
-    return any(conn.laddr.port == port and conn.status == psutil.CONN_LISTEN for conn in psutil.net_connections("tcp"))
+def listeners(ports: dict[str, int]) -> list[str]:
+    """The given ports still listening, each with the process holding it (so that a failure says whose it is)."""
+    held, names = [], {port: name for name, port in ports.items()}
+    for conn in psutil.net_connections("tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr.port in names:
+            try:
+                holder = f"{conn.pid} {' '.join(psutil.Process(conn.pid).cmdline())[:160]}" if conn.pid else "?"
+            except psutil.NoSuchProcess:
+                holder = f"{conn.pid} (gone)"
+            held.append(f"{names[conn.laddr.port]} ({conn.laddr.port}) held by {holder}")
+    return held
 
 
 def tree(pid_files: list[Path]) -> list[psutil.Process]:
@@ -117,7 +126,7 @@ def test_make_down_stops_everything_make_up_started(tmp_path: Path, tlc_dir: Pat
         down = subprocess.run(["make", "-s", "down"], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     assert down.returncode == 0, down.stdout + down.stderr
     assert not gone(processes), "still running after make down"
-    assert not [port for port in ports.values() if listening(port)]
+    assert not listeners(ports)
     assert not list((tmp_path / "run").glob("*.pid"))
     assert (
         "nothing is running"
@@ -154,7 +163,7 @@ def test_ctrl_c_while_make_up_starts_stops_what_it_started(tmp_path: Path, tlc_d
         assert up.returncode == 130, output
         assert "interrupted: stopping what was started" in output
         assert not gone(processes)
-        assert not [port for port in ports.values() if listening(port)]
+        assert not listeners(ports)
     finally:
         # A platform the interrupt did not stop must not outlive the test (checked above, before this).
         if up.poll() is None:
