@@ -19,12 +19,26 @@ from tests.support.prometheus_harness import start_pushgateway
 LAYERS = ("unit", "integration", "service", "e2e")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def layer(item: pytest.Item) -> int:
+    return next(rank for rank, name in enumerate(LAYERS) if any(item.iter_markers(name)))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Every test is in exactly one layer: one outside them would escape `make test-fast`, one in two would run
-    slow work in the fast layer."""
-    misplaced = [item.nodeid for item in items if sum(any(item.iter_markers(layer)) for layer in LAYERS) != 1]
+    slow work in the fast layer.
+
+    Run by pytest-xdist's workers (`make test`: whole files to two workers), the files with the slowest layer come
+    first, each file's tests in their order: the workers take files in collection order, so the long `e2e` files
+    (the demo alone takes minutes) are spread between them first and the short ones fill in at the end, instead of
+    one worker finishing a long file alone."""
+    misplaced = [item.nodeid for item in items if sum(any(item.iter_markers(name)) for name in LAYERS) != 1]
     if misplaced:
         raise pytest.UsageError(f"tests not in exactly one layer ({', '.join(LAYERS)}): {misplaced}")
+    if hasattr(config, "workerinput"):
+        slowest: dict[Path, int] = {}
+        for item in items:
+            slowest[item.path] = max(slowest.get(item.path, 0), layer(item))
+        items.sort(key=lambda item: -slowest[item.path])  # stable: files stay whole and in order within a layer
 
 
 @pytest.fixture(scope="session")
