@@ -449,8 +449,7 @@ def initialize_pools() -> None:
         # default changed. Called again on PostgreSQL, the insertion's unique violation aborts the transaction the
         # update after it needs (compose's dagster-init runs at every `docker compose up`).
         default = instance.get_concurrency_config().pool_config.default_pool_limit
-        pools = {pool.name: pool for pool in instance.event_log_storage.get_pool_limits()}
-        pool = pools.get(DUCKDB_POOL)
+        pool = next((pool for pool in instance.event_log_storage.get_pool_limits() if pool.name == DUCKDB_POOL), None)
         if (pool is None and default is not None) or (pool is not None and pool.from_default and pool.limit != default):
             instance.event_log_storage.initialize_concurrency_limit_to_default(DUCKDB_POOL)
 

@@ -18,7 +18,7 @@ from tests.support.prometheus_harness import start_pushgateway
 
 LAYERS = ("unit", "integration", "service", "e2e")
 # The longest files, longest first (one worker, CI of 2026-12-03: the demo 343 s, the README's commands 296 s, the
-# automation 290 s, the two instances 133 s): under xdist each starts first on a worker of its own.
+# automation's two longest tests 264 s, the two instances 133 s): under xdist each starts first on a worker of its own.
 LONGEST = ("test_demo.py", "test_readme.py", "test_automation.py", "test_instances.py")
 
 
