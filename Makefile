@@ -16,7 +16,7 @@ test: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/dg check defs
-	.venv/bin/pytest -n 2 --dist loadfile --no-loadscope-reorder
+	.venv/bin/pytest
 
 # The unit layer only: pure logic, no processes, seconds.
 test-fast: setup

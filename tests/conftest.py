@@ -17,34 +17,14 @@ from tests.support.platform import TLC_DIR, UNSET, platform_environment
 from tests.support.prometheus_harness import start_pushgateway
 
 LAYERS = ("unit", "integration", "service", "e2e")
-# The longest files, longest first (one worker, CI of 2026-12-03: the demo 343 s, the README's commands 296 s, the
-# automation's two longest tests 264 s, the two instances 133 s): under xdist each starts first on a worker of its own.
-LONGEST = ("test_demo.py", "test_readme.py", "test_automation.py", "test_instances.py")
 
 
-def layer(item: pytest.Item) -> int:
-    return next(rank for rank, name in enumerate(LAYERS) if any(item.iter_markers(name)))
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every test is in exactly one layer: one outside them would escape `make test-fast`, one in two would run
-    slow work in the fast layer.
-
-    Run by pytest-xdist's workers (`make test`: whole files to two workers, in collection order with
-    `--no-loadscope-reorder`), the `LONGEST` files come first, then the other files of the slowest layer, each
-    file's tests in their order: the long files are spread between the workers first and the short ones fill in at
-    the end, instead of one worker finishing the demo alone (by xdist's default order, files with the most tests
-    first, the demo started 17 minutes into a 28-minute run and ended it)."""
-    misplaced = [item.nodeid for item in items if sum(any(item.iter_markers(name)) for name in LAYERS) != 1]
+    slow work in the fast layer."""
+    misplaced = [item.nodeid for item in items if sum(any(item.iter_markers(layer)) for layer in LAYERS) != 1]
     if misplaced:
         raise pytest.UsageError(f"tests not in exactly one layer ({', '.join(LAYERS)}): {misplaced}")
-    if hasattr(config, "workerinput"):
-        slowest: dict[Path, int] = {}
-        for item in items:
-            slowest[item.path] = max(slowest.get(item.path, 0), layer(item))
-        first = {name: rank for rank, name in enumerate(LONGEST)}
-        # stable: files stay whole, and in their order within a layer
-        items.sort(key=lambda item: (first.get(item.path.name, len(LONGEST)), -slowest[item.path]))
 
 
 @pytest.fixture(scope="session")
