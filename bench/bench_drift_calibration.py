@@ -259,6 +259,115 @@ def rmse_ceiling(months: list[str], size: int) -> None:
         print(ceiling_row(month, np.concatenate(unchanged), np.concatenate(slower), drift.RMSE_ALPHA))
 
 
+# The CUSUM alternative to confirmation for the RMSE alarm (`sequential_rmse`): its allowance k and decision limit h,
+# in log RMSE. A lasting 10% slowdown raises a 1,000-ride chunk's log RMSE by about 0.14-0.22 (the ceiling table's
+# shift), so k spans a quarter to two thirds of it.
+CUSUM_ALLOWANCES = tuple(np.round(np.arange(0.04, 0.105, 0.01), 2))
+CUSUM_LIMITS = tuple(np.round(np.arange(0.2, 1.25, 0.1), 1))
+CHUNK = 1000
+# The issue's budget: unchanged days with any alarm.
+DAY_BUDGET = 0.05
+
+
+def chunk_log_rmse(
+    frame: pd.DataFrame, reference_mse: float, scale: float = 1.0
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per block of days of `frame` (validation rides sorted by pickup, durations times `scale`), the log ratio of
+    each non-overlapping CHUNK of rides' RMSE to the reference's, and the day each chunk ends on."""
+    errors = (frame[TARGET].to_numpy("float64") * scale - frame[PREDICTION].to_numpy("float64")) ** 2
+    day = frame["pickup_datetime"].dt.strftime("%Y-%m-%d").to_numpy()
+    out = []
+    for start, end in alarm_days.segments_of(frame):
+        ends = np.arange(start + CHUNK, end + 1, CHUNK)
+        mse = np.array([errors[e - CHUNK : e].mean() for e in ends])
+        out.append((0.5 * np.log(mse / reference_mse), day[ends - 1]))
+    return out
+
+
+def cusum(increments: np.ndarray, allowance: float) -> np.ndarray:
+    """The one-sided CUSUM path: S_i = max(0, S_(i-1) + x_i - allowance), S_0 = 0."""
+    path, total = np.zeros(len(increments)), 0.0
+    for i, value in enumerate(increments):
+        total = max(0.0, total + value - allowance)
+        path[i] = total
+    return path
+
+
+def sequential_rmse(months: list[str], size: int) -> None:
+    """A sequential rule tried against confirmation for the RMSE alarm, on held-out validation days: a one-sided
+    CUSUM of the log RMSE of non-overlapping 1,000-ride chunks, against the RMSE of the validation month's other
+    days (the days the profile's bound is built from), restarted in each block. Unchanged: share of held-out days
+    with the CUSUM above h; rides 10% slower: share of evaluations 2 * `size` rides or more into a block (where the
+    sliding table's full windows are) above h."""
+    print(
+        f"\nSequential rule for the RMSE alarm (CUSUM of the log RMSE of non-overlapping {CHUNK:,}-ride chunks,"
+        " held-out validation days, reference = the validation month's other days): days with an alarm unchanged / full"
+        " windows alarmed with rides 10% slower"
+    )
+    chunks = {}
+    for month in months:
+        validation = alarm_days.month_rides(next_month(month), month)
+        unchanged, slower = [], []
+        for fold in (0, 1):
+            held = alarm_days.fold_of(validation, fold)
+            reference_mse = float(
+                ((validation[TARGET] - validation[PREDICTION]).to_numpy("float64")[~held] ** 2).mean()
+            )
+            stream = validation[held].reset_index(drop=True)
+            unchanged += chunk_log_rmse(stream, reference_mse)
+            slower += chunk_log_rmse(stream, reference_mse, 1.10)
+        chunks[month] = unchanged, slower
+    figures = {
+        (allowance, limit, month): sequential_figures(unchanged, slower, allowance, limit, size)
+        for allowance in CUSUM_ALLOWANCES
+        for limit in CUSUM_LIMITS
+        for month, (unchanged, slower) in chunks.items()
+    }
+    shown = {round(allowance, 2) for allowance in CUSUM_ALLOWANCES[::2]}
+    print(f"{'k':>5s} {'h':>5s} " + " ".join(f"{month:>15s}" for month in months))
+    for allowance in CUSUM_ALLOWANCES:
+        for limit in CUSUM_LIMITS[::2] if round(allowance, 2) in shown else ():
+            cells = [figures[(allowance, limit, month)] for month in months]
+            print(f"{allowance:5.2f} {limit:5.2f} " + " ".join(f"{d:6.1%} / {f:6.1%}" for d, f in cells))
+    # k and h picked by looking at the very days they are judged on would be an in-sample figure: each month's
+    # figures come from the (k, h) picked on the other months (the best detection in the worst of them, with at
+    # most 5% of days alarmed in each), so no month's days choose its own rule.
+    print("Leave one month out: (k, h) picked on the other months, then that month's figures")
+    for month in months:
+        others = [m for m in months if m != month]
+        allowed = [
+            (allowance, limit)
+            for allowance in CUSUM_ALLOWANCES
+            for limit in CUSUM_LIMITS
+            if all(figures[(allowance, limit, m)][0] <= DAY_BUDGET for m in others)
+        ]
+        if not allowed:
+            print(f"{month:8s} no (k, h) keeps the other months within {DAY_BUDGET:.0%} of days")
+            continue
+        allowance, limit = max(allowed, key=lambda rule: min(figures[(*rule, m)][1] for m in others))
+        days, found = figures[(allowance, limit, month)]
+        unchanged, slower = chunks[month]
+        print(
+            f"{month:8s} k {allowance:.2f} h {limit:.1f}: days with an alarm {days:.1%} of"
+            f" {len(set(np.concatenate([day for _, day in unchanged])))}, rides 10% slower {found:.1%} of"
+            f" {sum(max(len(z) - 2 * size // CHUNK, 0) for z, _ in slower)} evaluations"
+        )
+
+
+def sequential_figures(
+    unchanged: list[tuple[np.ndarray, np.ndarray]],
+    slower: list[tuple[np.ndarray, np.ndarray]],
+    allowance: float,
+    limit: float,
+    size: int,
+) -> tuple[float, float]:
+    """The CUSUM rule's share of unchanged days with an alarm, and of full windows alarmed with rides 10% slower."""
+    alarmed = pd.Series(np.concatenate([cusum(z, allowance) > limit for z, _ in unchanged]))
+    days = float(alarmed.groupby(np.concatenate([day for _, day in unchanged])).any().mean())
+    found = np.concatenate([(cusum(z, allowance) > limit)[2 * size // CHUNK :] for z, _ in slower])
+    return days, float(found.mean())
+
+
 def distance_ceiling(months: list[str], size: int) -> None:
     """What any threshold on the distance statistic could do: its value in the sliding windows of held-out training
     days, unchanged and with distances x1.10, against the oracle threshold of `ceiling_row` at the distance's
@@ -332,6 +441,7 @@ def main() -> None:
         hour_detection(args.months, args.scenarios)
         if "durations x1.10" in args.scenarios:
             rmse_ceiling(args.months, args.size)
+            sequential_rmse(args.months, args.size)
         if "distance x1.10" in args.scenarios:
             distance_ceiling(args.months, args.size)
     if not args.skip_batch:
