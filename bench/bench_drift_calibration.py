@@ -191,8 +191,7 @@ def cell(streams: list, size: int, month: str, scenario: str, rng: np.random.Gen
     consecutive, spread, delays = [], [], []
     for prof, held, segments in streams:
         changed = alarm_days.altered(held, month, scenario)
-        previous = alarm_days.previous_sliding(segments, size)
-        slide = alarm_days.confirmed(alarm_days.evaluate(prof, changed, alarm_days.sliding(segments, size)), previous)
+        slide, previous = alarm_days.sliding_alarms(prof, changed, segments, size)
         # Full windows: those with an evaluation before them inside the segment (the first of a block has none
         # here; in service the window goes on from the day before).
         consecutive.append(getattr(slide, alarm)[previous >= 0])
@@ -213,11 +212,7 @@ def delay(prof, held, changed, segments, size, alarm) -> list[int | None]:
     confirmation needs the window before, which lies wholly after the change only 2 windows in."""
     middle = (segments[0][0] + segments[0][1]) // 2
     frame = pd.concat([held.iloc[:middle], changed.iloc[middle:]], ignore_index=True)
-    stream = [(0, len(frame))]
-    evaluations = alarm_days.confirmed(
-        alarm_days.evaluate(prof, frame, alarm_days.sliding(stream, size)),
-        alarm_days.previous_sliding(stream, size),
-    )
+    evaluations, _ = alarm_days.sliding_alarms(prof, frame, [(0, len(frame))], size)
     ends = np.arange(size, len(frame) + 1, alarm_days.STEP)
     hits = np.flatnonzero(getattr(evaluations, alarm) & (ends > middle))
     return [int(ends[hits[0]] - middle) if len(hits) else None]

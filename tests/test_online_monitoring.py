@@ -16,10 +16,10 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from taxi_assets import settings
-from taxi_assets.core import calibration, predlog, warehouse
+from taxi_assets.core import calibration, predlog, profile, warehouse
 from taxi_assets.core.drift_scores import ONLINE_FEATURES
 from taxi_assets.core.model import predict
-from taxi_assets.core.online import online_samples, window_figures
+from taxi_assets.core.online import RMSE_CHUNK, RMSE_CUSUM_LIMIT, confirmed, online_samples, window_figures
 from taxi_assets.definitions import defs
 from taxi_assets.defs.model.assets import deployed_model, duration_model
 from taxi_assets.defs.model.profile import reference_profile
@@ -72,6 +72,11 @@ def pushed(url: str, job: str) -> dict[tuple[str, frozenset], float]:
 def metadata_of(result: dg.ExecuteInProcessResult, asset: dg.AssetsDefinition) -> dict:
     (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key == asset.key]
     return {name: value.value for name, value in event.materialization.metadata.items()}
+
+
+def profile_of(model_tag: str) -> profile.ReferenceProfile:
+    with platform_resources()["warehouse"].get_connection() as conn:
+        return profile.load(conn, model_tag)
 
 
 def with_pushgateway(url: str) -> dict:
@@ -282,7 +287,7 @@ def test_online_drift_windows_are_pushed(deployed, pushgateway: str) -> None:
             "pickup_datetime": ride.pickup_datetime.isoformat(),
         }
         records.append(predlog.prediction_record(fields, float(ride.prediction), model["tag"], ts=iso(ts)))
-        if i % 2:  # feedback for every other ride
+        if i % 6:  # feedback for five rides in six: 1,000, one chunk of the RMSE alarm's CUSUM
             records.append(feedback(f"ride-{i}", ts + dt.timedelta(minutes=1), float(ride.duration)))
     records.append(prediction("other-model", hour_start, tag="taxi_duration_deployed:old"))
     write(records)
@@ -296,9 +301,16 @@ def test_online_drift_windows_are_pushed(deployed, pushgateway: str) -> None:
     meta = metadata_of(result, online_drift)
 
     last = rides.iloc[200:]  # the 1,000 latest
-    last_error = (last.prediction - last.duration)[last.index % 2 == 1]
-    assert meta["last_1000/rows"] == 1000 and meta["last_1000/feedback_rows"] == 500
-    assert meta["hour/rows"] == 1200 and meta["hour/feedback_rows"] == 600
+    last_error = (last.prediction - last.duration)[last.index % 6 != 0]
+    assert meta["last_1000/rows"] == 1000 and meta["last_1000/feedback_rows"] == 834
+    assert meta["hour/rows"] == 1200 and meta["hour/feedback_rows"] == 1000
+    # The sliding window's RMSE alarm is the CUSUM of the newest 1,000 errors with feedback, whichever window they
+    # fall in (one chunk: the excess of its log RMSE over the validation RMSE's, less the allowance, or 0).
+    fed = rides[rides.index % 6 != 0]
+    chunk = float(np.sqrt(((fed.prediction - fed.duration) ** 2).mean()))
+    validation_rmse = profile_of(model["tag"]).residuals.rmse
+    assert meta["last_1000/rmse_cusum"] == pytest.approx(max(0.0, np.log(chunk / validation_rmse) - 0.04))
+    assert meta["last_1000/rmse_cusum_limit"] == RMSE_CUSUM_LIMIT and "hour/rmse_cusum" not in meta
     # The windows that confirm an alarm share no ride with the current one: the 200 rides before the newest 1,000
     # (the two hours before had none).
     assert meta["last_1000/previous_window_rows"] == meta["last_1000/agreeing_windows_min_rows"] == 200
@@ -322,6 +334,8 @@ def test_online_drift_windows_are_pushed(deployed, pushgateway: str) -> None:
         validation = frozenset(group | {("model_tag", model["tag"])})
         assert series[("taxi_model_validation_rmse", validation)] == pytest.approx(model["validation_rmse"])
         assert series[("taxi_online_rmse_bound", frozenset(group))] == pytest.approx(meta[f"{window}/rmse_bound"])
+        cusum = series.get(("taxi_online_rmse_cusum", frozenset(group)))
+        assert cusum == (pytest.approx(meta["last_1000/rmse_cusum"]) if window == "last_1000" else None)
         features = {dict(labels)["feature"] for name, labels in series if name == "taxi_online_feature_drifted"}
         assert features == set(ONLINE_FEATURES)
 
@@ -359,6 +373,18 @@ def test_window_figures_judge_windows_against_the_profile() -> None:
     assert longer.features.feature("trip_distance").drifted and longer.features.dataset_drift
     assert quiet.rmse == pytest.approx(float(np.sqrt(((window.prediction - window.duration) ** 2).mean())))
     assert quiet.rmse < quiet.rmse_bound
+
+    # Given the errors of the newest feedback, the RMSE verdict is the CUSUM's, and it needs no window before it to
+    # agree: five chunks 25% above the validation RMSE alarm; under one chunk, no RMSE verdict.
+    slower = np.full(5 * RMSE_CHUNK, 1.25 * prof.residuals.rmse)
+    fed = window_figures("last_1000", window, prof, arrays, slower)
+    assert fed.rmse_cusum > RMSE_CUSUM_LIMIT and confirmed(fed, [quiet])["rmse"]
+    assert not confirmed(quiet, [quiet])["rmse"] and not confirmed(longer, [fed])["rmse"]
+    unfed = window_figures("last_1000", window, prof, arrays, slower[: RMSE_CHUNK - 1])
+    assert unfed.rmse_cusum is None and not confirmed(unfed, [fed])["rmse"]
+    pushed_cusum = {s.name: s.value for s in online_samples(fed, [quiet], "t", 5.0)}
+    assert pushed_cusum["taxi_online_rmse_cusum"] == pytest.approx(fed.rmse_cusum)
+    assert pushed_cusum["taxi_online_rmse_cusum_limit"] == RMSE_CUSUM_LIMIT
 
     names = {sample.name for sample in online_samples(longer, [quiet], "stand-in", 5.0)}
     assert {"taxi_online_rmse_bound", "taxi_online_prediction_drifted", "taxi_online_feature_drift_effect"} <= names

@@ -12,6 +12,7 @@ month.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 
@@ -191,13 +192,32 @@ def previous_hours(frame: pd.DataFrame) -> np.ndarray:
     return np.array([position.get(key - pd.Timedelta(hours=1), -1) for key in keys], dtype="int64")
 
 
+def sliding_alarms(
+    prof: ReferenceProfile, frame: pd.DataFrame, segments: list[tuple[int, int]], size: int
+) -> tuple[Evaluations, np.ndarray]:
+    """The alarms of the sliding window as the online job raises them, and `previous_sliding`: each verdict
+    confirmed by the window of the rides before it, but the RMSE one, which is the CUSUM of the errors before the
+    evaluation's end (`online.rmse_cusum`), inside its segment (a segment's days follow other days in service)."""
+    previous = previous_sliding(segments, size)
+    evaluations = confirmed(evaluate(prof, frame, sliding(segments, size)), previous)
+    errors = (frame[PREDICTION] - frame[TARGET]).to_numpy("float64")
+    lookback = online.RMSE_CHUNK * online.RMSE_CUSUM_CHUNKS
+    cusum = [
+        online.rmse_cusum(errors[max(start, end - lookback) : end], prof.residuals.rmse)
+        for start, stop in segments
+        if stop - start >= size
+        for end in range(start + size, stop + 1, STEP)
+    ]
+    rmse = np.array([value is not None and value > online.RMSE_CUSUM_LIMIT for value in cusum], dtype=bool)
+    return dataclasses.replace(evaluations, rmse=rmse), previous
+
+
 def stream_alarms(
     prof: ReferenceProfile, frame: pd.DataFrame, segments: list[tuple[int, int]], size: int, *, split: bool = False
 ) -> Evaluations | tuple[Evaluations, Evaluations]:
-    """The alarms a user sees on a stream: the sliding window and every clock hour, each confirmed by the
-    windows before it (`online.confirmed`: the window of the rides before it; the two hours before); with `split`,
-    the two apart."""
-    slide = confirmed(evaluate(prof, frame, sliding(segments, size)), previous_sliding(segments, size))
+    """The alarms a user sees on a stream: the sliding window (`sliding_alarms`) and every clock hour, confirmed
+    by the two hours before (`online.confirmed`); with `split`, the two apart."""
+    slide, _ = sliding_alarms(prof, frame, segments, size)
     hour = confirmed(
         evaluate(prof, frame, hours(frame)), previous_hours(frame), online.agreeing_windows(online.HOUR_WINDOW)
     )

@@ -9,6 +9,7 @@ import datetime as dt
 
 import dagster as dg
 import duckdb
+import numpy as np
 import pandas as pd
 from pydantic import Field
 
@@ -17,6 +18,9 @@ from taxi_assets.core.drift import CALIBRATION_SIZES, DEFAULT_WINDOW
 from taxi_assets.core.metrics import ONLINE_JOB
 from taxi_assets.core.online import (
     HOUR_WINDOW,
+    RMSE_CHUNK,
+    RMSE_CUSUM_CHUNKS,
+    RMSE_CUSUM_LIMIT,
     agreeing_windows,
     confirmed,
     last_complete_hour,
@@ -88,6 +92,17 @@ def recent_predictions(conn: duckdb.DuckDBPyConnection, model_tag: str, n: int, 
     ).df()
 
 
+def recent_errors(conn: duckdb.DuckDBPyConnection, model_tag: str) -> np.ndarray:
+    """Errors of the newest predictions of `model_tag` whose feedback arrived, enough for the RMSE alarm's CUSUM
+    (`online.rmse_cusum`), oldest first."""
+    newest_first = conn.execute(
+        "SELECT error FROM online_predictions WHERE model_tag = $tag AND error IS NOT NULL "
+        "ORDER BY ts DESC, id LIMIT $n",
+        {"tag": model_tag, "n": RMSE_CHUNK * RMSE_CUSUM_CHUNKS},
+    ).fetchnumpy()["error"]
+    return np.asarray(newest_first, dtype="float64")[::-1]
+
+
 def hour_predictions(
     conn: duckdb.DuckDBPyConnection, model_tag: str, start: dt.datetime, end: dt.datetime
 ) -> pd.DataFrame:
@@ -127,7 +142,10 @@ def online_drift(
     feedback arrived, against the RMSE bound of the model's validation residuals at that many rows; the share of
     outlier rides against its calibrated threshold. The windows before each one are judged too (the `last_n` rides
     before the newest `last_n`; the two hours before the hour): `taxi_online_alarm` is 1 only where they all agree
-    (`online.confirmed`), which the alert rules page on. A window of fewer than 100 rides is "insufficient data".
+    (`online.confirmed`), which the alert rules page on. The `last_n` window's RMSE alarm is a CUSUM of the RMSE of
+    the newest feedback, chunk by chunk, instead (`online.rmse_cusum`): a small lasting excess adds up, a bad day
+    does not.
+    A window of fewer than 100 rides is "insufficient data".
     Pushed to the Pushgateway (job `taxi_online_monitoring`, grouping key `window`).
     """
     _, model = model_registry.load_deployed()
@@ -137,10 +155,12 @@ def online_drift(
             raise dg.Failure("DuckDB has no prediction log yet; materialize prediction_logs first")
         # Each window with those before it (no ride in common), which must agree before an alarm is raised.
         hour = dt.timedelta(hours=1)
+        # The sliding window's RMSE alarm is the CUSUM of the newest feedback (`online.rmse_cusum`).
         windows = {
             f"last_{config.last_n}": (
                 recent_predictions(conn, model["tag"], config.last_n),
                 [recent_predictions(conn, model["tag"], config.last_n, config.last_n)],
+                recent_errors(conn, model["tag"]),
             ),
             HOUR_WINDOW: (
                 hour_predictions(conn, model["tag"], start, end),
@@ -148,6 +168,7 @@ def online_drift(
                     hour_predictions(conn, model["tag"], start - back * hour, start - (back - 1) * hour)
                     for back in range(1, agreeing_windows(HOUR_WINDOW) + 1)
                 ],
+                None,
             ),
         }
         prof = profile.load(conn, model["tag"])
@@ -161,8 +182,8 @@ def online_drift(
         "validation_rmse": float(model["validation_rmse"]),
         "hour_window": f"{start:%Y-%m-%d %H:%M} to {end:%H:%M} UTC",
     }
-    for name, (current, before) in windows.items():
-        figures = window_figures(name, current, prof, reference)
+    for name, (current, before, feedback) in windows.items():
+        figures = window_figures(name, current, prof, reference, feedback)
         previous = [window_figures(name, rides, prof, reference) for rides in before]
         samples = online_samples(figures, previous, model["tag"], float(model["validation_rmse"]))
         pushed = pushgateway.push(ONLINE_JOB, {"window": name}, samples, context.log)
@@ -189,6 +210,8 @@ def online_drift(
                 **{f"{name}/effect_floor/{f.feature}": f.floor for f in figures.features.features},
                 **{f"{name}/outlier_share/{rule}": share for rule, share in figures.outliers.items()},
             }
+        if figures.rmse_cusum is not None:
+            metadata |= {f"{name}/rmse_cusum": figures.rmse_cusum, f"{name}/rmse_cusum_limit": RMSE_CUSUM_LIMIT}
         if figures.rmse is not None:
             metadata |= {
                 f"{name}/rmse": figures.rmse,
