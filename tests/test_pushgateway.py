@@ -60,7 +60,9 @@ def every_push() -> list[tuple[str, dict[str, str], list[Sample]]]:
         ranking=[(distance, 0.4, 1.2)],
         weights_from="taxi_duration:v1",
     )
-    window = WindowFigures("last_1000", 1000, 400, "spread", verdict, distance, 6.2, 4.1, 7.0, {"any": 0.02})
+    window = WindowFigures(
+        "last_1000", 1000, 400, "spread", verdict, distance, 6.2, 4.1, 7.0, {"any": 0.02}, rmse_cusum=0.3
+    )
     return [
         (BATCH_JOB, {"month": "2021-02"}, batch_samples(figures, 1.6e9)),
         (BATCH_JOB, {"month": "2021-03"}, batch_samples(figures, 1.61e9)),
