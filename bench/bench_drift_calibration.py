@@ -259,7 +259,7 @@ def rmse_ceiling(months: list[str], size: int) -> None:
 # shift), so k spans a quarter to two thirds of it.
 CUSUM_ALLOWANCES = tuple(np.round(np.arange(0.04, 0.105, 0.01), 2))
 CUSUM_LIMITS = tuple(np.round(np.arange(0.2, 1.25, 0.1), 1))
-CHUNK = 1000
+CHUNK = online.RMSE_CHUNK
 # The issue's budget: unchanged days with any alarm.
 DAY_BUDGET = 0.05
 
@@ -277,15 +277,6 @@ def chunk_log_rmse(
         mse = np.array([errors[e - CHUNK : e].mean() for e in ends])
         out.append((0.5 * np.log(mse / reference_mse), day[ends - 1]))
     return out
-
-
-def cusum(increments: np.ndarray, allowance: float) -> np.ndarray:
-    """The one-sided CUSUM path: S_i = max(0, S_(i-1) + x_i - allowance), S_0 = 0."""
-    path, total = np.zeros(len(increments)), 0.0
-    for i, value in enumerate(increments):
-        total = max(0.0, total + value - allowance)
-        path[i] = total
-    return path
 
 
 def sequential_rmse(months: list[str], size: int) -> None:
@@ -357,9 +348,9 @@ def sequential_figures(
     size: int,
 ) -> tuple[float, float]:
     """The CUSUM rule's share of unchanged days with an alarm, and of full windows alarmed with rides 10% slower."""
-    alarmed = pd.Series(np.concatenate([cusum(z, allowance) > limit for z, _ in unchanged]))
+    alarmed = pd.Series(np.concatenate([online.cusum_path(z - allowance) > limit for z, _ in unchanged]))
     days = float(alarmed.groupby(np.concatenate([day for _, day in unchanged])).any().mean())
-    found = np.concatenate([(cusum(z, allowance) > limit)[2 * size // CHUNK :] for z, _ in slower])
+    found = np.concatenate([(online.cusum_path(z - allowance) > limit)[2 * size // CHUNK :] for z, _ in slower])
     return days, float(found.mean())
 
 

@@ -91,10 +91,17 @@ def rmse_cusum(errors: np.ndarray, reference_rmse: float) -> float | None:
         return None
     tail = np.asarray(errors, dtype="float64")[len(errors) - chunks * RMSE_CHUNK :].reshape(chunks, RMSE_CHUNK)
     excess = 0.5 * np.log((tail**2).mean(axis=1)) - np.log(reference_rmse) - RMSE_CUSUM_ALLOWANCE
-    total = 0.0
-    for value in excess:
+    return float(cusum_path(excess)[-1])
+
+
+def cusum_path(increments: np.ndarray) -> np.ndarray:
+    """The one-sided CUSUM after each of `increments` (each already less its allowance): S_i = max(0, S_(i-1) +
+    x_i), S_0 = 0."""
+    path, total = np.zeros(len(increments)), 0.0
+    for i, value in enumerate(increments):
         total = max(0.0, total + float(value))
-    return total
+        path[i] = total
+    return path
 
 
 def last_complete_hour(as_of: dt.datetime) -> tuple[dt.datetime, dt.datetime]:

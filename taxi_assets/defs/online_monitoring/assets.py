@@ -144,8 +144,7 @@ def online_drift(
     before the newest `last_n`; the two hours before the hour): `taxi_online_alarm` is 1 only where they all agree
     (`online.confirmed`), which the alert rules page on. The `last_n` window's RMSE alarm is a CUSUM of the RMSE of
     the newest feedback, chunk by chunk, instead (`online.rmse_cusum`): a small lasting excess adds up, a bad day
-    does not.
-    A window of fewer than 100 rides is "insufficient data".
+    does not. A window of fewer than 100 rides is "insufficient data".
     Pushed to the Pushgateway (job `taxi_online_monitoring`, grouping key `window`).
     """
     _, model = model_registry.load_deployed()
