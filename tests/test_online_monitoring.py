@@ -274,7 +274,9 @@ def deployed(instance: dg.DagsterInstance) -> tuple[dg.DagsterInstance, dict]:
 def test_online_drift_windows_are_pushed(deployed, pushgateway: str) -> None:
     instance, (pipeline, model) = deployed
     hour_start = dt.datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=1)
-    rides = load_rides("2022-02").sample(1200, random_state=3).reset_index(drop=True)
+    # 1,200 consecutive rides (half a day of 15 February): a consecutive window, whose RMSE alarm is the CUSUM.
+    month = load_rides("2022-02").sort_values("pickup_datetime", kind="stable")
+    rides = month[month.pickup_datetime >= "2022-02-15"].head(1200).reset_index(drop=True)
     rides["prediction"] = predict(pipeline, rides)
     records = []
     for i, ride in enumerate(rides.itertuples()):
@@ -319,9 +321,9 @@ def test_online_drift_windows_are_pushed(deployed, pushgateway: str) -> None:
     assert meta["last_1000/mae"] == pytest.approx(float(last_error.abs().mean()))
     for name in ("last_1000/drift_share", "last_1000/dataset_drift", "last_1000/prediction_drift_score", "hour/rmse"):
         assert isinstance(meta[name], float), name
-    # Random February rides spread over the month: spread windows, tested against the profile; the RMSE bound is
-    # above the validation RMSE and tighter for more feedback.
-    assert meta["last_1000/kind"] == meta["hour/kind"] == "spread"
+    # Consecutive rides, tested against the profile; the RMSE bound is above the validation RMSE and tighter for
+    # more feedback.
+    assert meta["last_1000/kind"] == meta["hour/kind"] == "consecutive"
     assert meta["hour/rmse_bound"] < meta["last_1000/rmse_bound"]
     assert meta["hour/rmse_bound"] > model["validation_rmse"]
 
@@ -374,13 +376,17 @@ def test_window_figures_judge_windows_against_the_profile() -> None:
     assert quiet.rmse == pytest.approx(float(np.sqrt(((window.prediction - window.duration) ** 2).mean())))
     assert quiet.rmse < quiet.rmse_bound
 
-    # Given the errors of the newest feedback, the RMSE verdict is the CUSUM's, and it needs no window before it to
-    # agree: five chunks 25% above the validation RMSE alarm; under one chunk, no RMSE verdict.
+    # Given the errors of the newest feedback, a consecutive window's RMSE verdict is the CUSUM's, and it needs no
+    # window before it to agree: five chunks 25% above the validation RMSE alarm; under one chunk, no RMSE verdict.
+    # A spread window keeps its bound (what was measured for it).
     slower = np.full(5 * RMSE_CHUNK, 1.25 * prof.residuals.rmse)
-    fed = window_figures("last_1000", window, prof, arrays, slower)
+    assert window_figures("last_1000", window, prof, arrays, slower).rmse_cusum is None
+    stretch = reference.sort_values("pickup_datetime", kind="stable").iloc[5000:6000]
+    fed = window_figures("last_1000", stretch, prof, arrays, slower)
+    assert fed.kind == "consecutive"
     assert fed.rmse_cusum > RMSE_CUSUM_LIMIT and confirmed(fed, [quiet])["rmse"]
     assert not confirmed(quiet, [quiet])["rmse"] and not confirmed(longer, [fed])["rmse"]
-    unfed = window_figures("last_1000", window, prof, arrays, slower[: RMSE_CHUNK - 1])
+    unfed = window_figures("last_1000", stretch, prof, arrays, slower[: RMSE_CHUNK - 1])
     assert unfed.rmse_cusum is None and not confirmed(unfed, [fed])["rmse"]
     pushed_cusum = {s.name: s.value for s in online_samples(fed, [quiet], "t", 5.0)}
     assert pushed_cusum["taxi_online_rmse_cusum"] == pytest.approx(fed.rmse_cusum)

@@ -68,13 +68,13 @@ HELP: dict[str, str] = {
     "taxi_online_window_sufficient": "1 if the window has enough rides to be judged, 0 for insufficient data (no "
     "verdicts pushed)",
     "taxi_online_alarm": "1 if this window and those before it (the n rides before the last n, or the two hours "
-    "before) all reached the verdict (dataset, prediction, rmse, outliers), or for the last_n window's rmse if its "
-    "CUSUM is beyond its limit: what the alert rules page on",
+    "before) all reached the verdict (dataset, prediction, rmse, outliers), or for a consecutive last_n window's rmse "
+    "if its CUSUM is beyond its limit: what the alert rules page on",
     "taxi_online_mae": "MAE where feedback arrived, minutes",
     "taxi_online_rmse_bound": "RMSE an unchanged window of this many feedback rows stays below with probability "
     "99.8%, minutes",
     "taxi_online_rmse_cusum": "CUSUM of the log RMSE of 1,000-ride chunks of the newest feedback over the "
-    "validation RMSE's (the last_n window's rmse alarm)",
+    "validation RMSE's (a consecutive last_n window's rmse alarm)",
     "taxi_online_rmse_cusum_limit": "Value of taxi_online_rmse_cusum beyond which the rmse alarm is raised",
     "taxi_ingest_records_waiting": "Prediction-log records not yet in DuckDB",
     "taxi_ingest_oldest_pending_age_seconds": "Age of the oldest prediction-log record not yet in DuckDB",

@@ -142,9 +142,9 @@ def online_drift(
     feedback arrived, against the RMSE bound of the model's validation residuals at that many rows; the share of
     outlier rides against its calibrated threshold. The windows before each one are judged too (the `last_n` rides
     before the newest `last_n`; the two hours before the hour): `taxi_online_alarm` is 1 only where they all agree
-    (`online.confirmed`), which the alert rules page on. The `last_n` window's RMSE alarm is a CUSUM of the RMSE of
-    the newest feedback, chunk by chunk, instead (`online.rmse_cusum`): a small lasting excess adds up, a bad day
-    does not. A window of fewer than 100 rides is "insufficient data".
+    (`online.confirmed`), which the alert rules page on. A consecutive `last_n` window's RMSE alarm is a CUSUM of the
+    RMSE of the newest feedback, chunk by chunk, instead (`online.rmse_cusum`): a small lasting excess adds up, a bad
+    day does not. A window of fewer than 100 rides is "insufficient data".
     Pushed to the Pushgateway (job `taxi_online_monitoring`, grouping key `window`).
     """
     _, model = model_registry.load_deployed()
@@ -154,7 +154,7 @@ def online_drift(
             raise dg.Failure("DuckDB has no prediction log yet; materialize prediction_logs first")
         # Each window with those before it (no ride in common), which must agree before an alarm is raised.
         hour = dt.timedelta(hours=1)
-        # The sliding window's RMSE alarm is the CUSUM of the newest feedback (`online.rmse_cusum`).
+        # A consecutive sliding window's RMSE alarm is the CUSUM of the newest feedback (`online.rmse_cusum`).
         windows = {
             f"last_{config.last_n}": (
                 recent_predictions(conn, model["tag"], config.last_n),
