@@ -33,6 +33,16 @@ from taxi_assets.core.drift import DEFAULT_WINDOW  # noqa: E402
 from taxi_assets.core.drift_scores import BATCH_FEATURES, ONLINE_FEATURES  # noqa: E402
 from taxi_assets.core.model import PREDICTION, TARGET  # noqa: E402
 from tests.support import alarm_days  # noqa: E402
+from tests.support.cusum_rules import (  # noqa: E402
+    CHUNK,
+    DAY_BUDGET,
+    SLOWDOWN_ALLOWANCES,
+    SLOWDOWN_LIMITS,
+    Rule,
+    held_out_chunks,
+    pick,
+    sequential_figures,
+)
 from tests.support.drift_data import MONTHS, next_month, scored  # noqa: E402
 
 REFERENCE_MONTHS = ["2021-01", "2022-01", "2023-01", "2023-03"]
@@ -256,102 +266,69 @@ def rmse_ceiling(months: list[str], size: int) -> None:
 
 # The CUSUM alternative to confirmation for the RMSE alarm (`sequential_rmse`): its allowance k and decision limit h,
 # in log RMSE. A lasting 10% slowdown raises a 1,000-ride chunk's log RMSE by about 0.14-0.22 (the ceiling table's
-# shift), so k spans a quarter to two thirds of it.
+# shift), so k spans a quarter to two thirds of it. The slowdown CUSUM beside it (`online.slowdown_cusum`) adds up the
+# chunks' mean log ratio of actual to predicted duration, which a 10% slowdown moves by 0.095 exactly.
 CUSUM_ALLOWANCES = tuple(np.round(np.arange(0.04, 0.105, 0.01), 2))
 CUSUM_LIMITS = tuple(np.round(np.arange(0.2, 1.25, 0.1), 1))
-CHUNK = online.RMSE_CHUNK
-# The issue's budget: unchanged days with any alarm.
-DAY_BUDGET = 0.05
-
-
-def chunk_log_rmse(
-    frame: pd.DataFrame, reference_mse: float, scale: float = 1.0
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per block of days of `frame` (validation rides sorted by pickup, durations times `scale`), the log ratio of
-    each non-overlapping CHUNK of rides' RMSE to the reference's, and the day each chunk ends on."""
-    errors = (frame[TARGET].to_numpy("float64") * scale - frame[PREDICTION].to_numpy("float64")) ** 2
-    day = frame["pickup_datetime"].dt.strftime("%Y-%m-%d").to_numpy()
-    out = []
-    for start, end in alarm_days.segments_of(frame):
-        ends = np.arange(start + CHUNK, end + 1, CHUNK)
-        mse = np.array([errors[e - CHUNK : e].mean() for e in ends])
-        out.append((0.5 * np.log(mse / reference_mse), day[ends - 1]))
-    return out
 
 
 def sequential_rmse(months: list[str], size: int) -> None:
-    """A sequential rule tried against confirmation for the RMSE alarm, on held-out validation days: a one-sided
-    CUSUM of the log RMSE of non-overlapping 1,000-ride chunks, against the RMSE of the validation month's other
-    days (the days the profile's bound is built from), restarted in each block. Unchanged: share of held-out days
-    with the CUSUM above h; rides 10% slower: share of evaluations 2 * `size` rides or more into a block (where the
-    sliding table's full windows are) above h."""
+    """The sequential rules of the RMSE alarm, on held-out validation days: one-sided CUSUMs over non-overlapping
+    1,000-ride chunks, against the validation month's other days (the days the profile's residuals come from),
+    restarted in each block. First the RMSE CUSUM alone over a grid of (k, h); then, with it as picked, the slowdown
+    CUSUM beside it. Unchanged: share of held-out days with an alarm; rides 10% slower: share of full windows."""
     print(
-        f"\nSequential rule for the RMSE alarm (CUSUM of the log RMSE of non-overlapping {CHUNK:,}-ride chunks,"
-        " held-out validation days, reference = the validation month's other days): days with an alarm unchanged / full"
-        " windows alarmed with rides 10% slower"
+        f"\nSequential rule for the RMSE alarm (CUSUMs over non-overlapping {CHUNK:,}-ride chunks, held-out validation"
+        " days, reference = the validation month's other days): days with an alarm unchanged / full windows alarmed"
+        " with rides 10% slower"
     )
-    chunks = {}
-    for month in months:
-        validation = alarm_days.month_rides(next_month(month), month)
-        unchanged, slower = [], []
-        for fold in (0, 1):
-            held = alarm_days.fold_of(validation, fold)
-            reference_mse = float(
-                ((validation[TARGET] - validation[PREDICTION]).to_numpy("float64")[~held] ** 2).mean()
-            )
-            stream = validation[held].reset_index(drop=True)
-            unchanged += chunk_log_rmse(stream, reference_mse)
-            slower += chunk_log_rmse(stream, reference_mse, 1.10)
-        chunks[month] = unchanged, slower
-    figures = {
-        (allowance, limit, month): sequential_figures(unchanged, slower, allowance, limit, size)
-        for allowance in CUSUM_ALLOWANCES
-        for limit in CUSUM_LIMITS
-        for month, (unchanged, slower) in chunks.items()
+    chunks = {month: (held_out_chunks(month), held_out_chunks(month, 1.10)) for month in months}
+    days_of = {month: len(set(np.concatenate([z.day for z in unchanged]))) for month, (unchanged, _) in chunks.items()}
+    evaluations = {
+        month: sum(max(len(z.day) - 2 * size // CHUNK, 0) for z in slower) for month, (_, slower) in chunks.items()
     }
+    off = np.inf
+    rmse_rules = [(k, h, 0.0, off) for k in CUSUM_ALLOWANCES for h in CUSUM_LIMITS]
     shown = {round(allowance, 2) for allowance in CUSUM_ALLOWANCES[::2]}
+    figures = {(rule, m): sequential_figures(*chunks[m], rule, size) for rule in rmse_rules for m in months}
+    print("RMSE CUSUM alone")
     print(f"{'k':>5s} {'h':>5s} " + " ".join(f"{month:>15s}" for month in months))
-    for allowance in CUSUM_ALLOWANCES:
-        for limit in CUSUM_LIMITS[::2] if round(allowance, 2) in shown else ():
-            cells = [figures[(allowance, limit, month)] for month in months]
-            print(f"{allowance:5.2f} {limit:5.2f} " + " ".join(f"{d:6.1%} / {f:6.1%}" for d, f in cells))
+    for rule in rmse_rules:
+        if round(rule[0], 2) in shown and rule[1] in CUSUM_LIMITS[::2]:
+            cells = [figures[(rule, month)] for month in months]
+            print(f"{rule[0]:5.2f} {rule[1]:5.2f} " + " ".join(f"{d:6.1%} / {f:6.1%}" for d, f in cells))
     # k and h picked by looking at the very days they are judged on would be an in-sample figure: each month's
-    # figures come from the (k, h) picked on the other months (the best detection in the worst of them, with at
-    # most 5% of days alarmed in each), so no month's days choose its own rule.
-    print("Leave one month out: (k, h) picked on the other months, then that month's figures")
+    # figures come from the rule picked on the other months (`pick`), so no month's days choose its own rule.
+    leave_one_out(figures, rmse_rules, months, days_of, evaluations, "RMSE CUSUM")
+    rmse_rule = pick(figures, rmse_rules, months)
+    print(f"Picked on all {len(months)} months (the deployed rule): RMSE k {rmse_rule[0]:.2f} h {rmse_rule[1]:.1f}")
+    deployed = (online.RMSE_CUSUM_ALLOWANCE, online.RMSE_CUSUM_LIMIT)
+    both = [(*deployed, k, h) for k in SLOWDOWN_ALLOWANCES for h in SLOWDOWN_LIMITS]
+    figures |= {(rule, m): sequential_figures(*chunks[m], rule, size) for rule in both for m in months}
+    print(f"\nSlowdown CUSUM beside the RMSE CUSUM (k {deployed[0]:.2f}, h {deployed[1]:.1f})")
+    print(f"{'k':>5s} {'h':>5s} " + " ".join(f"{month:>15s}" for month in months))
+    for rule in both:
+        if rule[3] in SLOWDOWN_LIMITS[::2]:
+            cells = [figures[(rule, month)] for month in months]
+            print(f"{rule[2]:5.2f} {rule[3]:5.2f} " + " ".join(f"{d:6.1%} / {f:6.1%}" for d, f in cells))
+    leave_one_out(figures, both, months, days_of, evaluations, "both CUSUMs")
+    shipped = pick(figures, both, months)
+    print(f"Picked on all {len(months)} months (the deployed rule): slowdown k {shipped[2]:.2f} h {shipped[3]:.1f}")
+
+
+def leave_one_out(figures, rules: list[Rule], months: list[str], days_of: dict, evaluations: dict, label: str) -> None:
+    print(f"Leave one month out ({label}): the rule picked on the other months, then that month's figures")
     for month in months:
-        others = [m for m in months if m != month]
-        allowed = [
-            (allowance, limit)
-            for allowance in CUSUM_ALLOWANCES
-            for limit in CUSUM_LIMITS
-            if all(figures[(allowance, limit, m)][0] <= DAY_BUDGET for m in others)
-        ]
-        if not allowed:
-            print(f"{month:8s} no (k, h) keeps the other months within {DAY_BUDGET:.0%} of days")
+        rule = pick(figures, rules, [m for m in months if m != month])
+        if rule is None:
+            print(f"{month:8s} no rule keeps the other months within {DAY_BUDGET:.0%} of days")
             continue
-        allowance, limit = max(allowed, key=lambda rule: min(figures[(*rule, m)][1] for m in others))
-        days, found = figures[(allowance, limit, month)]
-        unchanged, slower = chunks[month]
+        days, found = figures[(rule, month)]
+        slowdown = "" if rule[3] == np.inf else f", slowdown k {rule[2]:.2f} h {rule[3]:.1f}"
         print(
-            f"{month:8s} k {allowance:.2f} h {limit:.1f}: days with an alarm {days:.1%} of"
-            f" {len(set(np.concatenate([day for _, day in unchanged])))}, rides 10% slower {found:.1%} of"
-            f" {sum(max(len(z) - 2 * size // CHUNK, 0) for z, _ in slower)} evaluations"
+            f"{month:8s} RMSE k {rule[0]:.2f} h {rule[1]:.1f}{slowdown}: days with an alarm {days:.1%} of"
+            f" {days_of[month]}, rides 10% slower {found:.1%} of {evaluations[month]} evaluations"
         )
-
-
-def sequential_figures(
-    unchanged: list[tuple[np.ndarray, np.ndarray]],
-    slower: list[tuple[np.ndarray, np.ndarray]],
-    allowance: float,
-    limit: float,
-    size: int,
-) -> tuple[float, float]:
-    """The CUSUM rule's share of unchanged days with an alarm, and of full windows alarmed with rides 10% slower."""
-    alarmed = pd.Series(np.concatenate([online.cusum_path(z - allowance) > limit for z, _ in unchanged]))
-    days = float(alarmed.groupby(np.concatenate([day for _, day in unchanged])).any().mean())
-    found = np.concatenate([(online.cusum_path(z - allowance) > limit)[2 * size // CHUNK :] for z, _ in slower])
-    return days, float(found.mean())
 
 
 def distance_ceiling(months: list[str], size: int) -> None:

@@ -11,12 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from taxi_assets.core import calibration, drift, drift_scores, profile, timeslots
+from taxi_assets.core import calibration, drift, drift_scores, online, profile, timeslots
 from taxi_assets.core.drift import DEFAULT_WINDOW
 from taxi_assets.core.drift_scores import BATCH_FEATURES, ONLINE_FEATURES
 from taxi_assets.core.model import PREDICTION, TARGET
 from taxi_assets.core.profile import ReferenceProfile
-from tests.support import alarm_days
+from tests.support import alarm_days, cusum_rules
 from tests.support.drift_data import scored
 from tests.support.evidently_defaults import dataset_drift
 
@@ -128,7 +128,7 @@ def test_changes_are_detected_on_held_out_days(held, scenario, alarm, consecutiv
 
 
 def test_rides_10_percent_slower_are_caught_by_the_rmse_cusum():
-    """The sliding window's RMSE alarm is the CUSUM of the RMSE of 1,000-ride chunks (`online.rmse_cusum`). On the
+    """The sliding window's RMSE alarm is the CUSUMs of 1,000-ride chunks (`online.feedback_cusums`). On the
     held-out weeks of 2022-02, rides 10% slower raise it in 100% and 85.7% of full 5,000-ride windows (the goal is
     80%); unchanged weeks raise it in none. As deployed (the whole 2022-01 profile against 2022-03, one stream), it
     catches every full window and no unchanged one. The window's bound confirmed by the window before it caught
@@ -145,6 +145,29 @@ def test_rides_10_percent_slower_are_caught_by_the_rmse_cusum():
         confirmed_share(prof, alarm_days.altered(after, REFERENCE, "durations x1.10"), "rmse", segments=stream) >= 0.95
     )
     assert confirmed_share(prof, after, "rmse", segments=stream) <= 0.02
+
+
+def test_the_rmse_alarms_cusums_picked_on_three_months_meet_the_goals_on_the_fourth():
+    """The RMSE alarm's two CUSUMs (`online.rmse_cusum`, `online.slowdown_cusum`) as bench/bench_drift_calibration.py
+    picks them: on held-out validation weeks of four months, each month judged by the rule picked on the other three
+    (`cusum_rules.pick`). Measured: unchanged days with an alarm 3.8% (2021-01, one of 26), 0, 0, 0%; rides 10% slower
+    in 80.0, 95.8, 100, 100% of full windows (the RMSE CUSUM alone: 80.0, 95.8, 66.7, 70.6%). The goals: at most 5%
+    of days, at least 80% of consecutive windows. Picked on all four, the rule is the one deployed."""
+    months = ["2021-01", "2022-01", "2023-01", "2023-03"]
+    chunks = {m: (cusum_rules.held_out_chunks(m), cusum_rules.held_out_chunks(m, 1.10)) for m in months}
+    deployed = (online.RMSE_CUSUM_ALLOWANCE, online.RMSE_CUSUM_LIMIT)
+    rules = [(*deployed, k, h) for k in cusum_rules.SLOWDOWN_ALLOWANCES for h in cusum_rules.SLOWDOWN_LIMITS]
+    figures = {(r, m): cusum_rules.sequential_figures(*chunks[m], r, DEFAULT_WINDOW) for r in rules for m in months}
+    for month in months:
+        days, found = figures[(cusum_rules.pick(figures, rules, [m for m in months if m != month]), month)]
+        assert days <= cusum_rules.DAY_BUDGET and found >= 0.80, month
+    assert cusum_rules.pick(figures, rules, months) == (
+        *deployed,
+        online.SLOWDOWN_CUSUM_ALLOWANCE,
+        online.SLOWDOWN_CUSUM_LIMIT,
+    )
+    # Without the slowdown CUSUM, 2023-03 is caught in 70.6% of windows.
+    assert cusum_rules.sequential_figures(*chunks["2023-03"], (*deployed, 0.0, np.inf), DEFAULT_WINDOW)[1] < 0.75
 
 
 def test_the_rmse_bound_holds_on_held_out_days_of_the_validation_month(held):

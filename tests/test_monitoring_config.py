@@ -408,6 +408,8 @@ PUSHED = [
             "taxi_online_rmse_bound": [{}],
             "taxi_online_rmse_cusum": [{}],
             "taxi_online_rmse_cusum_limit": [{}],
+            "taxi_online_slowdown_cusum": [{}],
+            "taxi_online_slowdown_cusum_limit": [{}],
             "taxi_online_window_rows": [{}],
             "taxi_online_feedback_rows": [{}],
             "taxi_model_validation_rmse": [{"model_tag": "taxi_duration_deployed:v1"}],
@@ -483,7 +485,19 @@ def test_pushed_series_are_what_the_code_pushes() -> None:
         weights_from="permutation_importance",
     )
     window = WindowFigures(
-        "last_5000", 2000, 500, "consecutive", verdict, feature, 5.0, 4.0, 6.0, {"any": 0.0}, {"dataset": True}, 0.5
+        "last_5000",
+        2000,
+        500,
+        "consecutive",
+        verdict,
+        feature,
+        5.0,
+        4.0,
+        6.0,
+        {"any": 0.0},
+        {"dataset": True},
+        0.5,
+        0.2,
     )
     produced = {
         "taxi_batch_monitoring": batch_samples(figures, 0.0),

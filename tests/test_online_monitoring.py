@@ -18,8 +18,17 @@ from prometheus_client.parser import text_string_to_metric_families
 from taxi_assets import settings
 from taxi_assets.core import calibration, predlog, profile, warehouse
 from taxi_assets.core.drift_scores import ONLINE_FEATURES
-from taxi_assets.core.model import predict
-from taxi_assets.core.online import RMSE_CHUNK, RMSE_CUSUM_LIMIT, confirmed, online_samples, window_figures
+from taxi_assets.core.model import PREDICTION, predict
+from taxi_assets.core.online import (
+    ACTUAL,
+    RMSE_CHUNK,
+    RMSE_CUSUM_LIMIT,
+    SLOWDOWN_CUSUM_LIMIT,
+    confirmed,
+    online_samples,
+    window_figures,
+)
+from taxi_assets.core.profile import log_ratios
 from taxi_assets.definitions import defs
 from taxi_assets.defs.model.assets import deployed_model, duration_model
 from taxi_assets.defs.model.profile import reference_profile
@@ -313,6 +322,12 @@ def test_online_drift_windows_are_pushed(deployed, pushgateway: str) -> None:
     validation_rmse = profile_of(model["tag"]).residuals.rmse
     assert meta["last_1000/rmse_cusum"] == pytest.approx(max(0.0, np.log(chunk / validation_rmse) - 0.04))
     assert meta["last_1000/rmse_cusum_limit"] == RMSE_CUSUM_LIMIT and "hour/rmse_cusum" not in meta
+    # Beside it, the slowdown CUSUM of the same chunk: its mean log ratio of actual to predicted duration over the
+    # validation month's.
+    ratio = float(log_ratios(fed.prediction.to_numpy(), fed.duration.to_numpy()).mean())
+    reference_ratio = profile_of(model["tag"]).residuals.mean_log_ratio
+    assert meta["last_1000/slowdown_cusum"] == pytest.approx(max(0.0, ratio - reference_ratio))
+    assert meta["last_1000/slowdown_cusum_limit"] == SLOWDOWN_CUSUM_LIMIT and "hour/slowdown_cusum" not in meta
     # The windows that confirm an alarm share no ride with the current one: the 200 rides before the newest 1,000
     # (the two hours before had none).
     assert meta["last_1000/previous_window_rows"] == meta["last_1000/agreeing_windows_min_rows"] == 200
@@ -338,6 +353,8 @@ def test_online_drift_windows_are_pushed(deployed, pushgateway: str) -> None:
         assert series[("taxi_online_rmse_bound", frozenset(group))] == pytest.approx(meta[f"{window}/rmse_bound"])
         cusum = series.get(("taxi_online_rmse_cusum", frozenset(group)))
         assert cusum == (pytest.approx(meta["last_1000/rmse_cusum"]) if window == "last_1000" else None)
+        slowdown = series.get(("taxi_online_slowdown_cusum", frozenset(group)))
+        assert slowdown == (pytest.approx(meta["last_1000/slowdown_cusum"]) if window == "last_1000" else None)
         features = {dict(labels)["feature"] for name, labels in series if name == "taxi_online_feature_drifted"}
         assert features == set(ONLINE_FEATURES)
 
@@ -376,21 +393,35 @@ def test_window_figures_judge_windows_against_the_profile() -> None:
     assert quiet.rmse == pytest.approx(float(np.sqrt(((window.prediction - window.duration) ** 2).mean())))
     assert quiet.rmse < quiet.rmse_bound
 
-    # Given the errors of the newest feedback, a consecutive window's RMSE verdict is the CUSUM's, and it needs no
-    # window before it to agree: five chunks 25% above the validation RMSE alarm; under one chunk, no RMSE verdict.
-    # A spread window keeps its bound (what was measured for it).
-    slower = np.full(5 * RMSE_CHUNK, 1.25 * prof.residuals.rmse)
-    assert window_figures("last_1000", window, prof, arrays, slower).rmse_cusum is None
+    # Given the newest feedback, a consecutive window's RMSE verdict is the CUSUMs', and it needs no window before it
+    # to agree: five chunks 25% above the validation RMSE alarm (rides faster than predicted: no slowdown); under one
+    # chunk, no RMSE verdict. A spread window keeps its bound (what was measured for it).
+    actual = np.full(5 * RMSE_CHUNK, 20.0)
+    worse = pd.DataFrame({PREDICTION: actual + 1.25 * prof.residuals.rmse, ACTUAL: actual})
+    assert window_figures("last_1000", window, prof, arrays, worse).rmse_cusum is None
     stretch = reference.sort_values("pickup_datetime", kind="stable").iloc[5000:6000]
-    fed = window_figures("last_1000", stretch, prof, arrays, slower)
-    assert fed.kind == "consecutive"
+    fed = window_figures("last_1000", stretch, prof, arrays, worse)
+    assert fed.kind == "consecutive" and fed.slowdown_cusum == 0.0
     assert fed.rmse_cusum > RMSE_CUSUM_LIMIT and confirmed(fed, [quiet])["rmse"]
     assert not confirmed(quiet, [quiet])["rmse"] and not confirmed(longer, [fed])["rmse"]
-    unfed = window_figures("last_1000", stretch, prof, arrays, slower[: RMSE_CHUNK - 1])
+    unfed = window_figures("last_1000", stretch, prof, arrays, worse[: RMSE_CHUNK - 1])
     assert unfed.rmse_cusum is None and not confirmed(unfed, [fed])["rmse"]
     pushed_cusum = {s.name: s.value for s in online_samples(fed, [quiet], "t", 5.0)}
     assert pushed_cusum["taxi_online_rmse_cusum"] == pytest.approx(fed.rmse_cusum)
     assert pushed_cusum["taxi_online_rmse_cusum_limit"] == RMSE_CUSUM_LIMIT
+    # Rides taking a third longer than the validation month's, chunk after chunk, with an RMSE no worse: the slowdown
+    # CUSUM raises the alarm alone.
+    expected = np.exp(prof.residuals.mean_log_ratio)
+    late = pd.DataFrame(
+        {PREDICTION: np.full(3 * RMSE_CHUNK, 12.0), ACTUAL: np.full(3 * RMSE_CHUNK, 12.0 * expected * 4 / 3)}
+    )
+    slow = window_figures("last_1000", stretch, prof, arrays, late)
+    assert slow.rmse_cusum < RMSE_CUSUM_LIMIT and slow.slowdown_cusum > SLOWDOWN_CUSUM_LIMIT
+    assert confirmed(slow, [quiet])["rmse"]
+    assert slow.slowdown_cusum == pytest.approx(3 * np.log(4 / 3))
+    pushed_slowdown = {s.name: s.value for s in online_samples(slow, [quiet], "t", 5.0)}
+    assert pushed_slowdown["taxi_online_slowdown_cusum"] == pytest.approx(slow.slowdown_cusum)
+    assert pushed_slowdown["taxi_online_slowdown_cusum_limit"] == SLOWDOWN_CUSUM_LIMIT
 
     names = {sample.name for sample in online_samples(longer, [quiet], "stand-in", 5.0)}
     assert {"taxi_online_rmse_bound", "taxi_online_prediction_drifted", "taxi_online_feature_drift_effect"} <= names

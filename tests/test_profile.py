@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from taxi_assets.core import profile
+from taxi_assets.core import online, profile
 from taxi_assets.core.drift_scores import CONSECUTIVE, SPREAD
 from taxi_assets.core.profile import ReferenceProfile
 from taxi_assets.core.timeslots import SLOTS
@@ -75,6 +75,7 @@ STORED = {
             "alpha": 0.002,
             "resampled": "blocks of days, cross-fitted",
         },
+        "mean_log_ratio": -0.12,
     },
 }
 
@@ -88,6 +89,18 @@ def test_a_stored_profile_loads_and_is_stored_back_as_the_same_json():
     # The same text, key order included: profiles written before and after compare equal byte for byte.
     assert json.dumps(loaded.to_dict()) == json.dumps(STORED)
     assert ReferenceProfile.from_dict(loaded.to_dict()) == loaded
+
+
+def test_a_profile_stored_before_the_mean_log_ratio_loads_without_a_slowdown_cusum():
+    """Profiles written before `Residuals.mean_log_ratio` existed load; the slowdown CUSUM needs it, so the window's
+    RMSE alarm falls back to the RMSE CUSUM alone (`online.feedback_cusums`) until the profile is made again."""
+    older = {**STORED, "residuals": {k: v for k, v in STORED["residuals"].items() if k != "mean_log_ratio"}}
+    loaded = ReferenceProfile.from_dict(json.loads(json.dumps(older)))
+    assert loaded.residuals.mean_log_ratio is None
+    prediction = np.full(1000, 10.0)
+    assert online.feedback_cusums(prediction, prediction * 2, loaded) == (pytest.approx(np.log(10 / 6.5) - 0.04), None)
+    current = ReferenceProfile.from_dict(STORED)
+    assert online.feedback_cusums(prediction, prediction * 2, current)[1] == pytest.approx(np.log(2) + 0.12)
 
 
 def test_a_profile_of_another_shape_does_not_load():

@@ -61,7 +61,18 @@ def every_push() -> list[tuple[str, dict[str, str], list[Sample]]]:
         weights_from="taxi_duration:v1",
     )
     window = WindowFigures(
-        "last_1000", 1000, 400, "spread", verdict, distance, 6.2, 4.1, 7.0, {"any": 0.02}, rmse_cusum=0.3
+        "last_1000",
+        1000,
+        400,
+        "spread",
+        verdict,
+        distance,
+        6.2,
+        4.1,
+        7.0,
+        {"any": 0.02},
+        rmse_cusum=0.3,
+        slowdown_cusum=0.2,
     )
     return [
         (BATCH_JOB, {"month": "2021-02"}, batch_samples(figures, 1.6e9)),

@@ -1,6 +1,6 @@
-"""The RMSE alarm's CUSUM (`online.rmse_cusum`): a lasting excess of the RMSE over the validation RMSE adds up to
-an alarm, a bad day or an old excess does not. Pure arithmetic on chunks whose errors are all alike, so each chunk's
-log RMSE ratio is exact."""
+"""The RMSE alarm's CUSUMs (`online.rmse_cusum`, `online.slowdown_cusum`): a lasting excess of the RMSE over the
+validation RMSE, or of rides taking longer than predicted, adds up to an alarm, a bad day or an old excess does not.
+Pure arithmetic on chunks whose errors are all alike, so each chunk's statistic is exact."""
 
 import numpy as np
 import pytest
@@ -10,8 +10,12 @@ from taxi_assets.core.online import (
     RMSE_CUSUM_ALLOWANCE,
     RMSE_CUSUM_CHUNKS,
     RMSE_CUSUM_LIMIT,
+    SLOWDOWN_CUSUM_LIMIT,
+    cusum_alarm,
     rmse_cusum,
+    slowdown_cusum,
 )
+from taxi_assets.core.profile import log_ratios
 
 pytestmark = pytest.mark.unit
 
@@ -51,3 +55,38 @@ def test_a_bad_day_is_forgotten_and_only_the_newest_chunks_count() -> None:
     old = chunks(*[2.0] * 5, *[1.0] * RMSE_CUSUM_CHUNKS)
     assert rmse_cusum(old, REFERENCE) == 0.0
     assert rmse_cusum(np.concatenate([old, chunks(2.0)[:500]]), REFERENCE) > 0.0
+
+
+def slowdown(*factors: float, predicted: float = 12.0) -> np.ndarray:
+    """`log_ratios` of one chunk per factor, each ride taking `factor` times its prediction, oldest first."""
+    return np.concatenate(
+        [log_ratios(np.full(RMSE_CHUNK, predicted), np.full(RMSE_CHUNK, predicted * f)) for f in factors]
+    )
+
+
+def test_rides_10_percent_slower_than_validation_alarm_in_the_seventh_chunk() -> None:
+    # Against a validation month whose rides took 2% less than predicted: each chunk adds log(1.10) + 0.02.
+    reference = np.log(0.98)
+    step = np.log(1.10) - reference
+    assert slowdown_cusum(slowdown(*[1.10] * 5), reference) == pytest.approx(5 * step)
+    assert slowdown_cusum(slowdown(*[1.10] * 5), reference) < SLOWDOWN_CUSUM_LIMIT
+    assert slowdown_cusum(slowdown(*[1.10] * 6), reference) > SLOWDOWN_CUSUM_LIMIT
+    assert slowdown_cusum(slowdown(1.10)[1:], reference) is None
+
+
+def test_rides_faster_than_predicted_or_as_in_validation_never_add_up() -> None:
+    assert slowdown_cusum(slowdown(*[0.8] * 20), 0.0) == 0.0
+    # Slower than predicted, but no slower than in validation.
+    assert slowdown_cusum(slowdown(*[1.04] * 20), np.log(1.05)) == 0.0
+
+
+def test_ratios_are_taken_within_the_durations_the_model_knows() -> None:
+    # A feedback of 0 minutes, or a prediction near 0, is clipped to the 1-60 minutes the model is trained on.
+    assert log_ratios(np.array([10.0, 0.2, 90.0]), np.array([0.0, 2.0, 30.0])) == pytest.approx(
+        [np.log(1 / 10), np.log(2), np.log(30 / 60)]
+    )
+
+
+def test_either_cusum_beyond_its_limit_raises_the_rmse_alarm() -> None:
+    assert not cusum_alarm(None, None) and not cusum_alarm(RMSE_CUSUM_LIMIT, SLOWDOWN_CUSUM_LIMIT)
+    assert cusum_alarm(RMSE_CUSUM_LIMIT + 0.01, None) and cusum_alarm(0.0, SLOWDOWN_CUSUM_LIMIT + 0.01)

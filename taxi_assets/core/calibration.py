@@ -35,6 +35,7 @@ from taxi_assets.core.profile import (
     Thresholds,
     describe,
     interpolate_threshold,
+    log_ratios,
 )
 from taxi_assets.core.timeslots import slot_of
 
@@ -400,6 +401,7 @@ def build_profile(
     floors = effect_floors(ordered)
     errors = (later[PREDICTION] - later[TARGET]).to_numpy("float64")
     known = np.isfinite(errors)
+    ratios = log_ratios(later[PREDICTION].to_numpy("float64")[known], later[TARGET].to_numpy("float64")[known])
     pickup = later["pickup_datetime"].to_numpy("datetime64[ns]")[known]
     errors = errors[known]
     return ReferenceProfile(
@@ -415,5 +417,6 @@ def build_profile(
             mean_error=float(np.mean(errors)),
             quantiles={f"p{q:g}": float(np.quantile(errors, q / 100)) for q in (1, 5, 25, 50, 75, 95, 99)},
             rmse_bound=rmse_bounds(errors, pickup, sizes, seed=seed),
+            mean_log_ratio=float(ratios.mean()),
         ),
     )

@@ -76,6 +76,9 @@ HELP: dict[str, str] = {
     "taxi_online_rmse_cusum": "CUSUM of the log RMSE of 1,000-ride chunks of the newest feedback over the "
     "validation RMSE's (a consecutive last_n window's rmse alarm)",
     "taxi_online_rmse_cusum_limit": "Value of taxi_online_rmse_cusum beyond which the rmse alarm is raised",
+    "taxi_online_slowdown_cusum": "CUSUM of the mean log ratio of actual to predicted duration of 1,000-ride chunks "
+    "of the newest feedback over the validation month's (a consecutive last_n window's rmse alarm)",
+    "taxi_online_slowdown_cusum_limit": "Value of taxi_online_slowdown_cusum beyond which the rmse alarm is raised",
     "taxi_ingest_records_waiting": "Prediction-log records not yet in DuckDB",
     "taxi_ingest_oldest_pending_age_seconds": "Age of the oldest prediction-log record not yet in DuckDB",
     "taxi_ingest_last_success_timestamp_seconds": "Unix time of the last successful prediction_logs materialization",

@@ -44,6 +44,7 @@ from taxi_assets.core.drift_scores import (
 )
 from taxi_assets.core.model import TARGET
 from taxi_assets.core.timeslots import SLOTS, day_slot_hours, slot_of
+from taxi_assets.core.tlc import MAX_DURATION_MINUTES, MIN_DURATION_MINUTES
 from taxi_assets.core.warehouse import REFERENCE_PROFILE_DDL
 
 PROFILE_VERSION = 2
@@ -167,13 +168,22 @@ class RmseBounds:
 
 @dataclass(frozen=True)
 class Residuals:
-    """The validation month's residuals (prediction minus duration), out of sample."""
+    """The validation month's residuals (prediction minus duration), out of sample, and the mean of their
+    `log_ratios` (None in a profile stored before it was kept: the slowdown CUSUM needs it)."""
 
     rows: int
     rmse: float
     mean_error: float
     quantiles: dict[str, float]
     rmse_bound: RmseBounds
+    mean_log_ratio: float | None = None
+
+
+def log_ratios(prediction: np.ndarray, actual: np.ndarray) -> np.ndarray:
+    """Log of each actual duration over its prediction, both clipped to the durations the model is trained on (a
+    feedback of 0 minutes or a prediction near 0 would otherwise weigh without bound)."""
+    bounds = (MIN_DURATION_MINUTES, MAX_DURATION_MINUTES)
+    return np.log(np.clip(actual, *bounds) / np.clip(prediction, *bounds))
 
 
 @dataclass(frozen=True)

@@ -196,21 +196,21 @@ def sliding_alarms(
     prof: ReferenceProfile, frame: pd.DataFrame, segments: list[tuple[int, int]], size: int
 ) -> tuple[Evaluations, np.ndarray]:
     """The alarms of the sliding window as the online job raises them, and `previous_sliding`: each verdict
-    confirmed by the window of the rides before it, but the RMSE one of a consecutive window, which is the CUSUM of
-    the errors before the evaluation's end (`online.rmse_cusum`), inside its segment (a segment's days follow other
-    days in service)."""
+    confirmed by the window of the rides before it, but the RMSE one of a consecutive window, which is the CUSUMs of
+    the feedback before the evaluation's end (`online.feedback_cusums`), inside its segment (a segment's days follow
+    other days in service)."""
     previous = previous_sliding(segments, size)
     windows = sliding(segments, size)
     evaluations = confirmed(evaluate(prof, frame, windows), previous)
-    errors = (frame[PREDICTION] - frame[TARGET]).to_numpy("float64")
+    prediction, actual = frame[PREDICTION].to_numpy("float64"), frame[TARGET].to_numpy("float64")
     hours_of_pickup = timeslots.epoch_hours(frame["pickup_datetime"].to_numpy("datetime64[ns]"))
     lookback = online.RMSE_CHUNK * online.RMSE_CUSUM_CHUNKS
     starts = [start for start, stop in segments if stop - start >= size for _ in range(start + size, stop + 1, STEP)]
     rmse = evaluations.rmse.copy()
     for i, (start, rows) in enumerate(zip(starts, windows, strict=True)):
         if drift_scores.window_kind(hours_of_pickup[rows]) == drift_scores.CONSECUTIVE:
-            cusum = online.rmse_cusum(errors[max(start, rows[-1] + 1 - lookback) : rows[-1] + 1], prof.residuals.rmse)
-            rmse[i] = cusum is not None and cusum > online.RMSE_CUSUM_LIMIT
+            feedback = slice(max(start, rows[-1] + 1 - lookback), rows[-1] + 1)
+            rmse[i] = online.cusum_alarm(*online.feedback_cusums(prediction[feedback], actual[feedback], prof))
     return dataclasses.replace(evaluations, rmse=rmse), previous
 
 

@@ -9,7 +9,6 @@ import datetime as dt
 
 import dagster as dg
 import duckdb
-import numpy as np
 import pandas as pd
 from pydantic import Field
 
@@ -21,6 +20,7 @@ from taxi_assets.core.online import (
     RMSE_CHUNK,
     RMSE_CUSUM_CHUNKS,
     RMSE_CUSUM_LIMIT,
+    SLOWDOWN_CUSUM_LIMIT,
     agreeing_windows,
     confirmed,
     last_complete_hour,
@@ -92,15 +92,15 @@ def recent_predictions(conn: duckdb.DuckDBPyConnection, model_tag: str, n: int, 
     ).df()
 
 
-def recent_errors(conn: duckdb.DuckDBPyConnection, model_tag: str) -> np.ndarray:
-    """Errors of the newest predictions of `model_tag` whose feedback arrived, enough for the RMSE alarm's CUSUM
-    (`online.rmse_cusum`), oldest first."""
+def recent_feedback(conn: duckdb.DuckDBPyConnection, model_tag: str) -> pd.DataFrame:
+    """Prediction and actual duration of the newest predictions of `model_tag` whose feedback arrived, enough for
+    the RMSE alarm's CUSUMs (`online.feedback_cusums`), oldest first."""
     newest_first = conn.execute(
-        "SELECT error FROM online_predictions WHERE model_tag = $tag AND error IS NOT NULL "
+        "SELECT prediction, actual_duration FROM online_predictions WHERE model_tag = $tag AND error IS NOT NULL "
         "ORDER BY ts DESC, id LIMIT $n",
         {"tag": model_tag, "n": RMSE_CHUNK * RMSE_CUSUM_CHUNKS},
-    ).fetchnumpy()["error"]
-    return np.asarray(newest_first, dtype="float64")[::-1]
+    ).df()
+    return newest_first.iloc[::-1].reset_index(drop=True)
 
 
 def hour_predictions(
@@ -142,9 +142,10 @@ def online_drift(
     feedback arrived, against the RMSE bound of the model's validation residuals at that many rows; the share of
     outlier rides against its calibrated threshold. The windows before each one are judged too (the `last_n` rides
     before the newest `last_n`; the two hours before the hour): `taxi_online_alarm` is 1 only where they all agree
-    (`online.confirmed`), which the alert rules page on. A consecutive `last_n` window's RMSE alarm is a CUSUM of the
-    RMSE of the newest feedback, chunk by chunk, instead (`online.rmse_cusum`): a small lasting excess adds up, a bad
-    day does not. A window of fewer than 100 rides is "insufficient data".
+    (`online.confirmed`), which the alert rules page on. A consecutive `last_n` window's RMSE alarm is two CUSUMs of
+    the newest feedback, chunk by chunk, instead (`online.rmse_cusum`, `online.slowdown_cusum`): a small lasting
+    excess of the RMSE, or of rides taking longer than predicted, adds up, a bad day does not. A window of fewer
+    than 100 rides is "insufficient data".
     Pushed to the Pushgateway (job `taxi_online_monitoring`, grouping key `window`).
     """
     _, model = model_registry.load_deployed()
@@ -154,12 +155,12 @@ def online_drift(
             raise dg.Failure("DuckDB has no prediction log yet; materialize prediction_logs first")
         # Each window with those before it (no ride in common), which must agree before an alarm is raised.
         hour = dt.timedelta(hours=1)
-        # A consecutive sliding window's RMSE alarm is the CUSUM of the newest feedback (`online.rmse_cusum`).
+        # A consecutive sliding window's RMSE alarm is the CUSUMs of the newest feedback (`online.feedback_cusums`).
         windows = {
             f"last_{config.last_n}": (
                 recent_predictions(conn, model["tag"], config.last_n),
                 [recent_predictions(conn, model["tag"], config.last_n, config.last_n)],
-                recent_errors(conn, model["tag"]),
+                recent_feedback(conn, model["tag"]),
             ),
             HOUR_WINDOW: (
                 hour_predictions(conn, model["tag"], start, end),
@@ -211,6 +212,11 @@ def online_drift(
             }
         if figures.rmse_cusum is not None:
             metadata |= {f"{name}/rmse_cusum": figures.rmse_cusum, f"{name}/rmse_cusum_limit": RMSE_CUSUM_LIMIT}
+        if figures.slowdown_cusum is not None:
+            metadata |= {
+                f"{name}/slowdown_cusum": figures.slowdown_cusum,
+                f"{name}/slowdown_cusum_limit": SLOWDOWN_CUSUM_LIMIT,
+            }
         if figures.rmse is not None:
             metadata |= {
                 f"{name}/rmse": figures.rmse,

@@ -1,0 +1,100 @@
+"""The RMSE alarm's sequential rules judged as the issue asks, on held-out days: shared by
+bench/bench_drift_calibration.py (the "Sequential rule" tables) and tests/test_drift_calibration.py (the picks and
+their figures pinned). No Dagster, no DuckDB: the validation month's rides scored by the training month's model, cut
+into non-overlapping chunks as the online job cuts the newest feedback (`online.chunk_means`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from taxi_assets.core import online, profile
+from taxi_assets.core.model import PREDICTION, TARGET
+from tests.support import alarm_days
+from tests.support.drift_data import next_month
+
+CHUNK = online.RMSE_CHUNK
+# The slowdown CUSUM's grid (`online.slowdown_cusum`): a 10% slowdown moves a chunk's mean log ratio by 0.095, so k
+# spans up to about half of it.
+SLOWDOWN_ALLOWANCES = tuple(np.round(np.arange(0.0, 0.045, 0.01), 2))
+SLOWDOWN_LIMITS = tuple(np.round(np.arange(0.2, 1.25, 0.1), 1))
+# The issue's budget: unchanged days with any alarm.
+DAY_BUDGET = 0.05
+
+
+@dataclass(frozen=True)
+class Chunks:
+    """One block of held-out days, chunk by chunk: log RMSE over the reference's, mean log ratio over the
+    reference's, and the day each chunk ends on."""
+
+    log_rmse: np.ndarray
+    log_ratio: np.ndarray
+    day: np.ndarray
+
+
+def block_chunks(frame: pd.DataFrame, reference: pd.DataFrame, scale: float = 1.0) -> list[Chunks]:
+    """Per block of days of `frame` (validation rides sorted by pickup, durations times `scale`), each
+    non-overlapping CHUNK of rides against `reference` (the validation month's other days), as the online job sees
+    them (`online.chunk_means`, `profile.log_ratios`)."""
+    prediction, actual = frame[PREDICTION].to_numpy("float64"), frame[TARGET].to_numpy("float64") * scale
+    reference_mse = float(((reference[PREDICTION] - reference[TARGET]).to_numpy("float64") ** 2).mean())
+    reference_ratio = float(profile.log_ratios(reference[PREDICTION], reference[TARGET]).mean())
+    day = frame["pickup_datetime"].dt.strftime("%Y-%m-%d").to_numpy()
+    out = []
+    for start, end in alarm_days.segments_of(frame):
+        ends = np.arange(start + CHUNK, end + 1, CHUNK)
+        squared = (prediction[start:end] - actual[start:end]) ** 2
+        ratios = profile.log_ratios(prediction[start:end], actual[start:end])
+        mse = squared[: len(ends) * CHUNK].reshape(-1, CHUNK).mean(axis=1)
+        mean_ratio = ratios[: len(ends) * CHUNK].reshape(-1, CHUNK).mean(axis=1)
+        out.append(Chunks(0.5 * np.log(mse / reference_mse), mean_ratio - reference_ratio, day[ends - 1]))
+    return out
+
+
+Rule = tuple[float, float, float, float]  # RMSE k, h; slowdown k, h (h inf: no slowdown CUSUM)
+
+
+def rule_alarms(chunks: Chunks, rule: Rule) -> np.ndarray:
+    """After each chunk of a block, whether either CUSUM, restarted at the block's start, is beyond its limit."""
+    rmse_k, rmse_h, slowdown_k, slowdown_h = rule
+    return (online.cusum_path(chunks.log_rmse - rmse_k) > rmse_h) | (
+        online.cusum_path(chunks.log_ratio - slowdown_k) > slowdown_h
+    )
+
+
+def sequential_figures(unchanged: list[Chunks], slower: list[Chunks], rule: Rule, size: int) -> tuple[float, float]:
+    """A rule's share of unchanged days with an alarm, and of full windows (2 * `size` rides or more into a block,
+    where the sliding table's full windows are) alarmed with rides 10% slower."""
+    alarmed = pd.Series(np.concatenate([rule_alarms(z, rule) for z in unchanged]))
+    days = float(alarmed.groupby(np.concatenate([z.day for z in unchanged])).any().mean())
+    found = np.concatenate([rule_alarms(z, rule)[2 * size // CHUNK :] for z in slower])
+    return days, float(found.mean())
+
+
+def pick(figures: dict[tuple[Rule, str], tuple[float, float]], rules: list[Rule], months: list[str]) -> Rule | None:
+    """Of the rules with at most DAY_BUDGET of days alarmed in each of `months`, the one with the best detection in
+    the worst month; among equals, the fewest days alarmed, then the best detection on average, then the most
+    cautious (largest allowances, then limits). None when no rule keeps the budget."""
+    allowed = [rule for rule in rules if all(figures[(rule, m)][0] <= DAY_BUDGET for m in months)]
+    if not allowed:
+        return None
+
+    def merit(rule: Rule) -> tuple[float, ...]:
+        days, found = zip(*(figures[(rule, m)] for m in months), strict=True)
+        return min(found), -sum(days), sum(found), rule[2], rule[0], rule[3], rule[1]
+
+    return max(allowed, key=merit)
+
+
+def held_out_chunks(month: str, scale: float = 1.0) -> list[Chunks]:
+    """The chunks of the held-out blocks of days of `month`'s validation month, both folds, durations times `scale`,
+    each against the validation month's other days (the days the profile's residuals come from)."""
+    validation = alarm_days.month_rides(next_month(month), month)
+    out = []
+    for fold in (0, 1):
+        held = alarm_days.fold_of(validation, fold)
+        out += block_chunks(validation[held].reset_index(drop=True), validation[~held], scale)
+    return out
