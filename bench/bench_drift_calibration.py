@@ -316,7 +316,15 @@ def sequential_rmse(months: list[str], size: int) -> None:
     print(f"Picked on all {len(months)} months (the deployed rule): slowdown k {shipped[2]:.2f} h {shipped[3]:.1f}")
 
 
-def leave_one_out(figures, rules: list[Rule], months: list[str], days_of: dict, evaluations: dict, label: str) -> None:
+def leave_one_out(
+    figures: dict[tuple[Rule, str], tuple[float, float]],
+    rules: list[Rule],
+    months: list[str],
+    days_of: dict[str, int],
+    evaluations: dict[str, int],
+    label: str,
+) -> None:
+    """Each month's figures under the rule `pick` chooses on the other months."""
     print(f"Leave one month out ({label}): the rule picked on the other months, then that month's figures")
     for month in months:
         rule = pick(figures, rules, [m for m in months if m != month])

@@ -37,8 +37,8 @@ class Chunks:
 
 def block_chunks(frame: pd.DataFrame, reference: pd.DataFrame, scale: float = 1.0) -> list[Chunks]:
     """Per block of days of `frame` (validation rides sorted by pickup, durations times `scale`), each
-    non-overlapping CHUNK of rides against `reference` (the validation month's other days), as the online job sees
-    them (`online.chunk_means`, `profile.log_ratios`)."""
+    non-overlapping CHUNK of rides from the block's start against `reference` (the validation month's other days):
+    the statistics the online job's CUSUMs add up (`online.rmse_cusum`, `online.slowdown_cusum`)."""
     prediction, actual = frame[PREDICTION].to_numpy("float64"), frame[TARGET].to_numpy("float64") * scale
     reference_mse = float(((reference[PREDICTION] - reference[TARGET]).to_numpy("float64") ** 2).mean())
     reference_ratio = float(profile.log_ratios(reference[PREDICTION], reference[TARGET]).mean())
