@@ -206,6 +206,14 @@ def test_rides_10_percent_slower_are_caught_in_random_windows_of_held_out_days()
     slower, unchanged = beyond(alarm_days.altered(validation, REFERENCE, "durations x1.10")), beyond(validation)
     assert slower >= 0.85
     assert unchanged <= 0.02
+    # The window's RMSE verdict also holds its mean log ratio of actual to predicted duration against the profile's
+    # slowdown bound (`calibration.slowdown_bounds`): measured, every window of rides 10% slower, at 5,000 rides and
+    # at 1,000, and no unchanged one.
+    for size in (DEFAULT_WINDOW, 1000):
+        windows = list(np.random.default_rng(4).integers(0, len(validation), (200, size)))
+        slower = alarm_days.altered(validation, REFERENCE, "durations x1.10")
+        assert alarm_days.evaluate(prof, slower, windows).rmse.mean() >= 0.99
+        assert alarm_days.evaluate(prof, validation, windows).rmse.mean() <= 0.02
 
 
 def test_a_10_percent_longer_distance_is_caught_in_random_windows_of_held_out_days():

@@ -76,6 +76,7 @@ STORED = {
             "resampled": "blocks of days, cross-fitted",
         },
         "mean_log_ratio": -0.12,
+        "slowdown_bound": {"sizes": [100, 400], "bounds": [-0.02, -0.07], "alpha": 0.002},
     },
 }
 
@@ -92,11 +93,14 @@ def test_a_stored_profile_loads_and_is_stored_back_as_the_same_json():
 
 
 def test_a_profile_stored_before_the_mean_log_ratio_loads_without_a_slowdown_cusum():
-    """Profiles written before `Residuals.mean_log_ratio` existed load; the slowdown CUSUM needs it, so the window's
-    RMSE alarm falls back to the RMSE CUSUM alone (`online.feedback_cusums`) until the profile is made again."""
-    older = {**STORED, "residuals": {k: v for k, v in STORED["residuals"].items() if k != "mean_log_ratio"}}
+    """Profiles written before `Residuals.mean_log_ratio` and `slowdown_bound` existed load; the slowdown CUSUM and
+    the spread windows' slowdown bound need them, so a window's RMSE alarm falls back to the RMSE CUSUM or bound
+    alone (`online.feedback_cusums`, `online.alarms`) until the profile is made again."""
+    kept_since = ("mean_log_ratio", "slowdown_bound")
+    older = {**STORED, "residuals": {k: v for k, v in STORED["residuals"].items() if k not in kept_since}}
     loaded = ReferenceProfile.from_dict(json.loads(json.dumps(older)))
-    assert loaded.residuals.mean_log_ratio is None
+    assert loaded.residuals.mean_log_ratio is None and loaded.slowdown_bound(400) is None
+    assert ReferenceProfile.from_dict(STORED).slowdown_bound(400) == pytest.approx(-0.07)
     prediction = np.full(1000, 10.0)
     assert online.feedback_cusums(prediction, prediction * 2, loaded) == (pytest.approx(np.log(10 / 6.5) - 0.04), None)
     current = ReferenceProfile.from_dict(STORED)

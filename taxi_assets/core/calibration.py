@@ -32,6 +32,7 @@ from taxi_assets.core.profile import (
     ReferenceProfile,
     Residuals,
     RmseBounds,
+    SlowdownBounds,
     Thresholds,
     describe,
     interpolate_threshold,
@@ -276,25 +277,62 @@ def effect_floors(months: list[pd.DataFrame]) -> dict[str, float]:
 
 
 def day_variance(squared: np.ndarray, pickup: np.ndarray) -> tuple[float, int]:
-    """The between-day variance component of a day's log RMSE, and the days it was estimated from (those with at
-    least MIN_WINDOW_ROWS rides). Days of one type differ from another's by their traffic (a Sunday's errors are
-    smaller than a Tuesday's), which a window spanning whole weeks, or set against a fold of whole weeks, averages
-    out: each day is taken against the mean of its day type (`timeslots.slot_of`). One-way random effects by the
-    method of moments: the variance of those deviations less the part the days' own rides' sampling explains
-    (delta method: var(e^2) / (4 n mse^2))."""
-    day_of_ride = np.asarray(pickup, dtype="datetime64[D]")
-    days, day, rides = np.unique(day_of_ride, return_inverse=True, return_counts=True)
+    """The between-day variance component of a day's log RMSE, and the days it was estimated from
+    (`between_days`; the sampling of a day's log RMSE by the delta method: var(e^2) / (4 n mse^2))."""
+    days, day, rides = np.unique(np.asarray(pickup, dtype="datetime64[D]"), return_inverse=True, return_counts=True)
     mse = np.bincount(day, weights=squared) / rides
     sampling = (np.bincount(day, weights=squared**2) / rides - mse**2) / (4 * rides * mse**2)
     full = (rides >= drift.MIN_WINDOW_ROWS) & (mse > 0)
-    types = slot_of(days[full].astype("datetime64[ns]")) // 24
-    log_rmse = 0.5 * np.log(mse[full])
+    return between_days(days[full], 0.5 * np.log(mse[full]), sampling[full])
+
+
+def between_days(days: np.ndarray, statistic: np.ndarray, sampling: np.ndarray) -> tuple[float, int]:
+    """The between-day variance component of a daily `statistic` (one value per day of `days`, with its sampling
+    variance from the day's own rides), and how many days it was estimated from (those with at least
+    MIN_WINDOW_ROWS rides). Days of one type differ from another's by their traffic (a Sunday's errors are smaller
+    than a Tuesday's), which a window spanning whole weeks, or set against a fold of whole weeks, averages out: each
+    day is taken against the mean of its day type (`timeslots.slot_of`). One-way random effects by the method of
+    moments: the variance of those deviations less the part the days' own rides' sampling explains."""
+    types = slot_of(days.astype("datetime64[ns]")) // 24
     _, kind, per_type = np.unique(types, return_inverse=True, return_counts=True)
-    deviation = log_rmse - (np.bincount(kind, weights=log_rmse) / per_type)[kind]
-    freedom = full.sum() - len(per_type)
+    deviation = statistic - (np.bincount(kind, weights=statistic) / per_type)[kind]
+    freedom = len(days) - len(per_type)
     if freedom < 1:
-        return 0.0, int(full.sum())
-    return max(0.0, float((deviation**2).sum() / freedom - sampling[full].mean())), int(full.sum())
+        return 0.0, len(days)
+    return max(0.0, float((deviation**2).sum() / freedom - sampling.mean())), len(days)
+
+
+def slowdown_bounds(
+    ratios: np.ndarray,
+    pickup: np.ndarray,
+    sizes: tuple[int, ...] = CALIBRATION_SIZES,
+    alpha: float = RMSE_ALPHA,
+    seed: int = RANDOM_SEED,
+) -> SlowdownBounds:
+    """Per size, the mean log ratio (`profile.log_ratios` of the validation residuals, `pickup` their times) an
+    unchanged spread window stays below with probability 1 - alpha, as `rmse_bounds` bounds a spread window's RMSE:
+    random rides of the month against the month's rides outside them, the between-day variance of a day's mean
+    (`between_days`) added over the days such a window spans (at fewest those of SPREAD_HOURS, a week). A
+    consecutive window needs none: its slowdown is the CUSUM's (`online.slowdown_cusum`)."""
+    rng = np.random.default_rng(seed + 2)
+    ratios = np.asarray(ratios, dtype="float64")
+    total, rides = ratios.sum(), len(ratios)
+    sizes = tuple(size for size in sizes if size < rides)
+    if not sizes:
+        raise ValueError("too few validation rides to bound the mean log ratio of a window of the smallest size")
+    differences = []
+    for size in sizes:
+        rows = np.stack([rng.choice(rides, size, replace=False) for _ in range(SPREAD_WINDOWS)])
+        window = ratios[rows].sum(axis=1)
+        differences.append(window / size - (total - window) / (rides - size))
+    days, day, per_day = np.unique(np.asarray(pickup, dtype="datetime64[D]"), return_inverse=True, return_counts=True)
+    mean = np.bincount(day, weights=ratios) / per_day
+    sampling = (np.bincount(day, weights=ratios**2) / per_day - mean**2) / per_day
+    full = per_day >= drift.MIN_WINDOW_ROWS
+    between, counted = between_days(days[full], mean[full], sampling[full])
+    extra = between * (24 / SPREAD_HOURS + 1 / counted) if counted else 0.0
+    excess = fitted_quantiles(sizes, differences, alpha, growing=False, extra_variance=extra)
+    return SlowdownBounds(sizes=list(sizes), bounds=[float(ratios.mean() + e) for e in excess], alpha=alpha)
 
 
 def rmse_bounds(
@@ -418,5 +456,6 @@ def build_profile(
             quantiles={f"p{q:g}": float(np.quantile(errors, q / 100)) for q in (1, 5, 25, 50, 75, 95, 99)},
             rmse_bound=rmse_bounds(errors, pickup, sizes, seed=seed),
             mean_log_ratio=float(ratios.mean()),
+            slowdown_bound=slowdown_bounds(ratios, pickup, sizes, seed=seed),
         ),
     )

@@ -90,6 +90,10 @@ class WindowFigures:
     rmse_cusum: float | None = None
     # Beside it, the slowdown CUSUM (`slowdown_cusum`); None for a profile stored before it had a mean log ratio.
     slowdown_cusum: float | None = None
+    # The feedback rows' mean log ratio of actual to predicted duration, and for a spread window its bound (the
+    # profile's `slowdown_bound`, part of its RMSE verdict).
+    mean_log_ratio: float | None = None
+    slowdown_bound: float | None = None
 
     @property
     def sufficient(self) -> bool:
@@ -191,14 +195,15 @@ def _window_figures(
     features = drift.assess(prof, reference, rides, "online", ONLINE_FEATURES)
     prediction = drift.assess(prof, reference, rides, "online", {PREDICTION: NUMERICAL}).feature(PREDICTION)
     outliers = prof.outliers.shares(rides)
-    error = (rides[PREDICTION] - rides[TARGET]).dropna() if TARGET in rides else pd.Series(dtype="float64")
+    fed = rides.dropna(subset=[PREDICTION, TARGET]) if TARGET in rides else rides.iloc[:0]
     flagged = prof.outliers.flags(rides).any(axis=1).mean()
-    if error.empty:
+    if fed.empty:
         verdicts = alarms(prof, features, prediction, len(current), kind, None, 0, flagged)
         return WindowFigures(window, len(current), 0, kind, features, prediction, None, None, None, outliers, verdicts)
-    summary = error_summary(error.to_numpy(np.float64))
+    summary = error_summary((fed[PREDICTION] - fed[TARGET]).to_numpy(np.float64))
     bound = prof.rmse_bound(summary.rows, kind)
-    verdicts = alarms(prof, features, prediction, len(current), kind, summary.rmse, summary.rows, flagged)
+    ratio = float(log_ratios(fed[PREDICTION].to_numpy(np.float64), fed[TARGET].to_numpy(np.float64)).mean())
+    verdicts = alarms(prof, features, prediction, len(current), kind, summary.rmse, summary.rows, flagged, ratio)
     return WindowFigures(
         window,
         len(current),
@@ -211,6 +216,8 @@ def _window_figures(
         bound,
         outliers,
         verdicts,
+        mean_log_ratio=ratio,
+        slowdown_bound=prof.slowdown_bound(summary.rows) if kind == drift_scores.SPREAD else None,
     )
 
 
@@ -244,15 +251,24 @@ def alarms(
     rmse: float | None,
     feedback_rows: int,
     outlier_share: float,
+    mean_log_ratio: float | None = None,
 ) -> dict[str, bool]:
-    """The verdicts of one evaluation of a window: dataset drift, prediction drift, RMSE beyond its bound, outlier
-    share beyond its threshold. A window under MIN_WINDOW_ROWS rides (feedback rows for the RMSE) raises none."""
+    """The verdicts of one evaluation of a window: dataset drift, prediction drift, RMSE beyond its bound (or, for a
+    spread window, its `mean_log_ratio` of actual to predicted duration beyond the profile's `slowdown_bound`),
+    outlier share beyond its threshold. A window under MIN_WINDOW_ROWS rides (feedback rows for the RMSE) raises
+    none."""
     enough = rows >= drift.MIN_WINDOW_ROWS
+    fed = rmse is not None and feedback_rows >= drift.MIN_WINDOW_ROWS
+    slowdown = prof.slowdown_bound(feedback_rows) if kind == drift_scores.SPREAD else None
     return {
         "dataset": features.dataset_drift,
         "prediction": prediction.drifted,
         "rmse": bool(
-            rmse is not None and feedback_rows >= drift.MIN_WINDOW_ROWS and rmse > prof.rmse_bound(feedback_rows, kind)
+            fed
+            and (
+                rmse > prof.rmse_bound(feedback_rows, kind)
+                or (slowdown is not None and mean_log_ratio is not None and mean_log_ratio > slowdown)
+            )
         ),
         "outliers": bool(enough and outlier_share > prof.outlier_threshold(rows, kind)),
     }

@@ -167,9 +167,20 @@ class RmseBounds:
 
 
 @dataclass(frozen=True)
+class SlowdownBounds:
+    """The mean `log_ratios` an unchanged spread window stays below at each calibrated size
+    (`calibration.slowdown_bounds`)."""
+
+    sizes: list[int]
+    bounds: list[float]
+    alpha: float
+
+
+@dataclass(frozen=True)
 class Residuals:
-    """The validation month's residuals (prediction minus duration), out of sample, and the mean of their
-    `log_ratios` (None in a profile stored before it was kept: the slowdown CUSUM needs it)."""
+    """The validation month's residuals (prediction minus duration), out of sample, the mean of their `log_ratios`
+    and its bound for spread windows (both None in a profile stored before they were kept: the slowdown CUSUM and
+    the spread windows' slowdown bound need them)."""
 
     rows: int
     rmse: float
@@ -177,6 +188,7 @@ class Residuals:
     quantiles: dict[str, float]
     rmse_bound: RmseBounds
     mean_log_ratio: float | None = None
+    slowdown_bound: SlowdownBounds | None = None
 
 
 def log_ratios(prediction: np.ndarray, actual: np.ndarray) -> np.ndarray:
@@ -217,6 +229,12 @@ class ReferenceProfile(Description):
         table = self.residuals.rmse_bound
         return interpolate_threshold(table.sizes, table.bounds[kind], rows)
 
+    def slowdown_bound(self, rows: float) -> float | None:
+        """The mean log ratio of actual to predicted duration an unchanged spread window of `rows` feedback rows
+        stays below with probability 1 - its alpha; None for a profile without the bound."""
+        table = self.residuals.slowdown_bound
+        return None if table is None else interpolate_threshold(table.sizes, table.bounds, rows)
+
     def outlier_threshold(self, rows: float, kind: str) -> float:
         """The share of outlier rides an unchanged window of `rows` rides of kind `kind` stays below with
         probability 1 - OUTLIER_ALPHA."""
@@ -242,7 +260,17 @@ class ReferenceProfile(Description):
                 "slots": Slots(**data["slots"]),
                 "outliers": OutlierLimits(**data["outliers"]),
                 "thresholds": Thresholds(**data["thresholds"]),
-                "residuals": Residuals(**{**residuals, "rmse_bound": RmseBounds(**residuals["rmse_bound"])}),
+                "residuals": Residuals(
+                    **{
+                        **residuals,
+                        "rmse_bound": RmseBounds(**residuals["rmse_bound"]),
+                        **(
+                            {"slowdown_bound": SlowdownBounds(**residuals["slowdown_bound"])}
+                            if residuals.get("slowdown_bound")
+                            else {}
+                        ),
+                    }
+                ),
             }
         )
 

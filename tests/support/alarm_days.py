@@ -22,7 +22,7 @@ import pandas as pd
 from taxi_assets.core import calibration, drift, drift_scores, online, timeslots
 from taxi_assets.core.drift_scores import NUMERICAL, ONLINE_FEATURES
 from taxi_assets.core.model import PREDICTION, TARGET, predict
-from taxi_assets.core.profile import ReferenceProfile
+from taxi_assets.core.profile import ReferenceProfile, log_ratios
 from tests.support.drift_data import model, next_month, scored
 
 STEP = 1000
@@ -76,6 +76,7 @@ def evaluate(prof: ReferenceProfile, frame: pd.DataFrame, windows: list[np.ndarr
     rides = drift_scores.encode(reference, frame, {**ONLINE_FEATURES, PREDICTION: NUMERICAL})
     flagged = prof.outliers.flags(frame).any(axis=1).to_numpy()
     squared = (frame[PREDICTION] - frame[TARGET]).to_numpy("float64") ** 2
+    ratios = log_ratios(frame[PREDICTION].to_numpy("float64"), frame[TARGET].to_numpy("float64"))
     for size, indices in groups.items():
         rows = np.stack([windows[i] for i in indices])
         features = drift.window_verdicts(prof, reference, rides, "online", ONLINE_FEATURES, rows)
@@ -91,6 +92,7 @@ def evaluate(prof: ReferenceProfile, frame: pd.DataFrame, windows: list[np.ndarr
                 float(np.sqrt(squared[window].mean())),
                 size,
                 float(flagged[window].mean()),
+                float(ratios[window].mean()),
             )
             for name, value in alarms.items():
                 result[name][i] = value

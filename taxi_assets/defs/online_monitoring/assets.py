@@ -222,5 +222,8 @@ def online_drift(
                 f"{name}/rmse": figures.rmse,
                 f"{name}/mae": figures.mae,
                 f"{name}/rmse_bound": figures.rmse_bound,
+                f"{name}/mean_log_ratio": figures.mean_log_ratio,
             }
+        if figures.slowdown_bound is not None:
+            metadata[f"{name}/slowdown_bound"] = figures.slowdown_bound
     return dg.MaterializeResult(metadata=metadata)
