@@ -170,9 +170,9 @@ def window_figures(
     An empty window has rows only; error figures need at least one feedback row. `feedback`, the newest predictions
     whose feedback arrived (PREDICTION and ACTUAL, oldest first, whether in the window or before it), makes the RMSE
     verdict of a consecutive window the CUSUMs' (`feedback_cusums`, `cusum_alarm`; no verdict under one chunk of
-    them) instead of the window's bound. A spread window (its rides span a week or more) keeps the bound: that is
-    what was measured for it (bench/bench_drift_calibration.py's random windows); the CUSUMs' numbers were picked on
-    consecutive rides.
+    them) instead of the window's bound. A spread window (its rides span a week or more) keeps its bounds (the RMSE's
+    and the slowdown's, `alarms`): that is what was measured for it (bench/bench_drift_calibration.py's random
+    windows); the CUSUMs' numbers were picked on consecutive rides.
     """
     if current.empty:
         return WindowFigures(window, 0, 0, None, None, None, None, None, None, {})
