@@ -283,6 +283,15 @@ def sequential_rmse(months: list[str], size: int) -> None:
         " with rides 10% slower"
     )
     chunks = {month: (held_out_chunks(month), held_out_chunks(month, 1.10)) for month in months}
+    # What each CUSUM adds up: a chunk's statistic moves by the shift with rides 10% slower, against its spread over
+    # unchanged chunks (the signal-to-noise each rule has to work with).
+    print(f"{'month':8s} {'log RMSE sd':>12s} {'shift':>7s} {'log ratio sd':>13s} {'shift':>7s}")
+    for month, (unchanged, slower) in chunks.items():
+        cells = []
+        for name in ("log_rmse", "log_ratio"):
+            quiet = np.concatenate([getattr(z, name) for z in unchanged])
+            cells.append((quiet.std(), np.concatenate([getattr(z, name) for z in slower]).mean() - quiet.mean()))
+        print(f"{month:8s} {cells[0][0]:12.3f} {cells[0][1]:7.3f} {cells[1][0]:13.3f} {cells[1][1]:7.3f}")
     days_of = {month: len(set(np.concatenate([z.day for z in unchanged]))) for month, (unchanged, _) in chunks.items()}
     evaluations = {
         month: sum(max(len(z.day) - 2 * size // CHUNK, 0) for z in slower) for month, (_, slower) in chunks.items()
