@@ -302,6 +302,20 @@ def between_days(days: np.ndarray, statistic: np.ndarray, sampling: np.ndarray) 
     return max(0.0, float((deviation**2).sum() / freedom - sampling.mean())), len(days)
 
 
+def spread_windows(rng: np.random.Generator, rides: int, size: int) -> np.ndarray:
+    """SPREAD_WINDOWS random windows of `size` distinct rides of `rides`, as rows. Distinct: a ride drawn twice would
+    be taken out of the rest twice, and the spread of a window's figure against the rest's overstated (by a fifth at
+    5,000 of 30,000 rides)."""
+    return np.stack([rng.choice(rides, size, replace=False) for _ in range(SPREAD_WINDOWS)])
+
+
+def spread_day_variance(between: float, days: int) -> float:
+    """What the days' variation adds to a spread window's figure set against the month's other rides: the
+    between-day variance component `between` (`between_days`, from `days` days) over the days the window spans (at
+    fewest those of SPREAD_HOURS, a week), and over the month's days it is set against."""
+    return between * (24 / SPREAD_HOURS + 1 / days) if days else 0.0
+
+
 def slowdown_bounds(
     ratios: np.ndarray,
     pickup: np.ndarray,
@@ -322,15 +336,13 @@ def slowdown_bounds(
         raise ValueError("too few validation rides to bound the mean log ratio of a window of the smallest size")
     differences = []
     for size in sizes:
-        rows = np.stack([rng.choice(rides, size, replace=False) for _ in range(SPREAD_WINDOWS)])
-        window = ratios[rows].sum(axis=1)
+        window = ratios[spread_windows(rng, rides, size)].sum(axis=1)
         differences.append(window / size - (total - window) / (rides - size))
     days, day, per_day = np.unique(np.asarray(pickup, dtype="datetime64[D]"), return_inverse=True, return_counts=True)
     mean = np.bincount(day, weights=ratios) / per_day
     sampling = (np.bincount(day, weights=ratios**2) / per_day - mean**2) / per_day
     full = per_day >= drift.MIN_WINDOW_ROWS
-    between, counted = between_days(days[full], mean[full], sampling[full])
-    extra = between * (24 / SPREAD_HOURS + 1 / counted) if counted else 0.0
+    extra = spread_day_variance(*between_days(days[full], mean[full], sampling[full]))
     excess = fitted_quantiles(sizes, differences, alpha, growing=False, extra_variance=extra)
     return SlowdownBounds(sizes=list(sizes), bounds=[float(ratios.mean() + e) for e in excess], alpha=alpha)
 
@@ -370,9 +382,7 @@ def rmse_bounds(
             elif kind == CONSECUTIVE:
                 rows = _windows(rng, blocks, size, kind)
             else:
-                # Distinct rides: one drawn twice would be taken out of the rest twice, and the ratio's spread
-                # overstated (by a fifth at 5,000 of 30,000 rides).
-                rows = np.stack([rng.choice(rides, size, replace=False) for _ in range(SPREAD_WINDOWS)])
+                rows = spread_windows(rng, rides, size)
             window = squared[rows].sum(axis=1)
             if kind == CONSECUTIVE:
                 # The days a stretch touches, whole: the rest of a day it covers shares that day's character.
@@ -402,7 +412,7 @@ def rmse_bounds(
             [ratios[(kind, size)] for size in kind_sizes],
             alpha,
             growing=False,
-            extra_variance=between * (24 / SPREAD_HOURS + 1 / days) if kind != CONSECUTIVE and days else 0.0,
+            extra_variance=spread_day_variance(between, days) if kind != CONSECUTIVE else 0.0,
         )
         bounds[kind] = [rmse * interpolate_threshold(list(kind_sizes), ratio, size) for size in sizes]
     return RmseBounds(

@@ -253,24 +253,17 @@ class ReferenceProfile(Description):
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ReferenceProfile:
         """The profile of a dict in `to_dict`'s shape (a stored profile); a missing or unknown key raises."""
-        residuals = data["residuals"]
+        residuals = {**data["residuals"], "rmse_bound": RmseBounds(**data["residuals"]["rmse_bound"])}
+        # A profile stored before the slowdown bound existed has no such key (or a null one): it stays None.
+        if residuals.get("slowdown_bound"):
+            residuals["slowdown_bound"] = SlowdownBounds(**residuals["slowdown_bound"])
         return cls(
             **{
                 **data,
                 "slots": Slots(**data["slots"]),
                 "outliers": OutlierLimits(**data["outliers"]),
                 "thresholds": Thresholds(**data["thresholds"]),
-                "residuals": Residuals(
-                    **{
-                        **residuals,
-                        "rmse_bound": RmseBounds(**residuals["rmse_bound"]),
-                        **(
-                            {"slowdown_bound": SlowdownBounds(**residuals["slowdown_bound"])}
-                            if residuals.get("slowdown_bound")
-                            else {}
-                        ),
-                    }
-                ),
+                "residuals": Residuals(**residuals),
             }
         )
 
