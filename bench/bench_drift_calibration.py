@@ -28,7 +28,7 @@ import pandas as pd
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from taxi_assets.core import drift, drift_scores, online, profile, timeslots  # noqa: E402
+from taxi_assets.core import drift, drift_scores, online, profile  # noqa: E402
 from taxi_assets.core.drift import DEFAULT_WINDOW  # noqa: E402
 from taxi_assets.core.drift_scores import BATCH_FEATURES, ONLINE_FEATURES  # noqa: E402
 from taxi_assets.core.model import PREDICTION, TARGET  # noqa: E402
@@ -36,10 +36,14 @@ from tests.support import alarm_days  # noqa: E402
 from tests.support.cusum_rules import (  # noqa: E402
     CHUNK,
     DAY_BUDGET,
+    DISTANCE_ALLOWANCES,
+    DISTANCE_LIMITS,
     SLOWDOWN_ALLOWANCES,
     SLOWDOWN_LIMITS,
     Rule,
+    distance_figures,
     held_out_chunks,
+    held_out_distance_chunks,
     pick,
     sequential_figures,
 )
@@ -371,86 +375,28 @@ def distance_ceiling(months: list[str], size: int) -> None:
         print(ceiling_row(month, np.concatenate(unchanged), np.concatenate(longer), alpha))
 
 
-# A sequential rule for the dataset alarm, measured and NOT deployed (`distance_cusum`): the CUSUM of the chunks' mean
-# log distance, each ride's less its (day type, hour) slot's mean in the reference (the slot mix of a chunk of
-# consecutive rides is half a day's), two-sided. Distances 10% longer move that mean by log 1.1 = 0.095.
-DISTANCE_ALLOWANCES = (0.02, 0.03, 0.04, 0.05, 0.06)
-DISTANCE_LIMITS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.8)
-
-
-def slot_log_distance(frame: pd.DataFrame) -> np.ndarray:
-    """Per (day type, hour) slot, the mean log distance of `frame`'s rides, shrunk towards the month's as the drift
-    tests' slots are (`drift_scores.SLOT_SHRINKAGE`)."""
-    values = np.log(np.clip(frame["trip_distance"].to_numpy("float64"), 0.1, drift_scores.MAX_TRIP_MILES))
-    slots = timeslots.slot_of(frame["pickup_datetime"].to_numpy("datetime64[ns]"))
-    total = np.bincount(slots, values, timeslots.SLOTS)
-    count = np.bincount(slots, minlength=timeslots.SLOTS)
-    return (total + drift_scores.SLOT_SHRINKAGE * values.mean()) / (count + drift_scores.SLOT_SHRINKAGE)
-
-
-def distance_chunks(frame: pd.DataFrame, means: np.ndarray, scale: float = 1.0) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per block of days of `frame` (sorted by pickup), each non-overlapping CHUNK's mean log distance over its
-    slots' `means` (distances times `scale`), and the day the chunk ends on."""
-    clipped = np.clip(frame["trip_distance"].to_numpy("float64") * scale, 0.1, drift_scores.MAX_TRIP_MILES)
-    deviation = np.log(clipped) - means[timeslots.slot_of(frame["pickup_datetime"].to_numpy("datetime64[ns]"))]
-    day = frame["pickup_datetime"].dt.strftime("%Y-%m-%d").to_numpy()
-    out = []
-    for start, end in alarm_days.segments_of(frame):
-        count = (end - start) // CHUNK
-        chunk_means = deviation[start : start + count * CHUNK].reshape(-1, CHUNK).mean(axis=1)
-        out.append((chunk_means, day[start + CHUNK * np.arange(1, count + 1) - 1]))
-    return out
-
-
-def distance_rule_figures(blocks: list, rule: Rule, skip: int = 0) -> tuple[float, float]:
-    """Share of days with an alarm and of evaluations alarmed (after the first `skip` chunks of each block) of a
-    two-sided CUSUM (k, h = `rule`[:2]) restarted in each block."""
-    alarmed, days = [], []
-    for chunk_means, day in blocks:
-        up = online.cusum_path(chunk_means - rule[0]) > rule[1]
-        down = online.cusum_path(-chunk_means - rule[0]) > rule[1]
-        alarmed.append((up | down)[skip:])
-        days.append(day[skip:])
-    flags = np.concatenate(alarmed)
-    return float(pd.Series(flags).groupby(np.concatenate(days)).any().mean()), float(flags.mean())
-
-
 def distance_cusum(months: list[str], size: int) -> None:
-    """Why the dataset alarm has no distance CUSUM: on held-out days (profile days as the reference, slot by slot),
-    a chunk's mean log distance moves by 0.09-0.10 with distances 10% longer, but the validation month's own
-    distances already differ from the training month's by up to half of that, so every rule that keeps the
-    validation month's held-out days within the budget catches the change late."""
+    """The dataset alarm's distance CUSUM (`online.distance_cusum`) on held-out days: each chunk's mean log distance
+    against the profile's slot means (of the other days of the training and validation months), two-sided,
+    restarted in each block, over a grid of (k, h); each month judged by the rule picked on the other three."""
     print(
-        f"\nDistance CUSUM (NOT deployed): two-sided CUSUM of {CHUNK:,}-ride chunks' mean log distance against the"
-        " profile days' slot means, restarted in each block; days with an alarm on held-out training days and on"
+        f"\nDistance CUSUM of the dataset alarm (two-sided, {CHUNK:,}-ride chunks' mean log distance less the"
+        " profile's slot means, restarted in each block): days with an alarm on held-out training days and on"
         f" held-out validation days / full windows ({2 * size:,} rides into a block) alarmed with distances 10% longer"
     )
-    blocks = {}
-    for month in months:
-        training = alarm_days.month_rides(month, month)
-        validation = alarm_days.month_rides(next_month(month), month)
-        quiet, later, longer = [], [], []
-        for fold in (0, 1):
-            held, held_validation = alarm_days.fold_of(training, fold), alarm_days.fold_of(validation, fold)
-            means = slot_log_distance(training[~held])
-            rides = training[held].reset_index(drop=True)
-            quiet += distance_chunks(rides, means)
-            longer += distance_chunks(rides, means, 1.10)
-            later += distance_chunks(validation[held_validation].reset_index(drop=True), means)
-        blocks[month] = quiet, later, longer
-    print(f"{'month':8s} {'sd':>7s} {'x1.10 shift':>12s} {'validation month shift':>23s}")
+    blocks = {month: held_out_distance_chunks(month) for month in months}
+    print(f"{'month':8s} {'sd':>7s} {'x1.10 shift':>12s} {'validation days':>16s}")
     for month, (quiet, later, longer) in blocks.items():
-        base = np.concatenate([b[0] for b in quiet])
-        shift = np.concatenate([b[0] for b in longer]).mean() - base.mean()
-        print(f"{month:8s} {base.std():7.3f} {shift:12.3f} {np.concatenate([b[0] for b in later]).mean():23.3f}")
+        base = np.concatenate([z.means for z in quiet])
+        shift = np.concatenate([z.means for z in longer]).mean() - base.mean()
+        print(f"{month:8s} {base.std():7.3f} {shift:12.3f} {np.concatenate([z.means for z in later]).mean():16.3f}")
     rules = [(k, h, 0.0, np.inf) for k in DISTANCE_ALLOWANCES for h in DISTANCE_LIMITS]
     figures = {}
     print(f"{'k':>5s} {'h':>5s} " + " ".join(f"{month:>22s}" for month in months))
     for rule in rules:
         cells = []
-        for month, (quiet, later, longer) in blocks.items():
-            found = distance_rule_figures(longer, rule, 2 * size // CHUNK)[1]
-            quiet_days, later_days = distance_rule_figures(quiet, rule)[0], distance_rule_figures(later, rule)[0]
+        for month in months:
+            quiet_days, later_days, found = distance_figures(*blocks[month], rule, size)
             figures[(rule, month)] = max(quiet_days, later_days), found
             cells.append(f"{quiet_days:5.1%} {later_days:5.1%} / {found:6.1%}")
         print(f"{rule[0]:5.2f} {rule[1]:5.2f} " + " ".join(f"{c:>22s}" for c in cells))
@@ -462,6 +408,8 @@ def distance_cusum(months: list[str], size: int) -> None:
             continue
         days, found = figures[(rule, month)]
         print(f"{month:8s} k {rule[0]:.2f} h {rule[1]:.1f}: days with an alarm {days:.1%}, 10% longer {found:.1%}")
+    shipped = pick(figures, rules, months)
+    print(f"Picked on all {len(months)} months (the deployed rule): k {shipped[0]:.2f} h {shipped[1]:.1f}")
 
 
 def batch_table() -> None:

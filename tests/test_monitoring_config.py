@@ -410,6 +410,8 @@ PUSHED = [
             "taxi_online_rmse_cusum_limit": [{}],
             "taxi_online_slowdown_cusum": [{}],
             "taxi_online_slowdown_cusum_limit": [{}],
+            "taxi_online_distance_cusum": [{}],
+            "taxi_online_distance_cusum_limit": [{}],
             "taxi_online_window_rows": [{}],
             "taxi_online_feedback_rows": [{}],
             "taxi_model_validation_rmse": [{"model_tag": "taxi_duration_deployed:v1"}],
@@ -498,6 +500,7 @@ def test_pushed_series_are_what_the_code_pushes() -> None:
         {"dataset": True},
         0.5,
         0.2,
+        distance_cusum=0.1,
     )
     produced = {
         "taxi_batch_monitoring": batch_samples(figures, 0.0),

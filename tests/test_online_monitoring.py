@@ -21,6 +21,8 @@ from taxi_assets.core.drift_scores import ONLINE_FEATURES
 from taxi_assets.core.model import PREDICTION, predict
 from taxi_assets.core.online import (
     ACTUAL,
+    DISTANCE_CUSUM_ALLOWANCE,
+    DISTANCE_CUSUM_LIMIT,
     RMSE_CHUNK,
     RMSE_CUSUM_LIMIT,
     SLOWDOWN_CUSUM_LIMIT,
@@ -328,6 +330,13 @@ def test_online_drift_windows_are_pushed(deployed, pushgateway: str) -> None:
     reference_ratio = profile_of(model["tag"]).residuals.mean_log_ratio
     assert meta["last_1000/slowdown_cusum"] == pytest.approx(max(0.0, ratio - reference_ratio))
     assert meta["last_1000/slowdown_cusum_limit"] == SLOWDOWN_CUSUM_LIMIT and "hour/slowdown_cusum" not in meta
+    # The dataset alarm's distance CUSUM over the newest rides, feedback or not (one chunk: the newest 1,000 rides'
+    # mean log distance less their slots' means in the profile, less the allowance, on the longer or shorter side).
+    deviation = profile_of(model["tag"]).distance_deviations(last.trip_distance.to_numpy(), last.pickup_datetime)
+    shift = float(np.nanmean(deviation))
+    expected_distance = max(0.0, abs(shift) - DISTANCE_CUSUM_ALLOWANCE)
+    assert meta["last_1000/distance_cusum"] == pytest.approx(expected_distance)
+    assert meta["last_1000/distance_cusum_limit"] == DISTANCE_CUSUM_LIMIT and "hour/distance_cusum" not in meta
     # The windows that confirm an alarm share no ride with the current one: the 200 rides before the newest 1,000
     # (the two hours before had none).
     assert meta["last_1000/previous_window_rows"] == meta["last_1000/agreeing_windows_min_rows"] == 200
@@ -355,6 +364,8 @@ def test_online_drift_windows_are_pushed(deployed, pushgateway: str) -> None:
         assert cusum == (pytest.approx(meta["last_1000/rmse_cusum"]) if window == "last_1000" else None)
         slowdown = series.get(("taxi_online_slowdown_cusum", frozenset(group)))
         assert slowdown == (pytest.approx(meta["last_1000/slowdown_cusum"]) if window == "last_1000" else None)
+        distance = series.get(("taxi_online_distance_cusum", frozenset(group)))
+        assert distance == (pytest.approx(meta["last_1000/distance_cusum"]) if window == "last_1000" else None)
         features = {dict(labels)["feature"] for name, labels in series if name == "taxi_online_feature_drifted"}
         assert features == set(ONLINE_FEATURES)
 
@@ -422,6 +433,17 @@ def test_window_figures_judge_windows_against_the_profile() -> None:
     pushed_slowdown = {s.name: s.value for s in online_samples(slow, [quiet], "t", 5.0)}
     assert pushed_slowdown["taxi_online_slowdown_cusum"] == pytest.approx(slow.slowdown_cusum)
     assert pushed_slowdown["taxi_online_slowdown_cusum_limit"] == SLOWDOWN_CUSUM_LIMIT
+
+    # Given the newest rides, a consecutive window's dataset alarm is also the distance CUSUM's, which needs no window
+    # before it to agree: eight chunks of rides 25% longer raise it; the same rides as they were do not.
+    recent = reference.sort_values("pickup_datetime", kind="stable").iloc[6000:14000]
+    far = window_figures(
+        "last_1000", stretch, prof, arrays, rides=recent.assign(trip_distance=recent.trip_distance * 1.25)
+    )
+    near = window_figures("last_1000", stretch, prof, arrays, rides=recent)
+    assert far.distance_cusum > DISTANCE_CUSUM_LIMIT > near.distance_cusum
+    assert confirmed(far, [quiet])["dataset"] and not confirmed(near, [quiet])["dataset"]
+    assert window_figures("last_1000", stretch, prof, arrays, rides=recent.iloc[:999]).distance_cusum is None
 
     names = {sample.name for sample in online_samples(longer, [quiet], "stand-in", 5.0)}
     assert {"taxi_online_rmse_bound", "taxi_online_prediction_drifted", "taxi_online_feature_drift_effect"} <= names

@@ -78,6 +78,7 @@ STORED = {
         "mean_log_ratio": -0.12,
         "slowdown_bound": {"sizes": [100, 400], "bounds": [-0.02, -0.07], "alpha": 0.002},
     },
+    "distance_slot_means": [0.5] * SLOTS,
 }
 
 
@@ -105,6 +106,19 @@ def test_a_profile_stored_before_the_mean_log_ratio_loads_without_a_slowdown_cus
     assert online.feedback_cusums(prediction, prediction * 2, loaded) == (pytest.approx(np.log(10 / 6.5) - 0.04), None)
     current = ReferenceProfile.from_dict(STORED)
     assert online.feedback_cusums(prediction, prediction * 2, current)[1] == pytest.approx(np.log(2) + 0.12)
+
+
+def test_a_profile_stored_before_the_distance_slot_means_loads_without_a_distance_cusum():
+    """Profiles written before `distance_slot_means` existed load; their consecutive windows' dataset verdict is the
+    per-window test alone until the profile is made again."""
+    older = {key: value for key, value in STORED.items() if key != "distance_slot_means"}
+    loaded = ReferenceProfile.from_dict(json.loads(json.dumps(older)))
+    pickup = np.full(1000, np.datetime64("2023-01-09T08:00"), dtype="datetime64[ns]")
+    assert loaded.distance_slot_means is None and loaded.distance_deviations(np.ones(1000), pickup) is None
+    current = ReferenceProfile.from_dict(STORED)
+    assert online.distance_cusum(current.distance_deviations(np.full(1000, np.e), pickup)) == pytest.approx(
+        0.5 - online.DISTANCE_CUSUM_ALLOWANCE
+    )
 
 
 def test_a_profile_of_another_shape_does_not_load():

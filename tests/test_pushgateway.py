@@ -73,6 +73,7 @@ def every_push() -> list[tuple[str, dict[str, str], list[Sample]]]:
         {"any": 0.02},
         rmse_cusum=0.3,
         slowdown_cusum=0.2,
+        distance_cusum=0.1,
     )
     return [
         (BATCH_JOB, {"month": "2021-02"}, batch_samples(figures, 1.6e9)),

@@ -37,6 +37,7 @@ from taxi_assets.core.profile import (
     describe,
     interpolate_threshold,
     log_ratios,
+    slot_log_distance,
 )
 from taxi_assets.core.timeslots import slot_of
 
@@ -468,4 +469,5 @@ def build_profile(
             mean_log_ratio=float(ratios.mean()),
             slowdown_bound=slowdown_bounds(ratios, pickup, sizes, seed=seed),
         ),
+        distance_slot_means=slot_log_distance(pd.concat([training, later], ignore_index=True)),
     )

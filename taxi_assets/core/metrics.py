@@ -69,7 +69,7 @@ HELP: dict[str, str] = {
     "verdicts pushed)",
     "taxi_online_alarm": "1 if this window and those before it (the n rides before the last n, or the two hours "
     "before) all reached the verdict (dataset, prediction, rmse, outliers), or for a consecutive last_n window's rmse "
-    "if its CUSUM is beyond its limit: what the alert rules page on",
+    "or dataset alarm if one of its CUSUMs is beyond its limit: what the alert rules page on",
     "taxi_online_mae": "MAE where feedback arrived, minutes",
     "taxi_online_rmse_bound": "RMSE an unchanged window of this many feedback rows stays below with probability "
     "99.8%, minutes",
@@ -79,6 +79,9 @@ HELP: dict[str, str] = {
     "taxi_online_slowdown_cusum": "CUSUM of the mean log ratio of actual to predicted duration of 1,000-ride chunks "
     "of the newest feedback over the validation month's (a consecutive last_n window's rmse alarm)",
     "taxi_online_slowdown_cusum_limit": "Value of taxi_online_slowdown_cusum beyond which the rmse alarm is raised",
+    "taxi_online_distance_cusum": "Two-sided CUSUM of the mean log trip distance of 1,000-ride chunks of the newest "
+    "rides against the profile's slot means (a consecutive last_n window's dataset alarm)",
+    "taxi_online_distance_cusum_limit": "Value of taxi_online_distance_cusum beyond which the dataset alarm is raised",
     "taxi_ingest_records_waiting": "Prediction-log records not yet in DuckDB",
     "taxi_ingest_oldest_pending_age_seconds": "Age of the oldest prediction-log record not yet in DuckDB",
     "taxi_ingest_last_success_timestamp_seconds": "Unix time of the last successful prediction_logs materialization",

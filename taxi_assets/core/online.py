@@ -66,6 +66,24 @@ RMSE_CUSUM_LIMIT = 0.9
 # catches any large error.
 SLOWDOWN_CUSUM_ALLOWANCE = 0.0
 SLOWDOWN_CUSUM_LIMIT = 0.6
+# A consecutive `last_<n>` window's dataset alarm is also raised, without a window before it agreeing, by a two-sided
+# CUSUM over the newest rides' chunks (`distance_cusum`): of their mean log distance, each ride's less its (day type,
+# hour) slot's mean in the profile (`ReferenceProfile.distance_slot_means`). Trip distance is the model's strongest
+# feature, and the per-window test of its distribution has to tell a lasting change from a day's: distances 10% longer
+# move a window's KS statistic by about as much as a day of weather does (the bench's "distance ceiling": even an oracle
+# threshold on held-out windows would catch 61.5% of 2021-01's full consecutive windows). They move a chunk's mean log
+# distance by 0.092 against a standard deviation of 0.042-0.048. The slot means are of the training and the validation
+# month's rides together, a decision measured rather than assumed: the validation months' distances differ from their
+# training months' by -1.7% to +4.4%, and against the training month alone the rules that keep the validation months'
+# held-out days within budget are slow ones: picked on three months, they caught distances 10% longer in 73.1, 61.5,
+# 83.3 and 75.0% of the fourth's full windows (measured 2026-12-04). k and h were picked as the RMSE alarm's were, on
+# three months and judged on the fourth (the bench's "Distance CUSUM" table): held out, 0, 0, 7.1 (two days of 2023-02)
+# and 0% of days, 100, 92.3, 83.3 and 70.0% of full windows on its own; picked on all four, k 0.02 and h 0.5. Beside the
+# per-window test, distances 10% longer are caught in 100, 94.1, 95.5 and 100% of full consecutive 5,000-ride windows of
+# held-out days (56.7, 52.9, 95.5, 100% without it) and 91.5, 100, 100% as deployed (77.5% for 2021-01's model without
+# it), and no unchanged day of the bench's eleven held-out and after-validation months gains an alarm.
+DISTANCE_CUSUM_ALLOWANCE = 0.02
+DISTANCE_CUSUM_LIMIT = 0.5
 
 
 def agreeing_windows(window: str) -> int:
@@ -95,6 +113,10 @@ class WindowFigures:
     # profile's `slowdown_bound`, part of its RMSE verdict).
     mean_log_ratio: float | None = None
     slowdown_bound: float | None = None
+    # The distance CUSUM of a consecutive `last_<n>` window (`distance_cusum`), part of its dataset verdict, which
+    # like the RMSE CUSUMs needs no window before it to agree; None under one chunk of rides or for a profile stored
+    # before it had slot means.
+    distance_cusum: float | None = None
 
     @property
     def sufficient(self) -> bool:
@@ -138,6 +160,20 @@ def feedback_cusums(
     return rmse_cusum(prediction - actual, prof.residuals.rmse), slowdown
 
 
+def distance_cusum(deviations: np.ndarray) -> float | None:
+    """The dataset alarm's distance CUSUM over `deviations` (`ReferenceProfile.distance_deviations` of the newest
+    rides, oldest first; NaN, a ride without a plausible distance, left out): the larger of two one-sided CUSUMs over
+    the `chunk_means` chunks, x a chunk's mean less DISTANCE_CUSUM_ALLOWANCE, for longer distances, and its negative
+    less it, for shorter. None under one chunk."""
+    deviations = np.asarray(deviations, dtype="float64")
+    means = chunk_means(deviations[np.isfinite(deviations)])
+    if not len(means):
+        return None
+    longer = cusum_path(means - DISTANCE_CUSUM_ALLOWANCE)[-1]
+    shorter = cusum_path(-means - DISTANCE_CUSUM_ALLOWANCE)[-1]
+    return float(max(longer, shorter))
+
+
 def cusum_alarm(rmse: float | None, slowdown: float | None) -> bool:
     """A consecutive window's RMSE verdict: either CUSUM beyond its limit."""
     return (rmse is not None and rmse > RMSE_CUSUM_LIMIT) or (slowdown is not None and slowdown > SLOWDOWN_CUSUM_LIMIT)
@@ -165,25 +201,36 @@ def window_figures(
     prof: ReferenceProfile,
     reference: drift_scores.ReferenceArrays,
     feedback: pd.DataFrame | None = None,
+    rides: pd.DataFrame | None = None,
 ) -> WindowFigures:
     """A window of logged predictions (with `actual_duration` where feedback arrived) against the profile.
 
-    An empty window has rows only; error figures need at least one feedback row. `feedback`, the newest predictions
-    whose feedback arrived (PREDICTION and ACTUAL, oldest first, whether in the window or before it), makes the RMSE
-    verdict of a consecutive window the CUSUMs' (`feedback_cusums`, `cusum_alarm`; no verdict under one chunk of
-    them) instead of the window's bound. A spread window (its rides span a week or more) keeps its bounds (the RMSE's
-    and the slowdown's, `alarms`): that is what was measured for it (bench/bench_drift_calibration.py's random
+    An empty window has rows only; error figures need at least one feedback row. For a consecutive window:
+    - `feedback`, the newest predictions whose feedback arrived (PREDICTION and ACTUAL, oldest first, whether in the
+      window or before it), makes its RMSE verdict the CUSUMs' (`feedback_cusums`, `cusum_alarm`; no verdict under
+      one chunk of them) instead of the window's bound;
+    - `rides`, the newest rides (pickup_datetime and trip_distance, oldest first, in the window or before it), gives
+      it the distance CUSUM (`distance_cusum`), which raises its dataset alarm beside the window's own verdict
+      (`confirmed`).
+    A spread window (its rides span a week or more) keeps its bounds (the RMSE's and the slowdown's, `alarms`) and
+    its per-window dataset verdict: that is what was measured for it (bench/bench_drift_calibration.py's random
     windows); the CUSUMs' numbers were picked on consecutive rides.
     """
     if current.empty:
         return WindowFigures(window, 0, 0, None, None, None, None, None, None, {})
     figures = _window_figures(window, current, prof, reference)
-    if feedback is None or figures.kind != drift_scores.CONSECUTIVE:
+    if figures.kind != drift_scores.CONSECUTIVE:
         return figures
-    prediction, actual = feedback[PREDICTION].to_numpy("float64"), feedback[ACTUAL].to_numpy("float64")
-    cusum, slowdown = feedback_cusums(prediction, actual, prof)
-    verdicts = figures.verdicts | {"rmse": cusum_alarm(cusum, slowdown)}
-    return replace(figures, verdicts=verdicts, rmse_cusum=cusum, slowdown_cusum=slowdown)
+    if feedback is not None:
+        prediction, actual = feedback[PREDICTION].to_numpy("float64"), feedback[ACTUAL].to_numpy("float64")
+        cusum, slowdown = feedback_cusums(prediction, actual, prof)
+        verdicts = figures.verdicts | {"rmse": cusum_alarm(cusum, slowdown)}
+        figures = replace(figures, verdicts=verdicts, rmse_cusum=cusum, slowdown_cusum=slowdown)
+    if rides is not None:
+        pickup = pd.to_datetime(rides["pickup_datetime"]).to_numpy("datetime64[ns]")
+        deviations = prof.distance_deviations(rides["trip_distance"].to_numpy("float64"), pickup)
+        figures = replace(figures, distance_cusum=None if deviations is None else distance_cusum(deviations))
+    return figures
 
 
 def _window_figures(
@@ -230,7 +277,8 @@ def confirmed(current: WindowFigures, previous: Sequence[WindowFigures]) -> dict
     measured on held-out days of four months, non-overlapping confirmation halves the days with an alarm
     (bench/bench_drift_calibration.py). The price is the delay: a lasting change is confirmed once the windows
     that must agree lie wholly after it, 2n rides (or three hours) after it began. An RMSE verdict of the CUSUM
-    (`rmse_cusum`) stands as it is: it is a sequential rule already."""
+    (`rmse_cusum`) stands as it is: it is a sequential rule already; so does the distance CUSUM (`distance_cusum`),
+    which raises the dataset alarm whatever the windows say."""
     needed = agreeing_windows(current.window)
     if len(previous) < needed:
         raise ValueError(f"the {current.window} window needs {needed} windows before it, got {len(previous)}")
@@ -240,6 +288,8 @@ def confirmed(current: WindowFigures, previous: Sequence[WindowFigures]) -> dict
     }
     if current.rmse_cusum is not None:
         agreed["rmse"] = bool(current.verdicts.get("rmse"))
+    if current.distance_cusum is not None and current.distance_cusum > DISTANCE_CUSUM_LIMIT:
+        agreed["dataset"] = True
     return agreed
 
 
@@ -305,6 +355,11 @@ def online_samples(
         samples += [
             Sample("taxi_online_slowdown_cusum", {}, figures.slowdown_cusum),
             Sample("taxi_online_slowdown_cusum_limit", {}, SLOWDOWN_CUSUM_LIMIT),
+        ]
+    if figures.sufficient and figures.distance_cusum is not None:
+        samples += [
+            Sample("taxi_online_distance_cusum", {}, figures.distance_cusum),
+            Sample("taxi_online_distance_cusum_limit", {}, DISTANCE_CUSUM_LIMIT),
         ]
     if figures.rmse is not None and figures.mae is not None and figures.rmse_bound is not None:
         samples += [

@@ -14,7 +14,9 @@ the reference rows:
 - the validation residuals (the month after training, out of sample): RMSE, quantiles and the RMSE bound per
   window size and kind, from windows set against days they never saw (`Residuals`, `RmseBounds`);
 - plausible ranges for the outlier counts: the reference's 99.9th percentiles of distance and implied speed
-  (`OutlierLimits`).
+  (`OutlierLimits`);
+- per slot, the mean log distance of the training and validation months' rides (`distance_slot_means`, what the
+  distance CUSUM of a consecutive window is set against: `online.distance_cusum`).
 
 Pure: numpy and pandas only; `save`/`load` take a DuckDB connection.
 """
@@ -36,6 +38,7 @@ from taxi_assets.core.drift_scores import (
     NUMERIC_BINS,
     NUMERICAL,
     PROFILED,
+    SLOT_SHRINKAGE,
     TIME,
     ReferenceArrays,
     TimeReference,
@@ -56,6 +59,8 @@ OUTLIERS = "outlier_share"
 OUTLIER_ALPHA = 0.002
 LONG_DURATION_QUANTILE = 0.9
 OUTLIER_RULES = ("distance_above_p999", "speed_above_p999", "zero_distance_long_ride")
+# The least distance `log_distances` takes, in miles: a tenth of a mile, a block or two.
+MIN_LOG_MILES = 0.1
 
 
 def interpolate_threshold(sizes: list[int], thresholds: list[float], n: float) -> float:
@@ -198,6 +203,24 @@ def log_ratios(prediction: np.ndarray, actual: np.ndarray) -> np.ndarray:
     return np.log(np.clip(actual, *bounds) / np.clip(prediction, *bounds))
 
 
+def log_distances(distance: np.ndarray) -> np.ndarray:
+    """Log of each trip distance, at least MIN_LOG_MILES (a 0-mile ride would otherwise weigh without bound);
+    impossible ones (`drift_scores.clean`: beyond MAX_TRIP_MILES, negative) NaN."""
+    return np.log(np.maximum(clean("trip_distance", np.asarray(distance, dtype="float64")), MIN_LOG_MILES))
+
+
+def slot_log_distance(frame: pd.DataFrame) -> list[float]:
+    """Per (day type, hour) slot, the mean `log_distances` of `frame`'s rides, shrunk towards the whole frame's by
+    SLOT_SHRINKAGE rides as the drift tests' slots are: a chunk of a thousand consecutive rides is half a day, and
+    a night's rides are longer than a morning's."""
+    values = log_distances(frame["trip_distance"].to_numpy("float64"))
+    known = np.isfinite(values)
+    slots = slot_of(frame["pickup_datetime"].to_numpy("datetime64[ns]"))[known]
+    values = values[known]
+    total, count = np.bincount(slots, values, SLOTS), np.bincount(slots, minlength=SLOTS)
+    return ((total + SLOT_SHRINKAGE * values.mean()) / (count + SLOT_SHRINKAGE)).tolist()
+
+
 @dataclass(frozen=True)
 class ReferenceProfile(Description):
     """A deployed model's profile: its training month described and calibrated (`calibration.build_profile`)."""
@@ -210,6 +233,9 @@ class ReferenceProfile(Description):
     thresholds: Thresholds
     floors: dict[str, float]
     residuals: Residuals
+    # `slot_log_distance` of the training and validation months' rides; None in a profile stored before it was kept
+    # (its consecutive windows then have no distance CUSUM).
+    distance_slot_means: list[float] | None = None
 
     def threshold(self, verdict_set: str, kind: str, feature: str, rows: float) -> float:
         """The calibrated threshold of `feature` in `verdict_set` (online or batch) for a window of `rows` rows of
@@ -234,6 +260,14 @@ class ReferenceProfile(Description):
         stays below with probability 1 - its alpha; None for a profile without the bound."""
         table = self.residuals.slowdown_bound
         return None if table is None else interpolate_threshold(table.sizes, table.bounds, rows)
+
+    def distance_deviations(self, distance: np.ndarray, pickup: np.ndarray) -> np.ndarray | None:
+        """Each ride's `log_distances` less its slot's mean in the profile (`distance_slot_means`), NaN for a ride
+        without a plausible distance; None for a profile without slot means."""
+        if self.distance_slot_means is None:
+            return None
+        slots = slot_of(np.asarray(pickup, dtype="datetime64[ns]"))
+        return log_distances(distance) - np.asarray(self.distance_slot_means)[slots]
 
     def outlier_threshold(self, rows: float, kind: str) -> float:
         """The share of outlier rides an unchanged window of `rows` rides of kind `kind` stays below with

@@ -199,21 +199,27 @@ def sliding_alarms(
 ) -> tuple[Evaluations, np.ndarray]:
     """The alarms of the sliding window as the online job raises them, and `previous_sliding`: each verdict
     confirmed by the window of the rides before it, but the RMSE one of a consecutive window, which is the CUSUMs of
-    the feedback before the evaluation's end (`online.feedback_cusums`), inside its segment (a segment's days follow
-    other days in service)."""
+    the feedback before the evaluation's end (`online.feedback_cusums`), and its dataset one, also raised by the
+    distance CUSUM of the rides before the evaluation's end (`online.distance_cusum`), both inside its segment (a
+    segment's days follow other days in service)."""
     previous = previous_sliding(segments, size)
     windows = sliding(segments, size)
     evaluations = confirmed(evaluate(prof, frame, windows), previous)
     prediction, actual = frame[PREDICTION].to_numpy("float64"), frame[TARGET].to_numpy("float64")
-    hours_of_pickup = timeslots.epoch_hours(frame["pickup_datetime"].to_numpy("datetime64[ns]"))
+    pickup = frame["pickup_datetime"].to_numpy("datetime64[ns]")
+    hours_of_pickup = timeslots.epoch_hours(pickup)
+    deviations = prof.distance_deviations(frame["trip_distance"].to_numpy("float64"), pickup)
     lookback = online.RMSE_CHUNK * online.RMSE_CUSUM_CHUNKS
     starts = [start for start, stop in segments if stop - start >= size for _ in range(start + size, stop + 1, STEP)]
-    rmse = evaluations.rmse.copy()
+    rmse, dataset = evaluations.rmse.copy(), evaluations.dataset.copy()
     for i, (start, rows) in enumerate(zip(starts, windows, strict=True)):
         if drift_scores.window_kind(hours_of_pickup[rows]) == drift_scores.CONSECUTIVE:
-            feedback = slice(max(start, rows[-1] + 1 - lookback), rows[-1] + 1)
-            rmse[i] = online.cusum_alarm(*online.feedback_cusums(prediction[feedback], actual[feedback], prof))
-    return dataclasses.replace(evaluations, rmse=rmse), previous
+            recent = slice(max(start, rows[-1] + 1 - lookback), rows[-1] + 1)
+            rmse[i] = online.cusum_alarm(*online.feedback_cusums(prediction[recent], actual[recent], prof))
+            if deviations is not None:
+                cusum = online.distance_cusum(deviations[recent])
+                dataset[i] |= cusum is not None and cusum > online.DISTANCE_CUSUM_LIMIT
+    return dataclasses.replace(evaluations, rmse=rmse, dataset=dataset), previous
 
 
 def stream_alarms(

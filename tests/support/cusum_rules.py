@@ -21,6 +21,10 @@ CHUNK = online.RMSE_CHUNK
 # spans up to about half of it.
 SLOWDOWN_ALLOWANCES = tuple(np.round(np.arange(0.0, 0.045, 0.01), 2))
 SLOWDOWN_LIMITS = tuple(np.round(np.arange(0.2, 1.25, 0.1), 1))
+# The distance CUSUM's grid (`online.distance_cusum`): distances 10% longer move a chunk's mean log distance by
+# about 0.092, and the validation months' own distances differ from the reference by up to 0.02 (a quarter of it).
+DISTANCE_ALLOWANCES = (0.02, 0.03, 0.04, 0.05, 0.06)
+DISTANCE_LIMITS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.8)
 # The issue's budget: unchanged days with any alarm.
 DAY_BUDGET = 0.05
 
@@ -98,3 +102,65 @@ def held_out_chunks(month: str, scale: float = 1.0) -> list[Chunks]:
         held = alarm_days.fold_of(validation, fold)
         out += block_chunks(validation[held].reset_index(drop=True), validation[~held], scale)
     return out
+
+
+@dataclass(frozen=True)
+class DistanceChunks:
+    """One block of held-out days, chunk by chunk: the mean of the rides' distance deviations from the profile's
+    slot means (`ReferenceProfile.distance_deviations`), and the day each chunk ends on."""
+
+    means: np.ndarray
+    day: np.ndarray
+
+
+def distance_block_chunks(prof: profile.ReferenceProfile, frame: pd.DataFrame, scale: float = 1.0) -> list:
+    """Per block of days of `frame` (rides sorted by pickup, distances times `scale`), each non-overlapping CHUNK
+    of rides with a plausible distance from the block's start: what the distance CUSUM adds up."""
+    pickup = frame["pickup_datetime"].to_numpy("datetime64[ns]")
+    deviations = prof.distance_deviations(frame["trip_distance"].to_numpy("float64") * scale, pickup)
+    day = frame["pickup_datetime"].dt.strftime("%Y-%m-%d").to_numpy()
+    out = []
+    for start, end in alarm_days.segments_of(frame):
+        known = np.isfinite(deviations[start:end])
+        values, days = deviations[start:end][known], day[start:end][known]
+        count = len(values) // CHUNK
+        out.append(
+            DistanceChunks(values[: count * CHUNK].reshape(-1, CHUNK).mean(axis=1), days[CHUNK - 1 :: CHUNK][:count])
+        )
+    return out
+
+
+def distance_alarms(chunks: DistanceChunks, rule: Rule) -> np.ndarray:
+    """After each chunk of a block, whether the two-sided distance CUSUM (k, h = `rule`[:2]), restarted at the
+    block's start, is beyond its limit."""
+    allowance, limit = rule[:2]
+    return (online.cusum_path(chunks.means - allowance) > limit) | (
+        online.cusum_path(-chunks.means - allowance) > limit
+    )
+
+
+def distance_figures(
+    quiet: list[DistanceChunks], later: list[DistanceChunks], longer: list[DistanceChunks], rule: Rule, size: int
+) -> tuple[float, float, float]:
+    """A distance rule's share of days with an alarm on held-out training days (`quiet`) and held-out validation
+    days (`later`), and of full windows (2 * `size` rides or more into a block) alarmed with distances 10% longer."""
+
+    def days(blocks: list[DistanceChunks]) -> float:
+        alarmed = pd.Series(np.concatenate([distance_alarms(z, rule) for z in blocks]))
+        return float(alarmed.groupby(np.concatenate([z.day for z in blocks])).any().mean())
+
+    found = np.concatenate([distance_alarms(z, rule)[2 * size // CHUNK :] for z in longer])
+    return days(quiet), days(later), float(found.mean())
+
+
+def held_out_distance_chunks(month: str) -> tuple[list, list, list]:
+    """The distance chunks of `month`'s held-out training days, unchanged and with distances 10% longer, and of its
+    validation month's held-out days, both folds, each against the profile built without them
+    (`alarm_days.held_out`: slot means of the other days of both months)."""
+    quiet, later, longer = [], [], []
+    for fold in (0, 1):
+        prof, held, held_validation = alarm_days.held_out(month, fold)
+        quiet += distance_block_chunks(prof, held)
+        longer += distance_block_chunks(prof, held, 1.10)
+        later += distance_block_chunks(prof, held_validation)
+    return quiet, later, longer

@@ -16,6 +16,7 @@ from taxi_assets.core import profile
 from taxi_assets.core.drift import CALIBRATION_SIZES, DEFAULT_WINDOW
 from taxi_assets.core.metrics import ONLINE_JOB
 from taxi_assets.core.online import (
+    DISTANCE_CUSUM_LIMIT,
     HOUR_WINDOW,
     RMSE_CHUNK,
     RMSE_CUSUM_CHUNKS,
@@ -92,12 +93,14 @@ def recent_predictions(conn: duckdb.DuckDBPyConnection, model_tag: str, n: int, 
     ).df()
 
 
-def recent_feedback(conn: duckdb.DuckDBPyConnection, model_tag: str) -> pd.DataFrame:
-    """Prediction and actual duration of the newest predictions of `model_tag` whose feedback arrived, enough for
-    the RMSE alarm's CUSUMs (`online.feedback_cusums`), oldest first."""
+def cusum_rides(conn: duckdb.DuckDBPyConnection, model_tag: str, columns: str, fed: bool) -> pd.DataFrame:
+    """`columns` of the newest predictions of `model_tag` (only those whose feedback arrived when `fed`), oldest
+    first, as many as the CUSUMs look back over: with `fed`, prediction and actual duration for the RMSE alarm's
+    (`online.feedback_cusums`); all rides' pickup time and distance for the dataset alarm's
+    (`online.distance_cusum`)."""
+    feedback = "AND error IS NOT NULL" if fed else ""
     newest_first = conn.execute(
-        "SELECT prediction, actual_duration FROM online_predictions WHERE model_tag = $tag AND error IS NOT NULL "
-        "ORDER BY ts DESC, id LIMIT $n",
+        f"SELECT {columns} FROM online_predictions WHERE model_tag = $tag {feedback} ORDER BY ts DESC, id LIMIT $n",
         {"tag": model_tag, "n": RMSE_CHUNK * RMSE_CUSUM_CHUNKS},
     ).df()
     return newest_first.iloc[::-1].reset_index(drop=True)
@@ -144,8 +147,9 @@ def online_drift(
     before the newest `last_n`; the two hours before the hour): `taxi_online_alarm` is 1 only where they all agree
     (`online.confirmed`), which the alert rules page on. A consecutive `last_n` window's RMSE alarm is two CUSUMs of
     the newest feedback, chunk by chunk, instead (`online.rmse_cusum`, `online.slowdown_cusum`): a small lasting
-    excess of the RMSE, or of rides taking longer than predicted, adds up, a bad day does not. A window of fewer
-    than 100 rides is "insufficient data".
+    excess of the RMSE, or of rides taking longer than predicted, adds up, a bad day does not. Its dataset alarm is
+    also raised by a CUSUM of the newest rides' distances against the profile's (`online.distance_cusum`). A window
+    of fewer than 100 rides is "insufficient data".
     Pushed to the Pushgateway (job `taxi_online_monitoring`, grouping key `window`).
     """
     _, model = model_registry.load_deployed()
@@ -155,12 +159,14 @@ def online_drift(
             raise dg.Failure("DuckDB has no prediction log yet; materialize prediction_logs first")
         # Each window with those before it (no ride in common), which must agree before an alarm is raised.
         hour = dt.timedelta(hours=1)
-        # A consecutive sliding window's RMSE alarm is the CUSUMs of the newest feedback (`online.feedback_cusums`).
+        # A consecutive sliding window's RMSE alarm is the CUSUMs of the newest feedback (`online.feedback_cusums`),
+        # and its dataset alarm also the distance CUSUM of the newest rides (`online.distance_cusum`).
         windows = {
             f"last_{config.last_n}": (
                 recent_predictions(conn, model["tag"], config.last_n),
                 [recent_predictions(conn, model["tag"], config.last_n, config.last_n)],
-                recent_feedback(conn, model["tag"]),
+                cusum_rides(conn, model["tag"], "prediction, actual_duration", fed=True),
+                cusum_rides(conn, model["tag"], "pickup_datetime, trip_distance", fed=False),
             ),
             HOUR_WINDOW: (
                 hour_predictions(conn, model["tag"], start, end),
@@ -168,6 +174,7 @@ def online_drift(
                     hour_predictions(conn, model["tag"], start - back * hour, start - (back - 1) * hour)
                     for back in range(1, agreeing_windows(HOUR_WINDOW) + 1)
                 ],
+                None,
                 None,
             ),
         }
@@ -182,8 +189,8 @@ def online_drift(
         "validation_rmse": float(model["validation_rmse"]),
         "hour_window": f"{start:%Y-%m-%d %H:%M} to {end:%H:%M} UTC",
     }
-    for name, (current, before, feedback) in windows.items():
-        figures = window_figures(name, current, prof, reference, feedback)
+    for name, (current, before, feedback, rides) in windows.items():
+        figures = window_figures(name, current, prof, reference, feedback, rides)
         previous = [window_figures(name, rides, prof, reference) for rides in before]
         samples = online_samples(figures, previous, model["tag"], float(model["validation_rmse"]))
         pushed = pushgateway.push(ONLINE_JOB, {"window": name}, samples, context.log)
@@ -212,6 +219,11 @@ def online_drift(
             }
         if figures.rmse_cusum is not None:
             metadata |= {f"{name}/rmse_cusum": figures.rmse_cusum, f"{name}/rmse_cusum_limit": RMSE_CUSUM_LIMIT}
+        if figures.distance_cusum is not None:
+            metadata |= {
+                f"{name}/distance_cusum": figures.distance_cusum,
+                f"{name}/distance_cusum_limit": DISTANCE_CUSUM_LIMIT,
+            }
         if figures.slowdown_cusum is not None:
             metadata |= {
                 f"{name}/slowdown_cusum": figures.slowdown_cusum,
