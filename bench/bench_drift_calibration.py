@@ -19,6 +19,7 @@ The hour windows' own alarms, confirmed by one hour or by the rule's two. Then t
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from statistics import NormalDist
 
@@ -310,9 +311,17 @@ def sequential_rmse(months: list[str], size: int) -> None:
         if round(rule[0], 2) in shown and rule[1] in CUSUM_LIMITS[::2]:
             cells = [figures[(rule, month)] for month in months]
             print(f"{rule[0]:5.2f} {rule[1]:5.2f} " + " ".join(f"{d:6.1%} / {f:6.1%}" for d, f in cells))
+
     # k and h picked by looking at the very days they are judged on would be an in-sample figure: each month's
     # figures come from the rule picked on the other months (`pick`), so no month's days choose its own rule.
-    leave_one_out(figures, rmse_rules, months, days_of, evaluations, "RMSE CUSUM")
+    def line(rule: Rule, month: str, days: float, found: float) -> str:
+        slowdown = "" if rule[3] == np.inf else f", slowdown k {rule[2]:.2f} h {rule[3]:.1f}"
+        return (
+            f"RMSE k {rule[0]:.2f} h {rule[1]:.1f}{slowdown}: days with an alarm {days:.1%} of {days_of[month]},"
+            f" rides 10% slower {found:.1%} of {evaluations[month]} evaluations"
+        )
+
+    leave_one_out(figures, rmse_rules, months, "RMSE CUSUM", line)
     rmse_rule = pick(figures, rmse_rules, months)
     print(f"Picked on all {len(months)} months (the deployed rule): RMSE k {rmse_rule[0]:.2f} h {rmse_rule[1]:.1f}")
     deployed = (online.RMSE_CUSUM_ALLOWANCE, online.RMSE_CUSUM_LIMIT)
@@ -324,7 +333,7 @@ def sequential_rmse(months: list[str], size: int) -> None:
         if rule[3] in SLOWDOWN_LIMITS[::2]:
             cells = [figures[(rule, month)] for month in months]
             print(f"{rule[2]:5.2f} {rule[3]:5.2f} " + " ".join(f"{d:6.1%} / {f:6.1%}" for d, f in cells))
-    leave_one_out(figures, both, months, days_of, evaluations, "both CUSUMs")
+    leave_one_out(figures, both, months, "both CUSUMs", line)
     shipped = pick(figures, both, months)
     print(f"Picked on all {len(months)} months (the deployed rule): slowdown k {shipped[2]:.2f} h {shipped[3]:.1f}")
 
@@ -333,23 +342,18 @@ def leave_one_out(
     figures: dict[tuple[Rule, str], tuple[float, float]],
     rules: list[Rule],
     months: list[str],
-    days_of: dict[str, int],
-    evaluations: dict[str, int],
     label: str,
+    line: Callable[[Rule, str, float, float], str],
 ) -> None:
-    """Each month's figures under the rule `pick` chooses on the other months."""
+    """Each month's figures under the rule `pick` chooses on the other months, worded by `line(rule, month, days,
+    found)`."""
     print(f"Leave one month out ({label}): the rule picked on the other months, then that month's figures")
     for month in months:
         rule = pick(figures, rules, [m for m in months if m != month])
         if rule is None:
             print(f"{month:8s} no rule keeps the other months within {DAY_BUDGET:.0%} of days")
             continue
-        days, found = figures[(rule, month)]
-        slowdown = "" if rule[3] == np.inf else f", slowdown k {rule[2]:.2f} h {rule[3]:.1f}"
-        print(
-            f"{month:8s} RMSE k {rule[0]:.2f} h {rule[1]:.1f}{slowdown}: days with an alarm {days:.1%} of"
-            f" {days_of[month]}, rides 10% slower {found:.1%} of {evaluations[month]} evaluations"
-        )
+        print(f"{month:8s} {line(rule, month, *figures[(rule, month)])}")
 
 
 def distance_ceiling(months: list[str], size: int) -> None:
@@ -400,14 +404,15 @@ def distance_cusum(months: list[str], size: int) -> None:
             figures[(rule, month)] = max(quiet_days, later_days), found
             cells.append(f"{quiet_days:5.1%} {later_days:5.1%} / {found:6.1%}")
         print(f"{rule[0]:5.2f} {rule[1]:5.2f} " + " ".join(f"{c:>22s}" for c in cells))
-    print("Leave one month out: the rule picked on the other months (`pick`), then that month's days / detection")
-    for month in months:
-        rule = pick(figures, rules, [m for m in months if m != month])
-        if rule is None:
-            print(f"{month:8s} no rule keeps the other months within {DAY_BUDGET:.0%} of days")
-            continue
-        days, found = figures[(rule, month)]
-        print(f"{month:8s} k {rule[0]:.2f} h {rule[1]:.1f}: days with an alarm {days:.1%}, 10% longer {found:.1%}")
+    leave_one_out(
+        figures,
+        rules,
+        months,
+        "distance CUSUM",
+        lambda rule, _, days, found: (
+            f"k {rule[0]:.2f} h {rule[1]:.1f}: days with an alarm {days:.1%}, 10% longer {found:.1%}"
+        ),
+    )
     shipped = pick(figures, rules, months)
     print(f"Picked on all {len(months)} months (the deployed rule): k {shipped[0]:.2f} h {shipped[1]:.1f}")
 
