@@ -6,7 +6,7 @@ DuckDB loads in a bare script (bench/backfill_floor.py). Both sides in one run, 
 1. Floor: backfill_floor.py as a process of its own (interpreter start included), into a fresh DuckDB file.
 2. UI backfill: the GraphQL mutation the UI's Materialize button sends (`launchPartitionBackfill`), handled by the
    daemon: the trip tables take up to 12 contiguous months per run, so the 10 local months are 3 runs. The daemon
-   looks at new backfills every 2 s (the platform's run queue, taxi_assets/execution.py; Dagster's own interval is
+   looks at new backfills every 0.5 s (the platform's run queue, taxi_assets/execution.py; Dagster's own interval is
    30 s): that wait (submitted to first run queued) is printed apart from the backfill's own time (its first run
    queued to its last run finished).
 3. The README's command-line backfill (`taxi-backfill trip_data_job MONTHS`): the same GraphQL

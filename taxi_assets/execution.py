@@ -95,7 +95,7 @@ HOLDER_CHECK_SECONDS = 2.0
 WAIT_REPORT_SECONDS = 20.0
 RELEASE_COMMAND = ".venv/bin/python -m taxi_assets.execution release"
 # How often the daemon looks for new backfills: a backfill clicked in the UI starts within this (plus an iteration).
-BACKFILL_INTERVAL_SECONDS = 2.0
+BACKFILL_INTERVAL_SECONDS = 0.5
 # psutil derives a process's start time from the boot time; the wall clock may have been adjusted since.
 _CLOCK_TOLERANCE_SECONDS = 5.0
 

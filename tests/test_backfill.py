@@ -70,7 +70,7 @@ def test_backfills_of_every_local_month_with_zero_lock_errors(platform_env: Path
 
 
 def test_a_ui_backfill_starts_its_first_run_within_five_seconds(platform_env: Path):
-    """Dagster's backfill daemon looks for new backfills every 30 s; the platform's run queue makes it every 2 s
+    """Dagster's backfill daemon looks for new backfills every 30 s; the platform's run queue makes it every 0.5 s
     (taxi_assets/execution.py), so a click on Materialize is a queued run within seconds."""
     dagster_home = platform_env / "dagster_home"
     with (
@@ -111,7 +111,7 @@ def test_a_ranged_backfill_lands_its_good_months_and_its_retry_reruns_only_the_b
     with running_webserver(dagster_home, platform_env / "webserver.log") as webserver:
         first = backfill_from_ui(webserver, ["raw_trips", "trips"], months)
         with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
-            # A daemon runs a backfill's iteration when it starts, then every 2 s: each daemon below sees the
+            # A daemon runs a backfill's iteration when it starts, then every 0.5 s: each daemon below sees the
             # backfill at a known stage.
             with running_daemon(dagster_home, platform_env / "daemon.log"):
                 (run,) = backfill_runs(instance, first, 1, timeout=180)

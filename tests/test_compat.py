@@ -172,7 +172,7 @@ def test_the_dagster_code_execution_copies_is_unchanged() -> None:
 
 
 @pytest.mark.unit
-def test_the_instance_s_run_queue_makes_the_daemon_pick_up_backfills_every_two_seconds(tmp_path: Path) -> None:
+def test_the_instance_s_run_queue_makes_the_daemon_pick_up_backfills_every_half_second(tmp_path: Path) -> None:
     """The daemon builds the run coordinator before its daemons' threads start: by then the backfill daemon's loop
     waits at most the configured interval between iterations, however long Dagster's own loop asks to wait."""
     import threading
@@ -183,7 +183,7 @@ def test_the_instance_s_run_queue_makes_the_daemon_pick_up_backfills_every_two_s
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         coordinator = instance.run_coordinator
         assert isinstance(coordinator, execution.QueuedRunCoordinator)
-        assert coordinator.backfill_interval_seconds == 2 and coordinator.dequeue_interval_seconds == 1
+        assert coordinator.backfill_interval_seconds == 0.5 and coordinator.dequeue_interval_seconds == 1
         assert BackfillDaemon.daemon_type() in instance.get_required_daemon_types()
     assert BackfillDaemon.core_loop is not execution.DAGSTER_BACKFILL_CORE_LOOP
 
