@@ -19,6 +19,12 @@ works around changes, or when another Dagster is installed.
   minutes with the `duckdb` slot free and the other two runs finished. A step that has closed the warehouse gives
   its slot back before it ends (`release_pool_slot`; trip_months does): a backfill's next run loads its months
   while this one records its events.
+* The slot itself: Dagster 1.13 claims a pool slot by selecting a free slot row `FOR UPDATE SKIP LOCKED`, then
+  updating that row by its id alone. SQLite, the local instance's storage, has no row locks: two steps of different
+  runs claiming the one free `duckdb` slot in the same instant both select it, both update it and both run, and
+  the second DuckDB writer fails on the file's lock (seen: a 10-month backfill whose three runs were launched
+  together lost a partition). `_claim_free_slot` takes the row only while it is still free, in the same one
+  statement, so the slot rows are the semaphore Dagster means them to be, on SQLite as on PostgreSQL.
 * `LocalRunLauncher` (named in dagster.yaml): Dagster's default launcher, whose run workers are processes on the
   daemon's machine, plus the health check that run monitoring needs to fail a run whose worker died (kill -9, OOM
   kill, power cut). The default launcher has none: the code server that started a worker notices its death only
@@ -74,8 +80,12 @@ from dagster._core.execution.plan.plan import ExecutionPlan
 from dagster._core.executor.in_process import InProcessExecutor
 from dagster._core.launcher import CheckRunHealthResult, LaunchRunContext, WorkerStatus
 from dagster._core.run_coordinator import QueuedRunCoordinator as DagsterQueuedRunCoordinator
+from dagster._core.storage.event_log.schema import ConcurrencySlotsTable
+from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
+from dagster._core.storage.sqlalchemy_compat import db_select
 from dagster._daemon.backfill import execute_backfill_iteration_loop
 from dagster._daemon.daemon import BackfillDaemon
+from dagster._utils.concurrency import ConcurrencySlotStatus
 from dagster._utils.interrupts import check_captured_interrupt
 
 DAGSTER_VERSION = "1.13.27"
@@ -196,6 +206,40 @@ def release_run(instance: dg.DagsterInstance, run_id: str, why: str) -> bool:
     if held:
         storage.free_concurrency_slots_for_run(run_id)
     return failed or held
+
+
+# Dagster's own claim of a slot row, kept for tests/test_compat.py to compare with upstream and to show its race.
+DAGSTER_CLAIM_SLOT_ROW = SqlEventLogStorage._claim_concurrency_slot
+
+
+def _claim_free_slot(
+    self: SqlEventLogStorage, concurrency_key: str, run_id: str, step_key: str
+) -> ConcurrencySlotStatus:
+    """Dagster's `SqlEventLogStorage._claim_concurrency_slot`, except that the update takes the slot row only if it is
+    still free: one statement, atomic on any database, where upstream's row lock is a no-op on SQLite."""
+    slots = ConcurrencySlotsTable.c
+    with self.index_connection() as conn:
+        row = conn.execute(
+            db_select([slots.id])
+            .select_from(ConcurrencySlotsTable)
+            .where(
+                (slots.concurrency_key == concurrency_key) & slots.step_key.is_(None) & (slots.deleted == False)  # noqa: E712  (upstream's own condition, as SQLAlchemy renders it)
+            )
+            .with_for_update(skip_locked=True)
+            .limit(1)
+        ).fetchone()
+        if not row or not row[0]:
+            return ConcurrencySlotStatus.BLOCKED
+        taken = conn.execute(
+            ConcurrencySlotsTable.update()
+            .values(run_id=run_id, step_key=step_key)
+            .where((slots.id == row[0]) & slots.step_key.is_(None))
+        ).rowcount
+    return ConcurrencySlotStatus.CLAIMED if taken else ConcurrencySlotStatus.BLOCKED
+
+
+# Every process that loads the platform's code claims through it: run workers, `dg.materialize`, tests.
+SqlEventLogStorage._claim_concurrency_slot = _claim_free_slot
 
 
 class _InterruptibleClaims(InstanceConcurrencyContext):

@@ -2,6 +2,8 @@
 prometheus_client; the service must not import Dagster) and taxi_assets/execution.py (Dagster). These tests fail as
 soon as the upstream code they replace or rely on is not the code they were written for."""
 
+import contextlib
+import dataclasses
 import hashlib
 import inspect
 import re
@@ -115,6 +117,8 @@ UPSTREAM_DAGSTER_SHA256 = {
     "SqlEventLogStorage.claim_concurrency_slot": "cbfe2436f7e3b1e6da78e385c187c1b88c2e998a0d5f80ff6a54dee3efd5e03b",
     "SqlEventLogStorage.has_unassigned_slots": "3b97c6f524a3c80f0c31b3bba76b28bf4f519ce582237d78b087e2a6c745e43e",
     "SqlEventLogStorage.assign_pending_steps": "d7d5d9f84bd42141b2fb47c7b1d651eceba5c1f6f87d2583291ba95965456188",
+    # _claim_free_slot is this with the update conditional on the slot row being free.
+    "SqlEventLogStorage._claim_concurrency_slot": "7628812bbe08bc3e6ec3416a46b7f61f03c379ff47ac06d366f99dbbb4a93a72",
     # _InterruptibleClaims keeps the run id and pending timeouts this sets up.
     "InstanceConcurrencyContext.__init__": "9aed827d8bdaae32d0d0473c8323e7151546a0aa57a4f17a4c8ba973aa98e818",
     # release_run frees a dead holder's slots with this, which also hands them to the waiting steps.
@@ -162,6 +166,7 @@ def test_the_dagster_code_execution_copies_is_unchanged() -> None:
         },
         "InstanceConcurrencyContext.__init__": InstanceConcurrencyContext.__init__,
         "SqlEventLogStorage.free_concurrency_slots_for_run": SqlEventLogStorage.free_concurrency_slots_for_run,
+        "SqlEventLogStorage._claim_concurrency_slot": execution.DAGSTER_CLAIM_SLOT_ROW,
         "execute_run_monitoring_iteration": execute_run_monitoring_iteration,
         "monitor_started_run": monitor_started_run,
         "BackfillDaemon.core_loop": execution.DAGSTER_BACKFILL_CORE_LOOP,
@@ -201,6 +206,82 @@ def test_private_dagster_imports_live_in_the_compatibility_module_only() -> None
     for path in sorted((REPO_ROOT / "taxi_assets").rglob("*.py")) + sorted((REPO_ROOT / "bento_service").glob("*.py")):
         if path.name != "execution.py":
             assert "dagster._" not in path.read_text(), f"{path.relative_to(REPO_ROOT)} uses Dagster's private API"
+
+
+class _FirstReadThen:
+    """A storage connection whose first statement's row is fetched, then `then` runs, then the caller goes on."""
+
+    def __init__(self, conn, then) -> None:
+        self._conn, self._then = conn, then
+
+    def execute(self, statement, *args, **kwargs):
+        result = self._conn.execute(statement, *args, **kwargs)
+        if self._then is None:
+            return result
+        row = result.fetchone()
+        result.close()
+        self._then, then = None, self._then
+        then()
+        return _Fetched(row)
+
+
+@dataclasses.dataclass
+class _Fetched:
+    row: object
+
+    def fetchone(self):
+        return self.row
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("claim_row", "holders", "row_holder"),
+    [
+        # Both run; the slot row names the first, whose update overwrote the second's.
+        pytest.param(execution.DAGSTER_CLAIM_SLOT_ROW, {"first", "second"}, "first", id="dagster-s-claim"),
+        pytest.param(execution._claim_free_slot, {"second"}, "second", id="the-project-s-claim"),
+    ],
+)
+def test_two_steps_claiming_the_one_free_slot_in_the_same_instant_get_it_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, claim_row, holders: set[str], row_holder: str
+) -> None:
+    """The first step has read the free slot row when the second claims it: on the local instance's SQLite, Dagster's
+    claim then gives both steps the one `duckdb` slot (two DuckDB writers: the second fails on the file's lock); the
+    project's gives it to the second only, and the first waits. Every process that loads the platform claims with the
+    project's."""
+    from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
+    from dagster._utils.concurrency import ConcurrencySlotStatus
+
+    assert SqlEventLogStorage._claim_concurrency_slot is execution._claim_free_slot
+    steps = ("first", "second")
+    (tmp_path / "dagster.yaml").write_text((REPO_ROOT / "dagster_home" / "dagster.yaml").read_text())
+    # Two instances on one storage, as two run processes have (one instance's SQLite storage serialises its own calls).
+    with (
+        dg.DagsterInstance.from_config(str(tmp_path)) as instance,
+        dg.DagsterInstance.from_config(str(tmp_path)) as other_process,
+    ):
+        storage = instance.event_log_storage
+        storage.set_concurrency_slots("duckdb", 1)
+        runs = {step: instance.create_run_for_job(dg.GraphDefinition(step).to_job()).run_id for step in steps}
+        outcome: dict[str, object] = {}
+
+        def second_claims() -> None:
+            outcome["second"] = claim_row(other_process.event_log_storage, "duckdb", runs["second"], "trip_months")
+
+        connect = storage.index_connection
+
+        @contextlib.contextmanager
+        def first_reads_then_second_claims():
+            with connect() as conn:
+                yield _FirstReadThen(conn, second_claims)
+
+        monkeypatch.setattr(storage, "index_connection", first_reads_then_second_claims)
+        outcome["first"] = claim_row(storage, "duckdb", runs["first"], "trip_months")
+        slots = other_process.event_log_storage.get_concurrency_info("duckdb").claimed_slots
+
+    claimed = {name for name, status in outcome.items() if status == ConcurrencySlotStatus.CLAIMED}
+    assert claimed == holders
+    assert [slot.run_id for slot in slots] == [runs[row_holder]]
 
 
 def _orphaned_waiter(instance: dg.DagsterInstance) -> dg.DagsterRun:
