@@ -218,13 +218,12 @@ def _claim_free_slot(
     """Dagster's `SqlEventLogStorage._claim_concurrency_slot`, except that the update takes the slot row only if it is
     still free: one statement, atomic on any database, where upstream's row lock is a no-op on SQLite."""
     slots = ConcurrencySlotsTable.c
+    free = (slots.concurrency_key == concurrency_key) & slots.step_key.is_(None) & slots.deleted.is_(False)
     with self.index_connection() as conn:
         row = conn.execute(
             db_select([slots.id])
             .select_from(ConcurrencySlotsTable)
-            .where(
-                (slots.concurrency_key == concurrency_key) & slots.step_key.is_(None) & (slots.deleted == False)  # noqa: E712  (upstream's own condition, as SQLAlchemy renders it)
-            )
+            .where(free)
             .with_for_update(skip_locked=True)
             .limit(1)
         ).fetchone()
