@@ -9,6 +9,7 @@ tests/snapshots/definitions.json.
 import ast
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import dagster as dg
@@ -149,3 +150,23 @@ def test_import_contract(folder: str, forbidden: tuple[str, ...]) -> None:
     for path in [root] if root.is_file() else sorted(root.rglob("*.py")):
         offending = {m for m in _imported_modules(path) if m.split(".")[0] in forbidden or m.startswith(forbidden)}
         assert not offending, f"{path.relative_to(REPO_ROOT)} imports {sorted(offending)}"
+
+
+def test_loading_the_code_location_imports_neither_pandas_nor_scikit_learn_nor_evidently() -> None:
+    """Every run's process, the daemon's code server and the webserver load the definitions before anything else.
+    pandas (about 0.6 s of CPU), scikit-learn (about a second) and Evidently (seconds) are imported by the functions
+    that use them, so a run that only loads TLC months into DuckDB (a backfill of `trip_data_job`) never pays for
+    them. One module importing one of them at its top fails this test."""
+    heavy = ("pandas", "pyarrow", "sklearn", "scipy", "evidently")
+    load = (
+        "import sys, taxi_assets.definitions as d; d.defs(); "
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(heavy)!r}))"
+    )
+    done = subprocess.run(
+        [str(REPO_ROOT / ".venv" / "bin" / "python"), "-c", load],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == "[]", done.stdout

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
-import pandas as pd
 
 from taxi_assets.core import drift, drift_scores, profile
 from taxi_assets.core.drift import DriftVerdict, FeatureDrift
 from taxi_assets.core.drift_scores import BATCH_FEATURES, NUMERICAL
 from taxi_assets.core.evidently_report import SegmentError, borough_rmse_gap, segment_errors
 from taxi_assets.core.model import PREDICTION, TARGET, ErrorSummary, error_summary
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DATASET = "all"
 # Outlier examples kept in the asset metadata per rule.
@@ -52,6 +54,8 @@ class BatchFigures:
 
 def outlier_examples(frame: pd.DataFrame, prof: profile.ReferenceProfile) -> dict[str, list[dict[str, Any]]]:
     """A few flagged rides per outlier rule, as plain records."""
+    import pandas as pd
+
     flags = prof.outliers.flags(frame)
     columns = [c for c in ("pickup_datetime", "PULocationID", "DOLocationID", "trip_distance", TARGET) if c in frame]
     examples = {}

@@ -8,9 +8,9 @@ Pure: numpy and pandas only.
 from __future__ import annotations
 
 from statistics import NormalDist
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from taxi_assets.core import drift, drift_scores
 from taxi_assets.core.drift import CALIBRATION_SIZES, DATASET_ALPHA, PREDICTION_ALPHA, RMSE_ALPHA
@@ -40,6 +40,9 @@ from taxi_assets.core.profile import (
     slot_log_distance,
 )
 from taxi_assets.core.timeslots import slot_of
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 RANDOM_SEED = 20220101
 # The verdict sets the thresholds are calibrated for: their features and each feature's false-alarm budget.
@@ -93,6 +96,8 @@ MIN_CALIBRATION_WINDOWS = 5
 
 def day_blocks(pickup: np.ndarray) -> np.ndarray:
     """Block of BLOCK_DAYS days of the month of each (New York wall-clock) pickup: 0 for days 1-7, 1 for 8-14..."""
+    import pandas as pd
+
     return (pd.DatetimeIndex(pickup).day.to_numpy() - 1) // BLOCK_DAYS
 
 
@@ -257,6 +262,8 @@ EARLIER_MONTHS = 2
 
 def earlier_months(month: str) -> list[str]:
     """The EARLIER_MONTHS months before `month` (YYYY-MM), the closest first."""
+    import pandas as pd
+
     period = pd.Period(month, freq="M")
     return [str(period - back) for back in range(1, EARLIER_MONTHS + 1)]
 
@@ -436,6 +443,8 @@ def build_profile(
     thresholds calibrated on held-out days of them, of the validation month and of `earlier` months (consecutive
     months before the training month, oldest first; the same columns, scored by the same model); effect floors from
     the change between consecutive months; the validation residuals' RMSE bounds."""
+    import pandas as pd
+
     if reference.empty:
         raise ValueError(f"the reference month {reference_month} has no rides")
     if validation.empty:

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from taxi_assets.core.drift_scores import (
     CATEGORICAL,
@@ -34,6 +34,9 @@ from taxi_assets.core.drift_scores import (
     window_kind,
 )
 from taxi_assets.core.profile import ReferenceProfile
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # ---- Settings (documented defaults; the profile records the values it was calibrated with) ----
 # False-alarm budget of one evaluation's dataset verdict, split evenly (Bonferroni) over the features of the

@@ -42,12 +42,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from taxi_assets.core.model import PREDICTION, TARGET
 from taxi_assets.core.timeslots import SLOTS, epoch_hours, slot_hours, slot_of, time_span
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 NUMERICAL = "numerical"
 CATEGORICAL = "categorical"
@@ -112,6 +115,8 @@ class FeatureReference:
 
     def codes(self, values: np.ndarray) -> np.ndarray:
         """Cell of every value; -1 for a missing one."""
+        import pandas as pd
+
         if self.kind == NUMERICAL:
             values = clean(self.name, values)
             codes = np.searchsorted(self.edges, values, side="right")
@@ -293,6 +298,8 @@ class Rides:
 
 def encode(reference: ReferenceArrays, frame: pd.DataFrame, names: Mapping[str, str] | list[str]) -> Rides:
     """Code the columns `names` of `frame` (with `pickup_datetime`) against the profile."""
+    import pandas as pd
+
     pickup = pd.to_datetime(frame["pickup_datetime"]).to_numpy("datetime64[ns]")
     codes = {name: reference.features[name].codes(frame[name].to_numpy()) for name in names if PROFILED[name] != TIME}
     return Rides(codes, slot_of(pickup), epoch_hours(pickup))

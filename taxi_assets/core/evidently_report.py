@@ -11,17 +11,18 @@ tests/support/evidently_defaults.py. Evidently is imported inside the functions 
 Dagster loads this module.
 """
 
+from __future__ import annotations
+
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-
-import pandas as pd
 
 from taxi_assets.core.drift import FeatureDrift
 from taxi_assets.core.drift_scores import CATEGORICAL, MAX_TRIP_MILES, NUMERICAL
 from taxi_assets.core.model import PREDICTION, TARGET, error_summary
 
 if TYPE_CHECKING:
+    import pandas as pd
     from evidently import Dataset
     from evidently.core.report import Snapshot
 
@@ -83,7 +84,7 @@ def _register_calibrated_test() -> None:
     )
 
 
-def report_datasets(current: pd.DataFrame, reference: pd.DataFrame) -> "tuple[Dataset, Dataset]":
+def report_datasets(current: pd.DataFrame, reference: pd.DataFrame) -> tuple[Dataset, Dataset]:
     """Two `report_frame`s as Evidently datasets: the ride fields by type, the prediction and the target."""
     from evidently import DataDefinition, Dataset, Regression
 
@@ -98,7 +99,7 @@ def report_datasets(current: pd.DataFrame, reference: pd.DataFrame) -> "tuple[Da
     )
 
 
-def build_snapshot(current: pd.DataFrame, reference: pd.DataFrame, verdicts: Mapping[str, FeatureDrift]) -> "Snapshot":
+def build_snapshot(current: pd.DataFrame, reference: pd.DataFrame, verdicts: Mapping[str, FeatureDrift]) -> Snapshot:
     """Run the Evidently report on two `report_frame`s: each column's drift widget shows its verdict from
     `verdicts` ({column: FeatureDrift} for every column of `REPORT_COLUMNS`), the drifted-columns count is theirs,
     then the regression quality."""

@@ -35,8 +35,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pandas as pd
-
 if TYPE_CHECKING:
     from evidently.core.report import Snapshot
 
@@ -119,6 +117,7 @@ def month_timestamp(month: str) -> dt.datetime:
 
 def figures_snapshot(figures: Mapping[str, float], name: str, timestamp: dt.datetime, tags: Sequence[str]) -> Snapshot:
     """A snapshot of one row whose columns are `figures`: `MeanValue` of each is the figure itself."""
+    import pandas as pd
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import MeanValue
 

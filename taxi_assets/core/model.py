@@ -4,19 +4,21 @@ Training, batch scoring and the Bento service all call the same pipeline, so the
 The feature functions are module-level so that pickled pipelines refer to them by name instead of by value.
 """
 
+from __future__ import annotations
+
 import functools
 import time
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
-import pandas as pd
 from threadpoolctl import ThreadpoolController
 
 from taxi_assets.core.tlc import MAX_LOCATION_ID
 
-# scikit-learn is imported where a pipeline is built: it takes about a second, and every Dagster run process
-# imports this module while loading the code location.
+# scikit-learn is imported where a pipeline is built (about a second) and pandas where a frame is made (see
+# taxi_assets.core): every Dagster run process imports this module while loading the code location.
 if TYPE_CHECKING:
+    import pandas as pd
     from sklearn.pipeline import Pipeline
 
 FEATURE_FIELDS = ["PULocationID", "DOLocationID", "trip_distance", "pickup_datetime"]
@@ -52,6 +54,8 @@ def ride_features(frame: pd.DataFrame) -> pd.DataFrame:
     matrix: pandas' per-column accessors and a frame of five separate columns cost the service more than the
     arithmetic (0.35 against 0.1 ms per 1,000 rides).
     """
+    import pandas as pd
+
     pickup = frame["pickup_datetime"]
     if not pd.api.types.is_datetime64_any_dtype(pickup):
         pickup = pd.to_datetime(pickup, format="ISO8601")
@@ -68,6 +72,8 @@ def ride_features(frame: pd.DataFrame) -> pd.DataFrame:
 
 def route_records(features: pd.DataFrame) -> list[dict]:
     """The seed model's input: the pickup-dropoff pair as one category ("PU_DO"), plus the distance."""
+    import pandas as pd
+
     pickup = features["PULocationID"].astype("int64").astype(str)
     dropoff = features["DOLocationID"].astype("int64").astype(str)
     return pd.DataFrame({"PU_DO": pickup + "_" + dropoff, "trip_distance": features["trip_distance"]}).to_dict(
@@ -83,7 +89,7 @@ class LocationCodes:
     transform a single NumPy indexing per column, so a one-ride prediction pays microseconds for it.
     """
 
-    def fit(self, features: pd.DataFrame, y=None) -> "LocationCodes":
+    def fit(self, features: pd.DataFrame, y=None) -> LocationCodes:
         self.tables_ = [self._table(features[field].to_numpy()) for field in LOCATION_FIELDS]
         return self
 
@@ -136,7 +142,7 @@ class RouteEncodedCodes(LocationCodes):
     # Pace divides by the distance; sub-0.3-mile rides (zero-distance ones included) count as 0.3 miles.
     MIN_PACE_MILES = 0.3
 
-    def fit(self, features: pd.DataFrame, y=None) -> "RouteEncodedCodes":
+    def fit(self, features: pd.DataFrame, y=None) -> RouteEncodedCodes:
         super().fit(features)
         self.encodings_ = self._encodings(features, np.asarray(y, dtype="float64"))
         return self
@@ -190,7 +196,7 @@ class RouteEncodedCodes(LocationCodes):
         return np.column_stack(columns)
 
 
-def _seed_pipeline() -> "Pipeline":
+def _seed_pipeline() -> Pipeline:
     from sklearn.feature_extraction import DictVectorizer
     from sklearn.linear_model import LinearRegression
     from sklearn.pipeline import Pipeline
@@ -206,7 +212,7 @@ def _seed_pipeline() -> "Pipeline":
     )
 
 
-def _hgb_pipeline() -> "Pipeline":
+def _hgb_pipeline() -> Pipeline:
     from sklearn.ensemble import HistGradientBoostingRegressor
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import FunctionTransformer
@@ -223,7 +229,7 @@ def _hgb_pipeline() -> "Pipeline":
     )
 
 
-def _hgb_te_pipeline() -> "Pipeline":
+def _hgb_te_pipeline() -> Pipeline:
     from sklearn.ensemble import HistGradientBoostingRegressor
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import FunctionTransformer
@@ -248,7 +254,7 @@ def _hgb_te_pipeline() -> "Pipeline":
 RECIPES = {"seed": _seed_pipeline, "hgb": _hgb_pipeline, "hgb_te": _hgb_te_pipeline}
 
 
-def build_pipeline(recipe: str = DEFAULT_RECIPE) -> "Pipeline":
+def build_pipeline(recipe: str = DEFAULT_RECIPE) -> Pipeline:
     """An unfitted pipeline for `recipe`: `seed` (the course's linear model), `hgb` (gradient boosting on zones,
     distance, hour and weekday) or `hgb_te` (the same plus cross-fitted target encodings of the zone pair)."""
     if recipe not in RECIPES:
@@ -256,28 +262,30 @@ def build_pipeline(recipe: str = DEFAULT_RECIPE) -> "Pipeline":
     return RECIPES[recipe]()
 
 
-def train(frame: pd.DataFrame, recipe: str = DEFAULT_RECIPE) -> "Pipeline":
+def train(frame: pd.DataFrame, recipe: str = DEFAULT_RECIPE) -> Pipeline:
     """A pipeline for `recipe` fitted on the rides in `frame` (FEATURE_FIELDS and TARGET)."""
     pipeline = build_pipeline(recipe)
     with _openmp().limit(limits=1, user_api="openmp"):
         return pipeline.fit(frame[FEATURE_FIELDS], frame[TARGET].to_numpy())
 
 
-def timed_train(frame: pd.DataFrame, recipe: str = DEFAULT_RECIPE) -> tuple["Pipeline", float]:
+def timed_train(frame: pd.DataFrame, recipe: str = DEFAULT_RECIPE) -> tuple[Pipeline, float]:
     """`train`, and how many seconds the fit took."""
     started = time.perf_counter()
     pipeline = train(frame, recipe)
     return pipeline, time.perf_counter() - started
 
 
-def predict(pipeline: "Pipeline", rides: pd.DataFrame | list[dict]) -> np.ndarray:
+def predict(pipeline: Pipeline, rides: pd.DataFrame | list[dict]) -> np.ndarray:
     """Predicted durations in minutes for rides given as a DataFrame or as records with FEATURE_FIELDS."""
+    import pandas as pd
+
     frame = pd.DataFrame(rides, columns=FEATURE_FIELDS) if isinstance(rides, list) else rides[FEATURE_FIELDS]
     with _openmp().limit(limits=1, user_api="openmp"):
         return np.asarray(pipeline.predict(frame), dtype="float64")
 
 
-def regressor_input(pipeline: "Pipeline", rides: pd.DataFrame):
+def regressor_input(pipeline: Pipeline, rides: pd.DataFrame):
     """What the pipeline's last step (its regressor) is given to predict `rides` (FEATURE_FIELDS): the output of
     the steps before it, in order, as `predict` computes it."""
     inputs = rides
@@ -306,7 +314,7 @@ def error_summary(errors: np.ndarray | pd.Series) -> ErrorSummary:
     )
 
 
-def evaluate(pipeline: "Pipeline", frame: pd.DataFrame) -> dict:
+def evaluate(pipeline: Pipeline, frame: pd.DataFrame) -> dict:
     """Regression quality in minutes on `frame` (`error_summary`'s fields as a dict); `nan_predictions` counts
     predictions that are not numbers."""
     predictions = predict(pipeline, frame)
@@ -322,7 +330,7 @@ IMPORTANCE_REPEATS = 3
 
 
 def permutation_importance(
-    pipeline: "Pipeline",
+    pipeline: Pipeline,
     frame: pd.DataFrame,
     rows: int = IMPORTANCE_ROWS,
     repeats: int = IMPORTANCE_REPEATS,

@@ -6,12 +6,14 @@ never against the reference rows. A window is `spread` or `consecutive` by its p
 (`drift_scores.window_kind`), and each kind has its own thresholds and RMSE bound.
 """
 
+from __future__ import annotations
+
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from taxi_assets.core import drift, drift_scores, timeslots
 from taxi_assets.core.drift import DriftVerdict, FeatureDrift
@@ -19,6 +21,9 @@ from taxi_assets.core.drift_scores import NUMERICAL, ONLINE_FEATURES
 from taxi_assets.core.metrics import Sample, outlier_samples, output_samples, verdict_samples
 from taxi_assets.core.model import PREDICTION, TARGET, error_summary
 from taxi_assets.core.profile import ReferenceProfile, log_ratios
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 ACTUAL = "actual_duration"
 # What the online monitoring alarms on.
@@ -216,6 +221,8 @@ def window_figures(
     its per-window dataset verdict: that is what was measured for it (bench/bench_drift_calibration.py's random
     windows); the CUSUMs' numbers were picked on consecutive rides.
     """
+    import pandas as pd
+
     if current.empty:
         return WindowFigures(window, 0, 0, None, None, None, None, None, None, {})
     figures = _window_figures(window, current, prof, reference)
@@ -236,6 +243,8 @@ def window_figures(
 def _window_figures(
     window: str, current: pd.DataFrame, prof: ReferenceProfile, reference: drift_scores.ReferenceArrays
 ) -> WindowFigures:
+    import pandas as pd
+
     rides = current.assign(**{TARGET: current[ACTUAL]}) if ACTUAL in current else current
     kind = drift_scores.window_kind(
         timeslots.epoch_hours(pd.to_datetime(rides["pickup_datetime"]).to_numpy("datetime64[ns]"))

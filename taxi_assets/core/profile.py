@@ -27,11 +27,10 @@ import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import numpy as np
-import pandas as pd
 
 from taxi_assets.core.drift_scores import (
     CATEGORICAL,
@@ -49,6 +48,9 @@ from taxi_assets.core.model import TARGET
 from taxi_assets.core.timeslots import SLOTS, day_slot_hours, slot_of
 from taxi_assets.core.tlc import MAX_DURATION_MINUTES, MIN_DURATION_MINUTES
 from taxi_assets.core.warehouse import REFERENCE_PROFILE_DDL
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PROFILE_VERSION = 2
 # Plausible-range quantile for the outlier counts, and the duration beyond which a zero-distance ride is suspect.
@@ -93,6 +95,8 @@ class OutlierLimits:
 
     def flags(self, frame: pd.DataFrame) -> pd.DataFrame:
         """One boolean column per rule in OUTLIER_RULES (rules on the duration are False where it is unknown)."""
+        import pandas as pd
+
         distance = pd.to_numeric(frame["trip_distance"], errors="coerce").to_numpy("float64")
         duration = (
             pd.to_numeric(frame[TARGET], errors="coerce").to_numpy("float64")
@@ -332,6 +336,8 @@ def _numerical_spec(name: str, values: np.ndarray, slots: np.ndarray) -> dict[st
 
 
 def _categorical_spec(values: np.ndarray, slots: np.ndarray) -> dict[str, Any]:
+    import pandas as pd
+
     values = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy("float64")
     valid = ~np.isnan(values)
     categories = np.unique(values[valid])

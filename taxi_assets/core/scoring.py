@@ -1,14 +1,16 @@
 """Batch scoring: a month of `trips` with the deployed pipeline's prediction and error, and the scored months
 read back from `batch_predictions`. Pure (DuckDB and pandas); shared by the batch and online monitoring."""
 
+from __future__ import annotations
+
 from typing import TYPE_CHECKING
 
 import duckdb
-import pandas as pd
 
 from taxi_assets.core.model import PREDICTION, TARGET, predict
 
 if TYPE_CHECKING:
+    import pandas as pd
     from sklearn.pipeline import Pipeline
 
 # The columns of `trips` that scoring keeps beside the prediction: the model's inputs and what the monitoring
@@ -25,7 +27,7 @@ TRIP_COLUMNS = [
 ]
 
 
-def score_trips(conn: duckdb.DuckDBPyConnection, month: str, pipeline: "Pipeline", model_tag: str) -> pd.DataFrame:
+def score_trips(conn: duckdb.DuckDBPyConnection, month: str, pipeline: Pipeline, model_tag: str) -> pd.DataFrame:
     """The trips of `month` with the pipeline's prediction and its error (prediction - actual), in minutes."""
     scored = conn.execute(f"SELECT {', '.join(TRIP_COLUMNS)} FROM trips WHERE month = $month", {"month": month}).df()
     prediction = predict(pipeline, scored) if len(scored) else []

@@ -9,9 +9,12 @@ night has 23 hours and the fall-back night 25, and a window over either meets th
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    pass
 
 ZONE = "America/New_York"
 # (Monday-Thursday, Friday, Saturday, Sunday/holiday) x hour of day.
@@ -47,6 +50,8 @@ def slot_of(local: np.ndarray) -> np.ndarray:
 def epoch_hours(local: np.ndarray) -> np.ndarray:
     """Elapsed hours since the epoch (UTC) of New York wall-clock times: the hour the clock skips in spring does not
     exist (a time inside it moves forward), an hour the clock repeats in autumn counts twice (read as daylight time)."""
+    import pandas as pd
+
     index = pd.DatetimeIndex(np.asarray(local, dtype="datetime64[ns]"))
     utc = index.tz_localize(ZONE, ambiguous=np.ones(len(index), dtype=bool), nonexistent="shift_forward")
     return utc.asi8 / 3.6e12
@@ -54,6 +59,8 @@ def epoch_hours(local: np.ndarray) -> np.ndarray:
 
 def _local_slots_of_hours(hours: np.ndarray) -> np.ndarray:
     """Slot of each elapsed hour (hours since the epoch, UTC) on the New York wall clock."""
+    import pandas as pd
+
     utc = pd.DatetimeIndex(hours.astype("datetime64[h]")).tz_localize("UTC")
     return slot_of(utc.tz_convert(ZONE).tz_localize(None).to_numpy("datetime64[ns]"))
 

@@ -5,7 +5,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import dagster as dg
-import pandas as pd
 from pydantic import Field
 
 from taxi_assets.core import profile
@@ -32,6 +31,7 @@ from taxi_assets.defs.trip_data.assets import taxi_zones, trips
 
 if TYPE_CHECKING:
     import duckdb
+    import pandas as pd
     from evidently.core.report import Snapshot
     from sklearn.pipeline import Pipeline
 
@@ -86,6 +86,8 @@ class BatchDriftConfig(dg.Config):
 
 
 def _previous_month(month: str) -> str:
+    import pandas as pd
+
     return str(pd.Period(month, freq="M") - 1)
 
 
@@ -135,6 +137,8 @@ def batch_drift(
 ) -> Iterator[dg.MaterializeResult]:
     """`drift_metrics` and, unless the run config turns it off, `monitoring_report`: the figures come from the
     project's vectorised maths over the reference profile; Evidently only renders the report."""
+    import pandas as pd
+
     month = context.partition_key
     pipeline, model = model_registry.load_deployed()
     previous_month = _previous_month(month)
@@ -216,7 +220,7 @@ def _metadata(figures: BatchFigures, prof: profile.ReferenceProfile, model: dict
 
 def _training_rows(
     conn: "duckdb.DuckDBPyConnection", reference_month: str, model: dict, pipeline: "Pipeline"
-) -> pd.DataFrame:
+) -> "pd.DataFrame":
     """The training month's scored rows, the report's reference."""
     reference = stored_predictions(conn, reference_month, model["tag"])
     if reference.empty:
@@ -226,7 +230,7 @@ def _training_rows(
 
 
 def _page(
-    month: str, figures: BatchFigures, current: pd.DataFrame, reference: pd.DataFrame, reference_month: str
+    month: str, figures: BatchFigures, current: "pd.DataFrame", reference: "pd.DataFrame", reference_month: str
 ) -> "tuple[Snapshot, str]":
     """The Evidently page of the month against the training month's rows, with the alarms' verdicts: the snapshot
     and its HTML with the verdict table on top."""

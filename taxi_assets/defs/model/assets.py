@@ -2,10 +2,10 @@
 challenge of the deployed champion by a model retrained on newer data."""
 
 import time
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import duckdb
-import pandas as pd
 from pydantic import Field
 
 from taxi_assets.core import deployment
@@ -37,6 +37,9 @@ from taxi_assets.defs.resources import (
 )
 from taxi_assets.defs.trip_data.assets import trips
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 # BentoML metadata key of the stored models (trained and deployed) that the drift monitoring reads.
 IMPORTANCE_KEY = "permutation_importance"
 
@@ -62,7 +65,7 @@ class ModelChallengeConfig(dg.Config):
     recipe: str = Field(DEFAULT_RECIPE, description="Recipe of the challenger.")
 
 
-def month_trips(conn: duckdb.DuckDBPyConnection, month: str) -> pd.DataFrame:
+def month_trips(conn: duckdb.DuckDBPyConnection, month: str) -> "pd.DataFrame":
     """The model's fields and target for one month of `trips`; empty when that month is not loaded."""
     return conn.execute(
         f"SELECT {', '.join(FEATURE_FIELDS)}, {TARGET} FROM trips WHERE month = $month", {"month": month}
@@ -148,6 +151,8 @@ def duration_model(
     one input is shuffled on a fixed sample of the validation month). The seed recipe is trained on the same
     rows as the baseline the quality gate compares with.
     """
+    import pandas as pd
+
     month = context.partition_key
     with warehouse.get_connection() as conn:
         training = month_trips(conn, month)

@@ -6,10 +6,10 @@ with the latest feedback for its ride id, whichever day that feedback landed on.
 """
 
 import datetime as dt
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import duckdb
-import pandas as pd
 from pydantic import Field
 
 from taxi_assets.core import profile
@@ -33,6 +33,9 @@ from taxi_assets.defs.model.profile import reference_profile
 from taxi_assets.defs.online_monitoring.resources import PredictionLogStore
 from taxi_assets.defs.partitions import prediction_days
 from taxi_assets.defs.resources import DUCKDB_POOL, ModelRegistry, Pushgateway, Warehouse
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dg.asset(partitions_def=prediction_days, pool=DUCKDB_POOL, kinds={"duckdb"}, group_name="online_monitoring")
@@ -85,7 +88,7 @@ class OnlineDriftConfig(dg.Config):
     as_of: str = Field("", description="ISO time whose last complete UTC hour is the `hour` window; empty: now.")
 
 
-def recent_predictions(conn: duckdb.DuckDBPyConnection, model_tag: str, n: int, skip: int = 0) -> pd.DataFrame:
+def recent_predictions(conn: duckdb.DuckDBPyConnection, model_tag: str, n: int, skip: int = 0) -> "pd.DataFrame":
     """The last `n` predictions of `model_tag` before the newest `skip` ones."""
     return conn.execute(
         "SELECT * FROM online_predictions WHERE model_tag = $tag ORDER BY ts DESC, id LIMIT $n OFFSET $skip",
@@ -93,7 +96,7 @@ def recent_predictions(conn: duckdb.DuckDBPyConnection, model_tag: str, n: int, 
     ).df()
 
 
-def cusum_rides(conn: duckdb.DuckDBPyConnection, model_tag: str, columns: str, fed: bool) -> pd.DataFrame:
+def cusum_rides(conn: duckdb.DuckDBPyConnection, model_tag: str, columns: str, fed: bool) -> "pd.DataFrame":
     """`columns` of the newest predictions of `model_tag` (only those whose feedback arrived when `fed`), oldest
     first, as many as the CUSUMs look back over: with `fed`, prediction and actual duration for the RMSE alarm's
     (`online.feedback_cusums`); all rides' pickup time and distance for the dataset alarm's
@@ -108,7 +111,7 @@ def cusum_rides(conn: duckdb.DuckDBPyConnection, model_tag: str, columns: str, f
 
 def hour_predictions(
     conn: duckdb.DuckDBPyConnection, model_tag: str, start: dt.datetime, end: dt.datetime
-) -> pd.DataFrame:
+) -> "pd.DataFrame":
     """Predictions of `model_tag` logged in [start, end): the newest CALIBRATION_SIZES[-1] of them in a busier hour
     (no threshold was measured beyond that size)."""
     return conn.execute(
