@@ -9,7 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from taxi_assets.core.evidently_workspace import MONTHS_PROJECT, WINDOWS_PROJECT, MonitoringWorkspace
+from taxi_assets.core.evidently_workspace import (
+    MONTHS_PROJECT,
+    SNAPSHOT_NAMES,
+    WINDOWS_PROJECT,
+    MonitoringWorkspace,
+    figures_snapshot,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -91,6 +97,63 @@ def test_windows_are_series_of_their_own(tmp_path: Path) -> None:
         ("hour", "hour/drift_share"),
         ("last_5000", "last_5000/drift_share"),
     ]
+
+
+def test_a_publish_reads_no_stored_snapshot_whose_name_it_knows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finding a month's or a window's earlier snapshots read every stored snapshot, so a publish grew with the
+    project (2.0 s at 200 online windows, bench/bench_workspace.py); the names list makes it read none."""
+    workspace = MonitoringWorkspace(tmp_path / "evidently", "http://127.0.0.1:8000")
+    start = dt.datetime(2026, 11, 30, 12, 0)
+    for minute in range(30):
+        workspace.publish_window_figures({"last_5000": {"rmse": 6.0}}, start + dt.timedelta(minutes=minute))
+    for i, month in enumerate(["2021-01", "2021-02"]):
+        workspace.publish_month_figures(month, month_figures(i), FEATURES)
+    reads = []
+    get_run = workspace.workspace.get_run
+    monkeypatch.setattr(workspace.workspace, "get_run", lambda *args: reads.append(args) or get_run(*args))
+    workspace.publish_window_figures({"last_5000": {"rmse": 6.5}}, start + dt.timedelta(minutes=30))
+    workspace.publish_month_figures("2021-01", month_figures(5), FEATURES)
+    assert reads == []
+    monkeypatch.undo()
+    for project in (WINDOWS_PROJECT, MONTHS_PROJECT):
+        (found,) = workspace.workspace.search_project(project)
+        stored = {str(snapshot_id): run.name for snapshot_id, run in runs(workspace, project)}
+        assert workspace.snapshot_names(str(found.id)) == stored
+    assert sorted(run.name for _, run in runs(workspace, MONTHS_PROJECT)) == ["figures 2021-01", "figures 2021-02"]
+    assert len(runs(workspace, WINDOWS_PROJECT)) == 31
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "deleted", "a snapshot it does not list", "a listed snapshot gone"])
+def test_a_damaged_or_stale_names_list_still_leaves_one_snapshot_per_month(tmp_path: Path, damage: str) -> None:
+    """The snapshot files are the truth: a names list that is unreadable, missing (a workspace from before it),
+    short of a snapshot (a publish killed between storing its snapshot and its list) or listing a deleted one is
+    corrected from them, and republishing a month still replaces its snapshot."""
+    workspace = MonitoringWorkspace(tmp_path / "evidently", "http://127.0.0.1:8000")
+    for i, month in enumerate(["2021-01", "2021-02"]):
+        workspace.publish_month_figures(month, month_figures(i), FEATURES)
+    (project,) = workspace.workspace.search_project(MONTHS_PROJECT)
+    names = tmp_path / "evidently" / str(project.id) / SNAPSHOT_NAMES
+    if damage == "corrupt":
+        names.write_bytes(b'{"0190')
+    elif damage == "deleted":
+        names.unlink()
+    elif damage == "a snapshot it does not list":
+        snapshot = figures_snapshot(month_figures(3), "figures 2021-01", dt.datetime(2021, 1, 1), [])
+        workspace.workspace.add_run(project.id, snapshot)
+    else:
+        (february,) = [snapshot_id for snapshot_id, run in runs(workspace, MONTHS_PROJECT) if run.name.endswith("02")]
+        workspace.workspace.delete_run(project.id, february)
+    workspace.publish_month_figures("2021-01", month_figures(4), FEATURES)
+    stored = runs(workspace, MONTHS_PROJECT)
+    expected = ["figures 2021-01"] + ([] if damage == "a listed snapshot gone" else ["figures 2021-02"])
+    assert sorted(run.name for _, run in stored) == expected
+    (january,) = [run for _, run in stored if run.name == "figures 2021-01"]
+    assert january.metric_results and sorted(r.value for r in january.metric_results.values()) == sorted(
+        value for key, value in month_figures(4).items() if key != "challenger_gain"
+    )
+    assert workspace.snapshot_names(str(project.id)) == {str(snapshot_id): run.name for snapshot_id, run in stored}
 
 
 def test_the_ui_watching_the_workspace_never_reads_half_a_file(tmp_path: Path) -> None:
