@@ -5,12 +5,14 @@
 In a temporary workspace, as the platform publishes (taxi_assets.core.evidently_workspace.MonitoringWorkspace):
 1. windows: `publish_window_figures` as `online_dashboard` does, --windows times (up to once a minute under
    traffic: 800 is half a day);
-2. months: `publish_month_report` of a report-sized snapshot (Evidently's DataDriftPreset over 20,000 rows), once
+2. retention: --windows more evaluations keeping the last --windows points (`publish_window_figures`'s `keep`,
+   TAXI_EVIDENTLY_WINDOW_DAYS), so each publish also deletes the oldest point;
+3. months: `publish_month_report` of a report-sized snapshot (Evidently's DataDriftPreset over 20,000 rows), once
    for each of --months months, then each month again (a re-materialized month replaces its snapshot).
 At checkpoints, beside the publish, in the same workspace: Evidently's own `Workspace.add_run` (the floor: building
 the window's figures snapshot and storing it; storing the month's report), and the name scan `replace` did before
 it kept `SNAPSHOT_NAMES` (read every stored snapshot to find the name's).
-Goal: the publish flat in the stored snapshots.
+Goal: the publish flat in the stored snapshots, and the project's size bounded at no cost to the publish.
 """
 
 import argparse
@@ -111,6 +113,20 @@ def main() -> None:
                 floor = timed(evidently_alone, workspace, floor_project, figures, name, at)
                 scan = timed(scan_for_name, workspace, windows, name)
                 print_row("windows", i, statistics.median(publishes[-5:]), floor, scan)
+
+        print(f"retention: {args.windows} more evaluations, keeping the last {args.windows} points")
+        keep = dt.timedelta(hours=args.windows - 1)
+        pruning = []
+        for i in range(args.windows + 1, 2 * args.windows + 1):
+            pruning.append(
+                timed(workspace.publish_window_figures, window_figures(i), START + dt.timedelta(hours=i), keep)
+            )
+        stored = len(workspace.workspace.list_runs(windows))
+        print(
+            f"  publish and delete the oldest: median {statistics.median(pruning):.3f} s, max {max(pruning):.3f} s "
+            f"(publish alone at {args.windows}: median of the last 5 {statistics.median(publishes[-5:]):.3f} s); "
+            f"{stored} stored at the end"
+        )
 
         report = report_snapshot()
         months = [f"{2020 + m // 12}-{m % 12 + 1:02d}" for m in range(args.months)]

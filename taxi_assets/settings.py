@@ -155,6 +155,12 @@ class Settings:
     evidently_port: int = _setting(
         "TAXI_EVIDENTLY_PORT", "8000", "Port of the Evidently UI under `make up` (reports link to it)"
     )
+    evidently_window_days: int = _setting(
+        "TAXI_EVIDENTLY_WINDOW_DAYS",
+        "2",
+        "Days of online windows the Evidently windows dashboard keeps: each publish deletes the points older than "
+        "that before the newest (bench/bench_workspace.py); 0: keeps them all",
+    )
     run_dir: str = _setting(
         "TAXI_RUN_DIR",
         "data/run",

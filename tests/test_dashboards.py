@@ -2,6 +2,7 @@
 links to over HTTP, and each month and online window is a point of a dashboard, with the figures the monitoring
 computed."""
 
+import datetime as dt
 import re
 from pathlib import Path
 
@@ -118,6 +119,25 @@ def test_online_windows_are_points_of_the_windows_dashboard(platform_env: Path, 
         "last_hour/feedback_rows": 0,
         "last_hour/drift_share": 0.0,  # and no RMSE without feedback
     }
+
+
+@pytest.mark.integration
+def test_the_windows_dashboard_keeps_the_days_the_setting_says(
+    platform_env: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`online_dashboard` adds a point up to once a minute while traffic flows: without a bound the windows project
+    grows by up to 1,440 snapshots a day. TAXI_EVIDENTLY_WINDOW_DAYS (read as a whole number through the resource's
+    `dg.EnvVar`) is how far back from the newest point the dashboard keeps."""
+    monkeypatch.setenv("TAXI_EVIDENTLY_WINDOW_DAYS", "1")
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+    for hours in (50, 25, 23):
+        workspace(platform_env).publish_window_figures({"last_1000": {"rows": hours}}, now - dt.timedelta(hours=hours))
+    instance.report_runless_asset_event(dg.AssetMaterialization("online_drift", metadata={"last_1000/rows": 1000}))
+    result = dg.materialize([online_dashboard], instance=instance, resources=platform_resources())
+    assert result.success
+    _, runs = stored(platform_env, WINDOWS_PROJECT)
+    kept = sorted(values(snapshot)["last_1000/rows"] for _, snapshot in runs.values())
+    assert kept == [23, 1000]  # 25 and 50 hours before the new point are gone
 
 
 @pytest.mark.unit

@@ -125,6 +125,25 @@ def test_a_publish_reads_no_stored_snapshot_whose_name_it_knows(
     assert len(runs(workspace, WINDOWS_PROJECT)) == 31
 
 
+def test_windows_older_than_kept_leave_as_new_ones_arrive_and_nothing_else_does(tmp_path: Path) -> None:
+    """Three days of a point an hour, keeping one day: the project holds the last day's points, counted
+    back from the newest point (not the clock: replayed history is kept as well), and the months are untouched."""
+    workspace = MonitoringWorkspace(tmp_path / "evidently", "http://127.0.0.1:8000")
+    workspace.publish_month_figures("2021-01", month_figures(0), FEATURES)
+    start = dt.datetime(2026, 11, 28, 0, 0)
+    for step in range(3 * 24):
+        at = start + dt.timedelta(hours=step)
+        workspace.publish_window_figures({"last_5000": {"rmse": 6.0}}, at, keep=dt.timedelta(days=1))
+    stored = sorted(run.timestamp for _, run in runs(workspace, WINDOWS_PROJECT))
+    assert stored[-1] == at and stored[0] == at - dt.timedelta(days=1) and len(stored) == 24 + 1
+    (found,) = workspace.workspace.search_project(WINDOWS_PROJECT)
+    assert len(workspace.snapshot_names(str(found.id))) == len(stored)
+    assert [run.name for _, run in runs(workspace, MONTHS_PROJECT)] == ["figures 2021-01"]
+    # Without `keep`, every point stays.
+    workspace.publish_window_figures({"last_5000": {"rmse": 6.0}}, at + dt.timedelta(days=2))
+    assert len(runs(workspace, WINDOWS_PROJECT)) == len(stored) + 1
+
+
 @pytest.mark.parametrize("damage", ["corrupt", "deleted", "a snapshot it does not list", "a listed snapshot gone"])
 def test_a_damaged_or_stale_names_list_still_leaves_one_snapshot_per_month(tmp_path: Path, damage: str) -> None:
     """The snapshot files are the truth: a names list that is unreadable, missing (a workspace from before it),

@@ -7,7 +7,8 @@ Two projects, each with its dashboard:
   the month's figures: share of drifted features, drift score per feature, RMSE against the deployed model's
   validation RMSE, the challenger's gain. Each month's snapshots carry the first day of the month as their
   timestamp, so the dashboard's time axis is the month.
-* "Taxi monitoring: online windows": each online window's figures when they are computed (drift share, RMSE).
+* "Taxi monitoring: online windows": each online window's figures when they are computed (drift share, RMSE),
+  for the last TAXI_EVIDENTLY_WINDOW_DAYS days (Prometheus keeps the longer history).
 
 The figures are the platform's own (those pushed to Prometheus), logged as one-row datasets whose columns are
 the figures and summarised by Evidently's `MeanValue`: the dashboard plots the same numbers as the alerts, and
@@ -31,7 +32,7 @@ import datetime as dt
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -53,6 +54,10 @@ REPORT = "report"
 # died before updating it, a workspace written before it existed) are read once. `evidently ui` ignores the file
 # (its watcher reads project metadata and snapshots only).
 SNAPSHOT_NAMES = "snapshot_names.json"
+# A windows snapshot's name: this, then when it was computed (ISO, to the second). The name is what the names list
+# keeps, so it is also what the windows' retention (`publish_window_figures`'s `keep`) reads their age from: the
+# project then stays at a bounded size (a day of steady traffic adds up to 1,440 snapshots) without reading any.
+WINDOW_NAME = "figures "
 
 
 @dataclasses.dataclass(frozen=True)
@@ -243,11 +248,17 @@ class MonitoringWorkspace:
         tab = DashboardTabModel(title="Monitoring", panels=[plot.id for plot in plots])
         self.workspace.save_dashboard(project_id, DashboardModel(tabs=[tab], panels=plots))
 
-    def replace(self, project_id: str, snapshot: Snapshot) -> str:
-        """Add `snapshot`, first deleting the project's snapshots of the same name; its id."""
+    def replace(self, project_id: str, snapshot: Snapshot, expired: Callable[[str | None], bool] | None = None) -> str:
+        """Add `snapshot`, first deleting the project's snapshots of the same name, and those whose name is
+        `expired`; its id."""
         name = snapshot.get_name()
         names = self.snapshot_names(project_id)
-        for snapshot_id in [snapshot_id for snapshot_id, stored in names.items() if stored == name]:
+        gone = [
+            snapshot_id
+            for snapshot_id, stored in names.items()
+            if stored == name or (expired is not None and expired(stored))
+        ]
+        for snapshot_id in gone:
             self.workspace.delete_run(project_id, snapshot_id)
             del names[snapshot_id]
         snapshot_id = str(self.workspace.add_run(project_id, snapshot).id)
@@ -297,11 +308,33 @@ class MonitoringWorkspace:
         self.replace(project, figures_snapshot(figures, f"figures {month}", month_timestamp(month), [f"month={month}"]))
         return self.url(project)
 
-    def publish_window_figures(self, windows: Mapping[str, Mapping[str, float]], at: dt.datetime) -> str:
+    def publish_window_figures(
+        self, windows: Mapping[str, Mapping[str, float]], at: dt.datetime, keep: dt.timedelta | None = None
+    ) -> str:
         """Each online window's figures (drift_share, rmse, rows, feedback_rows), as computed at `at`, as one
-        snapshot (columns `<window>/<figure>`); the dashboard's URL. Every computation is a point."""
+        snapshot (columns `<window>/<figure>`); the dashboard's URL. Every computation is a point; with `keep`,
+        the points computed more than `keep` before `at` are deleted."""
         project = self.project_id(WINDOWS_PROJECT, WINDOWS_DESCRIPTION)
         self.show(project, _window_panels(sorted(windows)))
         figures = {f"{window}/{name}": value for window, values in windows.items() for name, value in values.items()}
-        self.replace(project, figures_snapshot(figures, f"figures {at.isoformat(timespec='seconds')}", at, []))
+        snapshot = figures_snapshot(figures, WINDOW_NAME + at.isoformat(timespec="seconds"), at, [])
+        self.replace(project, snapshot, expired=_computed_before(at - keep) if keep else None)
         return self.url(project)
+
+
+def _computed_before(moment: dt.datetime) -> Callable[[str | None], bool]:
+    """Whether a windows snapshot's name says it was computed before `moment` (names it does not know: no). Times
+    without a zone are UTC (`online_dashboard`'s)."""
+
+    def utc(at: dt.datetime) -> dt.datetime:
+        return at.replace(tzinfo=dt.timezone.utc) if at.tzinfo is None else at
+
+    def expired(name: str | None) -> bool:
+        if not name or not name.startswith(WINDOW_NAME):
+            return False
+        try:
+            return utc(dt.datetime.fromisoformat(name.removeprefix(WINDOW_NAME))) < utc(moment)
+        except ValueError:
+            return False
+
+    return expired

@@ -33,8 +33,11 @@ DEPLOYED_MODEL = "taxi_duration_deployed"
 
 
 def configured(field: str) -> Any:
-    """The resource value for a setting: `dg.EnvVar(<its variable>)` when set, else its embedded default."""
+    """The resource value for a setting: `dg.EnvVar(<its variable>)` when set, else its embedded default (an
+    integer setting's as an integer, and its variable read as one)."""
     setting = settings.SETTINGS[field]
+    if setting.kind is int:
+        return dg.EnvVar.int(setting.env) if os.environ.get(setting.env) else int(setting.default)
     return dg.EnvVar(setting.env) if os.environ.get(setting.env) else setting.default
 
 

@@ -1,6 +1,8 @@
 """Where the monitoring reports go: HTML files in the reports folder, and the local Evidently workspace that `make
 up` serves with `evidently ui` (the page `monitoring_report` links to, and the dashboards)."""
 
+import datetime as dt
+from collections.abc import Mapping
 from pathlib import Path
 
 import dagster as dg
@@ -17,6 +19,9 @@ class MonitoringReports(dg.ConfigurableResource):
     directory: str = Field(description="Folder of the HTML reports (relative: to the repository root)")
     evidently_workspace: str = Field(description="Local Evidently workspace (relative: to the repository root)")
     evidently_url: str = Field(description="Where the Evidently UI serves that workspace: the links' base")
+    window_days: int = Field(
+        description="Days of online windows the windows dashboard keeps (older points are deleted); 0: all"
+    )
 
     def path(self, name: str) -> Path:
         """Where report `name` goes; the folder is created on first use."""
@@ -34,6 +39,12 @@ class MonitoringReports(dg.ConfigurableResource):
         report.write_text(html, encoding="utf-8")
         return report, self.workspace().publish_month_report(month, snapshot)
 
+    def publish_windows(self, figures: Mapping[str, Mapping[str, float]], at: dt.datetime) -> str:
+        """The online windows' figures computed at `at` as a point of the windows dashboard, which keeps
+        `window_days` days of them; the dashboard's URL."""
+        keep = dt.timedelta(days=self.window_days) if self.window_days > 0 else None
+        return self.workspace().publish_window_figures(figures, at, keep)
+
 
 @dg.definitions
 def resources() -> dg.Definitions:
@@ -44,6 +55,7 @@ def resources() -> dg.Definitions:
                 evidently_workspace=configured("evidently_workspace"),
                 # Derived from the port setting; a URL, never a secret.
                 evidently_url=settings.current().evidently_url,
+                window_days=configured("evidently_window_days"),
             )
         }
     )

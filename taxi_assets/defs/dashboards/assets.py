@@ -109,8 +109,9 @@ AT_MOST_ONCE_A_MINUTE = (
 )
 def online_dashboard(context: dg.AssetExecutionContext, reports: MonitoringReports) -> dg.MaterializeResult:
     """The latest online windows as points of the Evidently UI's windows dashboard (drift share, RMSE, rows with
-    feedback per window), taken from `online_drift`'s latest materialization at the time it was computed.
-    Materialized by the automation at most once a minute while `online_drift` changes."""
+    feedback per window), taken from `online_drift`'s latest materialization at the time it was computed; the
+    dashboard keeps TAXI_EVIDENTLY_WINDOW_DAYS days of points. Materialized by the automation at most once a minute
+    while `online_drift` changes."""
     drift = latest_metadata(context.instance, ONLINE_DRIFT)
     if not drift:
         raise dg.Failure("online_drift has not been materialized yet")
@@ -124,7 +125,7 @@ def online_dashboard(context: dg.AssetExecutionContext, reports: MonitoringRepor
         for window in windows
     }
     at = dt.datetime.fromtimestamp(drift["_at"], dt.timezone.utc).replace(tzinfo=None)
-    url = reports.workspace().publish_window_figures(figures, at)
+    url = reports.publish_windows(figures, at)
     return dg.MaterializeResult(
         metadata={
             "dashboard": dg.MetadataValue.url(url),
