@@ -14,7 +14,7 @@ from taxi_assets.cli.backfill import FINISHED_BACKFILL, Progress, partitions
 from taxi_assets.cli.dagster_client import DagsterClient
 from tests.support import chromium
 from tests.support.dagster_processes import running_daemon, running_webserver
-from tests.support.platform import MANIFEST_ROWS, REPO_ROOT
+from tests.support.platform import MANIFEST_ROWS, REPO_ROOT, imported_modules
 
 TAXI_BACKFILL = REPO_ROOT / ".venv" / "bin" / "taxi-backfill"
 
@@ -133,12 +133,4 @@ def test_the_outcome_is_known_once_every_asset_of_every_partition_is_materialize
 @pytest.mark.unit
 def test_the_command_starts_without_importing_dagster() -> None:
     """Importing Dagster is about a second of the command's start: only submitting a run needs its client."""
-    imported = "import sys, taxi_assets.cli.backfill; print(sorted(m for m in sys.modules if m.startswith('dagster')))"
-    done = subprocess.run(
-        [str(REPO_ROOT / ".venv" / "bin" / "python"), "-c", imported],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert done.stdout.strip() == "[]", done.stdout
+    assert imported_modules("import taxi_assets.cli.backfill", ("dagster",)) == []

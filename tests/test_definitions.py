@@ -9,14 +9,13 @@ tests/snapshots/definitions.json.
 import ast
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from taxi_assets.definitions import defs
-from tests.support.platform import REPO_ROOT
+from tests.support.platform import REPO_ROOT, imported_modules
 
 pytestmark = pytest.mark.unit
 
@@ -158,15 +157,4 @@ def test_loading_the_code_location_imports_neither_pandas_nor_scikit_learn_nor_e
     that use them, so a run that only loads TLC months into DuckDB (a backfill of `trip_data_job`) never pays for
     them. One module importing one of them at its top fails this test."""
     heavy = ("pandas", "pyarrow", "sklearn", "scipy", "evidently")
-    load = (
-        "import sys, taxi_assets.definitions as d; d.defs(); "
-        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(heavy)!r}))"
-    )
-    done = subprocess.run(
-        [str(REPO_ROOT / ".venv" / "bin" / "python"), "-c", load],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert done.stdout.strip() == "[]", done.stdout
+    assert imported_modules("import taxi_assets.definitions as d; d.defs()", heavy) == []

@@ -1,5 +1,6 @@
 """Real TLC files, an isolated platform folder per test, loopback ports and process helpers."""
 
+import json
 import os
 import socket
 import subprocess
@@ -124,6 +125,21 @@ def deploy_seed_model(instance, resources: dict, month: str = "2021-01") -> str:
     )
     assert dg.materialize([reference_profile], instance=instance, resources=resources)
     return resources["model_registry"].load_deployed()[1]["tag"]
+
+
+def imported_modules(code: str, prefixes: tuple[str, ...]) -> list[str]:
+    """The top-level packages among `prefixes` that a fresh interpreter of the project has imported after running
+    `code`: what a new process pays for at start."""
+    found = f"sorted({{m.split('.')[0] for m in sys.modules if m.startswith({prefixes!r})}})"
+    listing = f"import json, sys; print(json.dumps({found}))"
+    done = subprocess.run(
+        [str(REPO_ROOT / ".venv" / "bin" / "python"), "-c", f"{code}\n{listing}"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def free_port() -> int:
