@@ -2,9 +2,11 @@
 
 import json
 import os
+import random
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import requests
@@ -142,10 +144,36 @@ def imported_modules(code: str, prefixes: tuple[str, ...]) -> list[str]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+# The ports tests hand to the processes they start: below Linux's ephemeral range (32768-60999), which the kernel
+# hands out for a bind to port 0, so a port chosen here is never given meanwhile to a process choosing its own
+# (Dagster's code servers, BentoML's internals); and a slice per pytest-xdist worker, so two workers never choose
+# the same one between the check and the process binding it.
+TEST_PORTS = range(20000, 32000)
+
+
+def _ports() -> Iterator[int]:
+    """This process's slice of `TEST_PORTS` from a random start, each port once."""
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    size = len(TEST_PORTS) // workers
+    ports = TEST_PORTS[worker * size : (worker + 1) * size]
+    start = random.randrange(len(ports))
+    yield from (ports[(start + i) % len(ports)] for i in range(len(ports)))
+
+
+_free_ports = _ports()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port nothing listens on, not handed out before by this process (see `TEST_PORTS`)."""
+    for port in _free_ports:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port left in {TEST_PORTS}")
 
 
 def wait_until(condition, timeout: float, what: str, interval: float = 0.25):
