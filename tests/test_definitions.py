@@ -7,6 +7,7 @@ tests/snapshots/definitions.json.
 """
 
 import ast
+import gc
 import json
 import os
 from pathlib import Path
@@ -117,10 +118,26 @@ def test_every_asset_is_described_and_the_duckdb_pool_is_the_warehouse_users() -
         )
 
 
+def _parsed(path: Path) -> ast.Module:
+    """`path`'s syntax tree, parsed with the garbage collector paused. CPython 3.11 before 3.11.8 keeps the depth
+    of the tree being built in one shared counter (python/cpython#106905): a collection during the build can run a
+    finalizer that formats a traceback (SQLAlchemy's pool logs one for each SQLite connection a Dagster instance
+    left behind), and 3.11's tracebacks parse source to place their carets, so the nested parse spoils the outer
+    one: "SystemError: AST constructor recursion depth mismatch", seen here after other tests on one xdist worker."""
+    source = path.read_text()
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return ast.parse(source)
+    finally:
+        if collecting:
+            gc.enable()
+
+
 def _imported_modules(path: Path) -> set[str]:
     """Every module `path` imports, at the top or inside a function."""
     modules = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(_parsed(path)):
         if isinstance(node, ast.Import):
             modules |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
