@@ -30,6 +30,7 @@ import dagster as dg
 
 from taxi_assets import settings
 from taxi_assets.core.metrics import AUTOMATION_JOB, automation_samples
+from taxi_assets.defs.materializations import latest_materialization
 from taxi_assets.defs.resources import Pushgateway
 
 _CURRENT = settings.current()
@@ -108,10 +109,8 @@ class FailedAutomation:
 
 
 def _materialized_after(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str | None, since: float) -> bool:
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None), limit=1
-    ).records
-    return bool(records) and records[0].timestamp >= since
+    record = latest_materialization(instance, key, partition)
+    return record is not None and record.timestamp >= since
 
 
 def _assets_of(instance: dg.DagsterInstance, run: dg.DagsterRun) -> frozenset[dg.AssetKey]:

@@ -12,6 +12,7 @@ import dagster as dg
 
 from taxi_assets.defs.automation import missing_or_deps_updated
 from taxi_assets.defs.batch_monitoring.resources import MonitoringReports
+from taxi_assets.defs.materializations import latest_materialization, latest_metadata, metadata_values
 from taxi_assets.defs.partitions import monthly_partitions
 from taxi_assets.defs.resources import DUCKDB_POOL, Warehouse
 
@@ -19,17 +20,6 @@ DRIFT_METRICS = dg.AssetKey("drift_metrics")
 MODEL_CHALLENGE = dg.AssetKey("model_challenge")
 ONLINE_DRIFT = dg.AssetKey("online_drift")
 WINDOW_FIGURES = ("drift_share", "rmse", "rows", "feedback_rows")
-
-
-def latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str | None = None) -> dict:
-    """The metadata values of the latest materialization of `key` (of `partition`), or {}."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None), limit=1
-    ).records
-    if not records:
-        return {}
-    materialization = records[0].asset_materialization
-    return {name: entry.value for name, entry in materialization.metadata.items()} | {"_at": records[0].timestamp}
 
 
 def _number(value: object) -> float | None:
@@ -69,8 +59,8 @@ def monitoring_dashboard(
             figures[f"drift_score/{column}"] = value
         else:
             figures[metric] = value
-    drift = latest_metadata(context.instance, DRIFT_METRICS, month)
-    challenge = latest_metadata(context.instance, MODEL_CHALLENGE, month)
+    drift = latest_metadata(context.instance, DRIFT_METRICS, month) or {}
+    challenge = latest_metadata(context.instance, MODEL_CHALLENGE, month) or {}
     figures |= {
         "validation_rmse": _number(drift.get("validation_rmse")),
         "challenger_gain": _number(challenge.get("gain")),
@@ -112,9 +102,10 @@ def online_dashboard(context: dg.AssetExecutionContext, reports: MonitoringRepor
     feedback per window), taken from `online_drift`'s latest materialization at the time it was computed; the
     dashboard keeps TAXI_EVIDENTLY_WINDOW_DAYS days of points. Materialized by the automation at most once a minute
     while `online_drift` changes."""
-    drift = latest_metadata(context.instance, ONLINE_DRIFT)
-    if not drift:
+    record = latest_materialization(context.instance, ONLINE_DRIFT)
+    if record is None:
         raise dg.Failure("online_drift has not been materialized yet")
+    drift = metadata_values(record)
     windows = sorted({name.split("/")[0] for name in drift if name.endswith("/rows")})
     figures = {
         window: {
@@ -124,7 +115,7 @@ def online_dashboard(context: dg.AssetExecutionContext, reports: MonitoringRepor
         }
         for window in windows
     }
-    at = dt.datetime.fromtimestamp(drift["_at"], dt.timezone.utc).replace(tzinfo=None)
+    at = dt.datetime.fromtimestamp(record.timestamp, dt.timezone.utc).replace(tzinfo=None)
     url = reports.publish_windows(figures, at)
     return dg.MaterializeResult(
         metadata={

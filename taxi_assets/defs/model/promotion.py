@@ -6,22 +6,12 @@ from __future__ import annotations
 import dagster as dg
 
 from taxi_assets.core.promotion import Challenge, Decision, decide, rolled_back_sources
+from taxi_assets.defs.materializations import latest_metadata, metadata_values
 
 MODEL_CHALLENGE = dg.AssetKey("model_challenge")
 DEPLOYED_MODEL_ASSET = dg.AssetKey("deployed_model")
 # How many of the latest deployments are searched for rollbacks.
 ROLLBACK_LOOKBACK = 100
-
-
-def _metadata(record: dg.EventLogRecord) -> dict:
-    return {name: value.value for name, value in record.asset_materialization.metadata.items()}
-
-
-def latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str | None = None) -> dict | None:
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None), limit=1
-    ).records
-    return _metadata(records[0]) if records else None
 
 
 def newest_challenge(instance: dg.DagsterInstance) -> Challenge | None:
@@ -36,7 +26,7 @@ def newest_challenge(instance: dg.DagsterInstance) -> Challenge | None:
 def rolled_back(instance: dg.DagsterInstance) -> frozenset[str]:
     """The models a rollback replaced, among the latest deployments."""
     records = instance.fetch_materializations(DEPLOYED_MODEL_ASSET, limit=ROLLBACK_LOOKBACK).records
-    return rolled_back_sources(_metadata(record) for record in records)
+    return rolled_back_sources(metadata_values(record) for record in records)
 
 
 def promotion_decision(instance: dg.DagsterInstance, deployed_source: str | None, min_gain: float) -> Decision:

@@ -12,18 +12,12 @@ import dagster as dg
 
 from taxi_assets import settings
 from taxi_assets.defs.automation import AUTOMATION_STATUS
+from taxi_assets.defs.materializations import latest_materialization, latest_metadata
 from taxi_assets.defs.model.assets import duration_model, model_challenge
 from taxi_assets.defs.model.jobs import deploy_job, duration_model_job, model_challenge_job
-from taxi_assets.defs.model.promotion import DEPLOYED_MODEL_ASSET, latest_metadata, promotion_decision
+from taxi_assets.defs.model.promotion import DEPLOYED_MODEL_ASSET, promotion_decision
 from taxi_assets.defs.resources import AutomationPolicy
 from taxi_assets.defs.trip_data.assets import trips
-
-
-def _latest_record(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str):
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
-    ).records
-    return records[0] if records else None
 
 
 @dg.sensor(
@@ -49,15 +43,15 @@ def model_promotion_sensor(
         return dg.SkipReason("a challenge needs two loaded months of trips")
     newest, previous = months[-1], months[-2]
 
-    trips_record = _latest_record(instance, trips, newest)
-    model_record = _latest_record(instance, duration_model.key, previous)
+    trips_record = latest_materialization(instance, trips, newest)
+    model_record = latest_materialization(instance, duration_model.key, previous)
     if model_record is None or model_record.storage_id < trips_record.storage_id:
         return dg.RunRequest(
             job_name=duration_model_job.name,
             partition_key=previous,
             run_key=f"train {previous} on trips {newest}@{trips_record.storage_id}",
         )
-    challenge_record = _latest_record(instance, model_challenge.key, newest)
+    challenge_record = latest_materialization(instance, model_challenge.key, newest)
     challenge = latest_metadata(instance, model_challenge.key, newest) if challenge_record else None
     if (
         challenge is None

@@ -13,6 +13,7 @@ import dagster as dg
 from taxi_assets.core.ingest_cursor import IngestCursor, LastRun, new_requests
 from taxi_assets.core.metrics import INGEST_JOB
 from taxi_assets.core.online import ingest_samples
+from taxi_assets.defs.materializations import latest_materialization
 from taxi_assets.defs.online_monitoring.assets import prediction_logs
 from taxi_assets.defs.online_monitoring.jobs import online_monitoring_job
 from taxi_assets.defs.online_monitoring.resources import PredictionLogStore
@@ -25,12 +26,10 @@ BATCH_TAG = "taxi/predlog_watermark"
 def _ingested_at(instance: dg.DagsterInstance, day: str) -> float | None:
     """When the run of the latest materialization of prediction_logs[day] was created (unix time): that run holds
     every record the store had then."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=prediction_logs.key, asset_partitions=[day]), limit=1
-    ).records
-    if not records:
+    record = latest_materialization(instance, prediction_logs.key, day)
+    if record is None:
         return None
-    run = instance.get_run_record_by_id(records[0].run_id)
+    run = instance.get_run_record_by_id(record.run_id)
     return None if run is None else run.create_timestamp.timestamp()
 
 
@@ -45,8 +44,8 @@ def _last_ingest_run(instance: dg.DagsterInstance, day: str) -> LastRun | None:
 
 
 def _last_success(instance: dg.DagsterInstance) -> float | None:
-    records = instance.fetch_materializations(prediction_logs.key, limit=1).records
-    return records[0].timestamp if records else None
+    record = latest_materialization(instance, prediction_logs.key)
+    return record.timestamp if record else None
 
 
 @dg.sensor(
