@@ -13,11 +13,11 @@ import dagster as dg
 from taxi_assets.defs.automation import missing_or_deps_updated
 from taxi_assets.defs.batch_monitoring.resources import MonitoringReports
 from taxi_assets.defs.materializations import latest_materialization, latest_metadata, metadata_values
+from taxi_assets.defs.model.promotion import MODEL_CHALLENGE
 from taxi_assets.defs.partitions import monthly_partitions
 from taxi_assets.defs.resources import DUCKDB_POOL, Warehouse
 
 DRIFT_METRICS = dg.AssetKey("drift_metrics")
-MODEL_CHALLENGE = dg.AssetKey("model_challenge")
 ONLINE_DRIFT = dg.AssetKey("online_drift")
 WINDOW_FIGURES = ("drift_share", "rmse", "rows", "feedback_rows")
 

@@ -12,7 +12,7 @@ import dagster as dg
 
 from taxi_assets import settings
 from taxi_assets.defs.automation import AUTOMATION_STATUS
-from taxi_assets.defs.materializations import latest_materialization, latest_metadata
+from taxi_assets.defs.materializations import latest_materialization, latest_metadata, metadata_values
 from taxi_assets.defs.model.assets import duration_model, model_challenge
 from taxi_assets.defs.model.jobs import deploy_job, duration_model_job, model_challenge_job
 from taxi_assets.defs.model.promotion import DEPLOYED_MODEL_ASSET, promotion_decision
@@ -52,7 +52,7 @@ def model_promotion_sensor(
             run_key=f"train {previous} on trips {newest}@{trips_record.storage_id}",
         )
     challenge_record = latest_materialization(instance, model_challenge.key, newest)
-    challenge = latest_metadata(instance, model_challenge.key, newest) if challenge_record else None
+    challenge = metadata_values(challenge_record) if challenge_record else None
     if (
         challenge is None
         or challenge_record.storage_id < model_record.storage_id
