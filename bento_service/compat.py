@@ -23,7 +23,8 @@ written for (pyproject: `bentoml==1.4.40`; tests/test_compat.py fails when the u
    (scikit-learn>=1.5): tests/test_boosted_trees.py checks its answers against scikit-learn's own, bit for bit,
    and the model process checks them on the warm-up rides before the trees serve (else the pipeline predicts).
 
-The empty baseline service (bench/empty_service.py) uses 1. too, so the bench compares the model's cost.
+The stricter empty baseline (bench/empty_service.py) uses 1. too, so the bench compares the model's cost; the stock
+empty baseline (bench/stock_empty_service.py) is BentoML as it comes.
 """
 
 from __future__ import annotations
