@@ -27,6 +27,21 @@ def test_the_spring_forward_night_has_23_hours_and_the_fall_back_night_25():
     assert timeslots.day_slot_hours(local("2023-03-12 10:00")).sum() == pytest.approx(23.0)
 
 
+def test_slot_hours_read_from_the_cached_blocks_match_the_wall_clock_hour_by_hour():
+    """Across a block boundary, both 2023 DST changes and New Year: the slot of every elapsed hour, as the blocks
+    give it, is the one its New York wall-clock time has."""
+    start = int(timeslots.epoch_hours(local("2022-12-25 00:00"))[0])
+    hours = np.arange(start, start + 24 * 330)
+    assert hours[0] // timeslots._BLOCK_HOURS != hours[-1] // timeslots._BLOCK_HOURS
+    wall = pd.DatetimeIndex(hours.astype("datetime64[h]")).tz_localize("UTC").tz_convert(timeslots.ZONE)
+    expected = timeslots.slot_of(wall.tz_localize(None).to_numpy("datetime64[ns]"))
+    assert np.array_equal(timeslots._local_slots_of_hours(hours), expected)
+    # any stretch of them, one hour included
+    for first, length in ((0, 1), (1000, 30), (hours.size - 50, 50)):
+        stretch = hours[first : first + length]
+        assert np.array_equal(timeslots._local_slots_of_hours(stretch), expected[first : first + length])
+
+
 def test_a_stray_pickup_does_not_stretch_a_small_window():
     hour = pd.date_range("2023-01-10 17:00", periods=40, freq="90s")
     stray = pd.Timestamp("2022-12-11 09:00")
@@ -65,3 +80,12 @@ def test_the_gate_refuses_a_validation_month_that_is_not_the_next_one():
     assert not refused.passed
     assert "not on 2021-04, the month after 2021-03" in refused.description
     assert "trips[2021-04]" in refused.description
+
+
+def test_the_span_trims_the_extremes_as_numpys_nearest_quantile_does():
+    """No strays (gaps of minutes): the span is numpy's nearest quantiles at SPAN_TRIM, for every window size."""
+    rng = np.random.default_rng(7)
+    for size in (*range(1, 1200), 4999, 5000, 5001, 20000):
+        hours = 400_000 + np.sort(rng.uniform(0, size / 60, size))  # a ride a minute
+        expected = np.quantile(hours, [timeslots.SPAN_TRIM, 1 - timeslots.SPAN_TRIM], method="nearest")
+        assert timeslots.time_span(rng.permutation(hours)) == tuple(expected), size
