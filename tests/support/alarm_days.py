@@ -111,7 +111,7 @@ def segments_of(frame: pd.DataFrame) -> list[tuple[int, int]]:
 def month_rides(month: str, model_month: str) -> pd.DataFrame:
     """The rides of `month` scored by the `model_month` model, stray pickups of other months left out."""
     frame = scored(month, model_month)
-    return frame[frame["pickup_datetime"].dt.strftime("%Y-%m") == month].reset_index(drop=True)
+    return frame[frame["pickup_datetime"].to_numpy("datetime64[M]").astype(str) == month].reset_index(drop=True)
 
 
 def fold_of(frame: pd.DataFrame, fold: int) -> np.ndarray:

@@ -46,7 +46,7 @@ def block_chunks(frame: pd.DataFrame, reference: pd.DataFrame, scale: float = 1.
     prediction, actual = frame[PREDICTION].to_numpy("float64"), frame[TARGET].to_numpy("float64") * scale
     reference_mse = float(((reference[PREDICTION] - reference[TARGET]).to_numpy("float64") ** 2).mean())
     reference_ratio = float(profile.log_ratios(reference[PREDICTION], reference[TARGET]).mean())
-    day = frame["pickup_datetime"].dt.strftime("%Y-%m-%d").to_numpy()
+    day = frame["pickup_datetime"].to_numpy("datetime64[D]").astype(str)
     out = []
     for start, end in alarm_days.segments_of(frame):
         ends = np.arange(start + CHUNK, end + 1, CHUNK)
@@ -118,7 +118,7 @@ def distance_block_chunks(prof: profile.ReferenceProfile, frame: pd.DataFrame, s
     of rides with a plausible distance from the block's start: what the distance CUSUM adds up."""
     pickup = frame["pickup_datetime"].to_numpy("datetime64[ns]")
     deviations = prof.distance_deviations(frame["trip_distance"].to_numpy("float64") * scale, pickup)
-    day = frame["pickup_datetime"].dt.strftime("%Y-%m-%d").to_numpy()
+    day = frame["pickup_datetime"].to_numpy("datetime64[D]").astype(str)
     out = []
     for start, end in alarm_days.segments_of(frame):
         known = np.isfinite(deviations[start:end])
