@@ -60,6 +60,7 @@ def snapshot(definitions: dg.Definitions) -> dict:
             job.name: {
                 "assets": sorted(key.to_user_string() for key in job.asset_layer.selected_asset_keys),
                 "partitions": _partitions(job.partitions_def),
+                "tags": dict(sorted(job.tags.items())),
             }
             for job in sorted(definitions.resolve_all_job_defs(), key=lambda j: j.name)
             if not job.name.startswith("__")

@@ -16,6 +16,7 @@ import yaml
 from taxi_assets import settings
 from taxi_assets.core import predlog
 from taxi_assets.defs.online_monitoring.assets import OnlineDriftConfig
+from taxi_assets.defs.online_monitoring.jobs import ONLINE_PRIORITY
 from tests.support.dagster_processes import (
     COMPOSE_INSTANCE,
     LOCAL_INSTANCE,
@@ -121,7 +122,12 @@ def run_the_platform(folder: Path, instance_yaml: Path) -> dict:
             "storage": type(instance.run_storage).__name__,
             "materialized": {key.to_user_string(): instance.get_materialized_partitions(key) for key in TABLES},
             "failures": sorted(line for messages in errors.values() for m in messages for line in m.splitlines()[:4]),
-            "sensor_run": (sensor_run.tags["dagster/partition"] == day, sensor_run.status),
+            # the queue's priority too: an ingest goes before monthly runs queued earlier
+            "sensor_run": (
+                sensor_run.tags["dagster/partition"] == day,
+                sensor_run.status,
+                sensor_run.tags.get("dagster/priority"),
+            ),
             "drift_rows": {k: drift.metadata[f"last_{WINDOW}/{k}"].value for k in ("rows", "feedback_rows")},
         }
     with duckdb.connect(str(folder / "warehouse.duckdb"), read_only=True) as conn:
@@ -146,7 +152,7 @@ def _finished_runs(instance: dg.DagsterInstance, belongs, count: int, timeout: f
 
 EXPECTED = {
     "materialized": {key.to_user_string(): set(MANIFEST_ROWS) for key in TABLES},
-    "sensor_run": (True, dg.DagsterRunStatus.SUCCESS),
+    "sensor_run": (True, dg.DagsterRunStatus.SUCCESS, ONLINE_PRIORITY),
     "drift_rows": {"rows": min(PREDICTIONS, WINDOW), "feedback_rows": FEEDBACK},
     "raw_rows": MANIFEST_ROWS,
     "log_rows": (PREDICTIONS, FEEDBACK),

@@ -378,6 +378,52 @@ def test_online_drift_windows_are_pushed(deployed, pushgateway: str) -> None:
     assert not [name for name, labels in series if ("window", "hour") in labels and "drift" in name]
 
 
+def test_online_drift_skips_while_the_new_models_profile_is_built_and_fails_without_one(
+    platform_env: Path, instance: dg.DagsterInstance
+) -> None:
+    """Right after a deployment the ingest, first in the run queue (its priority), can judge the windows before the
+    automation has stored the new model's profile: while a run building it has not ended, online_drift is skipped
+    and the run succeeds; with no such run it fails, saying what to materialize."""
+    resources = platform_resources()
+    seed = {"config": {"recipe": "seed"}}
+    for month in ("2021-01", "2021-02"):
+        assert dg.materialize([trip_months], partition_key=month, instance=instance, resources=resources)
+    run_config = {"ops": {"duration_model": seed}}
+    assert dg.materialize(
+        [duration_model], partition_key="2021-01", instance=instance, resources=resources, run_config=run_config
+    )
+    run_config = {"ops": {"deployed_model": seed}}
+    assert dg.materialize([deployed_model], instance=instance, resources=resources, run_config=run_config)
+    tag = resources["model_registry"].load_deployed()[1]["tag"]
+    now = dt.datetime.now(UTC)
+    write([prediction("first", now, tag=tag)])
+    assert ingest(instance, now.date().isoformat()).success
+
+    building = instance.add_run(
+        dg.DagsterRun(
+            job_name="__ASSET_JOB",
+            status=dg.DagsterRunStatus.STARTED,
+            asset_selection=frozenset({reference_profile.key}),
+        )
+    )
+    skipped = dg.materialize([online_drift], instance=instance, resources=resources)
+    assert skipped.success
+    assert skipped.asset_materializations_for_node(online_drift.op.name) == []
+    assert instance.get_latest_materialization_event(online_drift.key) is None
+
+    instance.report_run_canceled(building)  # the profile's run ended without it: nothing is on its way
+    failed = dg.materialize([online_drift], instance=instance, resources=resources, raise_on_error=False)
+    assert not failed.success
+    (failure,) = [event for event in failed.all_events if event.is_step_failure]
+    assert f"no reference profile for {tag}; materialize reference_profile first" in str(
+        failure.step_failure_data.error
+    )
+
+    assert dg.materialize([reference_profile], instance=instance, resources=resources)
+    assert dg.materialize([online_drift], instance=instance, resources=resources).success
+    assert instance.get_latest_materialization_event(online_drift.key) is not None
+
+
 def test_window_figures_judge_windows_against_the_profile() -> None:
     """A window of the profile's own month is quiet; the same rides with 25% longer trips drift on trip_distance."""
 
