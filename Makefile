@@ -16,7 +16,7 @@ test: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/dg check defs
-	.venv/bin/pytest -n 2 --dist worksteal
+	.venv/bin/pytest -n 3 --dist worksteal
 
 # The unit layer only: pure logic, no processes, seconds.
 test-fast: setup
