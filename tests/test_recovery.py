@@ -465,6 +465,16 @@ def test_a_live_holder_keeps_its_slot_and_the_waiting_run_says_who_holds_it(
 
         # On another machine (by its tag), even a pid that is gone here is that machine's to check.
         instance.add_run_tags(holder.run_id, {WORKER_HOST_TAG: "another-host"})
+        # A check that read the run before the new tag would find its pid gone after the kill (seen once on three
+        # test workers: run monitoring failed it). Run monitoring's polls follow one another: once two more have
+        # begun, every check that could have read the old tag is over, the waiting run's (every 2 s) too.
+        daemon_log = platform_env / "daemon.log"
+        polls = daemon_log.read_text().count(f"Checking run {holder.run_id}")
+        wait_until(
+            lambda: daemon_log.read_text().count(f"Checking run {holder.run_id}") >= polls + 2,
+            60,
+            "two run-monitoring polls since the new tag",
+        )
         holder_process.kill()
         holder_process.wait()
         time.sleep(15)  # more than a run-monitoring poll and several holder checks
