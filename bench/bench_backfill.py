@@ -9,8 +9,9 @@ DuckDB loads in a bare script (bench/backfill_floor.py). Both sides in one run, 
    looks at new backfills every 0.5 s (the platform's run queue, taxi_assets/execution.py; Dagster's own interval is
    30 s): that wait (submitted to first run queued) is printed apart from the backfill's own time (its first run
    queued to its last run finished).
-   Each run's time from its launch to running its job (its `RUN_STARTING` and `RUN_START` events: spawning the
-   process, importing Dagster, the instance, loading the code location) is printed too.
+   Each run's time from its launch to running its job (its `RUN_STARTING` and `RUN_START` events: forking the
+   process from the code server's warm process, which has the definitions built (taxi_assets/execution.py), the
+   instance, the run's plan) is printed too.
 3. The README's command-line backfill (`taxi-backfill trip_data_job MONTHS`): the same GraphQL
    launch, watched until the backfill is over; timed from the command's start to its exit.
 

@@ -133,6 +133,10 @@ UPSTREAM_DAGSTER_SHA256 = {
     # iterations is `shutdown_event.wait(sleep_time)`, which _ShortWaits shortens.
     "BackfillDaemon.core_loop": "060dff14cea965d22a2bcd470e1c09e5917bd2db31a1a8f1825eabe1ed53b4c8",
     "execute_backfill_iteration_loop": "2cd2b6119e4561f746485bf9e2a23e8224c4e1a78e1edcd8060d1e04cff4d7f7",
+    # fork_run_workers_from_a_warm_process: the code server sets its `_mp_ctx` (spawn) before loading the code, and
+    # starts each run's process from `self._mp_ctx` with a picklable target and arguments.
+    "DagsterApiServer.__init__": "820bb029ed1f1260cbdc9ff9aba365222a87fbd482e9582cc16f54a242791553",
+    "DagsterApiServer.StartRun": "ec53adf5e40c9c7c941dd936c04131705d9c1abfd5bcc34fd6c104ff1c0ebfd5",
 }
 
 
@@ -153,6 +157,7 @@ def test_the_dagster_code_execution_copies_is_unchanged() -> None:
     from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
     from dagster._daemon.backfill import execute_backfill_iteration_loop
     from dagster._daemon.monitoring.run_monitoring import execute_run_monitoring_iteration, monitor_started_run
+    from dagster._grpc.server import DagsterApiServer
 
     functions = {
         "InProcessExecutor.execute": InProcessExecutor.execute,
@@ -171,6 +176,8 @@ def test_the_dagster_code_execution_copies_is_unchanged() -> None:
         "monitor_started_run": monitor_started_run,
         "BackfillDaemon.core_loop": execution.DAGSTER_BACKFILL_CORE_LOOP,
         "execute_backfill_iteration_loop": execute_backfill_iteration_loop,
+        "DagsterApiServer.__init__": DagsterApiServer.__init__,
+        "DagsterApiServer.StartRun": DagsterApiServer.StartRun,
     }
     digests = {name: hashlib.sha256(inspect.getsource(f).encode()).hexdigest() for name, f in functions.items()}
     assert digests == UPSTREAM_DAGSTER_SHA256, "Dagster changed: review taxi_assets/execution.py against it"
@@ -199,6 +206,23 @@ def test_the_instance_s_run_queue_makes_the_daemon_pick_up_backfills_every_half_
     assert 0.15 <= time.monotonic() - started < 2
     shutdown.set()
     assert waits.is_set() and waits.wait(30) is True
+
+
+@pytest.mark.unit
+def test_a_code_server_starts_its_runs_from_the_warm_process_that_has_the_definitions_built() -> None:
+    """Every code server (any `DagsterApiServer`, whenever built) starts its runs' processes from one forkserver
+    that imports taxi_assets.run_worker first; what `__init__` assigns is ignored. The daemon's real runs are
+    checked in tests/test_recovery.py (their parent process)."""
+    import multiprocessing.forkserver
+
+    from dagster._grpc.server import DagsterApiServer
+
+    server = object.__new__(DagsterApiServer)
+    server._mp_ctx = multiprocessing.get_context("spawn")  # what DagsterApiServer.__init__ does
+    assert server._mp_ctx.get_start_method() == "forkserver"
+    assert multiprocessing.forkserver._forkserver._preload_modules == [execution.RUN_WORKER_MODULE]
+    execution.fork_run_workers_from_a_warm_process()  # once is enough: a second call changes nothing
+    assert server._mp_ctx.get_start_method() == "forkserver"
 
 
 @pytest.mark.unit

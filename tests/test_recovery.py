@@ -135,6 +135,13 @@ def test_a_killed_run_frees_the_slot_and_a_run_waiting_for_it_stops_on_sigterm(
             holder = wait_until(lambda: slot_holder(instance), 30, "slot claimed")
             waiting = wait_until(lambda: len(waiting_runs(instance)) == 2 and waiting_runs(instance), 60, "2 waiting")
             stopped, survivor = sorted(waiting)
+            # Each run's process was forked from the warm process of the daemon's code server, not started as a new
+            # interpreter (taxi_assets.execution.fork_run_workers_from_a_warm_process); SIGTERM and kill -9 below
+            # work on such processes.
+            for run_id in (holder, stopped, survivor):
+                warm = worker(instance, run_id).parent()
+                assert "from multiprocessing.forkserver import main" in " ".join(warm.cmdline())
+                assert warm.parent().cmdline()[1:5] == ["-m", "dagster", "api", "grpc"]
 
             # A waiting run sleeps (Dagster's own loop spins a core) and stops within seconds of a SIGTERM.
             waiter = worker(instance, stopped)
