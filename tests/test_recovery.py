@@ -1,6 +1,6 @@
 """Nothing gets stuck: a run killed while it holds the DuckDB slot (kill -9, OOM kill, power cut) frees it without
-anyone's help, a run waiting for the slot stops on SIGTERM, and an ingest that failed is requested again until it
-lands. Real daemon, real run workers."""
+anyone's help, a run waiting for the slot stops on SIGTERM, an ingest that failed is requested again until it
+lands, and an ingest never waits for a run slot behind the automation's runs. Real daemon, real run workers."""
 
 import contextlib
 import datetime as dt
@@ -501,3 +501,56 @@ def test_a_live_holder_keeps_its_slot_and_the_waiting_run_says_who_holds_it(
         assert waiter_process.wait(RECOVERY_LIMIT_SECONDS) == 0, log.read_text()[-3000:]
         assert instance.get_run_by_id(holder.run_id).status == dg.DagsterRunStatus.FAILURE
     assert loaded_months(platform_env) == {"2021-02": MANIFEST_ROWS["2021-02"]}
+
+
+def step_started(instance: dg.DagsterInstance, run_id: str) -> float | None:
+    """When the run's first step started: with op granularity, once it had its pool slot."""
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_START, limit=1).records
+    return records[0].event_log_entry.timestamp if records else None
+
+
+def test_the_automation_leaves_a_run_slot_to_an_ingest_which_then_takes_the_warehouse_first(
+    platform_env: Path, source: StallingSource
+) -> None:
+    """Three automation runs queue for the warehouse, then an ingest: the automation's runs take two of the three
+    run slots (the instance's tag limit), so the ingest starts beside them at once instead of waiting for one of
+    them to end, and its priority gives it the warehouse before the automation's run that was waiting already."""
+    from taxi_assets.defs.partitions import prediction_days
+
+    dagster_home = platform_env / "dagster_home"
+    automation = {"dagster/from_automation_condition": "true"}
+    source.stalling.set()
+    with (
+        running_daemon(dagster_home, platform_env / "daemon.log"),
+        dg.DagsterInstance.from_config(str(dagster_home)) as instance,
+    ):
+
+        def runs(status: dg.DagsterRunStatus, job: str = "trip_data_job") -> list[dg.DagsterRun]:
+            return [run for run in instance.get_runs(dg.RunsFilter(statuses=[status])) if run.job_name == job]
+
+        for month in ("2021-01", "2021-02", "2021-03"):
+            launch_run(dagster_home, "trip_data_job", month, automation)
+        assert source.stalled.wait(120)
+        holder = wait_until(lambda: slot_holder(instance), 30, "slot claimed")
+        wait_until(lambda: len(runs(dg.DagsterRunStatus.STARTED)) == 2, 60, "two automation runs started")
+        (waiting,) = {run.run_id for run in runs(dg.DagsterRunStatus.STARTED)} - {holder}
+        time.sleep(3)  # three of the queue's intervals: the third stays queued
+        (queued,) = runs(dg.DagsterRunStatus.QUEUED)
+        assert len(runs(dg.DagsterRunStatus.STARTED)) == 2
+
+        launch_run(dagster_home, "online_monitoring_job", prediction_days.get_last_partition_key())
+        (ingest,) = wait_until(
+            lambda: runs(dg.DagsterRunStatus.STARTED, "online_monitoring_job"), 60, "the ingest started"
+        )
+        assert instance.get_run_by_id(queued.run_id).status == dg.DagsterRunStatus.QUEUED
+
+        # The holder ends (its download cut short); the ingest, waiting for the warehouse after the automation's
+        # run, takes it first.
+        source.stalling.clear()
+        source.release.set()
+        wait_until(lambda: step_started(instance, ingest.run_id), 60, "the ingest has the warehouse")
+        wait_until(lambda: step_started(instance, waiting), 60, "the waiting automation run has it")
+        assert step_started(instance, ingest.run_id) < step_started(instance, waiting)
+        wait_until(
+            lambda: all(run.is_finished for run in instance.get_runs()), RECOVERY_LIMIT_SECONDS, "every run ended"
+        )
