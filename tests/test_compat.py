@@ -6,8 +6,11 @@ import contextlib
 import dataclasses
 import hashlib
 import inspect
+import os
 import re
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -535,3 +538,28 @@ def test_the_release_command_stops_a_stuck_run_and_frees_its_slot(tmp_path: Path
             assert "released by hand" in failure.message, failure.message
     finally:
         stuck.kill()
+
+
+@pytest.mark.integration
+def test_code_that_no_longer_builds_leaves_the_warm_process_alive() -> None:
+    """The warm process imports taxi_assets.run_worker; definitions that fail to build (here a setting that is not a
+    number) must not kill it, or every launch would fail with a broken pipe instead of the run's own error."""
+    env = {**os.environ, "TAXI_SERVICE_PORT": "not a port"}
+    built = subprocess.run(
+        [sys.executable, "-c", "from taxi_assets.definitions import defs; defs()"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert built.returncode == 1 and "TAXI_SERVICE_PORT must be a whole number" in built.stderr
+    warm = subprocess.run(
+        [sys.executable, "-c", f"import {execution.RUN_WORKER_MODULE}"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert warm.returncode == 0, warm.stderr
