@@ -350,3 +350,15 @@ def test_concurrency_is_the_number_of_requests_in_flight(concurrency: int, tlc_d
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"sent {5 * concurrency}, 2xx {5 * concurrency}" in done.stdout + done.stderr
     assert server.most == concurrency
+
+
+@pytest.mark.unit
+def test_the_replay_never_reuses_a_connection_the_service_may_be_closing() -> None:
+    """The service is `bentoml serve` with BentoML's keep-alive timeout (the README's command, compose.yaml and
+    tests/support/service_harness.py set none); the replay lets its idle connections go well before it."""
+    from _bentoml_impl.worker.service import main as bentoml_worker
+
+    (server_keep_alive,) = [p.default for p in bentoml_worker.params if p.name == "timeout_keep_alive"]
+    assert server_keep_alive / 2 >= engine.IDLE_CONNECTION_SECONDS
+    for path in ("compose.yaml", "README.md", "Makefile", "scripts/up.sh", "tests/support/service_harness.py"):
+        assert "keep-alive" not in (REPO_ROOT / path).read_text().replace("Keep-Alive", "keep-alive"), path

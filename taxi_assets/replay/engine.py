@@ -20,6 +20,10 @@ from taxi_assets.replay.stats import EndpointStats
 # How long in-flight requests may finish after Ctrl-C before they are abandoned (a second Ctrl-C abandons them).
 DRAIN_SECONDS = 5.0
 PROGRESS_LINE_SECONDS = 5.0
+# The service (BentoML's uvicorn) closes a keep-alive connection idle for 5 s; aiohttp would reuse one idle for up
+# to 15 s. A request sent on a pooled connection as the server closes it fails with "Server disconnected" (seen:
+# one /feedback of 100 in a replay at 1.6 rides/s). aiohttp does not reuse a connection idle for longer than this.
+IDLE_CONNECTION_SECONDS = 2.0
 
 
 class Replay:
@@ -92,7 +96,7 @@ class Replay:
         )
         self._last_line = time.monotonic()
         started = time.monotonic()
-        connector = aiohttp.TCPConnector(limit=self.concurrency)
+        connector = aiohttp.TCPConnector(limit=self.concurrency, keepalive_timeout=IDLE_CONNECTION_SECONDS)
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30), connector=connector) as session:
                 self._session = session
