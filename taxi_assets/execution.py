@@ -94,6 +94,7 @@ from dagster._core.execution.plan.plan import ExecutionPlan
 from dagster._core.executor.in_process import InProcessExecutor
 from dagster._core.launcher import CheckRunHealthResult, LaunchRunContext, WorkerStatus
 from dagster._core.run_coordinator import QueuedRunCoordinator as DagsterQueuedRunCoordinator
+from dagster._core.run_coordinator.base import SubmitRunContext
 from dagster._core.storage.event_log.schema import ConcurrencySlotsTable
 from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
 from dagster._core.storage.sqlalchemy_compat import db_select
@@ -119,6 +120,12 @@ WORKER_STARTED_TAG = "taxi/worker_started"
 HOLDER_CHECK_SECONDS = 2.0
 WAIT_REPORT_SECONDS = 20.0
 RELEASE_COMMAND = ".venv/bin/python -m taxi_assets.execution release"
+# The run queue's priority tag (Dagster's), and the tag of every run without a priority above 0: dagster.yaml's
+# `tag_concurrency_limits` keeps one run slot from such runs, so a prioritized run (the online ingest) never waits for
+# a slot behind the automation's, a backfill's or a retraining's runs (seen in `make demo`: an ingest waited 44 s
+# and 50 s with all three slots held by runs queued for the warehouse).
+PRIORITY_TAG = "dagster/priority"
+SHARED_SLOTS_TAG = "taxi/shared_run_slots"
 # How often the daemon looks for new backfills: a backfill clicked in the UI starts within this (plus an iteration).
 BACKFILL_INTERVAL_SECONDS = 0.5
 # psutil derives a process's start time from the boot time; the wall clock may have been adjusted since.
@@ -492,9 +499,18 @@ def pick_up_backfills_every(seconds: float) -> None:
 
 
 class QueuedRunCoordinator(DagsterQueuedRunCoordinator):
-    """Dagster's run queue; in the daemon, backfills are picked up every `backfill_interval_seconds`."""
+    """Dagster's run queue; in the daemon, backfills are picked up every `backfill_interval_seconds`. Every run
+    submitted without a priority above 0 is tagged `SHARED_SLOTS_TAG`, which the instance limits to all run slots but
+    one: the last is kept for prioritized runs (the online ingest), whatever launched the others."""
 
     backfill_interval_seconds = BACKFILL_INTERVAL_SECONDS
+
+    def submit_run(self, context: SubmitRunContext) -> dg.DagsterRun:
+        run = context.dagster_run
+        if int(run.tags.get(PRIORITY_TAG, "0")) <= 0 and SHARED_SLOTS_TAG not in run.tags:
+            # Stored before the run is queued: the queue reads a run's tags when it considers launching it.
+            self._instance.add_run_tags(run.run_id, {SHARED_SLOTS_TAG: "true"})
+        return super().submit_run(context)
 
     @classmethod
     def config_type(cls):

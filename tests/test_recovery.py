@@ -25,6 +25,7 @@ import requests
 from taxi_assets import settings
 from taxi_assets.core import predlog
 from taxi_assets.execution import (
+    SHARED_SLOTS_TAG,
     WAIT_REPORT_SECONDS,
     WORKER_HOST_TAG,
     WORKER_PID_TAG,
@@ -509,16 +510,16 @@ def step_started(instance: dg.DagsterInstance, run_id: str) -> float | None:
     return records[0].event_log_entry.timestamp if records else None
 
 
-def test_the_automation_leaves_a_run_slot_to_an_ingest_which_then_takes_the_warehouse_first(
+def test_runs_without_a_priority_leave_a_run_slot_to_an_ingest_which_then_takes_the_warehouse_first(
     platform_env: Path, source: StallingSource
 ) -> None:
-    """Three automation runs queue for the warehouse, then an ingest: the automation's runs take two of the three
-    run slots (the instance's tag limit), so the ingest starts beside them at once instead of waiting for one of
-    them to end, and its priority gives it the warehouse before the automation's run that was waiting already."""
+    """Three runs queue for the warehouse, then an ingest: runs without a priority take two of the three run slots
+    (the run queue tags them, the instance limits the tag), so the ingest starts beside them at once instead of
+    waiting for one of them to end, and its priority gives it the warehouse before the run that was waiting already.
+    """
     from taxi_assets.defs.partitions import prediction_days
 
     dagster_home = platform_env / "dagster_home"
-    automation = {"dagster/from_automation_condition": "true"}
     source.stalling.set()
     with (
         running_daemon(dagster_home, platform_env / "daemon.log"),
@@ -529,10 +530,10 @@ def test_the_automation_leaves_a_run_slot_to_an_ingest_which_then_takes_the_ware
             return [run for run in instance.get_runs(dg.RunsFilter(statuses=[status])) if run.job_name == job]
 
         for month in ("2021-01", "2021-02", "2021-03"):
-            launch_run(dagster_home, "trip_data_job", month, automation)
+            launch_run(dagster_home, "trip_data_job", month)
         assert source.stalled.wait(120)
         holder = wait_until(lambda: slot_holder(instance), 30, "slot claimed")
-        wait_until(lambda: len(runs(dg.DagsterRunStatus.STARTED)) == 2, 60, "two automation runs started")
+        wait_until(lambda: len(runs(dg.DagsterRunStatus.STARTED)) == 2, 60, "two runs started")
         (waiting,) = {run.run_id for run in runs(dg.DagsterRunStatus.STARTED)} - {holder}
         time.sleep(3)  # three of the queue's intervals: the third stays queued
         (queued,) = runs(dg.DagsterRunStatus.QUEUED)
@@ -544,12 +545,14 @@ def test_the_automation_leaves_a_run_slot_to_an_ingest_which_then_takes_the_ware
         )
         assert instance.get_run_by_id(queued.run_id).status == dg.DagsterRunStatus.QUEUED
 
-        # The holder ends (its download cut short); the ingest, waiting for the warehouse after the automation's
-        # run, takes it first.
+        assert SHARED_SLOTS_TAG not in instance.get_run_by_id(ingest.run_id).tags
+        assert all(SHARED_SLOTS_TAG in run.tags for run in runs(dg.DagsterRunStatus.STARTED))
+        # The holder ends (its download cut short); the ingest, waiting for the warehouse after the other run,
+        # takes it first.
         source.stalling.clear()
         source.release.set()
         wait_until(lambda: step_started(instance, ingest.run_id), 60, "the ingest has the warehouse")
-        wait_until(lambda: step_started(instance, waiting), 60, "the waiting automation run has it")
+        wait_until(lambda: step_started(instance, waiting), 60, "the waiting run has it")
         assert step_started(instance, ingest.run_id) < step_started(instance, waiting)
         wait_until(
             lambda: all(run.is_finished for run in instance.get_runs()), RECOVERY_LIMIT_SECONDS, "every run ended"

@@ -121,12 +121,11 @@ def backfill_from_cli(dagster_home: Path, job: str, partitions: list[str]) -> No
         raise RuntimeError(f"dagster job backfill failed:\n{launched.stdout[-3000:]}\n{launched.stderr[-3000:]}")
 
 
-def launch_run(dagster_home: Path, job: str, partition: str, tags: dict[str, str] | None = None) -> None:
-    """`dagster job launch` of one partition (with `tags`): queued, then started by the daemon like a run from the
-    UI."""
+def launch_run(dagster_home: Path, job: str, partition: str) -> None:
+    """`dagster job launch` of one partition: queued, then started by the daemon like a run from the UI."""
     launched = subprocess.run(
         [str(DAGSTER), "job", "launch", "-w", str(WORKSPACE), "-j", job]
-        + ["--tags", json.dumps({"dagster/partition": partition, **(tags or {})})],
+        + ["--tags", json.dumps({"dagster/partition": partition})],
         cwd=REPO_ROOT,
         env={**os.environ, "DAGSTER_HOME": str(dagster_home)},
         capture_output=True,
