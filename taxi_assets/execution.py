@@ -64,7 +64,10 @@ works around changes, or when another Dagster is installed.
   changes it (`backfills:` takes `use_threads`, `num_workers`, `num_submit_workers` only): a backfill launched from
   the UI waited up to 30 s before its first run was even queued. The daemon builds the run coordinator before it
   starts its daemons' threads, so the coordinator shortens the backfill daemon's waits there: the loop is Dagster's
-  own, given a shutdown event whose waits last at most the interval (it waits on nothing else).
+  own, given a shutdown event whose waits last at most the interval (it waits on nothing else). The queue also tags
+  every run submitted without a priority above 0 `taxi/shared_run_slots`, which dagster.yaml limits to all run
+  slots but one: Dagster's priorities order the queue but reserve nothing, so three runs waiting for the warehouse
+  held all three slots while the online ingest waited for one.
 """
 
 from __future__ import annotations
@@ -98,6 +101,7 @@ from dagster._core.run_coordinator.base import SubmitRunContext
 from dagster._core.storage.event_log.schema import ConcurrencySlotsTable
 from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
 from dagster._core.storage.sqlalchemy_compat import db_select
+from dagster._core.storage.tags import PRIORITY_TAG
 from dagster._daemon.backfill import execute_backfill_iteration_loop
 from dagster._daemon.daemon import BackfillDaemon
 from dagster._grpc.server import DagsterApiServer
@@ -120,11 +124,10 @@ WORKER_STARTED_TAG = "taxi/worker_started"
 HOLDER_CHECK_SECONDS = 2.0
 WAIT_REPORT_SECONDS = 20.0
 RELEASE_COMMAND = ".venv/bin/python -m taxi_assets.execution release"
-# The run queue's priority tag (Dagster's), and the tag of every run without a priority above 0: dagster.yaml's
+# The tag of every run without a priority above 0 (Dagster's `dagster/priority`): dagster.yaml's
 # `tag_concurrency_limits` keeps one run slot from such runs, so a prioritized run (the online ingest) never waits for
 # a slot behind the automation's, a backfill's or a retraining's runs (seen in `make demo`: an ingest waited 44 s
 # and 50 s with all three slots held by runs queued for the warehouse).
-PRIORITY_TAG = "dagster/priority"
 SHARED_SLOTS_TAG = "taxi/shared_run_slots"
 # How often the daemon looks for new backfills: a backfill clicked in the UI starts within this (plus an iteration).
 BACKFILL_INTERVAL_SECONDS = 0.5
@@ -498,6 +501,15 @@ def pick_up_backfills_every(seconds: float) -> None:
     BackfillDaemon.core_loop = core_loop
 
 
+def _priority(run: dg.DagsterRun) -> int:
+    """The run's queue priority as Dagster's queue reads it (`QueuedRunCoordinatorDaemon._priority_sort`): 0 when
+    the tag is absent or not a whole number."""
+    try:
+        return int(run.tags.get(PRIORITY_TAG, "0"))
+    except ValueError:
+        return 0
+
+
 class QueuedRunCoordinator(DagsterQueuedRunCoordinator):
     """Dagster's run queue; in the daemon, backfills are picked up every `backfill_interval_seconds`. Every run
     submitted without a priority above 0 is tagged `SHARED_SLOTS_TAG`, which the instance limits to all run slots but
@@ -507,7 +519,7 @@ class QueuedRunCoordinator(DagsterQueuedRunCoordinator):
 
     def submit_run(self, context: SubmitRunContext) -> dg.DagsterRun:
         run = context.dagster_run
-        if int(run.tags.get(PRIORITY_TAG, "0")) <= 0 and SHARED_SLOTS_TAG not in run.tags:
+        if _priority(run) <= 0 and SHARED_SLOTS_TAG not in run.tags:
             # Stored before the run is queued: the queue reads a run's tags when it considers launching it.
             self._instance.add_run_tags(run.run_id, {SHARED_SLOTS_TAG: "true"})
         return super().submit_run(context)

@@ -140,6 +140,8 @@ UPSTREAM_DAGSTER_SHA256 = {
     # starts each run's process from `self._mp_ctx` with a picklable target and arguments.
     "DagsterApiServer.__init__": "820bb029ed1f1260cbdc9ff9aba365222a87fbd482e9582cc16f54a242791553",
     "DagsterApiServer.StartRun": "ec53adf5e40c9c7c941dd936c04131705d9c1abfd5bcc34fd6c104ff1c0ebfd5",
+    # _priority reads a run's priority as the queue sorts by it.
+    "QueuedRunCoordinatorDaemon._priority_sort": "1f5a80955ee3069b9af97a7a8acc3a0688bce025c1ba12afa05884b69d269896",
 }
 
 
@@ -160,6 +162,7 @@ def test_the_dagster_code_execution_copies_is_unchanged() -> None:
     from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
     from dagster._daemon.backfill import execute_backfill_iteration_loop
     from dagster._daemon.monitoring.run_monitoring import execute_run_monitoring_iteration, monitor_started_run
+    from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
     from dagster._grpc.server import DagsterApiServer
 
     functions = {
@@ -181,6 +184,7 @@ def test_the_dagster_code_execution_copies_is_unchanged() -> None:
         "execute_backfill_iteration_loop": execute_backfill_iteration_loop,
         "DagsterApiServer.__init__": DagsterApiServer.__init__,
         "DagsterApiServer.StartRun": DagsterApiServer.StartRun,
+        "QueuedRunCoordinatorDaemon._priority_sort": QueuedRunCoordinatorDaemon._priority_sort,
     }
     digests = {name: hashlib.sha256(inspect.getsource(f).encode()).hexdigest() for name, f in functions.items()}
     assert digests == UPSTREAM_DAGSTER_SHA256, "Dagster changed: review taxi_assets/execution.py against it"
