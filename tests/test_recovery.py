@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dagster as dg
@@ -118,6 +119,14 @@ def gone(process: psutil.Process) -> bool:
         return True
 
 
+def assert_forked_from_the_warm_process(run_worker: psutil.Process) -> None:
+    """The run's process was forked from the warm process of the daemon's code server, not started as a new
+    interpreter (taxi_assets.execution.fork_run_workers_from_a_warm_process)."""
+    warm = run_worker.parent()
+    assert "from multiprocessing.forkserver import main" in " ".join(warm.cmdline())
+    assert warm.parent().cmdline()[1:5] == ["-m", "dagster", "api", "grpc"]
+
+
 def loaded_months(platform_env: Path) -> dict[str, int]:
     with duckdb.connect(str(platform_env / "warehouse.duckdb"), read_only=True) as conn:
         return dict(conn.execute("SELECT month, count(*) FROM raw_trips GROUP BY month").fetchall())
@@ -131,21 +140,15 @@ def test_a_killed_run_frees_the_slot_and_a_run_waiting_for_it_stops_on_sigterm(
     with running_daemon(dagster_home, platform_env / "daemon.log"):
         backfill_from_cli(dagster_home, "trip_data_job", ["2021-01", "2021-02", "2021-03"])
         with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
-            # One run downloads inside raw_trips, holding the slot; the other two wait for it.
+            # One run downloads inside raw_trips, holding the slot; the next waits for it, and the third is queued
+            # (runs without a priority take two of the three run slots).
             assert source.stalled.wait(120)
             holder = wait_until(lambda: slot_holder(instance), 30, "slot claimed")
-            waiting = wait_until(lambda: len(waiting_runs(instance)) == 2 and waiting_runs(instance), 60, "2 waiting")
-            stopped, survivor = sorted(waiting)
-            # Each run's process was forked from the warm process of the daemon's code server, not started as a new
-            # interpreter (taxi_assets.execution.fork_run_workers_from_a_warm_process); SIGTERM and kill -9 below
-            # work on such processes.
-            for run_id in (holder, stopped, survivor):
-                warm = worker(instance, run_id).parent()
-                assert "from multiprocessing.forkserver import main" in " ".join(warm.cmdline())
-                assert warm.parent().cmdline()[1:5] == ["-m", "dagster", "api", "grpc"]
+            (stopped,) = wait_until(lambda: waiting_runs(instance), 60, "a run waiting")
 
             # A waiting run sleeps (Dagster's own loop spins a core) and stops within seconds of a SIGTERM.
             waiter = worker(instance, stopped)
+            assert_forked_from_the_warm_process(waiter)
             cpu_before = sum(waiter.cpu_times()[:2])
             time.sleep(3)
             # Spinning, it took 0.36 s of CPU in 2 s on a loaded machine; sleeping, about 0.01 s.
@@ -156,7 +159,12 @@ def test_a_killed_run_frees_the_slot_and_a_run_waiting_for_it_stops_on_sigterm(
             stopped_after = time.monotonic() - signalled_at
             print(f"\nSIGTERM of a run waiting for the slot -> its worker exits {stopped_after:.1f} s later")
             assert instance.get_run_by_id(stopped).status == dg.DagsterRunStatus.FAILURE
-            assert stopped not in waiting_runs(instance) and slot_holder(instance) == holder
+            assert slot_holder(instance) == holder
+            # Its run slot freed, the queued run starts and waits in turn.
+            (survivor,) = wait_until(lambda: waiting_runs(instance) - {stopped}, 60, "the queued run waiting")
+            # SIGTERM above and kill -9 below work on processes forked from the warm process.
+            for run_id in (holder, survivor):
+                assert_forked_from_the_warm_process(worker(instance, run_id))
 
             # kill -9 of the holder: the remaining run gets the slot and loads its month, nobody intervening.
             source.stalling.clear()
@@ -504,6 +512,9 @@ def test_a_live_holder_keeps_its_slot_and_the_waiting_run_says_who_holds_it(
     assert loaded_months(platform_env) == {"2021-02": MANIFEST_ROWS["2021-02"]}
 
 
+MONTHS = ("2021-01", "2021-02", "2021-03")
+
+
 def step_started(instance: dg.DagsterInstance, run_id: str) -> float | None:
     """When the run's first step started: with op granularity, once it had its pool slot."""
     records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_START, limit=1).records
@@ -529,15 +540,21 @@ def test_runs_without_a_priority_leave_a_run_slot_to_an_ingest_which_then_takes_
         def runs(status: dg.DagsterRunStatus, job: str = "trip_data_job") -> list[dg.DagsterRun]:
             return [run for run in instance.get_runs(dg.RunsFilter(statuses=[status])) if run.job_name == job]
 
-        for month in ("2021-01", "2021-02", "2021-03"):
-            launch_run(dagster_home, "trip_data_job", month)
+        # Launched side by side: the stalled download must not time out while the commands start one by one.
+        with ThreadPoolExecutor(max_workers=3) as launches:
+            list(launches.map(lambda month: launch_run(dagster_home, "trip_data_job", month), MONTHS))
         assert source.stalled.wait(120)
         holder = wait_until(lambda: slot_holder(instance), 30, "slot claimed")
-        wait_until(lambda: len(runs(dg.DagsterRunStatus.STARTED)) == 2, 60, "two runs started")
-        (waiting,) = {run.run_id for run in runs(dg.DagsterRunStatus.STARTED)} - {holder}
+
+        def two_started_one_queued() -> bool:
+            started, queued = runs(dg.DagsterRunStatus.STARTED), runs(dg.DagsterRunStatus.QUEUED)
+            return len(started) == 2 and len(queued) == 1
+
+        wait_until(two_started_one_queued, 60, "two runs started, one queued")
         time.sleep(3)  # three of the queue's intervals: the third stays queued
+        assert two_started_one_queued()
+        (waiting,) = {run.run_id for run in runs(dg.DagsterRunStatus.STARTED)} - {holder}
         (queued,) = runs(dg.DagsterRunStatus.QUEUED)
-        assert len(runs(dg.DagsterRunStatus.STARTED)) == 2
 
         launch_run(dagster_home, "online_monitoring_job", prediction_days.get_last_partition_key())
         (ingest,) = wait_until(
