@@ -1,6 +1,6 @@
 """Nothing gets stuck: a run killed while it holds the DuckDB slot (kill -9, OOM kill, power cut) frees it without
 anyone's help, a run waiting for the slot stops on SIGTERM, an ingest that failed is requested again until it
-lands, and an ingest never waits for a run slot behind the automation's runs. Real daemon, real run workers."""
+lands, and an ingest never waits for a run slot behind runs without a priority. Real daemon, real run workers."""
 
 import contextlib
 import datetime as dt
