@@ -44,6 +44,53 @@ def requested(result: dg.SensorResult) -> list[tuple[str, str]]:
     return [(request.partition_key, request.run_key) for request in result.run_requests or []]
 
 
+@pytest.mark.unit
+def test_an_input_that_lands_around_the_run_it_requested_is_followed_by_another_run() -> None:
+    """`missing_or_deps_updated`, evaluated by Dagster: an input updated just after the partition's run ended (both
+    first seen on one tick), or after its request, asks for another run (`eager()` drops both: the months
+    dashboard never showed the challenge that landed seconds after it). A partition materialized by hand, alone
+    or with its input, asks for nothing; nothing new asks for nothing."""
+
+    @dg.asset(name="model_challenge")
+    def upstream() -> None: ...
+
+    @dg.asset(name="monitoring_dashboard", deps=[upstream], automation_condition=automation.MISSING_OR_DEPS_UPDATED)
+    def downstream() -> None: ...
+
+    defs = dg.Definitions(assets=[upstream, downstream])
+    instance = dg.DagsterInstance.ephemeral()
+    cursor = None
+
+    def materialize(*names: str) -> None:
+        # A run with its asset selection recorded, as the UI's, the jobs' and the automation's runs have (the run
+        # of `dg.materialize` has none, so Dagster could not tell that it also updated the input).
+        job = defs.resolve_implicit_global_asset_job_def()
+        assert job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey(n) for n in names]).success
+
+    def requested() -> int:
+        nonlocal cursor
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+        cursor = result.cursor
+        return result.total_requested
+
+    assert requested() == 0  # the input is missing
+    materialize("model_challenge", "monitoring_dashboard")  # by hand, in one run
+    assert requested() == 0
+    materialize("model_challenge")
+    assert requested() == 1
+    # the requested run ends, then the input is updated again before the next tick
+    materialize("monitoring_dashboard")
+    materialize("model_challenge")
+    assert requested() == 1
+    # the input is updated again after the request, before the run read it
+    materialize("model_challenge")
+    assert requested() == 1
+    materialize("monitoring_dashboard")
+    assert requested() == 0
+    materialize("monitoring_dashboard")  # by hand
+    assert requested() == 0
+
+
 @pytest.mark.integration
 def test_the_month_after_the_newest_is_requested_once_it_is_published(
     instance: dg.DagsterInstance, tmp_path: Path, tlc_dir: Path

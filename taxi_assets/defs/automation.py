@@ -2,8 +2,9 @@
 evaluates it.
 
 `MISSING_OR_DEPS_UPDATED` is `AutomationCondition.eager()` for every month: an asset partition is requested once
-all its upstream partitions exist, when it is missing or an upstream partition has been updated since it was last
-requested or materialized, and never while it or an upstream is still running. Unlike `eager()` it is not limited
+all its upstream partitions exist, when it is missing (and has not been requested or materialized since), or an
+upstream partition has been updated since it was last requested, and never while it or an upstream is still
+running. Unlike `eager()` it is not limited
 to the latest partition (TLC months arrive two months late, and a backfilled month is rarely the newest one), and
 partitions already missing when automation first looks count too. So every loaded month gets its `trips`,
 `batch_predictions`, `drift_metrics` and `monitoring_report` (and `taxi_zones` is loaded once), and they are
@@ -11,6 +12,14 @@ redone when their inputs change: a newly deployed model re-scores every loaded m
 model). A failed partition is not requested again by its condition; the retry sensor below requests it again with
 backoff, a bounded number of times, and then raises an alert.
 `deployed_model` has no condition: promoting a model is a decision, made by the model's own assets.
+
+An input's update is handled only by the automation's own request, on a tick that saw no newer update, not by
+the partition's materialization as `eager()` does. When its run ended and an input landed in the same tick, or an
+input landed while its run was queued or running, Dagster 1.13 resets `eager()`'s `since` (it keeps no times
+through `|` and `&`), and the partition kept what its run had read before the update for good. Seen in `make
+demo`: the months dashboard of the challenged month ran from the drift figures, the challenge landed seconds
+later, and the dashboard never showed it. The price is one more run when the run had in fact read the update, or
+when a user materializes an input and then the partition by hand.
 
 The trigger is the transition to missing, not the state: a state-based `missing()` can read a materialization
 that has just landed as still missing while its run no longer counts as in progress, and request it twice.
@@ -53,12 +62,13 @@ def missing_or_deps_updated(
         missing, updated, in_progress = missing.ignore(ignore), updated.ignore(ignore), in_progress.ignore(ignore)
     if missing_allowed is not None:
         missing = missing.ignore(missing_allowed)
-    return (
-        (AC.missing().newly_true() | updated).since(AC.newly_requested() | AC.newly_updated())
-        & ~missing
-        & ~in_progress
-        & ~AC.in_progress()
-    ).with_label("missing_or_deps_updated")
+    # Two clocks (see the module docstring): going missing is handled by a request or by a materialization, an
+    # input's update only by a request made on a tick that saw no newer update.
+    newly_missing = AC.missing().newly_true().since(AC.newly_requested() | AC.newly_updated())
+    inputs_changed = updated.since(AC.newly_requested() & ~updated)
+    return ((newly_missing | inputs_changed) & ~missing & ~in_progress & ~AC.in_progress()).with_label(
+        "missing_or_deps_updated"
+    )
 
 
 MISSING_OR_DEPS_UPDATED = missing_or_deps_updated()
