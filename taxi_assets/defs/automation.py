@@ -50,6 +50,12 @@ AC = dg.AutomationCondition
 AUTOMATION_STATUS = dg.DefaultSensorStatus.RUNNING if _CURRENT.automation_on else dg.DefaultSensorStatus.STOPPED
 
 
+def since_requested(updated: dg.AutomationCondition) -> dg.AutomationCondition:
+    """`updated` (an input's update) since the automation last requested the target on a tick that saw no newer
+    update: handled by the request, not by the target's own materialization (module docstring)."""
+    return updated.since(AC.newly_requested() & ~updated)
+
+
 def missing_or_deps_updated(
     ignore: dg.AssetSelection | None = None, missing_allowed: dg.AssetSelection | None = None
 ) -> dg.AutomationCondition:
@@ -62,11 +68,9 @@ def missing_or_deps_updated(
         missing, updated, in_progress = missing.ignore(ignore), updated.ignore(ignore), in_progress.ignore(ignore)
     if missing_allowed is not None:
         missing = missing.ignore(missing_allowed)
-    # Two clocks (see the module docstring): going missing is handled by a request or by a materialization, an
-    # input's update only by a request made on a tick that saw no newer update.
+    # Going missing is handled by a request or by a materialization, an input's update only by a request.
     newly_missing = AC.missing().newly_true().since(AC.newly_requested() | AC.newly_updated())
-    inputs_changed = updated.since(AC.newly_requested() & ~updated)
-    return ((newly_missing | inputs_changed) & ~missing & ~in_progress & ~AC.in_progress()).with_label(
+    return ((newly_missing | since_requested(updated)) & ~missing & ~in_progress & ~AC.in_progress()).with_label(
         "missing_or_deps_updated"
     )
 

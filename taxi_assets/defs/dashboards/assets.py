@@ -10,7 +10,7 @@ import datetime as dt
 
 import dagster as dg
 
-from taxi_assets.defs.automation import missing_or_deps_updated
+from taxi_assets.defs.automation import missing_or_deps_updated, since_requested
 from taxi_assets.defs.batch_monitoring.resources import MonitoringReports
 from taxi_assets.defs.materializations import latest_materialization, latest_metadata, metadata_values
 from taxi_assets.defs.model.promotion import MODEL_CHALLENGE
@@ -74,15 +74,13 @@ def monitoring_dashboard(
 # When online_drift has changed since the last point, and at most once a minute: the figures are cheap, the
 # Evidently import (seconds) is not, and the ingest runs every half minute under traffic. (`on_cron` would miss the
 # last change before traffic stops: it wants an update after the latest minute tick.)
-# "Changed since the last point" is an online_drift materialization later than the tick that last requested the
-# dashboard. `since_last_handled()` also counts the dashboard's own materialization as handled, and when the two
-# are first seen on the same tick the reset wins (Dagster 1.13 keeps no times through its `|`): an online_drift
-# run that ended seconds after the dashboard's was then never shown, and `make demo` waited for it in vain. The
-# request's tick and `newly_updated()` both carry times, so `since` keeps a later update; a dashboard materialized
-# by hand costs one more run.
-ONLINE_DRIFT_UPDATED_SINCE_REQUESTED = dg.AutomationCondition.any_deps_match(
-    dg.AutomationCondition.newly_updated()
-).since(dg.AutomationCondition.newly_requested())
+# "Changed since the last point" is an online_drift materialization the automation has not requested a point
+# for (`since_requested`: the dashboard's own materialization does not count as handling it, or an online_drift
+# run that ended seconds after the dashboard's was never shown and `make demo` waited for it in vain). A dashboard
+# materialized by hand costs one more run.
+ONLINE_DRIFT_UPDATED_SINCE_REQUESTED = since_requested(
+    dg.AutomationCondition.any_deps_match(dg.AutomationCondition.newly_updated())
+)
 AT_MOST_ONCE_A_MINUTE = (
     ONLINE_DRIFT_UPDATED_SINCE_REQUESTED
     & dg.AutomationCondition.cron_tick_passed("* * * * *").since_last_handled()
