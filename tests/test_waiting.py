@@ -44,12 +44,14 @@ def test_the_demo_names_what_it_waits_for_and_stops_once_a_need_failed_for_good(
     ):
         demo = Demo(argparse.Namespace())
         demo.dagster = DagsterClient(url)
-        # A retry is still to come: the wait goes on, and its timeout says what it waited for and why.
+        # A retry is still to come: the wait goes on, and its timeout says what it waited for (what is pending,
+        # as the wait reads it then) and why.
         retrying = failed_zone_run(instance, retries=1)
         with pytest.raises(ToolError) as waited:
-            demo.wait("the automation", lambda: False, timeout=3, every=0.5, needs=lambda: needs)
+            pending = "the automation (monthly reports of 2021-01)"
+            demo.wait(lambda: pending, lambda: False, timeout=3, every=0.5, needs=lambda: needs)
         message = str(waited.value)
-        assert message.startswith("the automation: not done after 3 s; waiting for "), message
+        assert message.startswith("the automation (monthly reports of 2021-01): not done after 3 s; waiting "), message
         assert f"taxi_zones: last run {retrying.run_id} failure (retry 2 of 3 to come): taxi_zones: " in message
         assert "zone lookup: no file at" in message, message
         assert "monitoring_report[2021-01]: no run yet" in message, message

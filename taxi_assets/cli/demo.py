@@ -58,7 +58,7 @@ class Demo:
 
     def wait(
         self,
-        what: str,
+        what: str | Callable[[], str],
         done: Callable[[], bool],
         timeout: float,
         every: float = 2.0,
@@ -66,30 +66,32 @@ class Demo:
     ) -> None:
         """Wait until `done()`. With `needs` (the asset partitions the wait depends on, still missing), it says
         every REPORT_EVERY_SECONDS what it waits for and why that is not done (each one's latest run, its status
-        and error), and stops as soon as one of them has failed for good (a failed run nothing will retry)."""
+        and error), and stops as soon as one of them has failed for good (a failed run nothing will retry).
+        `what` names the wait, or says what is still pending when called."""
         started = time.monotonic()
         deadline = started + timeout
         reported = checked = started
         while not done():
             now = time.monotonic()
+            label = what() if callable(what) else what
             if needs is not None and (now >= checked + CHECK_FAILED_EVERY_SECONDS or now > deadline):
                 checked = now
                 states = [state for state in map(self.need_state, needs()) if state is not None]
                 failed = [line for line, for_good in states if for_good]
                 if failed:
                     raise ToolError(
-                        f"{what}: stopped waiting after {now - started:.0f} s, a step it needs failed for good: "
+                        f"{label}: stopped waiting after {now - started:.0f} s, a step it needs failed for good: "
                         f"{'; '.join(failed)}. Fix the cause and materialize it in {self.dagster.url}/assets "
                         "(what follows it then runs by itself)"
                     )
                 waiting = "; ".join(line for line, _ in states) or "newer runs of what it needs (all succeeded)"
                 if now > deadline:
-                    raise ToolError(f"{what}: not done after {timeout:.0f} s; waiting for {waiting}")
+                    raise ToolError(f"{label}: not done after {timeout:.0f} s; waiting for {waiting}")
                 if now >= reported + REPORT_EVERY_SECONDS:
                     reported = now
-                    self.say(f"still waiting ({now - started:.0f} s) for {waiting}")
+                    self.say(f"{label}: still waiting ({now - started:.0f} s) for {waiting}")
             elif now > deadline:
-                raise ToolError(f"{what}: not done after {timeout:.0f} s")
+                raise ToolError(f"{label}: not done after {timeout:.0f} s")
             time.sleep(every)
 
     def need_state(self, need: Need) -> tuple[str, bool] | None:
@@ -327,7 +329,7 @@ class Demo:
         def still_needed() -> list[Need]:
             return list(dict.fromkeys(need for _, needs in pending.values() for need in needs))
 
-        self.wait("the automation", all_done, timeout=900, needs=still_needed)
+        self.wait(lambda: f"the automation ({'; '.join(pending)})", all_done, timeout=900, needs=still_needed)
         challenge = self.metadata("model_challenge", newest)
         elapsed = time.monotonic() - self.started
         print(
