@@ -16,6 +16,7 @@ import dagster as dg
 import pytest
 
 from taxi_assets.definitions import defs
+from taxi_assets.defs import automation
 from tests.support.platform import REPO_ROOT, imported_modules
 
 pytestmark = pytest.mark.unit
@@ -117,6 +118,25 @@ def test_every_asset_is_described_and_the_duckdb_pool_is_the_warehouse_users() -
         assert uses_warehouse == (assets_def.op.pool == "duckdb"), (
             f"{key.to_user_string()}: warehouse {uses_warehouse}, pool {assets_def.op.pool}"
         )
+
+
+def test_the_inputs_written_by_jobs_never_run_with_what_follows_them() -> None:
+    """`automation.WRITTEN_BY_JOBS` count until the automation requests what follows them (module docstring of
+    taxi_assets/defs/automation.py), which is right only if their updates are never that asset's own run: no
+    automation condition requests them, and no job selects one of them with an asset that depends on it."""
+    definitions = defs()
+    graph = definitions.resolve_asset_graph()
+    written_by_jobs = automation.WRITTEN_BY_JOBS.resolve(graph)
+    assert written_by_jobs
+    for key in written_by_jobs:
+        assert graph.get(key).automation_condition is None, key
+    jobs = {job.name for job in definitions.jobs or ()}
+    assert {"deploy_job", "model_challenge_job"} <= jobs
+    for name in jobs:
+        selected = definitions.resolve_job_def(name).asset_layer.selected_asset_keys
+        for key in written_by_jobs & selected:
+            together = graph.get(key).child_keys & selected
+            assert not together, f"{name} runs {key.to_user_string()} with {together}"
 
 
 def _parsed(path: Path) -> ast.Module:

@@ -2,9 +2,8 @@
 evaluates it.
 
 `MISSING_OR_DEPS_UPDATED` is `AutomationCondition.eager()` for every month: an asset partition is requested once
-all its upstream partitions exist, when it is missing (and has not been requested or materialized since), or an
-upstream partition has been updated since it was last requested, and never while it or an upstream is still
-running. Unlike `eager()` it is not limited
+all its upstream partitions exist, when it is missing or an upstream partition has been updated since it was last
+requested or materialized, and never while it or an upstream is still running. Unlike `eager()` it is not limited
 to the latest partition (TLC months arrive two months late, and a backfilled month is rarely the newest one), and
 partitions already missing when automation first looks count too. So every loaded month gets its `trips`,
 `batch_predictions`, `drift_metrics` and `monitoring_report` (and `taxi_zones` is loaded once), and they are
@@ -13,13 +12,16 @@ model). A failed partition is not requested again by its condition; the retry se
 backoff, a bounded number of times, and then raises an alert.
 `deployed_model` has no condition: promoting a model is a decision, made by the model's own assets.
 
-An input's update is handled only by the automation's own request, on a tick that saw no newer update, not by
-the partition's materialization as `eager()` does. When its run ended and an input landed in the same tick, or an
-input landed while its run was queued or running, Dagster 1.13 resets `eager()`'s `since` (it keeps no times
-through `|` and `&`), and the partition kept what its run had read before the update for good. Seen in `make
-demo`: the months dashboard of the challenged month ran from the drift figures, the challenge landed seconds
-later, and the dashboard never showed it. The price is one more run when the run had in fact read the update, or
-when a user materializes an input and then the partition by hand.
+The inputs only jobs and sensors write (`WRITTEN_BY_JOBS`: the deployed model, the challenge) count until the
+automation has requested the partition, not until it is materialized. Dagster 1.13 resets `eager()`'s `since`
+when the partition's own materialization and an input's update are first seen on one tick (it keeps no times
+through `|` and `&`), and when its run was running as the input landed: the partition then kept what its run had
+read before. Seen in `make demo`: the months dashboard of the challenged month ran from the drift figures, the
+challenge landed seconds later, and the dashboard never showed it. The inputs the automation itself writes keep
+`eager()`'s reset: they are often updated in the partition's own run, which Dagster's
+`executed_with_root_target()` recognises only while no other partition of the input has been updated since, so a
+request-only reset re-ran chains of months scored side by side. An input of `WRITTEN_BY_JOBS` materialized by
+hand in one run with the partition costs one more run.
 
 The trigger is the transition to missing, not the state: a state-based `missing()` can read a materialization
 that has just landed as still missing while its run no longer counts as in progress, and request it twice.
@@ -50,6 +52,11 @@ AC = dg.AutomationCondition
 AUTOMATION_STATUS = dg.DefaultSensorStatus.RUNNING if _CURRENT.automation_on else dg.DefaultSensorStatus.STOPPED
 
 
+# The inputs no automated run writes: deploy_job and the retraining loop's model_challenge_job, never in a run with
+# the partitions that follow them (tests/test_automation.py checks the definitions against it).
+WRITTEN_BY_JOBS = dg.AssetSelection.assets("deployed_model", "model_challenge")
+
+
 def since_requested(updated: dg.AutomationCondition) -> dg.AutomationCondition:
     """`updated` (an input's update) since the automation last requested the target on a tick that saw no newer
     update: handled by the request, not by the target's own materialization (module docstring)."""
@@ -64,13 +71,14 @@ def missing_or_deps_updated(
     missing (their updates still count)."""
     missing = AC.any_deps_missing()
     updated, in_progress = AC.any_deps_updated(), AC.any_deps_in_progress()
+    by_jobs = AC.any_deps_match(AC.newly_updated()).allow(WRITTEN_BY_JOBS)
     if ignore is not None:
         missing, updated, in_progress = missing.ignore(ignore), updated.ignore(ignore), in_progress.ignore(ignore)
+        by_jobs = by_jobs.ignore(ignore)
     if missing_allowed is not None:
         missing = missing.ignore(missing_allowed)
-    # Going missing is handled by a request or by a materialization, an input's update only by a request.
-    newly_missing = AC.missing().newly_true().since(AC.newly_requested() | AC.newly_updated())
-    return ((newly_missing | since_requested(updated)) & ~missing & ~in_progress & ~AC.in_progress()).with_label(
+    eager = (AC.missing().newly_true() | updated).since(AC.newly_requested() | AC.newly_updated())
+    return ((eager | since_requested(by_jobs)) & ~missing & ~in_progress & ~AC.in_progress()).with_label(
         "missing_or_deps_updated"
     )
 
