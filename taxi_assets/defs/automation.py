@@ -53,7 +53,7 @@ AUTOMATION_STATUS = dg.DefaultSensorStatus.RUNNING if _CURRENT.automation_on els
 
 
 # The inputs no automated run writes: deploy_job and the retraining loop's model_challenge_job, never in a run with
-# the partitions that follow them (tests/test_automation.py checks the definitions against it).
+# the partitions that follow them (tests/test_definitions.py checks the definitions against it).
 WRITTEN_BY_JOBS = dg.AssetSelection.assets("deployed_model", "model_challenge")
 
 
