@@ -124,10 +124,7 @@ WORKER_STARTED_TAG = "taxi/worker_started"
 HOLDER_CHECK_SECONDS = 2.0
 WAIT_REPORT_SECONDS = 20.0
 RELEASE_COMMAND = ".venv/bin/python -m taxi_assets.execution release"
-# The tag of every run without a priority above 0 (Dagster's `dagster/priority`): dagster.yaml's
-# `tag_concurrency_limits` keeps one run slot from such runs, so a prioritized run (the online ingest) never waits for
-# a slot behind the automation's, a backfill's or a retraining's runs (seen in `make demo`: an ingest waited 44 s
-# and 50 s with all three slots held by runs queued for the warehouse).
+# The tag of every run without a priority above 0 (`QueuedRunCoordinator.submit_run`, module docstring).
 SHARED_SLOTS_TAG = "taxi/shared_run_slots"
 # How often the daemon looks for new backfills: a backfill clicked in the UI starts within this (plus an iteration).
 BACKFILL_INTERVAL_SECONDS = 0.5
