@@ -24,6 +24,8 @@ from taxi_assets.core.tlc import FileSummary, TripDataError, is_remote, local_pa
 
 _CHUNK = 1 << 20
 _PROGRESS_EVERY_SECONDS = 2.0
+# How long a download waits for the source's next bytes before it fails (urllib's socket timeout).
+DOWNLOAD_TIMEOUT_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ def download(url: str, what: str, cache_dir: Path, log: logging.Logger) -> Path:
     handle, name = tempfile.mkstemp(dir=cache_dir, prefix=".partial-", suffix=".download")
     partial = Path(name)
     try:
-        with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+        with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_SECONDS) as response:
             total = int(response.headers.get("Content-Length") or 0)
             done, last_report = 0, time.monotonic()
             while chunk := response.read(_CHUNK):

@@ -33,6 +33,7 @@ from taxi_assets.execution import (
     WORKER_STARTED_TAG,
     worker_process,
 )
+from taxi_assets.trip_files import DOWNLOAD_TIMEOUT_SECONDS
 from tests.support.dagster_processes import (
     DAGSTER,
     backfill_from_cli,
@@ -45,11 +46,18 @@ from tests.support.platform import MANIFEST_ROWS, REPO_ROOT, wait_until
 pytestmark = pytest.mark.e2e
 
 RECOVERY_LIMIT_SECONDS = 120
+# A stalled download's trickle (StallingSource): a dozen bytes within the download's read timeout.
+TRICKLE_SECONDS = DOWNLOAD_TIMEOUT_SECONDS / 12
+STALL_LIMIT_SECONDS = 600.0
 
 
 class StallingSource:
     """TLC files over HTTP; while `stalling`, a download stops after its first kilobyte until released, so the run
-    fetching it sits inside raw_trips, holding the DuckDB slot, for as long as the test wants."""
+    fetching it sits inside raw_trips, holding the DuckDB slot, for as long as the test wants.
+
+    A stalled download still gets a byte every `TRICKLE_SECONDS`: silent, it failed on its own once the download's
+    read timeout passed, freeing the slot. On the project's CI a test reached that point: a holder that was meant to
+    be alive had already given its slot to the run waiting for it."""
 
     def __init__(self, tlc_dir: Path) -> None:
         self.stalling = threading.Event()
@@ -67,7 +75,14 @@ class StallingSource:
                     self.wfile.write(data[:1024])
                     self.wfile.flush()
                     source.stalled.set()
-                    source.release.wait(120)
+                    sent, give_up_at = 1024, time.monotonic() + STALL_LIMIT_SECONDS
+                    while time.monotonic() < give_up_at and not source.release.wait(TRICKLE_SECONDS):
+                        try:
+                            self.wfile.write(data[sent : sent + 1])
+                            self.wfile.flush()
+                        except OSError:  # the run was killed
+                            return
+                        sent += 1
                     return
                 self.wfile.write(data)
 
