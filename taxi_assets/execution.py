@@ -18,7 +18,9 @@ works around changes, or when another Dagster is installed.
   no one, and the step waits forever beside a free slot: seen in a 10-month backfill whose third run waited 11
   minutes with the `duckdb` slot free and the other two runs finished. A step that has closed the warehouse gives
   its slot back before it ends (`release_pool_slot`; trip_months does): a backfill's next run loads its months
-  while this one records its events.
+  while this one records its events. A step that computes at length between reading the warehouse and writing to
+  it lends its slot meanwhile and waits for it again in the queue (`without_pool_slot`; reference_profile does):
+  an ingest of the prediction log waited up to a minute behind a profile's calibration.
 * The slot itself: Dagster 1.13 claims a pool slot by selecting a free slot row `FOR UPDATE SKIP LOCKED`, then
   updating that row by its id alone. SQLite, the local instance's storage, has no row locks: two steps of different
   runs claiming the one free `duckdb` slot in the same instant both select it, both update it and both run, and
@@ -73,6 +75,7 @@ works around changes, or when another Dagster is installed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as dt
 import multiprocessing
@@ -400,6 +403,28 @@ def release_pool_slot(context: dg.AssetExecutionContext) -> bool:
         return False
     _run_claims.free_step(step_key)  # Dagster's own free at the step's end then finds nothing to free
     return True
+
+
+@contextlib.contextmanager
+def without_pool_slot(context: dg.AssetExecutionContext) -> Iterator[None]:
+    """Lend the running step's pool slot for the body, work that does not open the warehouse (a calibration
+    between reading and writing), then wait for it again behind the steps already waiting, highest priority first,
+    as the step waited at its start: a run that needs the warehouse for seconds runs meanwhile. Not after a body
+    that raised (the step fails without its slot), and a no-op where `release_pool_slot` is one."""
+    step = context.get_step_execution_context().step
+    if not release_pool_slot(context):
+        yield
+        return
+    yield
+    try:
+        priority = int(step.tags.get(PRIORITY_TAG, 0))  # as Dagster's `ActiveExecution` claims a step's slot
+    except ValueError:
+        priority = 0
+    claims = _run_claims
+    started = time.monotonic()
+    while not claims.claim(step.pool, step.key, priority):
+        time.sleep(max(claims.interval_to_next_pending_claim_check(), 0.05))
+    context.log.info(f"{step.key} has its {step.pool} slot again, after {time.monotonic() - started:.1f} s")
 
 
 class _InterruptibleInProcessExecutor(InProcessExecutor):

@@ -11,6 +11,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -390,6 +391,51 @@ def test_a_step_gives_its_pool_slot_back_only_under_the_project_s_executor(tmp_p
         mine = executed_by != "dg.materialize"
         assert materialization.metadata["given_back"].value is mine
         assert materialization.metadata["taken_by_the_next_run"].value is mine
+
+
+@dg.asset(pool="duckdb")
+def slot_lender(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    """Lends its duckdb slot to another run's step, which gives it back a second later; then holds it again."""
+    storage = context.instance.event_log_storage
+    following = context.instance.create_run_for_job(dg.GraphDefinition("following").to_job())
+    with execution.without_pool_slot(context):
+        lent = storage.claim_concurrency_slot("duckdb", following.run_id, "trip_months").is_claimed
+        if lent:
+            threading.Timer(1.0, storage.free_concurrency_slot_for_step, (following.run_id, "trip_months")).start()
+        lent_at = time.monotonic()
+    (holder,) = storage.get_concurrency_info("duckdb").claimed_slots
+    return dg.MaterializeResult(
+        metadata={"lent": lent, "waited": time.monotonic() - lent_at, "held_again": holder.run_id == context.run_id}
+    )
+
+
+def slot_lender_job() -> dg.JobDefinition:
+    jobs = [dg.define_asset_job("slot_lender_job", [slot_lender])]
+    return dg.Definitions(assets=[slot_lender], jobs=jobs, executor=execution.executor).resolve_job_def(
+        "slot_lender_job"
+    )
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("executed_by", ["the project's executor", "dg.materialize"])
+def test_a_step_lends_its_pool_slot_and_waits_for_it_again_only_under_the_project_s_executor(
+    tmp_path: Path, executed_by: str
+) -> None:
+    """`without_pool_slot` lets another run's step have the slot while the body computes, then the step waits
+    until that step gives it back; a run the executor does not execute keeps its slot throughout."""
+    pools = {"concurrency": {"pools": {"granularity": "op", "default_limit": 1}}}
+    with dg.instance_for_test(temp_dir=str(tmp_path), overrides=pools) as instance:
+        if executed_by == "dg.materialize":
+            result = dg.materialize([slot_lender], instance=instance)
+        else:
+            result = dg.execute_job(dg.reconstructable(slot_lender_job), instance=instance)
+        assert result.success
+        (materialization,) = result.asset_materializations_for_node("slot_lender")
+        metadata = {name: value.value for name, value in materialization.metadata.items()}
+        mine = executed_by != "dg.materialize"
+        assert metadata["lent"] is mine and metadata["held_again"] is True
+        assert (metadata["waited"] >= 0.9) is mine, metadata
+        assert instance.event_log_storage.get_concurrency_info("duckdb").claimed_slots == []
 
 
 def _holder(instance: dg.DagsterInstance, tags: dict[str, str]) -> dg.DagsterRun:

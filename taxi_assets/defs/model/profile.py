@@ -4,6 +4,7 @@ import time
 
 import dagster as dg
 
+from taxi_assets import execution
 from taxi_assets.core import calibration, profile
 from taxi_assets.core.drift import DEFAULT_WINDOW
 from taxi_assets.core.drift_scores import ONLINE_FEATURES, SPREAD, WINDOW_KINDS
@@ -56,14 +57,16 @@ def reference_profile(
         raise dg.Failure(f"trips holds no rows of the validation month {validation_month}; materialize trips first")
     if validation_month == reference_month:
         context.log.warning(f"{model['tag']} was validated on its training month: the RMSE bound is in-sample")
-    built = calibration.build_profile(
-        reference,
-        validation,
-        model_tag=model["tag"],
-        reference_month=reference_month,
-        validation_month=validation_month,
-        earlier=earlier,
-    )
+    # The calibration takes most of the step (tens of seconds) and needs no warehouse: other runs use it meanwhile.
+    with execution.without_pool_slot(context):
+        built = calibration.build_profile(
+            reference,
+            validation,
+            model_tag=model["tag"],
+            reference_month=reference_month,
+            validation_month=validation_month,
+            earlier=earlier,
+        )
     with warehouse.get_connection() as conn:
         profile.save(conn, built)
 
