@@ -59,7 +59,8 @@ works around changes, or when another Dagster is installed.
   same events), and its definitions are the code server's: the ones the daemon's sensors and automation see. A code
   change reaches runs when the code server is replaced: the daemon replaces its own every minute (Dagster's
   `RELOAD_WORKSPACE_INTERVAL`), the webserver's *Reload*; each replacement costs the warm process's start, about 2 s
-  of CPU. The warm process exits with its code server.
+  of CPU. The warm process exits with its code server. The webserver's code server, which launches no runs with the
+  queued run coordinator, starts it only with its first run.
 * `QueuedRunCoordinator` (named in dagster.yaml): Dagster's run queue, plus a backfill daemon that looks for new
   backfills every `backfill_interval_seconds` instead of every 30 s. Dagster 1.13's backfill loop sleeps a fixed
   `DEFAULT_DAEMON_INTERVAL_SECONDS` (30, `dagster._daemon.controller`) between iterations, and no instance setting
@@ -281,10 +282,21 @@ def fork_run_workers_from_a_warm_process() -> None:
     # `StartRun` starts each run's process with it. A property of the class is looked up before an attribute of the
     # instance, so the server already being built uses the warm context too; the setter ignores `__init__`'s.
     DagsterApiServer._mp_ctx = property(lambda self: warm, lambda self, value: None)
-    if sys.argv[1:3] == ["api", "grpc"]:
-        # A code server (`dagster api grpc`, started by the webserver and the daemon): the warm process starts
-        # beside it now, not when its first run is launched.
+    if sys.argv[1:3] == ["api", "grpc"] and not _started_by_a_webserver():
+        # The daemon's code server (`dagster api grpc`): the warm process starts beside it now, not when its first
+        # run is launched.
         threading.Thread(target=multiprocessing.forkserver.ensure_running, name="warm_run_workers", daemon=True).start()
+
+
+def _started_by_a_webserver() -> bool:
+    """Whether this process's parent is a Dagster webserver. Its code server launches no runs with the queued run
+    coordinator (the daemon launches them through its own), so its warm process, about 2 s of CPU and 150 MB at each
+    start and *Reload*, starts with its first run instead (another run coordinator)."""
+    try:
+        parent = psutil.Process(os.getppid()).cmdline()
+    except psutil.Error:
+        return False
+    return any(os.path.basename(arg) == "dagster-webserver" or arg == "dagster_webserver" for arg in parent[:3])
 
 
 fork_run_workers_from_a_warm_process()

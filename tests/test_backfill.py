@@ -2,12 +2,14 @@
 of months per run, the command line one run per month; DuckDB is never locked, every month succeeds or fails on
 its own, and a retry re-runs only what failed."""
 
+import contextlib
 import shutil
 import time
 from pathlib import Path
 
 import dagster as dg
 import duckdb
+import psutil
 import pytest
 
 from taxi_assets.defs.partitions import monthly_partitions
@@ -83,9 +85,23 @@ def test_a_ui_backfill_starts_its_first_run_within_five_seconds(platform_env: Pa
         backfill = backfill_from_ui(webserver, ["raw_trips", "trips"], ["2021-01"])
         (run,) = backfill_runs(instance, backfill, 1, timeout=180)
         queued = instance.get_run_record_by_id(run.run_id).create_timestamp.timestamp()
+        # The daemon launched the run through its code server's warm process; the webserver's has none to start.
+        warm = {name: warm_processes(name) for name in ("dagster-daemon", "dagster-webserver")}
 
     assert run.status == dg.DagsterRunStatus.SUCCESS
     assert queued - submitted < 5, f"first run queued {queued - submitted:.1f} s after the backfill was submitted"
+    assert warm["dagster-daemon"] >= 1 and warm["dagster-webserver"] == 0, warm
+
+
+def warm_processes(command: str) -> int:
+    """The warm processes (taxi_assets.execution) beside the code servers of this test's `command` process."""
+    (started,) = [child for child in psutil.Process().children() if command in " ".join(child.cmdline()[:2])]
+    warm = 0
+    for code_server in started.children():
+        for child in code_server.children():
+            with contextlib.suppress(psutil.NoSuchProcess):  # a code server being replaced
+                warm += "from multiprocessing.forkserver import main" in " ".join(child.cmdline())
+    return warm
 
 
 def test_a_ranged_backfill_lands_its_good_months_and_its_retry_reruns_only_the_bad_ones(

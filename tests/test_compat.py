@@ -233,6 +233,21 @@ def test_a_code_server_starts_its_runs_from_the_warm_process_that_has_the_defini
     assert server._mp_ctx.get_start_method() == "forkserver"
 
 
+@pytest.mark.integration
+@pytest.mark.parametrize(("parent", "by_a_webserver"), [("dagster-webserver", True), ("dagster-daemon", False)])
+def test_only_a_code_server_started_by_a_webserver_leaves_its_warm_process_for_later(
+    tmp_path: Path, parent: str, by_a_webserver: bool
+) -> None:
+    """The parent is a script of that name, as `.venv/bin/dagster-webserver` is; its child asks, as a code server
+    does at import."""
+    script = tmp_path / parent
+    child = "from taxi_assets import execution; print(execution._started_by_a_webserver())"
+    script.write_text(f"#!{sys.executable}\nimport subprocess, sys\nsubprocess.run([sys.executable, '-c', {child!r}])")
+    script.chmod(0o755)
+    answer = subprocess.run([str(script)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert answer.stdout.strip() == str(by_a_webserver), answer.stderr[-2000:]
+
+
 @pytest.mark.unit
 def test_private_dagster_imports_live_in_the_compatibility_module_only() -> None:
     for path in sorted((REPO_ROOT / "taxi_assets").rglob("*.py")) + sorted((REPO_ROOT / "bento_service").glob("*.py")):
