@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from taxi_assets.core.batch import EQUAL_WEIGHTS
 from taxi_assets.core.drift_scores import BATCH_FEATURES
 from taxi_assets.core.metrics import BATCH_JOB, Sample
+from taxi_assets.definitions import defs
 from taxi_assets.defs.batch_monitoring import assets as batch_monitoring_assets
 from taxi_assets.defs.batch_monitoring.assets import batch_drift, batch_predictions
 from taxi_assets.defs.model.assets import deployed_model, duration_model
@@ -45,6 +46,10 @@ def pushed_samples(url: str) -> dict[tuple[str, frozenset], float]:
 
 @pytest.fixture
 def deployed_january(instance: dg.DagsterInstance) -> dg.DagsterInstance:
+    return deploy_january(instance)
+
+
+def deploy_january(instance: dg.DagsterInstance) -> dg.DagsterInstance:
     """Trips of 2021-01, 2021-02 and 2023-03, the zones, the model trained on 2021-01 deployed, and its profile."""
     resources = platform_resources()
     assert dg.materialize([taxi_zones], instance=instance, resources=resources)
@@ -55,6 +60,37 @@ def deployed_january(instance: dg.DagsterInstance) -> dg.DagsterInstance:
     profiled = dg.materialize([reference_profile], instance=instance, resources=resources)
     assert metadata_of(profiled, reference_profile.key)["validation_month"] == "2021-02"
     return instance
+
+
+def monthly_job() -> dg.JobDefinition:
+    """The platform's job with its own executor, as the daemon runs it (`dg.materialize` would use Dagster's)."""
+    return defs().resolve_job_def("monthly_job")
+
+
+def test_the_report_is_drawn_and_published_without_the_warehouse_slot(
+    platform_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once drift_metrics is written, batch_drift gives its duckdb slot back: the Evidently page (seconds, tens of
+    seconds under load) is drawn and published while the next run (an ingest) uses the warehouse."""
+    pools = {"concurrency": {"pools": {"granularity": "op", "default_limit": 1}}}
+    with dg.instance_for_test(temp_dir=str(platform_env / "dagster_home"), overrides=pools) as instance:
+        deploy_january(instance)
+        held_while_publishing = []
+        publish = batch_monitoring_assets._report
+
+        def publishing(*args):
+            held_while_publishing.append(instance.event_log_storage.get_concurrency_info("duckdb").claimed_slots)
+            return publish(*args)
+
+        monkeypatch.setattr(batch_monitoring_assets, "_report", publishing)
+        result = dg.execute_job(
+            dg.reconstructable(monthly_job),
+            instance=instance,
+            tags={"dagster/partition": "2021-02"},
+            asset_selection=[batch_predictions.key, *batch_drift.keys],
+        )
+        assert result.success
+        assert held_while_publishing == [[]]
 
 
 def drift_table(month: str) -> dict[tuple[str, str], float]:

@@ -13,8 +13,9 @@ from sklearn.dummy import DummyRegressor
 from sklearn.pipeline import Pipeline
 
 from taxi_assets.core import model
-from taxi_assets.core.model import DEFAULT_RECIPE, IMPORTANCE_FEATURES, evaluate, predict, train
+from taxi_assets.core.model import DEFAULT_RECIPE, IMPORTANCE_FEATURES, evaluate, predict, timed_train, train
 from taxi_assets.definitions import defs
+from taxi_assets.defs.model import assets as model_assets
 from taxi_assets.defs.model.assets import (
     GATE_CHECK,
     IMPORTANCE_KEY,
@@ -138,6 +139,34 @@ def test_a_model_is_never_validated_or_deployed_in_sample(instance):
         instance, deployed_model, {"training_month": "2021-01", "recipe": "seed"}, raise_on_error=False
     )
     assert "in-sample figures" in failure_message(refused)
+
+
+def duration_model_job() -> dg.JobDefinition:
+    """The platform's job with its own executor, as the daemon runs it (`dg.materialize` would use Dagster's)."""
+    return defs().resolve_job_def("duration_model_job")
+
+
+def test_a_model_trains_after_giving_the_warehouse_slot_back(platform_env: Path, monkeypatch: pytest.MonkeyPatch):
+    """Training takes seconds to minutes and needs no warehouse: duration_model gives its duckdb slot back once it
+    has read its months, so an ingest or a backfill does not wait for the training."""
+    pools = {"concurrency": {"pools": {"granularity": "op", "default_limit": 1}}}
+    with dg.instance_for_test(temp_dir=str(platform_env / "dagster_home"), overrides=pools) as instance:
+        load_trips(instance, "2021-01", "2021-02")
+        held_while_training = []
+
+        def training(frame: pd.DataFrame, recipe: str):
+            held_while_training.append(instance.event_log_storage.get_concurrency_info("duckdb").claimed_slots)
+            return timed_train(frame, recipe)
+
+        monkeypatch.setattr(model_assets, "timed_train", training)
+        result = dg.execute_job(
+            dg.reconstructable(duration_model_job),
+            instance=instance,
+            run_config={"ops": {"duration_model": {"config": {"recipe": "seed"}}}},
+            tags={"dagster/partition": "2021-01"},
+        )
+        assert result.success
+        assert held_while_training == [[]]
 
 
 def constant_pipeline() -> Pipeline:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import dagster as dg
 from pydantic import Field
 
+from taxi_assets import execution
 from taxi_assets.core import profile
 from taxi_assets.core.batch import (
     BatchFigures,
@@ -174,6 +175,8 @@ def batch_drift(
                 month,
                 {"drift_metrics": "SELECT $month, metric, column_or_segment, value FROM metric_rows"},
             )
+        # The push, the page and its publication need no warehouse: the next run (an ingest) takes it meanwhile.
+        execution.release_pool_slot(context)
         pushed = pushgateway.push(
             BATCH_JOB, {"month": month}, batch_samples(figures, month_start_seconds(month)), context.log
         )

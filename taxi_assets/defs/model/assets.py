@@ -8,6 +8,7 @@ import dagster as dg
 import duckdb
 from pydantic import Field
 
+from taxi_assets import execution
 from taxi_assets.core import deployment
 from taxi_assets.core.deployment import GATE_CHECK, GATE_LABEL, TRAINED_MODEL
 from taxi_assets.core.metrics import BATCH_JOB, CHALLENGE_JOB, challenge_samples
@@ -158,6 +159,8 @@ def duration_model(
         training = month_trips(conn, month)
         validation_month = loaded_month_after(conn, month)
         validation = month_trips(conn, validation_month) if validation_month else pd.DataFrame()
+    # The rest (training, seconds to minutes) needs no warehouse: other runs take it meanwhile.
+    execution.release_pool_slot(context)
     if training.empty:
         raise dg.Failure(f"trips holds no rows for {month}; materialize trips[{month}] first")
     if validation.empty:
@@ -325,6 +328,7 @@ def model_challenge(
     with warehouse.get_connection() as conn:
         evaluation = month_trips(conn, month)
         challenger_month = loaded_month_before(conn, month)
+    execution.release_pool_slot(context)  # scoring both models needs no warehouse
     if evaluation.empty:
         raise dg.Failure(f"trips holds no rows for {month}; materialize trips[{month}] first")
     if challenger_month is None:
