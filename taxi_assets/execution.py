@@ -291,7 +291,7 @@ def fork_run_workers_from_a_warm_process() -> None:
 
 def _started_by_a_webserver() -> bool:
     """Whether this process's parent is a Dagster webserver. Its code server launches no runs with the queued run
-    coordinator (the daemon launches them through its own), so its warm process, about 2 s of CPU and 150 MB at each
+    coordinator (the daemon launches them through its own), so its warm process, about 2 s of CPU and 170 MB at each
     start and *Reload*, starts with its first run instead (another run coordinator)."""
     try:
         parent = psutil.Process(os.getppid()).cmdline()
