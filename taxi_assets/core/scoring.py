@@ -29,9 +29,18 @@ TRIP_COLUMNS = [
 
 def score_trips(conn: duckdb.DuckDBPyConnection, month: str, pipeline: Pipeline, model_tag: str) -> pd.DataFrame:
     """The trips of `month` with the pipeline's prediction and its error (prediction - actual), in minutes."""
-    scored = conn.execute(f"SELECT {', '.join(TRIP_COLUMNS)} FROM trips WHERE month = $month", {"month": month}).df()
-    prediction = predict(pipeline, scored) if len(scored) else []
-    return scored.assign(
+    return score(trip_rows(conn, month), pipeline, model_tag)
+
+
+def trip_rows(conn: duckdb.DuckDBPyConnection, month: str) -> pd.DataFrame:
+    """The `TRIP_COLUMNS` of the trips of `month`, for `score`: a step can read them, close the warehouse and score."""
+    return conn.execute(f"SELECT {', '.join(TRIP_COLUMNS)} FROM trips WHERE month = $month", {"month": month}).df()
+
+
+def score(trips: pd.DataFrame, pipeline: Pipeline, model_tag: str) -> pd.DataFrame:
+    """`trip_rows` with the pipeline's prediction and its error (prediction - actual), in minutes."""
+    prediction = predict(pipeline, trips) if len(trips) else []
+    return trips.assign(
         model_tag=model_tag, **{PREDICTION: prediction}, error=lambda frame: frame[PREDICTION] - frame[TARGET]
     )
 

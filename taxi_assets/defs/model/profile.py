@@ -9,7 +9,7 @@ from taxi_assets.core import calibration, profile
 from taxi_assets.core.drift import DEFAULT_WINDOW
 from taxi_assets.core.drift_scores import ONLINE_FEATURES, SPREAD, WINDOW_KINDS
 from taxi_assets.core.model import PREDICTION
-from taxi_assets.core.scoring import score_trips
+from taxi_assets.core.scoring import score, trip_rows
 from taxi_assets.defs.automation import missing_or_deps_updated
 from taxi_assets.defs.model.assets import deployed_model
 from taxi_assets.defs.resources import DUCKDB_POOL, ModelRegistry, Warehouse
@@ -42,12 +42,12 @@ def reference_profile(
     pipeline, model = model_registry.load_deployed()
     reference_month, validation_month = model["training_month"], model["validation_month"]
     with warehouse.get_connection() as conn:
-        reference = score_trips(conn, reference_month, pipeline, model["tag"])
-        validation = score_trips(conn, validation_month, pipeline, model["tag"])
+        reference = trip_rows(conn, reference_month)
+        validation = trip_rows(conn, validation_month)
         # Consecutive months before the training month widen the calibration and the effect floors.
         earlier = []
         for month in calibration.earlier_months(reference_month):
-            frame = score_trips(conn, month, pipeline, model["tag"])
+            frame = trip_rows(conn, month)
             if frame.empty:
                 break
             earlier.insert(0, frame)
@@ -57,8 +57,11 @@ def reference_profile(
         raise dg.Failure(f"trips holds no rows of the validation month {validation_month}; materialize trips first")
     if validation_month == reference_month:
         context.log.warning(f"{model['tag']} was validated on its training month: the RMSE bound is in-sample")
-    # The calibration takes most of the step (tens of seconds) and needs no warehouse: other runs use it meanwhile.
+    # Scoring the months and the calibration take most of the step (a minute under load) and need no warehouse:
+    # other runs use it meanwhile.
     with execution.without_pool_slot(context):
+        reference, validation = (score(frame, pipeline, model["tag"]) for frame in (reference, validation))
+        earlier = [score(frame, pipeline, model["tag"]) for frame in earlier]
         built = calibration.build_profile(
             reference,
             validation,
