@@ -386,8 +386,30 @@ def slot_giver(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
 
 
 def slot_giver_job() -> dg.JobDefinition:
-    jobs = [dg.define_asset_job("slot_giver_job", [slot_giver])]
-    return dg.Definitions(assets=[slot_giver], jobs=jobs, executor=execution.executor).resolve_job_def("slot_giver_job")
+    return _job_with_the_project_s_executor(slot_giver)
+
+
+def _job_with_the_project_s_executor(asset: dg.AssetsDefinition) -> dg.JobDefinition:
+    name = f"{asset.key.path[-1]}_job"
+    jobs = [dg.define_asset_job(name, [asset])]
+    return dg.Definitions(assets=[asset], jobs=jobs, executor=execution.executor).resolve_job_def(name)
+
+
+def _materialized_in_one_pool_slot(
+    tmp_path: Path, asset: dg.AssetsDefinition, job, executed_by: str
+) -> tuple[dict, list]:
+    """The metadata of `asset` materialized with a one-slot `duckdb` pool, by the project's executor (`job`, a
+    module-level function for `dg.reconstructable`) or by `dg.materialize`, and the pool's claimed slots after."""
+    pools = {"concurrency": {"pools": {"granularity": "op", "default_limit": 1}}}
+    with dg.instance_for_test(temp_dir=str(tmp_path), overrides=pools) as instance:
+        if executed_by == "dg.materialize":
+            result = dg.materialize([asset], instance=instance)
+        else:
+            result = dg.execute_job(dg.reconstructable(job), instance=instance)
+        assert result.success
+        claimed = instance.event_log_storage.get_concurrency_info("duckdb").claimed_slots
+    (materialization,) = result.asset_materializations_for_node(asset.op.name)
+    return {name: value.value for name, value in materialization.metadata.items()}, claimed
 
 
 @pytest.mark.integration
@@ -395,17 +417,10 @@ def slot_giver_job() -> dg.JobDefinition:
 def test_a_step_gives_its_pool_slot_back_only_under_the_project_s_executor(tmp_path: Path, executed_by: str) -> None:
     """`release_pool_slot` frees the running step's slot for the next run (a backfill's next range); a run the
     executor does not execute keeps the slot to the step's end, as Dagster's own executor does."""
-    pools = {"concurrency": {"pools": {"granularity": "op", "default_limit": 1}}}
-    with dg.instance_for_test(temp_dir=str(tmp_path), overrides=pools) as instance:
-        if executed_by == "dg.materialize":
-            result = dg.materialize([slot_giver], instance=instance)
-        else:
-            result = dg.execute_job(dg.reconstructable(slot_giver_job), instance=instance)
-        assert result.success
-        (materialization,) = result.asset_materializations_for_node("slot_giver")
-        mine = executed_by != "dg.materialize"
-        assert materialization.metadata["given_back"].value is mine
-        assert materialization.metadata["taken_by_the_next_run"].value is mine
+    metadata, _ = _materialized_in_one_pool_slot(tmp_path, slot_giver, slot_giver_job, executed_by)
+    mine = executed_by != "dg.materialize"
+    assert metadata["given_back"] is mine
+    assert metadata["taken_by_the_next_run"] is mine
 
 
 @dg.asset(pool="duckdb")
@@ -425,10 +440,7 @@ def slot_lender(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
 
 
 def slot_lender_job() -> dg.JobDefinition:
-    jobs = [dg.define_asset_job("slot_lender_job", [slot_lender])]
-    return dg.Definitions(assets=[slot_lender], jobs=jobs, executor=execution.executor).resolve_job_def(
-        "slot_lender_job"
-    )
+    return _job_with_the_project_s_executor(slot_lender)
 
 
 @pytest.mark.integration
@@ -438,19 +450,11 @@ def test_a_step_lends_its_pool_slot_and_waits_for_it_again_only_under_the_projec
 ) -> None:
     """`without_pool_slot` lets another run's step have the slot while the body computes, then the step waits
     until that step gives it back; a run the executor does not execute keeps its slot throughout."""
-    pools = {"concurrency": {"pools": {"granularity": "op", "default_limit": 1}}}
-    with dg.instance_for_test(temp_dir=str(tmp_path), overrides=pools) as instance:
-        if executed_by == "dg.materialize":
-            result = dg.materialize([slot_lender], instance=instance)
-        else:
-            result = dg.execute_job(dg.reconstructable(slot_lender_job), instance=instance)
-        assert result.success
-        (materialization,) = result.asset_materializations_for_node("slot_lender")
-        metadata = {name: value.value for name, value in materialization.metadata.items()}
-        mine = executed_by != "dg.materialize"
-        assert metadata["lent"] is mine and metadata["held_again"] is True
-        assert (metadata["waited"] >= 0.9) is mine, metadata
-        assert instance.event_log_storage.get_concurrency_info("duckdb").claimed_slots == []
+    metadata, claimed = _materialized_in_one_pool_slot(tmp_path, slot_lender, slot_lender_job, executed_by)
+    mine = executed_by != "dg.materialize"
+    assert metadata["lent"] is mine and metadata["held_again"] is True
+    assert (metadata["waited"] >= 0.9) is mine, metadata
+    assert claimed == []
 
 
 def _holder(instance: dg.DagsterInstance, tags: dict[str, str]) -> dg.DagsterRun:
