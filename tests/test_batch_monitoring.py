@@ -67,21 +67,31 @@ def monthly_job() -> dg.JobDefinition:
     return defs().resolve_job_def("monthly_job")
 
 
-def test_the_report_is_drawn_and_published_without_the_warehouse_slot(
+def test_a_month_is_scored_and_its_report_drawn_without_the_warehouse_slot(
     platform_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Once drift_metrics is written, batch_drift gives its duckdb slot back: the Evidently page (seconds, tens of
-    seconds under load) is drawn and published while the next run (an ingest) uses the warehouse."""
+    """batch_predictions lends its duckdb slot while it scores the month, and batch_drift gives it back once
+    drift_metrics is written: the scoring and the Evidently page (seconds, tens of seconds under load) run while the
+    next run (an ingest) uses the warehouse. Trips replaced while the slot was lent are scored again before the
+    predictions are stored, so they always match the trips beside them."""
     pools = {"concurrency": {"pools": {"granularity": "op", "default_limit": 1}}}
     with dg.instance_for_test(temp_dir=str(platform_env / "dagster_home"), overrides=pools) as instance:
         deploy_january(instance)
-        held_while_publishing = []
-        publish = batch_monitoring_assets._report
+        warehouse = platform_resources()["warehouse"]
+        held_while_scoring, held_while_publishing = [], []
+        score, publish = batch_monitoring_assets.score, batch_monitoring_assets._report
+
+        def scoring(*args):
+            held_while_scoring.append(instance.event_log_storage.get_concurrency_info("duckdb").claimed_slots)
+            with warehouse.get_connection() as conn:  # another run replaces the month meanwhile
+                conn.execute("DELETE FROM trips WHERE month = '2021-02' AND trip_distance > 5")
+            return score(*args)
 
         def publishing(*args):
             held_while_publishing.append(instance.event_log_storage.get_concurrency_info("duckdb").claimed_slots)
             return publish(*args)
 
+        monkeypatch.setattr(batch_monitoring_assets, "score", scoring)
         monkeypatch.setattr(batch_monitoring_assets, "_report", publishing)
         result = dg.execute_job(
             dg.reconstructable(monthly_job),
@@ -90,7 +100,16 @@ def test_the_report_is_drawn_and_published_without_the_warehouse_slot(
             asset_selection=[batch_predictions.key, *batch_drift.keys],
         )
         assert result.success
-        assert held_while_publishing == [[]]
+        assert held_while_scoring == [[]] and held_while_publishing == [[]]
+        with warehouse.get_connection() as conn:
+            (trips_left,) = conn.execute("SELECT count(*) FROM trips WHERE month = '2021-02'").fetchone()
+            (scored,) = conn.execute("SELECT count(*) FROM batch_predictions WHERE month = '2021-02'").fetchone()
+            (long_rides,) = conn.execute(
+                "SELECT count(*) FROM batch_predictions WHERE month = '2021-02' AND trip_distance > 5"
+            ).fetchone()
+        assert scored == trips_left and long_rides == 0
+        messages = [event.message for event in instance.all_logs(result.run_id)]
+        assert "trips[2021-02] changed while it was scored; scoring it again" in messages
 
 
 def drift_table(month: str) -> dict[tuple[str, str], float]:

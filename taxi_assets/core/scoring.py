@@ -37,6 +37,17 @@ def trip_rows(conn: duckdb.DuckDBPyConnection, month: str) -> pd.DataFrame:
     return conn.execute(f"SELECT {', '.join(TRIP_COLUMNS)} FROM trips WHERE month = $month", {"month": month}).df()
 
 
+def trips_version(conn: duckdb.DuckDBPyConnection, month: str) -> tuple[int, int]:
+    """A fingerprint of the trips of `month`: their count and a hash of their `TRIP_COLUMNS`, the same as long as the
+    month has not been replaced by other rows (a step that read them, let go of the warehouse and came back can
+    tell whether what it computed still matches the table)."""
+    count, digest = conn.execute(
+        f"SELECT count(*), coalesce(sum(hash({', '.join(TRIP_COLUMNS)})), 0) FROM trips WHERE month = $month",
+        {"month": month},
+    ).fetchone()
+    return int(count), int(digest)
+
+
 def score(trips: pd.DataFrame, pipeline: Pipeline, model_tag: str) -> pd.DataFrame:
     """`trip_rows` with the pipeline's prediction and its error (prediction - actual), in minutes."""
     prediction = predict(pipeline, trips) if len(trips) else []
