@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sklearn.dummy import DummyRegressor
 from sklearn.pipeline import Pipeline
 
-from taxi_assets.core import model
+from taxi_assets.core import calibration, model
 from taxi_assets.core.model import DEFAULT_RECIPE, IMPORTANCE_FEATURES, evaluate, predict, timed_train, train
 from taxi_assets.definitions import defs
 from taxi_assets.defs.model import assets as model_assets
@@ -25,6 +25,7 @@ from taxi_assets.defs.model.assets import (
     month_trips,
     quality_gate,
 )
+from taxi_assets.defs.model.profile import reference_profile
 from taxi_assets.defs.model.sensors import model_promotion_sensor
 from taxi_assets.defs.resources import AutomationPolicy
 from taxi_assets.defs.trip_data.assets import trip_months
@@ -167,6 +168,34 @@ def test_a_model_trains_after_giving_the_warehouse_slot_back(platform_env: Path,
         )
         assert result.success
         assert held_while_training == [[]]
+
+
+def test_a_profile_is_built_again_when_its_trips_were_replaced_while_it_was_calibrated(instance, monkeypatch):
+    """reference_profile reads its months, lends the warehouse while it scores and calibrates, and queues for it
+    again to save: trips replaced in between (by a run that took the warehouse) are read and built from again
+    first, so the stored profile describes the trips beside it."""
+    load_trips(instance, "2021-01", "2021-02")
+    assert materialize(instance, duration_model, {"recipe": "seed"}, partition_key="2021-01").success
+    assert materialize(instance, deployed_model, {"training_month": "2021-01", "recipe": "seed"}).success
+    warehouse = platform_resources()["warehouse"]
+    build, validation_rows = calibration.build_profile, []
+
+    def building(reference: pd.DataFrame, validation: pd.DataFrame, **kwargs):
+        validation_rows.append(len(validation))
+        if len(validation_rows) > 1:
+            return build(reference, validation, **kwargs)
+        with warehouse.get_connection() as conn:  # another run replaces the validation month meanwhile
+            conn.execute("DELETE FROM trips WHERE month = '2021-02' AND trip_distance > 5")
+        return None  # dropped: saving it would fail the step
+
+    monkeypatch.setattr(calibration, "build_profile", building)
+    result = dg.materialize([reference_profile], instance=instance, resources=platform_resources())
+    with warehouse.get_connection() as conn:
+        (left,) = conn.execute("SELECT count(*) FROM trips WHERE month = '2021-02'").fetchone()
+    assert validation_rows[1] == left < validation_rows[0]
+    assert materialization_metadata(result)["validation_rows"] == left
+    messages = [event.message for event in instance.all_logs(result.run_id)]
+    assert "trips changed while the profile was built; building it again" in messages
 
 
 def constant_pipeline() -> Pipeline:

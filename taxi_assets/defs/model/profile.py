@@ -1,6 +1,7 @@
 """The deployed model's reference profile: what the monitoring compares every month and window with."""
 
 import time
+from typing import TYPE_CHECKING, NamedTuple
 
 import dagster as dg
 
@@ -9,11 +10,16 @@ from taxi_assets.core import calibration, profile
 from taxi_assets.core.drift import DEFAULT_WINDOW
 from taxi_assets.core.drift_scores import ONLINE_FEATURES, SPREAD, WINDOW_KINDS
 from taxi_assets.core.model import PREDICTION
-from taxi_assets.core.scoring import score, trip_rows
+from taxi_assets.core.scoring import score, trip_rows, trips_version
 from taxi_assets.defs.automation import missing_or_deps_updated
 from taxi_assets.defs.model.assets import deployed_model
 from taxi_assets.defs.resources import DUCKDB_POOL, ModelRegistry, Warehouse
 from taxi_assets.defs.trip_data.assets import trips
+
+if TYPE_CHECKING:
+    import duckdb
+    import pandas as pd
+    from sklearn.pipeline import Pipeline
 
 
 @dg.asset(
@@ -41,36 +47,21 @@ def reference_profile(
     started = time.perf_counter()
     pipeline, model = model_registry.load_deployed()
     reference_month, validation_month = model["training_month"], model["validation_month"]
-    with warehouse.get_connection() as conn:
-        reference = trip_rows(conn, reference_month)
-        validation = trip_rows(conn, validation_month)
-        # Consecutive months before the training month widen the calibration and the effect floors.
-        earlier = []
-        for month in calibration.earlier_months(reference_month):
-            frame = trip_rows(conn, month)
-            if frame.empty:
-                break
-            earlier.insert(0, frame)
-    if reference.empty:
-        raise dg.Failure(f"trips holds no rows of the training month {reference_month}; materialize trips first")
-    if validation.empty:
-        raise dg.Failure(f"trips holds no rows of the validation month {validation_month}; materialize trips first")
     if validation_month == reference_month:
         context.log.warning(f"{model['tag']} was validated on its training month: the RMSE bound is in-sample")
+    with warehouse.get_connection() as conn:
+        months = _read_months(conn, reference_month, validation_month)
     # Scoring the months and the calibration take most of the step (a minute under load) and need no warehouse:
     # other runs use it meanwhile.
     with execution.without_pool_slot(context):
-        reference, validation = (score(frame, pipeline, model["tag"]) for frame in (reference, validation))
-        earlier = [score(frame, pipeline, model["tag"]) for frame in earlier]
-        built = calibration.build_profile(
-            reference,
-            validation,
-            model_tag=model["tag"],
-            reference_month=reference_month,
-            validation_month=validation_month,
-            earlier=earlier,
-        )
+        built = _build(months, pipeline, model)
     with warehouse.get_connection() as conn:
+        if any(trips_version(conn, month) != version for month, version in months.versions.items()):
+            # A month was replaced while the slot was lent: build from the trips there now, keeping the warehouse,
+            # so that the profile describes the trips it is stored beside.
+            context.log.info("trips changed while the profile was built; building it again")
+            months = _read_months(conn, reference_month, validation_month)
+            built = _build(months, pipeline, model)
         profile.save(conn, built)
 
     lines = ["| feature | spread | consecutive |", "|---|---:|---:|"]
@@ -82,17 +73,61 @@ def reference_profile(
             "model_tag": model["tag"],
             "reference_month": reference_month,
             "validation_month": validation_month,
-            "reference_rows": len(reference),
-            "validation_rows": len(validation),
+            "reference_rows": len(months.reference),
+            "validation_rows": len(months.validation),
             "validation_rmse": built.residuals.rmse,
             f"rmse_bound_{DEFAULT_WINDOW}_spread": built.rmse_bound(DEFAULT_WINDOW, SPREAD),
             f"rmse_bound_{DEFAULT_WINDOW}_consecutive": built.rmse_bound(DEFAULT_WINDOW, "consecutive"),
             f"thresholds_at_{DEFAULT_WINDOW}": dg.MetadataValue.md("\n".join(lines)),
             "calibration_windows": dg.MetadataValue.json(built.thresholds.windows),
-            "earlier_months": len(earlier),
+            "earlier_months": len(months.earlier),
             **{f"effect_floor/{name}": built.floors[name] for name in [*ONLINE_FEATURES, PREDICTION]},
             "calibration_sizes": ", ".join(str(size) for size in built.thresholds.sizes),
             "outlier_limits": dg.MetadataValue.json(built.outliers.ranges()),
             "seconds": time.perf_counter() - started,
         }
+    )
+
+
+class _Months(NamedTuple):
+    """The trips a profile is built from, and the version (`trips_version`) of every month read for it."""
+
+    reference: "pd.DataFrame"
+    validation: "pd.DataFrame"
+    earlier: "list[pd.DataFrame]"
+    versions: dict[str, tuple[int, int]]
+
+
+def _read_months(conn: "duckdb.DuckDBPyConnection", reference_month: str, validation_month: str) -> _Months:
+    """The training and validation months' trips, and the consecutive months before the training month that `trips`
+    has (they widen the calibration and the effect floors)."""
+    versions = {}
+
+    def read(month: str) -> "pd.DataFrame":
+        versions[month] = trips_version(conn, month)
+        return trip_rows(conn, month)
+
+    reference, validation, earlier = read(reference_month), read(validation_month), []
+    for month in calibration.earlier_months(reference_month):
+        frame = read(month)
+        if frame.empty:
+            break
+        earlier.insert(0, frame)
+    if reference.empty:
+        raise dg.Failure(f"trips holds no rows of the training month {reference_month}; materialize trips first")
+    if validation.empty:
+        raise dg.Failure(f"trips holds no rows of the validation month {validation_month}; materialize trips first")
+    return _Months(reference, validation, earlier, versions)
+
+
+def _build(months: _Months, pipeline: "Pipeline", model: dict) -> profile.ReferenceProfile:
+    """The months scored by the deployed pipeline, then the profile calibrated on them."""
+    reference, validation = (score(frame, pipeline, model["tag"]) for frame in (months.reference, months.validation))
+    return calibration.build_profile(
+        reference,
+        validation,
+        model_tag=model["tag"],
+        reference_month=model["training_month"],
+        validation_month=model["validation_month"],
+        earlier=[score(frame, pipeline, model["tag"]) for frame in months.earlier],
     )
