@@ -5,10 +5,13 @@ advice), or named as the suite's own (`make up`/`make down`: tests/test_make_up_
 command no test knows fails the unit test below; one that stops working fails the e2e test."""
 
 import argparse
+import contextlib
 import json
 import os
 import re
 import subprocess
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -66,6 +69,34 @@ def run(command: str, env: dict[str, str], timeout: float = 300) -> subprocess.C
     return subprocess.run(
         ["bash", "-c", command], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def side_by_side(commands: list[str], env: dict[str, str], timeout: float = 300) -> list[subprocess.CompletedProcess]:
+    """`run` of every command at once; each one's outcome, in order. Their output goes to files, not pipes: a
+    process whose pipe is full would stall while another one is waited for."""
+    with contextlib.ExitStack() as stack:
+        outputs = [
+            (stack.enter_context(tempfile.TemporaryFile("w+")), stack.enter_context(tempfile.TemporaryFile("w+")))
+            for _ in commands
+        ]
+        processes = [
+            subprocess.Popen(["bash", "-c", command], cwd=REPO_ROOT, env=env, stdout=out, stderr=err, text=True)
+            for command, (out, err) in zip(commands, outputs, strict=True)
+        ]
+        try:
+            deadline = time.monotonic() + timeout
+            for process in processes:
+                process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        finally:
+            for process in processes:
+                process.kill()
+                process.wait()
+        outcomes = []
+        for process, (out, err) in zip(processes, outputs, strict=True):
+            out.seek(0)
+            err.seek(0)
+            outcomes.append(subprocess.CompletedProcess(process.args, process.returncode, out.read(), err.read()))
+        return outcomes
 
 
 def one_clear_line(done: subprocess.CompletedProcess) -> str:
@@ -136,8 +167,11 @@ def test_readme_commands_work_against_a_running_platform(tmp_path: Path, tlc_dir
         assert [p["id"] for p in batch["predictions"]] == ["r1"]
         assert feedback == {"id": "r1", "recorded": True}
 
-        for command in by_kind("replay"):
-            replayed = run(limited(port(command, service)), env)
+        # Each replay waits for its rides' clock and feedback (about a minute for 100 rides): the three run side by
+        # side, as from three terminals (their ride ids are their own).
+        replays = by_kind("replay")
+        outcomes = side_by_side([limited(port(command, service)) for command in replays], env)
+        for command, replayed in zip(replays, outcomes, strict=True):
             assert replayed.returncode == 0, command + "\n" + replayed.stderr[-3000:]
             assert replayed.stderr.startswith("replay: trip data from "), replayed.stderr[:500]
             sent = f"sent {REPLAY_LIMIT}, 2xx {REPLAY_LIMIT}, 4xx 0, 5xx 0, no answer 0"
