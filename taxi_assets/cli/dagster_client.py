@@ -114,6 +114,10 @@ query($runId: ID!) {
 }
 """
 
+RUN_CREATED = """
+query($runId: ID!) { runOrError(runId: $runId) { ... on Run { creationTime } } }
+"""
+
 MATERIALIZATIONS = """
 query($path: [String!]!, $partitions: [String!], $limit: Int!) {
   assetOrError(assetKey: {path: $path}) {
@@ -220,6 +224,10 @@ class DagsterClient:
             return self._graphql_client.get_run_status(run_id).value
         except DagsterGraphQLClientError as error:
             raise self._failed(error, f"run {run_id}") from error
+
+    def run_created(self, run_id: str) -> float | None:
+        """When the run was created (unix time), None for a run the instance does not have."""
+        return self.query(RUN_CREATED, {"runId": run_id})["runOrError"].get("creationTime")
 
     def _failed(self, error: DagsterGraphQLClientError, what: str) -> ToolError:
         """The client's error as one line: its own message quotes the whole query when the transport failed."""

@@ -48,7 +48,6 @@ class Demo:
         self.dagster = DagsterClient(default_url())
         self.service = f"http://127.0.0.1:{current.service_port}"
         self.prometheus = f"http://127.0.0.1:{current.prometheus_port}"
-        self.pushgateway = f"http://127.0.0.1:{current.pushgateway_port}"
         self.evidently = current.evidently_url
         self.started = time.monotonic()
         self.since = time.time()
@@ -184,22 +183,16 @@ class Demo:
         except (urllib.error.URLError, OSError):
             return f"{self.prometheus}/{page}"
 
-    def ingest_backlog(self, since: float) -> float | None:
-        """Prediction-log records not yet in DuckDB, as the prediction-log sensor last pushed them to the
-        Pushgateway, if it pushed after the unix time `since`."""
-        try:
-            with urllib.request.urlopen(f"{self.pushgateway}/metrics", timeout=5) as response:
-                text = response.read().decode()
-        except (urllib.error.URLError, OSError):
-            return None
-        values = {}
-        for line in text.splitlines():
-            if line.startswith(("taxi_ingest_records_waiting", 'push_time_seconds{instance="",job="taxi_ingest"}')):
-                name, _, value = line.rpartition(" ")
-                values[name.split("{")[0]] = float(value)
-        if values.get("push_time_seconds", 0.0) < since:
-            return None
-        return values.get("taxi_ingest_records_waiting")
+    def ingested_after(self, since: float, days: list[str]) -> bool:
+        """Whether every prediction-log day of `days` was last ingested by a run created after the unix time
+        `since`. A run holds every record the store had when it was created (the rule the prediction-log sensor
+        confirms its ingests by), so then everything logged before `since` is in DuckDB: no need to wait for the
+        sensor's next tick to say so."""
+        for day in days:
+            latest = self.dagster.latest_materialization("prediction_logs", day)
+            if latest is None or (self.dagster.run_created(latest.run_id) or 0.0) < since:
+                return False
+        return True
 
     def service_ready(self) -> bool:
         try:
@@ -220,16 +213,21 @@ class Demo:
                 raise ToolError(f"the replay ended with status {status}")
             return int(json.loads(summary.read_text())["predict"]["2xx"])
 
-    def online_window(self, predicted: int, since: float) -> dict:
-        """The latest `online_drift` figures of its `last_<n>` window, once the prediction-log sensor has reported
-        nothing waiting after the unix time `since` (the end of a replay), online_drift ran after the last ingest
-        and its window holds min(n, `predicted`) predictions: all the traffic replayed so far is judged."""
+    def online_window(self, predicted: int, started: float, since: float) -> dict:
+        """The latest `online_drift` figures of its `last_<n>` window, once every record logged from the unix time
+        `started` to `since` (a replay) is ingested, online_drift ran after the last ingest and its window holds
+        min(n, `predicted`) predictions: all the traffic replayed so far is judged."""
         figures: dict = {}
+        # The prediction log's partitions are the UTC days the records were logged on.
+        days = [
+            str(day.date())
+            for day in pd.date_range(pd.Timestamp(started, unit="s").normalize(), pd.Timestamp(since, unit="s"))
+        ]
 
         def judged() -> bool:
             nonlocal figures
             # online_drift runs after prediction_logs in each ingest run: newer than the last ingest, it has seen it.
-            if self.ingest_backlog(since) != 0 or self.latest("online_drift") < self.latest("prediction_logs"):
+            if not self.ingested_after(since, days) or self.latest("online_drift") < self.latest("prediction_logs"):
                 return False
             latest = self.metadata("online_drift", None)
             window = next((key.split("/")[0] for key in latest if key.startswith("last_")), None)
@@ -280,9 +278,10 @@ class Demo:
         month, scale = months[0], self.options.distance_scale
         rides = ["--month", month, "--start-day", str(self.options.start_day)]
         day = f"{month}-{self.options.start_day:02d}"
+        control_started = time.time()
         predicted = self.replay(f"control: rides of {month} from {day}, unchanged", "control", rides)
         self.say("waiting for the ingest and the online window of the control phase (the sensor ticks every 30 s)")
-        self.judge("control", self.online_window(predicted, time.time()))
+        self.judge("control", self.online_window(predicted, control_started, time.time()))
         scenario_started = time.time()
         predicted += self.replay(
             f"drift scenario: the same rides of {month} from {day}, distances x{scale:g}",
@@ -290,7 +289,9 @@ class Demo:
             [*rides, "--distance-scale", str(scale)],
         )
         self.say("waiting for the ingest and the online window of the drift scenario")
-        self.judge(f"drift scenario (distances x{scale:g})", self.online_window(predicted, time.time()))
+        self.judge(
+            f"drift scenario (distances x{scale:g})", self.online_window(predicted, scenario_started, time.time())
+        )
 
         self.say("waiting for the online dashboard, the monthly figures, reports, dashboards and the challenge")
         # Each thing waited for, with the asset partitions it needs: what a slow or failed wait names.
