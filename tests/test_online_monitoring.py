@@ -383,7 +383,9 @@ def test_online_drift_skips_while_the_new_models_profile_is_built_and_fails_with
 ) -> None:
     """Right after a deployment the ingest, first in the run queue (its priority), can judge the windows before the
     automation has stored the new model's profile: while a run building it has not ended, online_drift is skipped
-    and the run succeeds; with no such run it fails, saying what to materialize."""
+    and the run succeeds; with no such run it fails, saying what to materialize. Once the profile is stored, the
+    prediction-log sensor asks for the last ingested day once more, which judges the windows: traffic that stopped
+    meanwhile brings no next ingest."""
     resources = platform_resources()
     seed = {"config": {"recipe": "seed"}}
     for month in ("2021-01", "2021-02"):
@@ -419,9 +421,15 @@ def test_online_drift_skips_while_the_new_models_profile_is_built_and_fails_with
         failure.step_failure_data.error
     )
 
+    def rejudged() -> list[str]:
+        return [r.partition_key for r in tick(instance, None).run_requests if r.run_key.startswith("rejudge-")]
+
+    assert rejudged() == []  # no profile yet: nothing to judge against
     assert dg.materialize([reference_profile], instance=instance, resources=resources)
+    assert rejudged() == [now.date().isoformat()]
     assert dg.materialize([online_drift], instance=instance, resources=resources).success
     assert instance.get_latest_materialization_event(online_drift.key) is not None
+    assert rejudged() == []  # judged after the last ingest
 
 
 def test_window_figures_judge_windows_against_the_profile() -> None:

@@ -173,8 +173,9 @@ def online_drift(
     also raised by a CUSUM of the newest rides' distances against the profile's (`online.distance_cusum`). A window
     of fewer than 100 rides is "insufficient data".
     Pushed to the Pushgateway (job `taxi_online_monitoring`, grouping key `window`). Right after a deployment, while
-    a run builds the new model's profile, it is skipped (the next ingest judges the windows); with no profile and
-    none on its way it fails.
+    a run builds the new model's profile, it is skipped (the next ingest judges the windows; with no more traffic,
+    the prediction-log sensor asks for the day once more when the profile is stored); with no profile and none on
+    its way it fails.
     """
     _, model = model_registry.load_deployed()
     start, end = last_complete_hour(_utc_naive(config.as_of))

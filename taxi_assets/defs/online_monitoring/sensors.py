@@ -14,7 +14,8 @@ from taxi_assets.core.ingest_cursor import IngestCursor, LastRun, new_requests
 from taxi_assets.core.metrics import INGEST_JOB
 from taxi_assets.core.online import ingest_samples
 from taxi_assets.defs.materializations import latest_materialization
-from taxi_assets.defs.online_monitoring.assets import prediction_logs
+from taxi_assets.defs.model.profile import reference_profile
+from taxi_assets.defs.online_monitoring.assets import online_drift, prediction_logs
 from taxi_assets.defs.online_monitoring.jobs import online_monitoring_job
 from taxi_assets.defs.online_monitoring.resources import PredictionLogStore
 from taxi_assets.defs.partitions import prediction_days
@@ -48,6 +49,24 @@ def _last_success(instance: dg.DagsterInstance) -> float | None:
     return record.timestamp if record else None
 
 
+def _rejudge_request(instance: dg.DagsterInstance) -> dg.RunRequest | None:
+    """An ingest run of the day last ingested, once more, when that ingest ended without judging the windows (its
+    online_drift skipped while the deployed model's profile was being built, or failed without one) and a profile
+    has been stored since: when traffic stops meanwhile, no next ingest would judge it. One per such ingest run
+    (its run key); ingesting a day again is idempotent."""
+    logs = latest_materialization(instance, prediction_logs.key)
+    if logs is None:
+        return None
+    drift = latest_materialization(instance, online_drift.key)
+    built = latest_materialization(instance, reference_profile.key)
+    if (drift is not None and drift.timestamp >= logs.timestamp) or built is None or built.timestamp <= logs.timestamp:
+        return None
+    run = instance.get_run_by_id(logs.run_id)
+    if run is None or not run.is_finished:
+        return None
+    return dg.RunRequest(run_key=f"rejudge-{logs.run_id}", partition_key=logs.partition_key)
+
+
 @dg.sensor(
     job=online_monitoring_job,
     minimum_interval_seconds=30,
@@ -58,7 +77,8 @@ def prediction_log_sensor(
 ) -> dg.SensorResult:
     """Requests a `prediction_logs` run (with `online_drift`) for every UTC day with new records in the
     prediction-log store, keyed by day and store watermark, requests again (with backoff) every day whose ingest
-    ended without landing in DuckDB, and pushes the ingest backlog (job `taxi_ingest`).
+    ended without landing in DuckDB, and once more the last ingested day when its windows were not judged for want
+    of a profile that has since been stored (`_rejudge_request`); pushes the ingest backlog (job `taxi_ingest`).
 
     Cursor and backoff: taxi_assets.core.ingest_cursor. A batch stays open until every one of its days is
     confirmed, however old the day gets.
@@ -83,6 +103,8 @@ def prediction_log_sensor(
         for request in new_requests(changes.cursor, days, retries)
     ]
     cursor = cursor.requested(changes.cursor, days, now)
+    if rejudge := _rejudge_request(context.instance):
+        run_requests.append(rejudge)
 
     pending = reader.pending(cursor.ingested)
     oldest_age = 0.0
