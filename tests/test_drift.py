@@ -1,5 +1,8 @@
 """Drift maths and the Evidently report on real TLC months, without Dagster or DuckDB."""
 
+import json
+import subprocess
+import sys
 from functools import cache
 from pathlib import Path
 
@@ -11,8 +14,8 @@ from taxi_assets.core import calibration
 from taxi_assets.core.batch import metric_rows, month_figures, verdict_html
 from taxi_assets.core.drift_scores import CATEGORICAL, NUMERICAL
 from taxi_assets.core.evidently_report import (
-    CALIBRATED_TEST,
     FEATURE_TYPES,
+    REPORT_COLUMNS,
     borough_rmse_gap,
     build_snapshot,
     report_frame,
@@ -164,23 +167,77 @@ def test_report_html_is_a_complete_page_with_drift_and_regression(month_report):
 
 
 def test_report_shows_the_alarms_verdicts(month_report):
-    """Evidently's drift widgets run the registered calibrated test: its scores and drifted count are the alarms'."""
+    """The drift widgets are the project's `CalibratedDrift`: their scores and drifted count are the alarms'."""
     figures, _, snapshot, html = month_report
     verdicts = {f.feature: f for f in (*figures.since_training.features, figures.prediction, figures.target)}
     seen = 0
     for metric in snapshot["metrics"]:
         config = metric["config"]
-        if config["type"].endswith(":ValueDrift"):
-            assert config["method"] == CALIBRATED_TEST
-            assert metric["value"] == pytest.approx(verdicts[config["column"]].score)
+        if config["type"].endswith(":CalibratedDrift"):
+            verdict = verdicts[config["column"]]
+            assert metric["value"] == pytest.approx(verdict.score)
+            assert (config["test"], config["drifted"]) == (verdict.test, verdict.drifted)
             seen += 1
-        if config["type"].endswith(":DriftedColumnsCount"):
+        if config["type"].endswith(":DriftedFeatures"):
             assert metric["value"]["count"] == figures.since_training.drifted_count
     assert seen == len(verdicts)
     for feature in verdicts.values():
         assert f"<tr data-feature='{feature.feature}' data-drifted='{int(feature.drifted)}'>" in html
     # A feature beyond its threshold but with a negligible effect is no month drift, in the report as in the alarm.
     assert not figures.since_training.feature("passenger_count").drifted
+
+
+LOAD_SNAPSHOT = """
+import sys
+from evidently.core.report import Snapshot
+snapshot = Snapshot.loads(sys.stdin.read())
+names = [metric["config"]["type"] for metric in snapshot.dict()["metrics"]]
+print(sum(name.endswith(("CalibratedDrift", "DriftedFeatures")) for name in names))
+print(any(module.startswith("taxi_assets.") for module in sys.modules))
+"""
+
+
+def test_report_draws_each_column_from_its_rows():
+    """A column's distribution tab counts the month's and the reference's rows; a numerical column's drift tab
+    follows the month's mean over the rows against the reference's."""
+    from taxi_assets.core.drift import FeatureDrift
+
+    reference = report_frame(scored_month("2021-01"))
+    current = report_frame(scored_month("2021-02"))
+    # A made-up verdict per column: the widgets draw the rows whatever the verdict says.
+    verdicts = {
+        column: FeatureDrift(
+            column, kind, "test", 2.0, 1.0, "effect", 0.5, len(current), drifted=column == "trip_distance"
+        )
+        for column, kind in {**FEATURE_TYPES, PREDICTION: NUMERICAL, TARGET: NUMERICAL}.items()
+    }
+    text = build_snapshot(current, reference, verdicts).dumps()
+    # The Evidently UI loads the snapshot without this project's classes: so does a bare interpreter.
+    loaded = subprocess.run(
+        [sys.executable, "-c", LOAD_SNAPSHOT], input=text, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert loaded.returncode == 0 and loaded.stdout.split() == [str(len(REPORT_COLUMNS) + 1), "False"], loaded.stderr
+    graphs: dict[tuple[str, str], dict] = {}
+    for widget in json.loads(text)["widgets"]:
+        counters = (widget.get("params") or {}).get("counters") or [{}]
+        if str(counters[0].get("value", "")).startswith("Drift in column"):
+            column = counters[0]["value"].split("'")[1]
+        for tab in widget["tabs"]:
+            graphs[(column, tab["title"])] = tab["widget"]["params"]
+    assert {column for column, _ in graphs} == set(REPORT_COLUMNS)
+    assert ("PULocationID", "DATA DRIFT") not in graphs  # categories: a distribution only
+
+    zones = graphs[("PULocationID", "DATA DISTRIBUTION")]["data"]
+    current_counts = dict(zip(zones[0]["x"], zones[0]["y"], strict=True))
+    assert current_counts == current["PULocationID"].value_counts().to_dict()
+    assert sum(zones[3]["y"]) == pytest.approx(100)  # the reference by percent
+
+    distance = graphs[("trip_distance", "DATA DISTRIBUTION")]["data"]
+    assert sum(distance[0]["y"]) == current["trip_distance"].notna().sum()
+    assert sum(distance[2]["y"]) == reference["trip_distance"].notna().sum()
+    drift = {trace.get("name"): trace for trace in graphs[("fare_amount", "DATA DRIFT")]["data"]}
+    assert drift["reference (mean)"]["y"][0] == pytest.approx(reference["fare_amount"].mean())
+    assert np.mean(drift["current (mean)"]["y"]) == pytest.approx(current["fare_amount"].mean(), rel=0.01)
 
 
 def test_metric_rows_match_the_figures(month_report):

@@ -210,7 +210,7 @@ def verdict_html(figures: BatchFigures, month: str, reference_month: str) -> str
         f"<h2>Alarm verdicts: {month} vs the training month {reference_month}</h2>"
         f"<p>Drifted since training: {'DRIFTED' if since.dataset_drift else 'quiet'} "
         f"({since.drifted_count} of {len(since.features)} features); {mom_text}. These verdicts drive the alerts; "
-        "the per-column drift widgets below show the same verdicts (stat test taxi_calibrated: statistic over the "
+        "the per-column drift widgets below show the same verdicts (CalibratedDrift: drift score = statistic over the "
         "calibrated threshold).</p>"
         "<table border='1' cellpadding='4'><tr><th>feature</th><th>test</th><th>statistic / threshold</th>"
         "<th>effect</th><th>since training</th><th>importance rank</th><th>month over month</th></tr>"

@@ -2,13 +2,13 @@
 own verdicts.
 
 The figures and verdicts come from the project's maths (`taxi_assets.core.batch`, `taxi_assets.core.drift`);
-Evidently renders them. Each column's drift widget runs the stat test `taxi_calibrated`, registered here, which
-returns the verdict already computed for that column (score = statistic / calibrated threshold, drifted when the
-alarm says so), so the report cannot disagree with the alerts; Evidently computes only what the project does not:
-the distributions it plots and the regression-quality panels. Per-segment errors are computed directly (Evidently
-has no per-segment RMSE). Evidently's own default report, the benchmarks' baseline, lives in
-tests/support/evidently_defaults.py. Evidently is imported inside the functions only: it takes seconds to import and
-Dagster loads this module.
+the page draws them. The count of drifted features and each column's drift widget are metrics of the project's own
+(`taxi_assets.core.evidently_drift`), which carry the verdict already computed for that column (score = statistic /
+calibrated threshold, drifted when the alarm says so) and draw the column from NumPy bins, so the report cannot
+disagree with the alerts; Evidently computes only what the project does not: the regression-quality panels.
+Per-segment errors are computed directly (Evidently has no per-segment RMSE). Evidently's own default report, the
+benchmarks' baseline, lives in tests/support/evidently_defaults.py. Evidently is imported inside the functions only:
+it takes seconds to import and Dagster loads this module.
 """
 
 from __future__ import annotations
@@ -59,31 +59,6 @@ def report_frame(scored: pd.DataFrame) -> pd.DataFrame:
     return scored.assign(pickup_hour=scored["pickup_datetime"].dt.hour, trip_distance=distance)[REPORT_COLUMNS]
 
 
-CALIBRATED_TEST = "taxi_calibrated"
-# The verdicts the registered stat test answers with, per column, for the report being built.
-_verdicts: dict[str, FeatureDrift] = {}
-
-
-def _calibrated(reference_data: pd.Series, current_data: pd.Series, feature_type, threshold: float):
-    verdict = _verdicts[str(current_data.name)]
-    return verdict.score, verdict.drifted
-
-
-def _register_calibrated_test() -> None:
-    from evidently.legacy.calculations.stattests.registry import StatTest, register_stattest
-    from evidently.legacy.core import ColumnType
-
-    register_stattest(
-        StatTest(
-            name=CALIBRATED_TEST,
-            display_name="calibrated test (statistic / threshold; the alarms' verdict)",
-            allowed_feature_types=[ColumnType.Numerical, ColumnType.Categorical],
-            default_threshold=1.0,
-        ),
-        default_impl=_calibrated,
-    )
-
-
 def report_datasets(current: pd.DataFrame, reference: pd.DataFrame) -> tuple[Dataset, Dataset]:
     """Two `report_frame`s as Evidently datasets: the ride fields by type, the prediction and the target."""
     from evidently import DataDefinition, Dataset, Regression
@@ -100,22 +75,16 @@ def report_datasets(current: pd.DataFrame, reference: pd.DataFrame) -> tuple[Dat
 
 
 def build_snapshot(current: pd.DataFrame, reference: pd.DataFrame, verdicts: Mapping[str, FeatureDrift]) -> Snapshot:
-    """Run the Evidently report on two `report_frame`s: each column's drift widget shows its verdict from
-    `verdicts` ({column: FeatureDrift} for every column of `REPORT_COLUMNS`), the drifted-columns count is theirs,
-    then the regression quality."""
+    """Run the Evidently report on two `report_frame`s: the count of drifted features and each column's drift widget
+    show the verdicts in `verdicts` ({column: FeatureDrift} for every column of `REPORT_COLUMNS`), then Evidently's
+    regression quality."""
     from evidently import Report
-    from evidently.metrics import DriftedColumnsCount, ValueDrift
     from evidently.presets import RegressionPreset
 
-    _register_calibrated_test()
-    _verdicts.clear()
-    _verdicts.update(verdicts)
-    # The dataset drifts when any feature does: a share above zero.
-    count = DriftedColumnsCount(columns=list(FEATURE_TYPES), drift_share=1e-9, method=CALIBRATED_TEST)
-    drifts = [ValueDrift(column=column, method=CALIBRATED_TEST, threshold=1.0) for column in REPORT_COLUMNS]
-    # DataDriftPreset's own metrics, without the preset: its summary table recomputes every column's drift a
-    # second time, which costs a quarter of the report's CPU time for a table the asset metadata already shows.
-    return Report([count, *drifts, RegressionPreset()]).run(*report_datasets(current, reference))
+    from taxi_assets.core.evidently_drift import drift_metrics
+
+    drifts = drift_metrics(list(FEATURE_TYPES), {column: verdicts[column] for column in REPORT_COLUMNS})
+    return Report([*drifts, RegressionPreset()]).run(*report_datasets(current, reference))
 
 
 def _errors(frame: pd.DataFrame, segment_type: str, by: pd.Series) -> list[SegmentError]:

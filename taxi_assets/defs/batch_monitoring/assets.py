@@ -128,10 +128,11 @@ def _previous_month(month: str) -> str:
             automation_condition=MISSING_OR_DEPS_UPDATED,
             skippable=True,
             description=(
-                "Evidently HTML report of the month against the training month, showing the alarms' verdicts per "
-                "column (stat test `taxi_calibrated`) beside Evidently's distributions and regression quality, "
-                "with the verdict table on top. Written to the reports folder (TAXI_REPORTS_DIR) as "
-                "`monitoring_report_<month>.html`; skipped when the run config says `report: false`."
+                "Evidently HTML report of the month against the training month: the alarms' verdict per column "
+                "(metric `CalibratedDrift`) with the column's distribution against the training month's, "
+                "Evidently's regression quality, and the verdict table on top. Written to the reports folder "
+                "(TAXI_REPORTS_DIR) as `monitoring_report_<month>.html`; skipped when the run config says "
+                "`report: false`."
             ),
         ),
     ],
