@@ -85,7 +85,7 @@ def test_a_months_report_and_figures_land_in_the_evidently_workspace(
     assert {name: value for name, value in shown.items() if name.startswith("drift_score/")} == pytest.approx(
         {f"drift_score/{column}": value for column, value in scores.items()}
     )
-    deployed = resources["model_registry"].load_deployed()[1]
+    deployed = resources["model_registry"].deployed()
     assert shown["validation_rmse"] == pytest.approx(deployed["validation_rmse"])
     assert "challenger_gain" not in shown  # 2021-02 was not challenged: no point, rather than a zero
 

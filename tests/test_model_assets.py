@@ -290,7 +290,7 @@ def test_retraining_loop_challenges_promotes_by_the_margin_and_rolls_back(
     # Manual approval (at the embedded 5%): the tick shows the pending promotion and requests nothing.
     pending = tick(instance, automation_policy(promotion="manual"))
     assert isinstance(pending, dg.SkipReason) and "pending approval" in pending.skip_message
-    assert platform_resources()["model_registry"].load_deployed()[1]["source_tag"] == champion
+    assert platform_resources()["model_registry"].deployed()["source_tag"] == champion
 
     # Automatic: the tick requests the deployment, which records the figures that justified it.
     request = tick(instance)
@@ -302,7 +302,7 @@ def test_retraining_loop_challenges_promotes_by_the_margin_and_rolls_back(
     assert promoted["gain"] == challenge["gain"] and promoted["min_gain"] == 0.05
     assert promoted["promotion_mode"] == "auto"
     assert isinstance(promoted["champion_rmse"], float) and isinstance(promoted["challenger_rmse"], float)
-    assert platform_resources()["model_registry"].load_deployed()[1]["training_month"] == "2023-02"
+    assert platform_resources()["model_registry"].deployed()["training_month"] == "2023-02"
 
     # The challenge is made again against the new champion (the alarm clears), then the loop rests.
     request = tick(instance)
@@ -315,7 +315,7 @@ def test_retraining_loop_challenges_promotes_by_the_margin_and_rolls_back(
     # tests/test_readme.py runs the command): the previous model is deployed again, not promoted back by itself.
     rolled_back = materialization_metadata(materialize(instance, deployed_model, {"rollback": True}))
     assert (rolled_back["source_tag"], rolled_back["reason"]) == (champion, "rollback")
-    assert platform_resources()["model_registry"].load_deployed()[1]["source_tag"] == champion
+    assert platform_resources()["model_registry"].deployed()["source_tag"] == champion
     request = tick(instance)
     assert request.job_name == "model_challenge_job"
     assert run(instance, request).success

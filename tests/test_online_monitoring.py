@@ -396,7 +396,7 @@ def test_online_drift_skips_while_the_new_models_profile_is_built_and_fails_with
     )
     run_config = {"ops": {"deployed_model": seed}}
     assert dg.materialize([deployed_model], instance=instance, resources=resources, run_config=run_config)
-    tag = resources["model_registry"].load_deployed()[1]["tag"]
+    tag = resources["model_registry"].deployed()["tag"]
     now = dt.datetime.now(UTC)
     write([prediction("first", now, tag=tag)])
     assert ingest(instance, now.date().isoformat()).success

@@ -126,7 +126,7 @@ def deploy_seed_model(instance, resources: dict, month: str = "2021-01") -> str:
         [deployed_model], instance=instance, resources=resources, run_config={"ops": {"deployed_model": seed}}
     )
     assert dg.materialize([reference_profile], instance=instance, resources=resources)
-    return resources["model_registry"].load_deployed()[1]["tag"]
+    return resources["model_registry"].deployed()["tag"]
 
 
 def imported_modules(code: str, prefixes: tuple[str, ...]) -> list[str]:

@@ -1,6 +1,7 @@
 """Batch monitoring: score every month with the deployed model, compare it with the model's training month."""
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -152,7 +153,9 @@ def batch_drift(
     import pandas as pd
 
     month = context.partition_key
-    pipeline, model = model_registry.load_deployed()
+    model = model_registry.deployed()
+    # The pipeline scores only a month with no stored predictions (below): most runs never unpickle it (0.1 s).
+    pipeline = functools.cache(lambda: model_registry.load(model["tag"]))
     previous_month = _previous_month(month)
     with warehouse.get_connection() as conn:
         current = stored_predictions(conn, month, model["tag"])
@@ -167,7 +170,7 @@ def batch_drift(
         if previous.empty:
             # Months of a backfill run side by side: the month before may have trips but no predictions yet.
             # Scoring it here (nothing stored) keeps month over month independent of the order runs finish in.
-            previous = score_trips(conn, previous_month, pipeline, model["tag"])
+            previous = score_trips(conn, previous_month, pipeline(), model["tag"])
         # The report's reference rows come with the month's, in the same connection.
         reference = _training_rows(conn, prof.reference_month, model, pipeline) if config.report else None
     importance = model_registry.info(model["tag"])["metadata"].get(IMPORTANCE_KEY)
@@ -233,13 +236,14 @@ def _metadata(figures: BatchFigures, prof: profile.ReferenceProfile, model: dict
 
 
 def _training_rows(
-    conn: "duckdb.DuckDBPyConnection", reference_month: str, model: dict, pipeline: "Pipeline"
+    conn: "duckdb.DuckDBPyConnection", reference_month: str, model: dict, pipeline: "Callable[[], Pipeline]"
 ) -> "pd.DataFrame":
-    """The training month's scored rows, the report's reference."""
+    """The training month's scored rows, the report's reference (`pipeline()` loads the model, when they are not
+    stored)."""
     reference = stored_predictions(conn, reference_month, model["tag"])
     if reference.empty:
         # The training month need not be a scored partition of its own: score its trips here, store nothing.
-        reference = score_trips(conn, reference_month, pipeline, model["tag"])
+        reference = score_trips(conn, reference_month, pipeline(), model["tag"])
     return reference
 
 

@@ -177,7 +177,7 @@ def online_drift(
     the prediction-log sensor asks for the day once more when the profile is stored); with no profile and none on
     its way it fails.
     """
-    _, model = model_registry.load_deployed()
+    model = model_registry.deployed()
     start, end = last_complete_hour(_utc_naive(config.as_of))
     with warehouse.get_connection() as conn:
         if not conn.execute("SELECT 1 FROM duckdb_views() WHERE view_name = 'online_predictions'").fetchall():
