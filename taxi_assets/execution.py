@@ -20,8 +20,8 @@ works around changes, or when another Dagster is installed.
   its slot back before it ends (`release_pool_slot`; trip_months, duration_model, model_challenge and batch_drift
   do): a backfill's next run loads its months while this one records its events, an ingest while a model trains.
   A step that computes at length between reading the warehouse and writing to it lends its slot meanwhile and
-  waits for it again in the queue (`without_pool_slot`; reference_profile and batch_predictions do): an ingest of
-  the prediction log waited up to a minute behind a profile's calibration.
+  waits for it again in the queue (`without_pool_slot`; reference_profile, batch_predictions and batch_drift do):
+  an ingest of the prediction log waited up to a minute behind a profile's calibration.
 * The slot itself: Dagster 1.13 claims a pool slot by selecting a free slot row `FOR UPDATE SKIP LOCKED`, then
   updating that row by its id alone. SQLite, the local instance's storage, has no row locks: two steps of different
   runs claiming the one free `duckdb` slot in the same instant both select it, both update it and both run, and

@@ -70,16 +70,18 @@ def monthly_job() -> dg.JobDefinition:
 def test_a_month_is_scored_and_its_report_drawn_without_the_warehouse_slot(
     platform_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """batch_predictions lends its duckdb slot while it scores the month, and batch_drift gives it back once
-    drift_metrics is written: the scoring and the Evidently page (seconds, tens of seconds under load) run while the
-    next run (an ingest) uses the warehouse. Trips replaced while the slot was lent are scored again before the
-    predictions are stored, so they always match the trips beside them."""
+    """batch_predictions lends its duckdb slot while it scores the month, batch_drift while it computes the figures
+    (scoring the month before, which has no stored predictions) and gives it back once drift_metrics is written:
+    the scoring, the figures and the Evidently page (seconds, tens of seconds under load) run while the next run (an
+    ingest) uses the warehouse. Inputs replaced while the slot was lent are read and computed again before anything
+    is stored, so the predictions always match the trips beside them, and the figures the predictions."""
     pools = {"concurrency": {"pools": {"granularity": "op", "default_limit": 1}}}
     with dg.instance_for_test(temp_dir=str(platform_env / "dagster_home"), overrides=pools) as instance:
         deploy_january(instance)
         warehouse = platform_resources()["warehouse"]
-        held_while_scoring, held_while_publishing = [], []
+        held_while_scoring, held_while_figures, held_while_publishing = [], [], []
         score, publish = batch_monitoring_assets.score, batch_monitoring_assets._report
+        figures = batch_monitoring_assets.month_figures
 
         def scoring(*args):
             held_while_scoring.append(instance.event_log_storage.get_concurrency_info("duckdb").claimed_slots)
@@ -87,11 +89,19 @@ def test_a_month_is_scored_and_its_report_drawn_without_the_warehouse_slot(
                 conn.execute("DELETE FROM trips WHERE month = '2021-02' AND trip_distance > 5")
             return score(*args)
 
+        def computing(*args):
+            held_while_figures.append(instance.event_log_storage.get_concurrency_info("duckdb").claimed_slots)
+            if len(held_while_figures) == 1:
+                with warehouse.get_connection() as conn:  # another run rescores the month meanwhile
+                    conn.execute("DELETE FROM batch_predictions WHERE month = '2021-02' AND PULocationID < 50")
+            return figures(*args)
+
         def publishing(*args):
             held_while_publishing.append(instance.event_log_storage.get_concurrency_info("duckdb").claimed_slots)
             return publish(*args)
 
         monkeypatch.setattr(batch_monitoring_assets, "score", scoring)
+        monkeypatch.setattr(batch_monitoring_assets, "month_figures", computing)
         monkeypatch.setattr(batch_monitoring_assets, "_report", publishing)
         result = dg.execute_job(
             dg.reconstructable(monthly_job),
@@ -100,16 +110,25 @@ def test_a_month_is_scored_and_its_report_drawn_without_the_warehouse_slot(
             asset_selection=[batch_predictions.key, *batch_drift.keys],
         )
         assert result.success
-        assert held_while_scoring == [[]] and held_while_publishing == [[]]
+        # Slot-free: batch_predictions' scoring, batch_drift's scoring of 2021-01 and its figures; then, the month's
+        # predictions changed, batch_drift reads and computes again holding the warehouse.
+        assert [claimed == [] for claimed in held_while_scoring] == [True, True, False]
+        assert [claimed == [] for claimed in held_while_figures] == [True, False]
+        assert held_while_publishing == [[]]
         with warehouse.get_connection() as conn:
             (trips_left,) = conn.execute("SELECT count(*) FROM trips WHERE month = '2021-02'").fetchone()
+            (rescored_away,) = conn.execute(
+                "SELECT count(*) FROM trips WHERE month = '2021-02' AND PULocationID < 50"
+            ).fetchone()
             (scored,) = conn.execute("SELECT count(*) FROM batch_predictions WHERE month = '2021-02'").fetchone()
             (long_rides,) = conn.execute(
                 "SELECT count(*) FROM batch_predictions WHERE month = '2021-02' AND trip_distance > 5"
             ).fetchone()
-        assert scored == trips_left and long_rides == 0
+        assert scored == trips_left - rescored_away and long_rides == 0
+        assert drift_table("2021-02")[("rows", "all")] == scored
         messages = [event.message for event in instance.all_logs(result.run_id)]
         assert "trips[2021-02] changed while it was scored; scoring it again" in messages
+        assert "the inputs of drift_metrics[2021-02] changed while it was computed; computing it again" in messages
 
 
 def drift_table(month: str) -> dict[tuple[str, str], float]:

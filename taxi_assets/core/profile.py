@@ -419,7 +419,19 @@ def save(conn: duckdb.DuckDBPyConnection, profile: ReferenceProfile) -> None:
 
 def load(conn: duckdb.DuckDBPyConnection, model_tag: str) -> ReferenceProfile | None:
     """The stored profile of `model_tag`, or None."""
+    row = _stored(conn, model_tag, "profile")
+    return ReferenceProfile.from_dict(json.loads(row[0])) if row else None
+
+
+def version(conn: duckdb.DuckDBPyConnection, model_tag: str) -> int | None:
+    """A fingerprint of the stored profile of `model_tag` (a hash of its JSON), or None without one."""
+    row = _stored(conn, model_tag, "hash(profile)")
+    return int(row[0]) if row else None
+
+
+def _stored(conn: duckdb.DuckDBPyConnection, model_tag: str, expression: str) -> tuple | None:
     if not conn.execute("SELECT 1 FROM duckdb_tables() WHERE table_name = 'reference_profile'").fetchall():
         return None
-    row = conn.execute("SELECT profile FROM reference_profile WHERE model_tag = $tag", {"tag": model_tag}).fetchone()
-    return ReferenceProfile.from_dict(json.loads(row[0])) if row else None
+    return conn.execute(
+        f"SELECT {expression} FROM reference_profile WHERE model_tag = $tag", {"tag": model_tag}
+    ).fetchone()

@@ -37,15 +37,29 @@ def trip_rows(conn: duckdb.DuckDBPyConnection, month: str) -> pd.DataFrame:
     return conn.execute(f"SELECT {', '.join(TRIP_COLUMNS)} FROM trips WHERE month = $month", {"month": month}).df()
 
 
-def trips_version(conn: duckdb.DuckDBPyConnection, month: str) -> tuple[int, int]:
-    """A fingerprint of the trips of `month`: their count and a hash of their `TRIP_COLUMNS`, the same as long as the
-    month has not been replaced by other rows (a step that read them, let go of the warehouse and came back can
-    tell whether what it computed still matches the table)."""
+def rows_version(conn: duckdb.DuckDBPyConnection, table: str, columns: list[str], where: str, params: dict) -> tuple:
+    """A fingerprint of the rows of `table` that match `where`: their count and a hash of their `columns`, the same
+    as long as they have not been replaced by other rows (a step that read them, let go of the warehouse and came
+    back can tell whether what it computed still matches the table); (0, 0) for no rows or no table."""
+    if not conn.execute("SELECT 1 FROM duckdb_tables() WHERE table_name = $table", {"table": table}).fetchall():
+        return 0, 0
     count, digest = conn.execute(
-        f"SELECT count(*), coalesce(sum(hash({', '.join(TRIP_COLUMNS)})), 0) FROM trips WHERE month = $month",
-        {"month": month},
+        f"SELECT count(*), coalesce(sum(hash({', '.join(columns)})), 0) FROM {table} WHERE {where}", params
     ).fetchone()
     return int(count), int(digest)
+
+
+def trips_version(conn: duckdb.DuckDBPyConnection, month: str) -> tuple[int, int]:
+    """`rows_version` of the trips of `month`."""
+    return rows_version(conn, "trips", TRIP_COLUMNS, "month = $month", {"month": month})
+
+
+def predictions_version(conn: duckdb.DuckDBPyConnection, month: str, model_tag: str) -> tuple[int, int]:
+    """`rows_version` of `batch_predictions` of `month` by `model_tag`."""
+    columns = [*TRIP_COLUMNS, PREDICTION]
+    return rows_version(
+        conn, "batch_predictions", columns, "month = $month AND model_tag = $tag", {"month": month, "tag": model_tag}
+    )
 
 
 def score(trips: pd.DataFrame, pipeline: Pipeline, model_tag: str) -> pd.DataFrame:

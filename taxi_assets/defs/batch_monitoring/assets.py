@@ -3,7 +3,7 @@
 import functools
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import dagster as dg
 from pydantic import Field
@@ -21,7 +21,16 @@ from taxi_assets.core.batch import (
 from taxi_assets.core.evidently_report import borough_rmse_gap, build_snapshot, report_frame
 from taxi_assets.core.metrics import BATCH_JOB, batch_samples
 from taxi_assets.core.model import PREDICTION, error_summary
-from taxi_assets.core.scoring import TRIP_COLUMNS, score, score_trips, stored_predictions, trip_rows, trips_version
+from taxi_assets.core.scoring import (
+    TRIP_COLUMNS,
+    predictions_version,
+    rows_version,
+    score,
+    score_trips,
+    stored_predictions,
+    trip_rows,
+    trips_version,
+)
 from taxi_assets.core.warehouse import BATCH_PREDICTIONS_DDL, DRIFT_METRICS_DDL, replace_partition
 from taxi_assets.defs.automation import MISSING_OR_DEPS_UPDATED
 from taxi_assets.defs.batch_monitoring.resources import MonitoringReports
@@ -149,48 +158,46 @@ def batch_drift(
     reports: MonitoringReports,
 ) -> Iterator[dg.MaterializeResult]:
     """`drift_metrics` and, unless the run config turns it off, `monitoring_report`: the figures come from the
-    project's vectorised maths over the reference profile; Evidently only renders the report."""
+    project's vectorised maths over the reference profile, the report's drift widgets from the figures; Evidently
+    computes only the regression quality."""
     import pandas as pd
 
     month = context.partition_key
     model = model_registry.deployed()
     # The pipeline scores only a month with no stored predictions (below): most runs never unpickle it (0.1 s).
     pipeline = functools.cache(lambda: model_registry.load(model["tag"]))
-    previous_month = _previous_month(month)
+    importance = model_registry.info(model["tag"])["metadata"].get(IMPORTANCE_KEY) or None
     with warehouse.get_connection() as conn:
-        current = stored_predictions(conn, month, model["tag"])
-        if current.empty:
-            raise dg.Failure(
-                f"batch_predictions holds no rows of {month} by {model['tag']}; materialize batch_predictions[{month}]"
-            )
-        prof = profile.load(conn, model["tag"])
-        if prof is None:
-            raise dg.Failure(f"no reference profile for {model['tag']}; materialize reference_profile first")
-        previous = stored_predictions(conn, previous_month, model["tag"])
-        if previous.empty:
-            # Months of a backfill run side by side: the month before may have trips but no predictions yet.
-            # Scoring it here (nothing stored) keeps month over month independent of the order runs finish in.
-            previous = score_trips(conn, previous_month, pipeline(), model["tag"])
-        # The report's reference rows come with the month's, in the same connection.
-        reference = _training_rows(conn, prof.reference_month, model, pipeline) if config.report else None
-    importance = model_registry.info(model["tag"])["metadata"].get(IMPORTANCE_KEY)
-    figures = month_figures(current, prof, prof.arrays(), previous, previous_month, importance if importance else None)
-    rows = metric_rows(figures)
+        inputs = _read_inputs(conn, month, model["tag"], config.report)
+    # The figures, and the scoring of a month with no stored predictions, need no warehouse (a second, tens of
+    # seconds under load): an ingest takes it meanwhile.
+    with execution.without_pool_slot(context):
+        figures, reference = _compute(inputs, pipeline, model["tag"], importance)
+    with warehouse.get_connection() as conn:
+        if _versions(conn, inputs.months, model["tag"]) != inputs.versions:
+            # An input was replaced while the slot was lent: compute from what is there now, keeping the
+            # warehouse, so that the stored figures describe the predictions and profile they are stored beside
+            # (the automation would not run this month again: drift_metrics is materialized after its inputs).
+            context.log.info(f"the inputs of drift_metrics[{month}] changed while it was computed; computing it again")
+            inputs = _read_inputs(conn, month, model["tag"], config.report)
+            figures, reference = _compute(inputs, pipeline, model["tag"], importance)
+        rows = metric_rows(figures)
+        conn.execute(DRIFT_METRICS_DDL)
+        conn.register("metric_rows", pd.DataFrame(rows))
+        replace_partition(
+            conn, "month", month, {"drift_metrics": "SELECT $month, metric, column_or_segment, value FROM metric_rows"}
+        )
+    # The push, the page and its publication need no warehouse: the next run (an ingest) takes it meanwhile.
+    execution.release_pool_slot(context)
+    prof = inputs.prof
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="monitoring_report") as pool:
-        # Evidently's page needs only the figures; it is Python work, while storing and pushing the figures mostly
-        # waits for DuckDB's commit and the network: on two cores the page is drawn meanwhile.
-        page = pool.submit(_page, month, figures, current, reference, prof.reference_month) if config.report else None
-        with warehouse.get_connection() as conn:
-            conn.execute(DRIFT_METRICS_DDL)
-            conn.register("metric_rows", pd.DataFrame(rows))
-            replace_partition(
-                conn,
-                "month",
-                month,
-                {"drift_metrics": "SELECT $month, metric, column_or_segment, value FROM metric_rows"},
-            )
-        # The push, the page and its publication need no warehouse: the next run (an ingest) takes it meanwhile.
-        execution.release_pool_slot(context)
+        # Evidently's page needs only the figures; it is Python work, while pushing the figures and recording them
+        # mostly waits for the network and the instance's storage: on two cores the page is drawn meanwhile.
+        page = (
+            pool.submit(_page, month, figures, inputs.current, reference, prof.reference_month)
+            if config.report
+            else None
+        )
         pushed = pushgateway.push(
             BATCH_JOB, {"month": month}, batch_samples(figures, month_start_seconds(month)), context.log
         )
@@ -235,16 +242,72 @@ def _metadata(figures: BatchFigures, prof: profile.ReferenceProfile, model: dict
     }
 
 
-def _training_rows(
-    conn: "duckdb.DuckDBPyConnection", reference_month: str, model: dict, pipeline: "Callable[[], Pipeline]"
-) -> "pd.DataFrame":
-    """The training month's scored rows, the report's reference (`pipeline()` loads the model, when they are not
-    stored)."""
-    reference = stored_predictions(conn, reference_month, model["tag"])
-    if reference.empty:
-        # The training month need not be a scored partition of its own: score its trips here, store nothing.
-        reference = score_trips(conn, reference_month, pipeline(), model["tag"])
-    return reference
+class _Inputs(NamedTuple):
+    """What a month's figures and page are computed from, and the version of every input read for them."""
+
+    current: "pd.DataFrame"
+    prof: profile.ReferenceProfile
+    # The month before and (for the page) the training month: stored predictions, or trips still to score.
+    previous: tuple[str, "pd.DataFrame", bool]
+    reference: tuple[str, "pd.DataFrame", bool] | None
+    months: list[str]
+    versions: tuple
+
+
+def _read_inputs(conn: "duckdb.DuckDBPyConnection", month: str, model_tag: str, report: bool) -> _Inputs:
+    """The month's stored predictions and the profile (or a failure saying what to materialize), the month before
+    and, for the page, the training month: their stored predictions, else their trips."""
+    current = stored_predictions(conn, month, model_tag)
+    if current.empty:
+        raise dg.Failure(
+            f"batch_predictions holds no rows of {month} by {model_tag}; materialize batch_predictions[{month}]"
+        )
+    prof = profile.load(conn, model_tag)
+    if prof is None:
+        raise dg.Failure(f"no reference profile for {model_tag}; materialize reference_profile first")
+
+    def rows(of: str) -> tuple[str, "pd.DataFrame", bool]:
+        # Months of a backfill run side by side: the month before may have trips but no predictions yet. Scoring
+        # its trips (nothing stored) keeps month over month independent of the order runs finish in; the training
+        # month need not be a scored partition of its own.
+        stored = stored_predictions(conn, of, model_tag)
+        return (of, stored, True) if not stored.empty else (of, trip_rows(conn, of), False)
+
+    previous = rows(_previous_month(month))
+    reference = rows(prof.reference_month) if report else None
+    months = sorted({month, previous[0], *([reference[0]] if reference else [])})
+    return _Inputs(current, prof, previous, reference, months, _versions(conn, months, model_tag))
+
+
+def _versions(conn: "duckdb.DuckDBPyConnection", months: list[str], model_tag: str) -> tuple:
+    """The version of every input `_read_inputs` reads for `months`: their predictions and trips, the zones (the
+    boroughs of the segments) and the profile."""
+    return (
+        profile.version(conn, model_tag),
+        rows_version(conn, "taxi_zones", ["LocationID", "Borough"], "true", {}),
+        *((predictions_version(conn, month, model_tag), trips_version(conn, month)) for month in months),
+    )
+
+
+def _compute(
+    inputs: _Inputs, pipeline: "Callable[[], Pipeline]", model_tag: str, importance: dict | None
+) -> "tuple[BatchFigures, pd.DataFrame | None]":
+    """The month's figures, and the training month's scored rows for the page. A month with no stored predictions
+    is scored here, once (the month before is often the training month)."""
+    scored: dict[str, pd.DataFrame] = {}
+
+    def ready(of: str, frame: "pd.DataFrame", is_scored: bool) -> "pd.DataFrame":
+        if is_scored:
+            return frame
+        if of not in scored:
+            scored[of] = score(frame, pipeline(), model_tag)
+        return scored[of]
+
+    previous = ready(*inputs.previous)
+    reference = ready(*inputs.reference) if inputs.reference else None
+    prof = inputs.prof
+    figures = month_figures(inputs.current, prof, prof.arrays(), previous, inputs.previous[0], importance)
+    return figures, reference
 
 
 def _page(
