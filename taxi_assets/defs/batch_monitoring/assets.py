@@ -2,7 +2,7 @@
 
 import functools
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, NamedTuple
 
 import dagster as dg
@@ -169,35 +169,44 @@ def batch_drift(
     importance = model_registry.info(model["tag"])["metadata"].get(IMPORTANCE_KEY) or None
     with warehouse.get_connection() as conn:
         inputs = _read_inputs(conn, month, model["tag"], config.report)
-    # The figures, and the scoring of a month with no stored predictions, need no warehouse (a second, tens of
-    # seconds under load): an ingest takes it meanwhile.
-    with execution.without_pool_slot(context):
-        figures, reference = _compute(inputs, pipeline, model["tag"], importance)
-    with warehouse.get_connection() as conn:
-        if _versions(conn, inputs.months, model["tag"]) != inputs.versions:
-            # An input was replaced while the slot was lent: compute from what is there now, keeping the
-            # warehouse, so that the stored figures describe the predictions and profile they are stored beside
-            # (the automation would not run this month again: drift_metrics is materialized after its inputs).
-            context.log.info(f"the inputs of drift_metrics[{month}] changed while it was computed; computing it again")
-            inputs = _read_inputs(conn, month, model["tag"], config.report)
-            figures, reference = _compute(inputs, pipeline, model["tag"], importance)
-        rows = metric_rows(figures)
-        conn.execute(DRIFT_METRICS_DDL)
-        conn.register("metric_rows", pd.DataFrame(rows))
-        replace_partition(
-            conn, "month", month, {"drift_metrics": "SELECT $month, metric, column_or_segment, value FROM metric_rows"}
-        )
-    # The push, the page and its publication need no warehouse: the next run (an ingest) takes it meanwhile.
-    execution.release_pool_slot(context)
-    prof = inputs.prof
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="monitoring_report") as pool:
-        # Evidently's page needs only the figures; it is Python work, while pushing the figures and recording them
-        # mostly waits for the network and the instance's storage: on two cores the page is drawn meanwhile.
-        page = (
-            pool.submit(_page, month, figures, inputs.current, reference, prof.reference_month)
-            if config.report
-            else None
-        )
+
+        def draw() -> "Future[tuple[Snapshot, str]] | None":
+            # Evidently's page needs only the figures and no warehouse; it is Python work, while queueing for the
+            # warehouse again, storing and pushing the figures and recording them mostly wait: on two cores the page
+            # is drawn meanwhile.
+            if not config.report:
+                return None
+            return pool.submit(_page, month, figures, inputs.current, reference, inputs.prof.reference_month)
+
+        # The figures, and the scoring of a month with no stored predictions, need no warehouse (a second, tens of
+        # seconds under load): an ingest takes it meanwhile.
+        with execution.without_pool_slot(context):
+            figures, reference = _compute(inputs, pipeline, model["tag"], importance)
+            page = draw()
+        with warehouse.get_connection() as conn:
+            if _versions(conn, inputs.months, model["tag"]) != inputs.versions:
+                # An input was replaced while the slot was lent: compute from what is there now, keeping the
+                # warehouse, so that the stored figures describe the predictions and profile they are stored beside
+                # (the automation would not run this month again: drift_metrics is materialized after its inputs).
+                context.log.info(
+                    f"the inputs of drift_metrics[{month}] changed while it was computed; computing it again"
+                )
+                inputs = _read_inputs(conn, month, model["tag"], config.report)
+                figures, reference = _compute(inputs, pipeline, model["tag"], importance)
+                page = draw()  # the page drawn meanwhile shows the replaced inputs
+            prof = inputs.prof
+            rows = metric_rows(figures)
+            conn.execute(DRIFT_METRICS_DDL)
+            conn.register("metric_rows", pd.DataFrame(rows))
+            replace_partition(
+                conn,
+                "month",
+                month,
+                {"drift_metrics": "SELECT $month, metric, column_or_segment, value FROM metric_rows"},
+            )
+        # The push, the page and its publication need no warehouse: the next run (an ingest) takes it meanwhile.
+        execution.release_pool_slot(context)
         pushed = pushgateway.push(
             BATCH_JOB, {"month": month}, batch_samples(figures, month_start_seconds(month)), context.log
         )
