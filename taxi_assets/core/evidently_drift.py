@@ -42,7 +42,17 @@ ROW_BINS = 150
 METHOD = "calibrated test (statistic / calibrated threshold; the alarms' verdict)"
 
 
-class CalibratedDrift(SingleValueMetric):
+class _VerdictsOnly:
+    """The verdicts are the alarms': Evidently binds no default tests of its own to these metrics."""
+
+    def _default_tests(self, context: Context) -> list[BoundTest]:
+        return []
+
+    def _default_tests_with_reference(self, context: Context) -> list[BoundTest]:
+        return []
+
+
+class CalibratedDrift(_VerdictsOnly, SingleValueMetric):
     """One column's verdict (value: its score, statistic / threshold, above 1 beyond the threshold), with its
     distribution."""
 
@@ -55,12 +65,6 @@ class CalibratedDrift(SingleValueMetric):
     effect_name: str
     effect: float
     drifted: bool
-
-    def _default_tests(self, context: Context) -> list[BoundTest]:
-        return []
-
-    def _default_tests_with_reference(self, context: Context) -> list[BoundTest]:
-        return []
 
 
 class CalibratedDriftCalculation(SingleValueCalculation[CalibratedDrift]):
@@ -89,17 +93,11 @@ class CalibratedDriftCalculation(SingleValueCalculation[CalibratedDrift]):
         return f"Drift in column '{self.metric.column}'"
 
 
-class DriftedFeatures(CountMetric):
+class DriftedFeatures(_VerdictsOnly, CountMetric):
     """How many of the features drifted, by the alarms' verdicts, and their share."""
 
     features: list[str]
     drifted: list[str]
-
-    def _default_tests(self, context: Context) -> list[BoundTest]:
-        return []
-
-    def _default_tests_with_reference(self, context: Context) -> list[BoundTest]:
-        return []
 
 
 class DriftedFeaturesCalculation(CountCalculation[DriftedFeatures]):

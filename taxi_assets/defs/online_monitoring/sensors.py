@@ -44,17 +44,11 @@ def _last_ingest_run(instance: dg.DagsterInstance, day: str) -> LastRun | None:
     return LastRun(record.create_timestamp.timestamp(), record.end_time, record.dagster_run.is_finished)
 
 
-def _last_success(instance: dg.DagsterInstance) -> float | None:
-    record = latest_materialization(instance, prediction_logs.key)
-    return record.timestamp if record else None
-
-
-def _rejudge_request(instance: dg.DagsterInstance) -> dg.RunRequest | None:
+def _rejudge_request(instance: dg.DagsterInstance, logs: dg.EventLogRecord | None) -> dg.RunRequest | None:
     """An ingest run of the day last ingested, once more, when that ingest ended without judging the windows (its
     online_drift skipped while the deployed model's profile was being built, or failed without one) and a profile
     has been stored since: when traffic stops meanwhile, no next ingest would judge it. One per such ingest run
-    (its run key); ingesting a day again is idempotent."""
-    logs = latest_materialization(instance, prediction_logs.key)
+    (its run key); ingesting a day again is idempotent. `logs`: the latest prediction_logs materialization."""
     if logs is None:
         return None
     drift = latest_materialization(instance, online_drift.key)
@@ -103,7 +97,9 @@ def prediction_log_sensor(
         for request in new_requests(changes.cursor, days, retries)
     ]
     cursor = cursor.requested(changes.cursor, days, now)
-    if rejudge := _rejudge_request(context.instance):
+    # The latest ingest, read once a tick: the day to judge again, and the last success pushed below.
+    logs = latest_materialization(context.instance, prediction_logs.key)
+    if rejudge := _rejudge_request(context.instance, logs):
         run_requests.append(rejudge)
 
     pending = reader.pending(cursor.ingested)
@@ -111,6 +107,6 @@ def prediction_log_sensor(
     if pending.oldest_ts is not None:
         oldest_age = max(0.0, time.time() - dt.datetime.fromisoformat(pending.oldest_ts).timestamp())
     pushgateway.push(
-        INGEST_JOB, {}, ingest_samples(pending.count, oldest_age, _last_success(context.instance)), context.log
+        INGEST_JOB, {}, ingest_samples(pending.count, oldest_age, logs.timestamp if logs else None), context.log
     )
     return dg.SensorResult(run_requests=run_requests, cursor=cursor.serialize())
