@@ -6,8 +6,8 @@ Set-up (untimed, in a temporary folder): load both months into DuckDB, train the
 month, deploy it, build its reference profile, and score the reference month. Timed, alternately, in one process
 with Evidently already imported:
 (a) `batch_predictions` + `drift_metrics` + `monitoring_report` (one step) materialized in-process: figures and
-    verdicts from the project's maths over the profile; the report's drift widgets drawn from them, Evidently
-    computing its regression quality;
+    verdicts from the project's maths over the profile; the report's drift widgets drawn from them and its regression
+    quality from the predictions (the project's Evidently metrics);
 (b) the same with the report skipped (run config `report: false`, as inside a backfill): every figure and alarm;
 (c) bare Evidently: a script that reads the same rows from DuckDB, scores the month with the deployed pipeline,
     runs Evidently's default drift and regression report (tests/support/evidently_defaults.py) and writes its HTML;

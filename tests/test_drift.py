@@ -240,6 +240,42 @@ def test_report_draws_each_column_from_its_rows():
     assert np.mean(drift["current (mean)"]["y"]) == pytest.approx(current["fare_amount"].mean(), rel=0.01)
 
 
+def _numbers_or_text(value):
+    """A trace field compared with a tolerance when it is numbers (both sides' arrays, rounding apart)."""
+    if isinstance(value, list) and value and all(isinstance(v, (int, float)) for v in value):
+        return pytest.approx(value, rel=1e-9, abs=1e-9)
+    return value
+
+
+def test_report_regression_section_is_evidentlys_to_the_digit():
+    """`PredictionQuality` draws what Evidently's `RegressionPreset` draws on the same real months: the same widgets in
+    the same order, the same counters as text, the same traces (values within rounding) and the same layouts."""
+    from evidently import Report
+    from evidently.presets import RegressionPreset
+
+    from taxi_assets.core.evidently_quality import PredictionQuality
+    from taxi_assets.core.evidently_report import report_datasets
+
+    current, reference = report_frame(scored_month("2021-02")), report_frame(scored_month("2021-01"))
+
+    def widgets(metric) -> list[dict]:
+        return json.loads(Report([metric]).run(*report_datasets(current, reference)).dumps())["widgets"]
+
+    evidently, ours = widgets(RegressionPreset()), widgets(PredictionQuality(target=TARGET, prediction=PREDICTION))
+    assert [(w["type"], w["title"], w["size"]) for w in ours] == [(w["type"], w["title"], w["size"]) for w in evidently]
+    graphs = 0
+    for theirs, mine in zip(evidently, ours, strict=True):
+        if theirs["type"] == "counter":
+            assert mine["params"]["counters"] == theirs["params"]["counters"], theirs["params"]["counters"]
+            continue
+        graphs += 1
+        for their_trace, my_trace in zip(theirs["params"]["data"], mine["params"]["data"], strict=True):
+            assert my_trace == {key: _numbers_or_text(value) for key, value in their_trace.items()}
+        layout = {key: value for key, value in theirs["params"]["layout"].items() if key != "template"}
+        assert {key: value for key, value in mine["params"]["layout"].items() if key != "template"} == layout
+    assert graphs == 4
+
+
 def test_metric_rows_match_the_figures(month_report):
     figures, rows, _, _ = month_report
     table = {(row.metric, row.column_or_segment): row.value for row in rows}

@@ -1,11 +1,13 @@
-"""The human-facing monitoring report: Evidently 0.7's drift and regression-quality pages, showing the alarms'
+"""The human-facing monitoring report: an Evidently 0.7 page of drift and regression quality, showing the alarms'
 own verdicts.
 
 The figures and verdicts come from the project's maths (`taxi_assets.core.batch`, `taxi_assets.core.drift`);
 the page draws them. The count of drifted features and each column's drift widget are metrics of the project's own
 (`taxi_assets.core.evidently_drift`), which carry the verdict already computed for that column (score = statistic /
 calibrated threshold, drifted when the alarm says so) and draw the column from NumPy bins, so the report cannot
-disagree with the alerts; Evidently computes only what the project does not: the regression-quality panels.
+disagree with the alerts. The regression-quality section is one too (`taxi_assets.core.evidently_quality`): the
+panels of Evidently's `RegressionPreset`, the same figures to the digit, from NumPy in a tenth of the preset's time.
+Evidently runs the metrics, stores the snapshot and renders the page; its UI shows it without this project.
 Per-segment errors are computed directly (Evidently has no per-segment RMSE). Evidently's own default report, the
 benchmarks' baseline, lives in tests/support/evidently_defaults.py. Evidently is imported inside the functions only:
 it takes seconds to import and Dagster loads this module.
@@ -76,15 +78,16 @@ def report_datasets(current: pd.DataFrame, reference: pd.DataFrame) -> tuple[Dat
 
 def build_snapshot(current: pd.DataFrame, reference: pd.DataFrame, verdicts: Mapping[str, FeatureDrift]) -> Snapshot:
     """Run the Evidently report on two `report_frame`s: the count of drifted features and each column's drift widget
-    show the verdicts in `verdicts` ({column: FeatureDrift} for every column of `REPORT_COLUMNS`), then Evidently's
-    regression quality."""
+    show the verdicts in `verdicts` ({column: FeatureDrift} for every column of `REPORT_COLUMNS`), then the regression
+    quality."""
     from evidently import Report
-    from evidently.presets import RegressionPreset
 
     from taxi_assets.core.evidently_drift import drift_metrics
+    from taxi_assets.core.evidently_quality import PredictionQuality
 
     drifts = drift_metrics(list(FEATURE_TYPES), {column: verdicts[column] for column in REPORT_COLUMNS})
-    return Report([*drifts, RegressionPreset()]).run(*report_datasets(current, reference))
+    quality = PredictionQuality(target=TARGET, prediction=PREDICTION)
+    return Report([*drifts, quality]).run(*report_datasets(current, reference))
 
 
 def _errors(frame: pd.DataFrame, segment_type: str, by: pd.Series) -> list[SegmentError]:

@@ -139,10 +139,10 @@ def _previous_month(month: str) -> str:
             skippable=True,
             description=(
                 "Evidently HTML report of the month against the training month: the alarms' verdict per column "
-                "(metric `CalibratedDrift`) with the column's distribution against the training month's, "
-                "Evidently's regression quality, and the verdict table on top. Written to the reports folder "
-                "(TAXI_REPORTS_DIR) as `monitoring_report_<month>.html`; skipped when the run config says "
-                "`report: false`."
+                "(metric `CalibratedDrift`) with the column's distribution against the training month's, the "
+                "regression quality (metric `PredictionQuality`: the panels of Evidently's regression preset), and "
+                "the verdict table on top. Written to the reports folder (TAXI_REPORTS_DIR) as "
+                "`monitoring_report_<month>.html`; skipped when the run config says `report: false`."
             ),
         ),
     ],
@@ -158,8 +158,8 @@ def batch_drift(
     reports: MonitoringReports,
 ) -> Iterator[dg.MaterializeResult]:
     """`drift_metrics` and, unless the run config turns it off, `monitoring_report`: the figures come from the
-    project's vectorised maths over the reference profile, the report's drift widgets from the figures; Evidently
-    computes only the regression quality."""
+    project's vectorised maths over the reference profile, the report's drift widgets from the figures and its
+    regression quality from the predictions, as Evidently metrics of the project's own."""
     import pandas as pd
 
     month = context.partition_key
