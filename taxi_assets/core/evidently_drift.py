@@ -208,10 +208,11 @@ def _distribution(current: pd.Series, reference: pd.Series, kind: str) -> BaseWi
 
 def row_bins(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`values` in row order cut into `ROW_BINS` bins as Evidently bins a column over its index (`pandas.cut` of the
-    row numbers into equal-width intervals): each bin's number, mean and standard deviation (0 for a single row)."""
+    row numbers into equal-width intervals): each bin that holds rows, its number, mean and standard deviation (0 for a
+    single row)."""
     values = np.asarray(values, dtype="float64")
-    rows, bins = len(values), min(ROW_BINS, len(values))
-    edges = np.linspace(0, rows - 1, bins + 1)
+    rows, bins = len(values), ROW_BINS
+    edges = np.linspace(0, max(rows - 1, 0), bins + 1)
     edges[0] -= max(rows - 1, 1) * 0.001  # pandas widens the first interval by 0.1 % so that it holds row 0
     which = np.clip(np.searchsorted(edges, np.arange(rows), side="left") - 1, 0, bins - 1)
     counts = np.bincount(which, minlength=bins)
