@@ -1,6 +1,7 @@
 """Throughput of the Bento service against an empty Bento service started the same way (prints figures; not a test).
 
     .venv/bin/python bench/bench_service.py [--duration 15] [--connections 32] [--workers 1] [--designs today native]
+        [--rounds 1]
 
 Trains the default model on 2021-01 into a temporary BentoML home (or uses --bentoml-home), then runs wrk against
 (a) the two empty baselines: BentoML's stock empty service (`bench/stock_empty_service.py`, the baseline issue 21
@@ -13,14 +14,18 @@ The peer of `/predict_batch` is the model alone: the deployed model predicting t
 process as the model process does, right after the service's run, so both see the same load; beside it, the
 pipeline's own scikit-learn predict on them. Each run also reports the CPU a request cost the service's request-
 handling worker and its model process: the bound of either, whatever share of the shared cores the load leaves.
+With --rounds N all of it is measured N times in turn, each ratio taken within its round (the same minutes' load),
+and the medians are printed at the end: on a shared machine one busy minute moves one round, not the figure.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -145,9 +150,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--bentoml-home", type=Path)
     parser.add_argument("--designs", nargs="+", choices=sorted(DESIGNS), default=["today"])
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="measure everything this many times, alternating; print the medians"
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-service-"))
+    rounds = []
     try:
         if args.bentoml_home is None:
             args.bentoml_home = work / "bentoml"
@@ -158,22 +167,32 @@ def main() -> None:
         batch_bodies = [json.dumps({"rides": rides[i : i + 1000]}) for i in range(0, 5000, 1000)]
         batch = _lua_script(batch_bodies, work / "batch.lua")
 
-        empties = {
-            name: bench(target, "/predict", single, args, work, name.replace(" ", "-"))
-            for name, target in EMPTY_BASELINES.items()
-        }
-        results = {
-            design: (
-                bench(DESIGNS[design], "/predict", single, args, work, f"{design}-predict"),
-                bench(DESIGNS[design], "/predict_batch", batch, args, work, f"{design}-batch"),
-                model_alone_rides_per_second(args.bentoml_home, [body.encode() for body in batch_bodies]),
+        for number in range(1, args.rounds + 1):
+            empties = {
+                name: bench(target, "/predict", single, args, work, name.replace(" ", "-"))
+                for name, target in EMPTY_BASELINES.items()
+            }
+            results = {
+                design: (
+                    bench(DESIGNS[design], "/predict", single, args, work, f"{design}-predict"),
+                    bench(DESIGNS[design], "/predict_batch", batch, args, work, f"{design}-batch"),
+                    model_alone_rides_per_second(args.bentoml_home, [body.encode() for body in batch_bodies]),
+                )
+                for design in args.designs
+            }
+            print(
+                f"\nround {number} of {args.rounds}: wrk, {args.connections} connections, {args.duration} s, "
+                f"workers={args.workers}; load average {os.getloadavg()[0]:.1f}"
             )
-            for design in args.designs
-        }
+            _print_round(empties, results)
+            rounds.append((empties, results))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if len(rounds) > 1:
+        _print_medians(rounds)
 
-    print(f"\nwrk, {args.connections} connections, {args.duration} s, workers={args.workers}")
+
+def _print_round(empties: dict, results: dict) -> None:
     for name, figures in empties.items():
         _print_line(f"{name:<14} /predict", figures)
     for design, (single_figures, batch_figures, model_alone) in results.items():
@@ -192,6 +211,29 @@ def main() -> None:
             f"  model alone on the same batches: {model_alone['served']:8.0f} rides/s as served"
             f" ({model_alone['scikit-learn']:.0f} by the pipeline's scikit-learn predict);"
             f" ratio /predict_batch / model alone: {batch_figures['rps'] * 1000 / model_alone['served']:.2f}"
+        )
+
+
+def _print_medians(rounds: list[tuple[dict, dict]]) -> None:
+    """Each figure's median over the rounds: each round's ratio is taken within the round (the same minute's load),
+    then the ratios' median, so that a busy minute moves one round and not the figure."""
+    print(f"\nmedians of {len(rounds)} rounds")
+    for design in rounds[0][1]:
+        for name in rounds[0][0]:
+            ratios = [results[design][0]["rps"] / empties[name]["rps"] for empties, results in rounds]
+            print(
+                f"  {design} /predict / {name}: median {statistics.median(ratios):.2f} "
+                f"(rounds {', '.join(f'{ratio:.2f}' for ratio in ratios)})"
+                + (" (goal >= 1.0)" if name == "stock empty" else "")
+            )
+        p99s = [results[design][0]["p99_ms"] for _, results in rounds]
+        print(
+            f"  {design} /predict p99: median {statistics.median(p99s):.1f} ms, max {max(p99s):.1f} ms (goal <= 50 ms)"
+        )
+        rides = [results[design][1]["rps"] * 1000 for _, results in rounds]
+        print(
+            f"  {design} /predict_batch: median {statistics.median(rides):,.0f} rides/s "
+            f"(rounds {', '.join(f'{value:,.0f}' for value in rides)}) (goal >= 150,000)"
         )
 
 
