@@ -23,8 +23,17 @@ written for (pyproject: `bentoml==1.4.40`; tests/test_compat.py fails when the u
    (scikit-learn>=1.5): tests/test_boosted_trees.py checks its answers against scikit-learn's own, bit for bit,
    and the model process checks them on the warm-up rides before the trees serve (else the pipeline predicts).
 
-The stricter empty baseline (bench/empty_service.py) uses 1. too, so the bench compares the model's cost; the stock
-empty baseline (bench/stock_empty_service.py) is BentoML as it comes.
+5. Unsampled tracing spans (BentoML 1.4.40 `bentoml/_internal/utils/telemetry.py` `ParentBasedTraceIdRatio`, which
+   `BentoMLContainer.tracer_provider` imports when it builds the provider). Upstream's sampler records every span it
+   does not sample (`TraceIdRatioBasedAlwaysRecording`, and `RECORD_ONLY` under an unsampled parent), and
+   `tracing.sample_rate` defaults to 0: each request builds the full SDK spans of its middlewares, attributes and
+   all, that no exporter ever receives, about a tenth of the request worker's CPU per `/predict`.
+   `record_sampled_spans_only` makes the sampler OpenTelemetry's own `ParentBased(TraceIdRatioBased(rate))`: a
+   sampled span is recorded and exported as before; an unsampled one is a non-recording span that still carries
+   its trace and span ids, so the access log shows them as before (`tests/test_service.py` reads them there).
+
+The stricter empty baseline (bench/empty_service.py) uses 1. and 5. too, so the bench compares the model's cost;
+the stock empty baseline (bench/stock_empty_service.py) is BentoML as it comes.
 """
 
 from __future__ import annotations
@@ -36,6 +45,8 @@ from typing import Any
 
 import numpy as np
 from bentoml._internal.server.http.traffic import TimeoutMiddleware
+from bentoml._internal.utils import telemetry
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from starlette.responses import JSONResponse
 
 from bento_service.boosted_trees import CATEGORIES, BoostedTrees, Tree
@@ -43,6 +54,8 @@ from bento_service.boosted_trees import CATEGORIES, BoostedTrees, Tree
 BENTOML_VERSION = "1.4.40"
 # The upstream method `_timeout_middleware_call` replaces, kept to check its source has not changed.
 UPSTREAM_TIMEOUT_CALL = TimeoutMiddleware.__call__
+# The upstream sampler `SampledSpansRecorded` replaces, kept likewise.
+UPSTREAM_SAMPLER = telemetry.ParentBasedTraceIdRatio
 
 
 async def _timeout_middleware_call(self: TimeoutMiddleware, scope, receive, send) -> None:
@@ -69,6 +82,20 @@ async def _timeout_middleware_call(self: TimeoutMiddleware, scope, receive, send
         await fut
     finally:
         timer.cancel()
+
+
+class SampledSpansRecorded(ParentBased):
+    """BentoML's sampler by its name and signature, recording only what it samples: OpenTelemetry's default
+    `ParentBased` sampler over a trace-id ratio (unsampled parents' children are dropped, sampled ones' kept)."""
+
+    def __init__(self, rate: float) -> None:
+        super().__init__(root=TraceIdRatioBased(rate=rate))
+
+
+def record_sampled_spans_only() -> None:
+    """Make BentoML's tracer provider record the spans it samples only; call at import of a service module (the
+    worker builds the provider after importing the service)."""
+    telemetry.ParentBasedTraceIdRatio = SampledSpansRecorded
 
 
 def cancel_request_timers() -> None:

@@ -43,6 +43,7 @@ from taxi_assets.core.drift_scores import MAX_TRIP_MILES
 from taxi_assets.core.tlc import MAX_LOCATION_ID
 
 compat.cancel_request_timers()
+compat.record_sampled_spans_only()
 
 SETTINGS = settings.current()
 # Under BentoML's server logging the root logger shows warnings only; its `bentoml` logger shows INFO.

@@ -28,6 +28,8 @@ from tests.support.platform import REPO_ROOT
 
 # sha256 of BentoML 1.4.40's `TimeoutMiddleware.__call__` source, which compat._timeout_middleware_call copies.
 UPSTREAM_TIMEOUT_CALL_SHA256 = "fd8b9e3da28ed2b44cfd508d641617e049fcd4986138197ce7bb227332505896"
+# sha256 of BentoML 1.4.40's `telemetry.ParentBasedTraceIdRatio` source, which compat.SampledSpansRecorded replaces.
+UPSTREAM_SAMPLER_SHA256 = "c17aec4d55a852c17bf9a3814c9c5656997fe42332276ec14265e78ed1464b96"
 
 
 @pytest.mark.unit
@@ -67,6 +69,49 @@ def test_the_bento_ships_exactly_the_taxi_assets_modules_the_service_imports() -
         if not pattern.startswith("bento_service/")
     }
     assert shipped == {Path(path).relative_to(REPO_ROOT).as_posix() for path in imported}
+
+
+@pytest.mark.unit
+def test_the_replaced_sampler_is_unchanged_upstream_and_records_only_what_it_samples(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bentoml._internal.configuration import containers
+    from bentoml._internal.utils import telemetry
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace.sampling import Decision
+
+    source = inspect.getsource(compat.UPSTREAM_SAMPLER)
+    assert hashlib.sha256(source.encode()).hexdigest() == UPSTREAM_SAMPLER_SHA256, (
+        "BentoML's ParentBasedTraceIdRatio changed: re-check whether it still records unsampled spans, then update "
+        "or drop compat.SampledSpansRecorded"
+    )
+    # The provider imports the sampler by name when it is built (in the worker, after the service module), so the
+    # module attribute is what it gets.
+    provider = inspect.getsource(containers)
+    assert "from ..utils.telemetry import ParentBasedTraceIdRatio" in provider
+    assert "sampler=ParentBasedTraceIdRatio(sample_rate)" in provider
+    monkeypatch.setattr(telemetry, "ParentBasedTraceIdRatio", compat.UPSTREAM_SAMPLER)  # restored after the test
+    compat.record_sampled_spans_only()
+    assert telemetry.ParentBasedTraceIdRatio is compat.SampledSpansRecorded
+
+    trace_id = 0x5CE0E9A56015FEC5AADFA328AE398115
+    unsampled_parent = trace.set_span_in_context(
+        trace.NonRecordingSpan(trace.SpanContext(trace_id, 0x1234, is_remote=False))
+    )
+    sampled_parent = trace.set_span_in_context(
+        trace.NonRecordingSpan(trace.SpanContext(trace_id, 0x1234, False, trace.TraceFlags(trace.TraceFlags.SAMPLED)))
+    )
+
+    def decisions(sampler) -> list[Decision]:
+        return [sampler.should_sample(parent, trace_id, "request").decision for parent in (None, unsampled_parent)]
+
+    # BentoML's default rate is 0: upstream records every span anyway, the replacement none.
+    assert decisions(compat.UPSTREAM_SAMPLER(0.0)) == [Decision.RECORD_ONLY, Decision.RECORD_ONLY]
+    assert decisions(compat.SampledSpansRecorded(0.0)) == [Decision.DROP, Decision.DROP]
+    # A sampled request is recorded and exported as before, its children with it.
+    assert decisions(compat.SampledSpansRecorded(1.0))[0] == Decision.RECORD_AND_SAMPLE
+    child = compat.SampledSpansRecorded(0.0).should_sample(sampled_parent, trace_id, "child").decision
+    assert child == Decision.RECORD_AND_SAMPLE
 
 
 @pytest.mark.unit

@@ -33,7 +33,7 @@ from taxi_assets.core import predlog
 from taxi_assets.core.model import FEATURE_FIELDS
 from tests.support import course_client
 from tests.support import service_harness as harness
-from tests.support.platform import MANIFEST_ROWS, free_port
+from tests.support.platform import MANIFEST_ROWS, free_port, wait_until
 
 pytestmark = pytest.mark.service
 
@@ -88,6 +88,16 @@ def test_ready_with_the_deployed_model(served: Served) -> None:
     assert requests.get(f"{served.url}/readyz", timeout=5).status_code == 200
     (version,) = [p.name for p in served.bentoml_home.glob("models/taxi_duration_deployed/*") if p.is_dir()]
     assert served.post("/predict", RIDE).json()["model_tag"] == f"taxi_duration_deployed:{version}"
+
+
+def test_the_access_log_names_each_request_s_trace_and_span(served: Served) -> None:
+    """Spans are recorded only when sampled (compat.record_sampled_spans_only; BentoML's sample rate is 0 by
+    default), yet the access log still names every request's trace and span, as BentoML's own does."""
+    assert served.post("/predict", {**RIDE, "id": "traced"}).status_code == 200
+    log = served.logs.parent / "serve.log"
+    pattern = re.compile(r"path=/predict,.*\(status=200,.*\(trace=([0-9a-f]{32}),span=([0-9a-f]{16}),sampled=0")
+    found = wait_until(lambda: pattern.findall(log.read_text()), 10, "an access log line of /predict")
+    assert all(int(trace_id, 16) and int(span_id, 16) for trace_id, span_id in found), found[-3:]
 
 
 def test_single_predictions_equal_the_pipeline(served: Served, pipeline, rides_2022: pd.DataFrame) -> None:
